@@ -1,0 +1,8 @@
+//! condaflare: conda channels served from Cloudflare's edge.
+//!
+//! The domain core (package reading, repodata, names) is plain Rust and tested natively; the
+//! Worker glue in [`worker`] is built for wasm32 only.
+
+pub mod names;
+pub mod package;
+pub mod repodata;

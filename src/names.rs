@@ -1,0 +1,168 @@
+//! Rules for the names that become parts of URLs and object keys.
+//!
+//! Every name is checked before it touches storage, so no caller can reach outside the
+//! channel's own prefix with `..`, slashes or other path tricks.
+
+use rattler_conda_types::Subdir;
+
+/// Channel names that would shadow a top-level route.
+const RESERVED_CHANNELS: [&str; 3] = ["api", "t", "health"];
+
+/// The two conda package formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    Conda,
+    TarBz2,
+}
+
+impl ArchiveFormat {
+    pub fn from_filename(filename: &str) -> Option<Self> {
+        if filename.ends_with(".conda") {
+            Some(Self::Conda)
+        } else if filename.ends_with(".tar.bz2") {
+            Some(Self::TarBz2)
+        } else {
+            None
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Conda => ".conda",
+            Self::TarBz2 => ".tar.bz2",
+        }
+    }
+
+    /// The key that lists records of this format in repodata.json.
+    pub fn repodata_key(self) -> &'static str {
+        match self {
+            Self::Conda => "packages.conda",
+            Self::TarBz2 => "packages",
+        }
+    }
+}
+
+/// A channel name: lowercase letters, digits, `-`, `_` and `.`, starting with a letter or digit.
+pub fn check_channel_name(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    let starts_well = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if name.is_empty() || name.len() > 64 || !valid_chars || !starts_well || name.contains("..") {
+        return Err(format!(
+            "invalid channel name '{}': use 1 to 64 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit",
+            truncate(name)
+        ));
+    }
+    if RESERVED_CHANNELS.contains(&name) {
+        return Err(format!("the channel name '{name}' is reserved"));
+    }
+    Ok(())
+}
+
+/// A conda subdir that clients know, such as `noarch` or `linux-64`.
+pub fn check_subdir(subdir: &str) -> Result<Subdir, String> {
+    subdir
+        .parse::<Subdir>()
+        .map_err(|_| format!("unknown subdir '{}'", truncate(subdir)))
+}
+
+/// A package file name: `<name>-<version>-<build>.conda` or `.tar.bz2`, in the characters conda
+/// allows there. Whether it matches the package's own metadata is checked once that is read.
+pub fn check_package_filename(filename: &str) -> Result<ArchiveFormat, String> {
+    let format = ArchiveFormat::from_filename(filename).ok_or_else(|| {
+        format!(
+            "'{}' is not a conda package file name: it must end in .conda or .tar.bz2",
+            truncate(filename)
+        )
+    })?;
+    let stem = &filename[..filename.len() - format.extension().len()];
+    let valid_chars = filename
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.+!".contains(&b));
+    if filename.len() > 255
+        || !valid_chars
+        || stem.starts_with(['.', '-'])
+        || filename.contains("..")
+        || stem.split('-').count() < 3
+    {
+        return Err(format!(
+            "invalid package file name '{}': expected <name>-<version>-<build>{}",
+            truncate(filename),
+            format.extension()
+        ));
+    }
+    Ok(format)
+}
+
+/// Names echoed in errors are cut short: clients show at most 512 characters of a message.
+fn truncate(name: &str) -> String {
+    if name.chars().count() <= 80 {
+        name.to_owned()
+    } else {
+        name.chars().take(77).chain("...".chars()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names() {
+        for good in ["conda-forge", "my_channel", "a", "team.internal", "0day"] {
+            assert!(check_channel_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "a..b",
+            ".hidden",
+            "-x",
+            "UPPER",
+            "a/b",
+            "a%2fb",
+            "sp ace",
+            "api",
+            "t",
+            &"x".repeat(65),
+        ] {
+            assert!(check_channel_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn package_filenames() {
+        assert_eq!(
+            check_package_filename("zlib-1.2.11-h7b6447c_3.conda"),
+            Ok(ArchiveFormat::Conda)
+        );
+        assert_eq!(
+            check_package_filename("conda-index-pkg-a-1.0-py27h5e241af_0.tar.bz2"),
+            Ok(ArchiveFormat::TarBz2)
+        );
+        for bad in [
+            "zlib.zip",
+            "../zlib-1.0-0.conda",
+            "a/b-1-0.conda",
+            "zlib-1.0.conda",
+            ".conda",
+            "-a-1-0.conda",
+            "z\u{e9}-1-0.conda",
+            "a-1-0%2f.conda",
+        ] {
+            assert!(check_package_filename(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subdirs() {
+        assert!(check_subdir("noarch").is_ok());
+        assert!(check_subdir("linux-aarch64").is_ok());
+        assert!(check_subdir("linux-65").is_err());
+        assert!(check_subdir("../noarch").is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! repodata.json, written the way conda-index writes it: compact, keys sorted at every level.
+//!
+//! Records are stored already serialized, so the document is assembled from them as they come,
+//! in order, without parsing them again or holding the whole channel as values.
+
+use serde_json::{Map, Value};
+
+use crate::names::ArchiveFormat;
+
+/// One record, serialized canonically (compact, keys sorted at every level).
+pub fn record_json(record: &Map<String, Value>) -> String {
+    // serde_json's Map keeps keys sorted unless its `preserve_order` feature is on; sort
+    // explicitly so the output never depends on that.
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.clone(), sorted(v)))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(&Value::Object(record.clone())).to_string()
+}
+
+/// The record sections of repodata.json, in the order they are written.
+const SECTIONS: [ArchiveFormat; 2] = [ArchiveFormat::TarBz2, ArchiveFormat::Conda];
+
+/// Writes a repodata.json document from records given in order: all `.tar.bz2` records, then
+/// all `.conda` records, each group sorted by file name.
+pub struct RepodataWriter {
+    out: String,
+    /// How many of [`SECTIONS`] have been opened; the last one opened is still open.
+    opened: usize,
+    section_empty: bool,
+}
+
+impl RepodataWriter {
+    pub fn new(subdir: &str) -> Self {
+        let info = serde_json::json!({ "subdir": subdir });
+        Self {
+            out: format!("{{\"info\":{info}"),
+            opened: 0,
+            section_empty: true,
+        }
+    }
+
+    /// Adds one record; `record_json` must come from [`record_json`].
+    pub fn push(&mut self, filename: &str, record_json: &str) {
+        let format = ArchiveFormat::from_filename(filename).unwrap_or(ArchiveFormat::TarBz2);
+        let section = SECTIONS.iter().position(|f| *f == format).unwrap_or(0);
+        debug_assert!(
+            section + 1 >= self.opened,
+            "records must come grouped by format"
+        );
+        self.open_through(section);
+        if !self.section_empty {
+            self.out.push(',');
+        }
+        self.section_empty = false;
+        self.out.push_str(&Value::from(filename).to_string());
+        self.out.push(':');
+        self.out.push_str(record_json);
+    }
+
+    /// Takes what was written so far, for writers that stream the document out in parts.
+    pub fn take_output(&mut self) -> String {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn finish(mut self) -> String {
+        self.open_through(SECTIONS.len() - 1);
+        self.out
+            .push_str("},\"removed\":[],\"repodata_version\":1}");
+        self.out
+    }
+
+    /// Opens every section up to and including `section`, closing the one before each.
+    fn open_through(&mut self, section: usize) {
+        while self.opened <= section {
+            if self.opened > 0 {
+                self.out.push('}');
+            }
+            let key = SECTIONS[self.opened].repodata_key();
+            self.out.push_str(&format!(",\"{key}\":{{"));
+            self.opened += 1;
+            self.section_empty = true;
+        }
+    }
+}
+
+/// The repodata.json of a subdir without packages.
+pub fn empty_repodata(subdir: &str) -> String {
+    RepodataWriter::new(subdir).finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_matches_conda_index() {
+        assert_eq!(
+            empty_repodata("noarch"),
+            r#"{"info":{"subdir":"noarch"},"packages":{},"packages.conda":{},"removed":[],"repodata_version":1}"#
+        );
+    }
+
+    #[test]
+    fn sections_and_separators() {
+        let mut writer = RepodataWriter::new("linux-64");
+        writer.push("a-1-0.tar.bz2", "{\"x\":1}");
+        writer.push("b-1-0.tar.bz2", "{}");
+        writer.push("a-1-0.conda", "{}");
+        assert_eq!(
+            writer.finish(),
+            r#"{"info":{"subdir":"linux-64"},"packages":{"a-1-0.tar.bz2":{"x":1},"b-1-0.tar.bz2":{}},"packages.conda":{"a-1-0.conda":{}},"removed":[],"repodata_version":1}"#
+        );
+        let mut writer = RepodataWriter::new("noarch");
+        writer.push("a-1-0.conda", "{}");
+        let mut streamed = writer.take_output();
+        streamed.push_str(&writer.finish());
+        let parsed: Value = serde_json::from_str(&streamed).unwrap();
+        assert_eq!(parsed["packages"], serde_json::json!({}));
+        assert_eq!(
+            parsed["packages.conda"]["a-1-0.conda"],
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
+    fn records_are_sorted_at_every_level() {
+        let record: Map<String, Value> =
+            serde_json::from_str(r#"{"z":1,"a":{"y":[{"b":1,"a":2}],"x":null}}"#).unwrap();
+        assert_eq!(
+            record_json(&record),
+            r#"{"a":{"x":null,"y":[{"a":2,"b":1}]},"z":1}"#
+        );
+    }
+}

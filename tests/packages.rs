@@ -1,0 +1,191 @@
+//! Every fixture package read through the streaming reader, compared field for field with what
+//! conda-index made of the same file.
+
+use std::{fs, path::PathBuf};
+
+use condaflare::{
+    names::{check_package_filename, ArchiveFormat},
+    package::{Package, PackageError, PackageReader},
+    repodata::{record_json, RepodataWriter},
+};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn files_in(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(fixtures().join(dir))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn read_package(path: &PathBuf, chunk: usize) -> Result<Package, PackageError> {
+    let filename = path.file_name().unwrap().to_str().unwrap();
+    let format = ArchiveFormat::from_filename(filename).unwrap();
+    let bytes = fs::read(path).unwrap();
+    let mut reader = PackageReader::new(format);
+    for part in bytes.chunks(chunk) {
+        reader.update(part);
+    }
+    let (digests, metadata) = reader.finish();
+    assert_eq!(digests.size, bytes.len() as u64);
+    Package::from_parts(filename, &digests, metadata?)
+}
+
+fn reference_record(subdir: &str, filename: &str) -> Value {
+    let path = fixtures().join(format!("reference/conda-index/{subdir}/repodata.json"));
+    let repodata: Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    let key = if filename.ends_with(".conda") {
+        "packages.conda"
+    } else {
+        "packages"
+    };
+    repodata[key][filename].clone()
+}
+
+#[test]
+fn every_valid_fixture_matches_conda_index() {
+    let packages = files_in("packages");
+    assert_eq!(packages.len(), 25);
+    for path in &packages {
+        // Odd chunk sizes cross every header and entry boundary somewhere.
+        for chunk in [1021, 4096, 1 << 20] {
+            let package =
+                read_package(path, chunk).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let expected = reference_record(&package.subdir, &package.filename);
+            assert!(
+                expected.is_object(),
+                "{} not in reference {}",
+                package.filename,
+                package.subdir
+            );
+            assert_eq!(
+                Value::Object(package.record.clone()),
+                expected,
+                "{}",
+                package.filename
+            );
+        }
+    }
+}
+
+#[test]
+fn subdir_comes_from_platform_and_arch_when_missing() {
+    let package = read_package(&fixtures().join("packages/nano-2.4.1-0.tar.bz2"), 4096).unwrap();
+    assert_eq!(package.subdir, "osx-64");
+}
+
+#[test]
+fn run_exports_are_kept() {
+    let package = read_package(
+        &fixtures().join("packages/run_exports_versions-1.0-he35c369_0.tar.bz2"),
+        4096,
+    )
+    .unwrap();
+    let reference: Value = serde_json::from_slice(
+        &fs::read(fixtures().join("reference/conda-index/noarch/run_exports.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        package.run_exports.unwrap(),
+        reference["packages"]["run_exports_versions-1.0-he35c369_0.tar.bz2"]["run_exports"]
+    );
+    let zlib = read_package(
+        &fixtures().join("packages/zlib-1.2.11-h7b6447c_3.conda"),
+        4096,
+    )
+    .unwrap();
+    assert_eq!(
+        zlib.run_exports.unwrap()["weak"][0],
+        "zlib >=1.2.11,<1.3.0a0"
+    );
+    assert!(zlib.about.unwrap()["license"].is_string());
+}
+
+#[test]
+fn corrupt_fixtures_are_refused() {
+    let expectations = [
+        ("another_bad_package.conda", "empty"),
+        ("bad_package.tar.bz2", "bzip2"),
+        (
+            "ca-certificates-2024.7.4-hbcca054_0.conda",
+            "not at the archive root",
+        ),
+    ];
+    for (name, reason) in expectations {
+        let err = read_package(&fixtures().join("corrupt").join(name), 4096).unwrap_err();
+        assert!(err.to_string().contains(reason), "{name}: {err}");
+    }
+}
+
+#[test]
+fn renamed_package_is_refused() {
+    let source = fs::read(fixtures().join("packages/flask-0.11.1-py_0.tar.bz2")).unwrap();
+    let mut reader = PackageReader::new(ArchiveFormat::TarBz2);
+    reader.update(&source);
+    let (digests, metadata) = reader.finish();
+    let err =
+        Package::from_parts("flask-0.12-py_0.tar.bz2", &digests, metadata.unwrap()).unwrap_err();
+    assert!(
+        err.to_string().contains("flask-0.11.1-py_0.tar.bz2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_packages_are_refused() {
+    for name in [
+        "zlib-1.2.11-h7b6447c_3.conda",
+        "zlib-1.2.11-h7b6447c_3.tar.bz2",
+    ] {
+        let path = fixtures().join("packages").join(name);
+        let bytes = fs::read(&path).unwrap();
+        // A .tar.bz2 is read only up to the end of its info/ section (the payload after it is
+        // covered by the sha256 the uploader sends), so only a .conda is checked to its last byte.
+        let mut cuts = vec![10, 100, bytes.len() / 2];
+        if name.ends_with(".conda") {
+            cuts.push(bytes.len() - 1);
+        }
+        for cut in cuts {
+            let mut reader = PackageReader::new(check_package_filename(name).unwrap());
+            reader.update(&bytes[..cut]);
+            let (_, metadata) = reader.finish();
+            let result = metadata.and_then(|m| {
+                Package::from_parts(
+                    name,
+                    &condaflare::package::Digests {
+                        sha256: String::new(),
+                        md5: String::new(),
+                        size: 0,
+                    },
+                    m,
+                )
+            });
+            assert!(result.is_err(), "{name} cut at {cut} was accepted");
+        }
+    }
+}
+
+#[test]
+fn repodata_of_fixtures_equals_conda_index() {
+    for subdir in ["noarch", "linux-64", "osx-64", "win-64"] {
+        let mut packages: Vec<Package> = files_in("packages")
+            .iter()
+            .map(|path| read_package(path, 65536).unwrap())
+            .filter(|p| p.subdir == subdir)
+            .collect();
+        packages.sort_by_key(|p| (p.filename.ends_with(".conda"), p.filename.clone()));
+        let mut writer = RepodataWriter::new(subdir);
+        for package in &packages {
+            writer.push(&package.filename, &record_json(&package.record));
+        }
+        let ours: Value = serde_json::from_str(&writer.finish()).unwrap();
+        let path = fixtures().join(format!("reference/conda-index/{subdir}/repodata.json"));
+        let reference: Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        assert_eq!(ours, reference, "{subdir}");
+    }
+}
