@@ -3,6 +3,12 @@
 //! The domain core (package reading, repodata, names) is plain Rust and tested natively; the
 //! Worker glue in [`worker`] is built for wasm32 only.
 
+pub mod access;
+pub mod http_rules;
+pub mod multipart;
 pub mod names;
 pub mod package;
 pub mod repodata;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Builds the Worker into build/ (index.js and the wasm module).
+set -euo pipefail
+source "$(dirname "$0")/setup.sh"
+cd "$ROOT"
+worker-build --release >&2

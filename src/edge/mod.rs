@@ -1,0 +1,100 @@
+//! The Worker: one router in front of small handlers (wasm32 only).
+//!
+//! | method      | path                                         | handler            |
+//! |-------------|----------------------------------------------|--------------------|
+//! | POST        | /api/v1/upload/<channel>                     | [`upload::upload`] |
+//! | DELETE      | /api/v1/delete/<channel>/<subdir>/<filename> | [`delete::delete`] |
+//! | GET, HEAD   | /<channel>/<subdir>/<filename>               | [`serve::serve_file`] |
+//!
+//! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed
+//! before routing and never logged.
+
+mod auth;
+mod cache;
+mod channel_index;
+mod delete;
+mod error;
+mod log;
+mod serve;
+mod storage;
+mod upload;
+
+use worker::{event, Context, Date, Env, Method, Request, Response};
+
+use crate::names::{check_channel_name, check_package_filename, check_subdir};
+use error::{ApiError, ApiResult};
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    let started = Date::now().as_millis();
+    let method = req.method();
+    let raw_path = req.path();
+    let (path_token, path) = split_token(&raw_path);
+    let response = match route(&env, req, &method, path_token, path).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    log::request(
+        method.as_ref(),
+        path,
+        response.status_code(),
+        Date::now().as_millis() - started,
+    );
+    Ok(response)
+}
+
+/// Splits `/t/<key>/rest` into the key and `/rest`.
+fn split_token(path: &str) -> (Option<&str>, &str) {
+    if let Some(rest) = path.strip_prefix("/t/") {
+        if let Some(slash) = rest.find('/') {
+            return (Some(&rest[..slash]), &rest[slash..]);
+        }
+        return (Some(rest), "/");
+    }
+    (None, path)
+}
+
+async fn route(
+    env: &Env,
+    req: Request,
+    method: &Method,
+    path_token: Option<&str>,
+    path: &str,
+) -> ApiResult<Response> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (Method::Post, ["api", "v1", "upload", channel]) => {
+            check_channel_name(channel).map_err(ApiError::bad_request)?;
+            upload::upload(env, req, path_token, channel).await
+        }
+        (Method::Delete, ["api", "v1", "delete", channel, subdir, filename]) => {
+            check_channel_name(channel).map_err(ApiError::bad_request)?;
+            check_subdir(subdir).map_err(ApiError::bad_request)?;
+            check_package_filename(filename).map_err(ApiError::bad_request)?;
+            delete::delete(env, &req, path_token, channel, subdir, filename).await
+        }
+        (Method::Get | Method::Head, [channel, subdir, filename]) if !channel.is_empty() => {
+            let valid = check_channel_name(channel).is_ok()
+                && check_subdir(subdir).is_ok()
+                && (*filename == "repodata.json" || check_package_filename(filename).is_ok());
+            if !valid {
+                return Err(ApiError::not_found(format!(
+                    "no such file: {}",
+                    short(path)
+                )));
+            }
+            serve::serve_file(env, &req, path_token, channel, subdir, filename).await
+        }
+        (_, ["api", ..]) => Err(ApiError::not_found("no such API endpoint")),
+        (Method::Get | Method::Head, _) => Err(ApiError::not_found(format!(
+            "no such file: {}",
+            short(path)
+        ))),
+        _ => Err(ApiError::new(405, "method not allowed here")),
+    }
+}
+
+/// Paths echoed in errors are cut short: clients show at most 512 characters of a message.
+fn short(path: &str) -> String {
+    path.chars().take(200).collect()
+}

@@ -1,0 +1,281 @@
+//! GET and HEAD of channel files: repodata and packages, straight from R2.
+
+use worker::{Bucket, Conditional, Date, DateInit, Env, Headers, Method, Request, Response};
+
+use super::auth::{authorize, find_channel, principal, Channel};
+use super::error::{ApiError, ApiResult};
+use super::storage::{content_type, file_key};
+use crate::access::Action;
+use crate::http_rules::{none_match, parse_range, RangeRequest};
+use crate::repodata::empty_repodata;
+
+/// Package files change only by an explicit forced replacement, so they may be cached long.
+const PACKAGE_MAX_AGE: u32 = 7 * 24 * 3600;
+/// Index files change with every upload.
+const INDEX_MAX_AGE: u32 = 30;
+
+pub async fn serve_file(
+    env: &Env,
+    req: &Request,
+    path_token: Option<&str>,
+    channel_name: &str,
+    subdir: &str,
+    filename: &str,
+) -> ApiResult<Response> {
+    let bucket = env.bucket("PACKAGES")?;
+    let head_only = req.method() == Method::Head;
+    let key = file_key(channel_name, subdir, filename);
+
+    // One R2 read; the channel's visibility comes from the isolate cache.
+    let fetched = fetch_object(&bucket, req, &key, head_only).await?;
+    let channel = find_channel(env, channel_name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no channel named '{channel_name}'")))?;
+    let caller = if channel.private {
+        principal(env, req, path_token).await?
+    } else {
+        None
+    };
+    authorize(env, Action::Read, &channel, caller.as_ref()).await?;
+
+    let cache_control = cache_control(&channel, filename);
+    match fetched {
+        Some(fetched) => respond(fetched, filename, &cache_control, head_only),
+        None if subdir == "noarch" && filename == "repodata.json" => {
+            empty_noarch(req, &channel, &cache_control, head_only)
+        }
+        None => Err(ApiError::not_found(format!(
+            "no file {subdir}/{filename} in channel '{channel_name}'"
+        ))),
+    }
+}
+
+fn cache_control(channel: &Channel, filename: &str) -> String {
+    let scope = if channel.private { "private" } else { "public" };
+    let max_age = if filename.ends_with(".json") {
+        INDEX_MAX_AGE
+    } else {
+        PACKAGE_MAX_AGE
+    };
+    format!("{scope}, max-age={max_age}")
+}
+
+/// What R2 gave back for a request.
+enum Fetched {
+    /// The object, or the part of it that was asked for.
+    Body {
+        object: worker::Object,
+        range: Option<(u64, u64)>,
+    },
+    /// A conditional request whose condition says the client's copy is current.
+    NotModified(worker::Object),
+    Unsatisfiable(u64),
+}
+
+async fn fetch_object(
+    bucket: &Bucket,
+    req: &Request,
+    key: &str,
+    head_only: bool,
+) -> ApiResult<Option<Fetched>> {
+    let headers = req.headers();
+    let if_none_match = headers.get("If-None-Match")?;
+    let if_modified_since = headers
+        .get("If-Modified-Since")?
+        .and_then(|value| parse_http_date(&value));
+    let range_header = headers.get("Range")?;
+
+    if head_only || range_header.is_some() {
+        // Metadata first: HEAD needs nothing else, and a range needs the size.
+        let Some(object) = bucket.head(key).await? else {
+            return Ok(None);
+        };
+        if is_not_modified(&object, if_none_match.as_deref(), if_modified_since) {
+            return Ok(Some(Fetched::NotModified(object)));
+        }
+        if head_only {
+            return Ok(Some(Fetched::Body {
+                object,
+                range: None,
+            }));
+        }
+        let size = object.size();
+        return match parse_range(range_header.as_deref(), size) {
+            RangeRequest::Unsatisfiable => Ok(Some(Fetched::Unsatisfiable(size))),
+            RangeRequest::Whole => get(bucket, key, None).await,
+            RangeRequest::Partial(range) => {
+                let fetched = get(bucket, key, Some((range.start, range.length()))).await?;
+                Ok(fetched.map(|fetched| match fetched {
+                    Fetched::Body { object, .. } => Fetched::Body {
+                        object,
+                        range: Some((range.start, range.end)),
+                    },
+                    other => other,
+                }))
+            }
+        };
+    }
+
+    // A plain GET, with the client's condition passed to R2 so a 304 costs no body read.
+    let mut request = bucket.get(key);
+    if let Some(tag) = if_none_match.as_deref().and_then(single_etag) {
+        request = request.only_if(Conditional {
+            etag_does_not_match: Some(tag),
+            ..Default::default()
+        });
+    } else if let (None, Some(since)) = (&if_none_match, if_modified_since) {
+        // HTTP dates have whole seconds; R2 times have milliseconds.
+        request = request.only_if(Conditional {
+            uploaded_after: Some(Date::new(DateInit::Millis(since + 999))),
+            ..Default::default()
+        });
+    }
+    Ok(request.execute().await?.map(|object| {
+        if object.body().is_some() {
+            Fetched::Body {
+                object,
+                range: None,
+            }
+        } else {
+            Fetched::NotModified(object)
+        }
+    }))
+}
+
+async fn get(bucket: &Bucket, key: &str, range: Option<(u64, u64)>) -> ApiResult<Option<Fetched>> {
+    let mut request = bucket.get(key);
+    if let Some((offset, length)) = range {
+        request = request.range(worker::Range::OffsetWithLength { offset, length });
+    }
+    Ok(request.execute().await?.map(|object| Fetched::Body {
+        object,
+        range: None,
+    }))
+}
+
+/// The one entity tag of an `If-None-Match` header, unquoted, when it holds exactly one.
+fn single_etag(header: &str) -> Option<String> {
+    let tag = header.trim();
+    if tag.contains(',') || tag == "*" {
+        return None;
+    }
+    Some(tag.trim_start_matches("W/").trim_matches('"').to_owned())
+}
+
+fn is_not_modified(
+    object: &worker::Object,
+    if_none_match: Option<&str>,
+    since: Option<u64>,
+) -> bool {
+    match (if_none_match, since) {
+        (Some(tags), _) => none_match(tags, &object.http_etag()),
+        (None, Some(since)) => object.uploaded().as_millis() / 1000 <= since / 1000,
+        (None, None) => false,
+    }
+}
+
+fn parse_http_date(value: &str) -> Option<u64> {
+    let millis = js_sys::Date::parse(value);
+    (millis.is_finite() && millis >= 0.0).then_some(millis as u64)
+}
+
+fn http_date(millis: u64) -> String {
+    String::from(js_sys::Date::new(&(millis as f64).into()).to_utc_string())
+}
+
+fn respond(
+    fetched: Fetched,
+    filename: &str,
+    cache_control: &str,
+    head_only: bool,
+) -> ApiResult<Response> {
+    let headers = Headers::new();
+    headers.set("Cache-Control", cache_control)?;
+    headers.set("Accept-Ranges", "bytes")?;
+    let (object, status, length) = match fetched {
+        Fetched::Unsatisfiable(size) => {
+            headers.set("Content-Range", &format!("bytes */{size}"))?;
+            let mut response =
+                ApiError::new(416, "the requested range is outside the file").into_response();
+            response
+                .headers_mut()
+                .set("Content-Range", &format!("bytes */{size}"))?;
+            return Ok(response);
+        }
+        Fetched::NotModified(object) => {
+            set_validators(&headers, &object)?;
+            return Ok(Response::builder()
+                .with_status(304)
+                .with_headers(headers)
+                .empty());
+        }
+        Fetched::Body { object, range } => match range {
+            Some((start, end)) => {
+                headers.set(
+                    "Content-Range",
+                    &format!("bytes {start}-{end}/{}", object.size()),
+                )?;
+                (object, 206, end - start + 1)
+            }
+            None => {
+                let size = object.size();
+                (object, 200, size)
+            }
+        },
+    };
+    set_validators(&headers, &object)?;
+    headers.set("Content-Type", content_type(filename))?;
+    headers.set("Content-Length", &length.to_string())?;
+    let builder = Response::builder()
+        .with_status(status)
+        .with_headers(headers);
+    match object.body().filter(|_| !head_only) {
+        Some(body) => Ok(builder.body(body.response_body()?)),
+        None => Ok(builder.empty()),
+    }
+}
+
+fn set_validators(headers: &Headers, object: &worker::Object) -> ApiResult<()> {
+    headers.set("ETag", &object.http_etag())?;
+    headers.set("Last-Modified", &http_date(object.uploaded().as_millis()))?;
+    Ok(())
+}
+
+/// A channel's noarch/repodata.json before its first noarch package: clients need it to exist.
+fn empty_noarch(
+    req: &Request,
+    channel: &Channel,
+    cache_control: &str,
+    head_only: bool,
+) -> ApiResult<Response> {
+    let body = empty_repodata("noarch");
+    let etag = format!("\"empty-{}\"", channel.created_at);
+    let headers = Headers::new();
+    headers.set("Cache-Control", cache_control)?;
+    headers.set("ETag", &etag)?;
+    headers.set("Last-Modified", &http_date(channel.created_at))?;
+    let not_modified = match (
+        req.headers().get("If-None-Match")?,
+        req.headers()
+            .get("If-Modified-Since")?
+            .and_then(|v| parse_http_date(&v)),
+    ) {
+        (Some(tags), _) => none_match(&tags, &etag),
+        (None, Some(since)) => channel.created_at / 1000 <= since / 1000,
+        (None, None) => false,
+    };
+    if not_modified {
+        return Ok(Response::builder()
+            .with_status(304)
+            .with_headers(headers)
+            .empty());
+    }
+    headers.set("Content-Type", "application/json")?;
+    headers.set("Content-Length", &body.len().to_string())?;
+    let builder = Response::builder().with_status(200).with_headers(headers);
+    Ok(if head_only {
+        builder.empty()
+    } else {
+        builder.fixed(body.into_bytes())
+    })
+}

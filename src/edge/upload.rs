@@ -1,0 +1,357 @@
+//! `POST /api/v1/upload/<channel>`: the prefix.dev upload API, raw body or multipart form.
+//!
+//! The body streams into a staging object while every byte is hashed and the package's
+//! metadata is read; nothing is buffered whole. Only a package that checks out is handed to
+//! the channel index, which moves it into place. The staging object is deleted on every path.
+
+use std::{cell::RefCell, pin::Pin, rc::Rc};
+
+use futures_util::{stream, Stream, StreamExt};
+use worker::{ByteStream, Env, FixedLengthStream, Request, Response};
+
+use super::auth::{authorize, find_channel, principal};
+use super::channel_index::{ChannelIndexClient, CommitOutcome, CommitRequest};
+use super::error::{ApiError, ApiResult};
+use super::storage::{file_key, random_id, staging_key};
+use crate::access::Action;
+use crate::multipart::{Event, MultipartReader, PartHeaders};
+use crate::names::check_package_filename;
+use crate::package::{Package, PackageReader};
+use crate::repodata::record_json;
+
+/// Chunks handed between JS and wasm are gathered to this size: crossing the boundary per
+/// 4 KiB network chunk costs more than the hashing.
+const CHUNK: usize = 256 * 1024;
+const DEFAULT_MAX_UPLOAD: u64 = 100 * 1024 * 1024;
+
+type BodyStream = Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>;
+
+/// The file an upload carries, as its headers describe it.
+struct IncomingFile {
+    filename: String,
+    sha256: String,
+    length: u64,
+    bytes: BodyStream,
+}
+
+pub async fn upload(
+    env: &Env,
+    mut req: Request,
+    path_token: Option<&str>,
+    channel_name: &str,
+) -> ApiResult<Response> {
+    let caller = principal(env, &req, path_token).await?.ok_or_else(|| {
+        ApiError::unauthorized("uploading needs an API key: send 'Authorization: Bearer <key>'")
+    })?;
+    let channel = find_channel(env, channel_name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no channel named '{channel_name}'")))?;
+    authorize(env, Action::Write, &channel, Some(&caller)).await?;
+
+    let force = req
+        .url()?
+        .query_pairs()
+        .any(|(k, v)| k == "force" && (v == "true" || v == "1"));
+    let length = content_length(&req)?;
+    let limit = max_upload_bytes(env);
+    if length > limit {
+        return Err(ApiError::new(
+            413,
+            format!("the upload is {length} bytes; this server accepts at most {limit}"),
+        ));
+    }
+    let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
+    let body = req.stream()?;
+    let file = match MultipartReader::boundary_of(&content_type) {
+        Some(boundary) => multipart_file(body, boundary, length).await?,
+        None => raw_file(&req, body, length)?,
+    };
+    let format = check_package_filename(&file.filename).map_err(ApiError::bad_request)?;
+    if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "X-File-SHA256 must be the file's SHA-256 as 64 hex digits",
+        ));
+    }
+    if file.length == 0 {
+        return Err(ApiError::unprocessable("the file is empty"));
+    }
+
+    let bucket = env.bucket("PACKAGES")?;
+    let staging = staging_key(&channel.name, &random_id());
+    let reader = Rc::new(RefCell::new(PackageReader::new(format)));
+    let inspected = inspect(file.bytes, reader.clone());
+    let stored = bucket
+        .put(&staging, FixedLengthStream::wrap(inspected, file.length))
+        .execute()
+        .await;
+    let result = match stored {
+        Ok(_) => {
+            let reader = Rc::try_unwrap(reader)
+                .map_err(|_| ApiError::internal("upload reader still shared"))?
+                .into_inner();
+            commit(
+                env,
+                &channel.name,
+                &file.filename,
+                &file.sha256,
+                &staging,
+                reader,
+                force,
+            )
+            .await
+        }
+        Err(error) => {
+            super::log::error(&format!("upload stream to staging failed: {error}"));
+            Err(ApiError::bad_request(format!(
+                "the body ended before the {} bytes announced arrived",
+                file.length
+            )))
+        }
+    };
+    let status = result
+        .as_ref()
+        .map_or_else(|e| e.status, |r| r.status_code());
+    super::log::change(
+        "upload",
+        &caller.name,
+        &format!("{}/{}", channel.name, file.filename),
+        status,
+    );
+    // Whatever happened, the staging object goes; a put that failed left none.
+    if let Err(error) = bucket.delete(&staging).await {
+        super::log::error(&format!(
+            "could not delete staging object {staging}: {error}"
+        ));
+    }
+    result
+}
+
+async fn commit(
+    env: &Env,
+    channel: &str,
+    filename: &str,
+    claimed_sha256: &str,
+    staging: &str,
+    reader: PackageReader,
+    force: bool,
+) -> ApiResult<Response> {
+    let (digests, metadata) = reader.finish();
+    if !digests.sha256.eq_ignore_ascii_case(claimed_sha256) {
+        return Err(ApiError::bad_request(format!(
+            "X-File-SHA256 does not match the received bytes, whose SHA-256 is {}",
+            digests.sha256
+        )));
+    }
+    let metadata =
+        metadata.map_err(|e| ApiError::unprocessable(format!("invalid package: {e}")))?;
+    let package = Package::from_parts(filename, &digests, metadata)
+        .map_err(|e| ApiError::unprocessable(format!("invalid package: {e}")))?;
+    let record = record_json(&package.record);
+    let outcome = ChannelIndexClient::new(env, channel)?
+        .commit(&CommitRequest {
+            channel: channel.to_owned(),
+            staging_key: staging.to_owned(),
+            subdir: package.subdir.clone(),
+            filename: package.filename.clone(),
+            name: package.name.clone(),
+            sha256: digests.sha256.clone(),
+            record: record.clone(),
+            run_exports: package.run_exports.as_ref().map(|v| v.to_string()),
+            about: package.about.as_ref().map(|v| v.to_string()),
+            force,
+        })
+        .await?;
+    let status = match outcome {
+        CommitOutcome::Created => 201,
+        CommitOutcome::Unchanged => 200,
+        CommitOutcome::Conflict => {
+            return Err(ApiError::new(
+                409,
+                format!(
+                    "{}/{} already exists with other content; add ?force=true to replace it",
+                    package.subdir, package.filename
+                ),
+            ))
+        }
+    };
+    let response = Response::builder()
+        .with_status(status)
+        .with_header("Content-Type", "application/json")?
+        .with_header(
+            "Location",
+            &format!("/{}", file_key(channel, &package.subdir, &package.filename)),
+        )?
+        .fixed(record.into_bytes());
+    Ok(response)
+}
+
+fn content_length(req: &Request) -> ApiResult<u64> {
+    req.headers()
+        .get("Content-Length")?
+        .ok_or_else(|| ApiError::new(411, "send the upload with a Content-Length header"))?
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::bad_request("Content-Length is not a number"))
+}
+
+fn max_upload_bytes(env: &Env) -> u64 {
+    env.var("MAX_UPLOAD_BYTES")
+        .ok()
+        .and_then(|v| v.to_string().parse().ok())
+        .unwrap_or(DEFAULT_MAX_UPLOAD)
+}
+
+fn required_header(headers: &worker::Headers, name: &str) -> ApiResult<String> {
+    headers
+        .get(name)?
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("the {name} header is missing")))
+}
+
+fn raw_file(req: &Request, body: ByteStream, length: u64) -> ApiResult<IncomingFile> {
+    let headers = req.headers();
+    Ok(IncomingFile {
+        filename: required_header(headers, "X-File-Name")?,
+        sha256: required_header(headers, "X-File-SHA256")?,
+        length,
+        bytes: Box::pin(body),
+    })
+}
+
+/// Reads a multipart body up to the start of its `file` part and returns that part's content
+/// as a stream. Its length is the part's Content-Length header, or else what remains of the
+/// body less the closing boundary (the file being the last part).
+async fn multipart_file(
+    mut body: ByteStream,
+    boundary: &str,
+    total_length: u64,
+) -> ApiResult<IncomingFile> {
+    let mut reader = MultipartReader::new(boundary);
+    let closing_len = boundary.len() as u64 + 8; // "\r\n--" boundary "--\r\n"
+    let mut consumed = 0u64;
+    loop {
+        let chunk = body
+            .next()
+            .await
+            .transpose()?
+            .ok_or_else(|| ApiError::bad_request("the multipart body has no 'file' part"))?;
+        consumed += chunk.len() as u64;
+        let events = reader.feed(&chunk).map_err(ApiError::bad_request)?;
+        let Some(start) = events
+            .iter()
+            .position(|e| matches!(e, Event::PartStart(h) if h.field_name() == Some("file")))
+        else {
+            continue;
+        };
+        let Event::PartStart(headers) = &events[start] else {
+            unreachable!("position matched a part start")
+        };
+        let headers: PartHeaders = headers.clone();
+        let mut first = Vec::new();
+        let mut ended = false;
+        for event in events.into_iter().skip(start + 1) {
+            match event {
+                Event::Data(data) if !ended => first.extend(data),
+                Event::PartEnd => ended = true,
+                _ => {}
+            }
+        }
+        let data_start = consumed - reader.buffered() as u64 - first.len() as u64;
+        let length = match headers.get("content-length") {
+            Some(value) => value.parse().map_err(|_| {
+                ApiError::bad_request("the file part's Content-Length is not a number")
+            })?,
+            None if ended => first.len() as u64,
+            None => total_length
+                .checked_sub(data_start + closing_len)
+                .ok_or_else(|| {
+                    ApiError::bad_request("the multipart body is shorter than announced")
+                })?,
+        };
+        let filename = headers
+            .get("x-file-name")
+            .or(headers.file_name())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::bad_request("the file part has no X-File-Name header"))?;
+        let sha256 = headers
+            .get("x-file-sha256")
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::bad_request("the file part has no X-File-SHA256 header"))?;
+        let rest = file_part_rest(body, reader, ended);
+        let bytes = stream::iter([Ok(first)]).chain(rest);
+        return Ok(IncomingFile {
+            filename,
+            sha256,
+            length,
+            bytes: Box::pin(bytes),
+        });
+    }
+}
+
+/// The rest of the file part's content, ending where the part ends.
+fn file_part_rest(
+    body: ByteStream,
+    reader: MultipartReader,
+    ended: bool,
+) -> impl Stream<Item = worker::Result<Vec<u8>>> {
+    stream::unfold(
+        (body, reader, ended),
+        |(mut body, mut reader, ended)| async move {
+            if ended {
+                return None;
+            }
+            let chunk = match body.next().await? {
+                Ok(chunk) => chunk,
+                Err(error) => return Some((Err(error), (body, reader, true))),
+            };
+            let events = match reader.feed(&chunk) {
+                Ok(events) => events,
+                Err(message) => {
+                    return Some((Err(worker::Error::RustError(message)), (body, reader, true)))
+                }
+            };
+            let mut data = Vec::new();
+            let mut ended = false;
+            for event in events {
+                match event {
+                    Event::Data(bytes) if !ended => data.extend(bytes),
+                    Event::PartEnd => ended = true,
+                    _ => {}
+                }
+            }
+            Some((Ok(data), (body, reader, ended)))
+        },
+    )
+}
+
+/// Passes the bytes on in chunks of about [`CHUNK`] bytes, feeding each to the package reader.
+fn inspect(
+    source: BodyStream,
+    reader: Rc<RefCell<PackageReader>>,
+) -> impl Stream<Item = worker::Result<Vec<u8>>> {
+    stream::unfold(Some(source), move |source| {
+        let reader = reader.clone();
+        async move {
+            let mut source = source?;
+            let mut buf = Vec::with_capacity(CHUNK);
+            loop {
+                match source.next().await {
+                    Some(Ok(chunk)) => {
+                        buf.extend_from_slice(&chunk);
+                        if buf.len() >= CHUNK {
+                            reader.borrow_mut().update(&buf);
+                            return Some((Ok(buf), Some(source)));
+                        }
+                    }
+                    Some(Err(error)) => return Some((Err(error), None)),
+                    None if buf.is_empty() => return None,
+                    None => {
+                        reader.borrow_mut().update(&buf);
+                        return Some((Ok(buf), None));
+                    }
+                }
+            }
+        }
+    })
+}

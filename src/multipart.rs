@@ -1,0 +1,260 @@
+//! A push-based `multipart/form-data` reader for upload bodies.
+//!
+//! The upload's file part is streamed straight to storage, so the body is parsed as chunks
+//! arrive: small parts (such as an attestation) and all part headers are kept, the file part's
+//! content is handed on as it is found.
+
+use std::collections::HashMap;
+
+/// The most header and small-part bytes kept; the file itself is never kept.
+const MAX_KEPT: usize = 256 * 1024;
+
+/// What one call to [`MultipartReader::feed`] found, in body order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A part begins; header names are lowercase.
+    PartStart(PartHeaders),
+    /// Content of the current part.
+    Data(Vec<u8>),
+    /// The current part ended.
+    PartEnd,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartHeaders {
+    pub headers: HashMap<String, String>,
+}
+
+impl PartHeaders {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The `name` parameter of Content-Disposition.
+    pub fn field_name(&self) -> Option<&str> {
+        self.disposition_param("name")
+    }
+
+    /// The `filename` parameter of Content-Disposition.
+    pub fn file_name(&self) -> Option<&str> {
+        self.disposition_param("filename")
+    }
+
+    fn disposition_param(&self, key: &str) -> Option<&str> {
+        self.get("content-disposition")?
+            .split(';')
+            .skip(1)
+            .find_map(|param| {
+                let (k, v) = param.trim().split_once('=')?;
+                (k.trim().eq_ignore_ascii_case(key)).then(|| v.trim().trim_matches('"'))
+            })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Before the first boundary (a preamble is allowed and ignored).
+    Preamble,
+    Headers,
+    Body,
+    /// After the closing boundary.
+    Done,
+}
+
+pub struct MultipartReader {
+    /// `\r\n--<boundary>`: what ends a part's content.
+    delimiter: Vec<u8>,
+    state: State,
+    buf: Vec<u8>,
+}
+
+impl MultipartReader {
+    pub fn new(boundary: &str) -> Self {
+        Self {
+            delimiter: format!("\r\n--{boundary}").into_bytes(),
+            state: State::Preamble,
+            // The body starts with the delimiter minus its CRLF; pretend one came before it.
+            buf: b"\r\n".to_vec(),
+        }
+    }
+
+    /// The boundary of a `multipart/form-data` Content-Type, if it is one.
+    pub fn boundary_of(content_type: &str) -> Option<&str> {
+        let mut parts = content_type.split(';');
+        if !parts
+            .next()?
+            .trim()
+            .eq_ignore_ascii_case("multipart/form-data")
+        {
+            return None;
+        }
+        parts.find_map(|param| {
+            let (k, v) = param.trim().split_once('=')?;
+            let v = v.trim().trim_matches('"');
+            (k.trim().eq_ignore_ascii_case("boundary") && !v.is_empty() && v.len() <= 70)
+                .then_some(v)
+        })
+    }
+
+    /// Bytes fed but not yet handed out in an event.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, String> {
+        let mut events = Vec::new();
+        if self.state == State::Done {
+            return Ok(events);
+        }
+        self.buf.extend_from_slice(chunk);
+        loop {
+            match self.state {
+                State::Preamble => match find(&self.buf, &self.delimiter) {
+                    Some(at) => {
+                        self.buf.drain(..at + self.delimiter.len());
+                        self.state = State::Headers;
+                    }
+                    None => {
+                        let keep = self.delimiter.len() - 1;
+                        if self.buf.len() > MAX_KEPT {
+                            return Err("the multipart body has no boundary line".into());
+                        }
+                        let cut = self.buf.len().saturating_sub(keep);
+                        self.buf.drain(..cut);
+                        return Ok(events);
+                    }
+                },
+                State::Headers => {
+                    // After a delimiter: "--" closes the body, otherwise CRLF and headers.
+                    if self.buf.len() < 2 {
+                        return Ok(events);
+                    }
+                    if self.buf.starts_with(b"--") {
+                        self.state = State::Done;
+                        self.buf.clear();
+                        return Ok(events);
+                    }
+                    let Some(end) = find(&self.buf, b"\r\n\r\n") else {
+                        if self.buf.len() > MAX_KEPT {
+                            return Err("a multipart part's headers are too long".into());
+                        }
+                        return Ok(events);
+                    };
+                    let block = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                    self.buf.drain(..end + 4);
+                    events.push(Event::PartStart(parse_headers(&block)?));
+                    self.state = State::Body;
+                }
+                State::Body => match find(&self.buf, &self.delimiter) {
+                    Some(at) => {
+                        if at > 0 {
+                            events.push(Event::Data(self.buf[..at].to_vec()));
+                        }
+                        self.buf.drain(..at + self.delimiter.len());
+                        events.push(Event::PartEnd);
+                        self.state = State::Headers;
+                    }
+                    None => {
+                        // Hold back what could be the start of a delimiter.
+                        let safe = self.buf.len().saturating_sub(self.delimiter.len() - 1);
+                        if safe > 0 {
+                            events.push(Event::Data(self.buf.drain(..safe).collect()));
+                        }
+                        return Ok(events);
+                    }
+                },
+                State::Done => return Ok(events),
+            }
+        }
+    }
+}
+
+fn parse_headers(block: &str) -> Result<PartHeaders, String> {
+    let mut headers = HashMap::new();
+    // The block starts right after the delimiter, so its first line is the rest of it.
+    for line in block.split("\r\n").skip(1) {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| "a multipart part has a malformed header line".to_string())?;
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+    }
+    Ok(PartHeaders { headers })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    // Jump between occurrences of the first byte: file content rarely holds it next to the rest.
+    let mut from = 0;
+    while let Some(offset) = haystack.get(from..)?.iter().position(|&b| b == needle[0]) {
+        let at = from + offset;
+        if haystack.get(at..at + needle.len())? == needle {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Vec<u8> {
+        let mut body =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"attestation\"\r\n\r\n{\"a\":1}\r\n"
+                .to_vec();
+        body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x-1-0.conda\"\r\nX-File-SHA256: abc\r\n\r\n");
+        body.extend_from_slice(&[b'-'; 300]);
+        body.extend_from_slice(b"\r\n--XyZ--\r\n");
+        body
+    }
+
+    fn collect(chunk: usize) -> (Vec<PartHeaders>, Vec<Vec<u8>>) {
+        let mut reader = MultipartReader::new("XyZ");
+        let (mut parts, mut contents) = (Vec::new(), Vec::new());
+        for piece in body().chunks(chunk) {
+            for event in reader.feed(piece).unwrap() {
+                match event {
+                    Event::PartStart(headers) => {
+                        parts.push(headers);
+                        contents.push(Vec::new());
+                    }
+                    Event::Data(data) => contents.last_mut().unwrap().extend(data),
+                    Event::PartEnd => {}
+                }
+            }
+        }
+        assert!(reader.is_done());
+        (parts, contents)
+    }
+
+    #[test]
+    fn parts_and_content_whatever_the_chunking() {
+        for chunk in [1, 2, 5, 64, 4096] {
+            let (parts, contents) = collect(chunk);
+            assert_eq!(parts.len(), 2);
+            assert_eq!(parts[0].field_name(), Some("attestation"));
+            assert_eq!(contents[0], b"{\"a\":1}");
+            assert_eq!(parts[1].field_name(), Some("file"));
+            assert_eq!(parts[1].file_name(), Some("x-1-0.conda"));
+            assert_eq!(parts[1].get("x-file-sha256"), Some("abc"));
+            assert_eq!(contents[1], vec![b'-'; 300]);
+        }
+    }
+
+    #[test]
+    fn boundary_from_content_type() {
+        assert_eq!(
+            MultipartReader::boundary_of("multipart/form-data; boundary=\"a b\""),
+            Some("a b")
+        );
+        assert_eq!(
+            MultipartReader::boundary_of("application/octet-stream"),
+            None
+        );
+        assert_eq!(MultipartReader::boundary_of("multipart/form-data"), None);
+    }
+}
