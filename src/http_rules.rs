@@ -86,6 +86,21 @@ pub fn none_match(header: &str, etag: &str) -> bool {
         .any(|candidate| candidate.trim() == "*" || bare(candidate) == etag)
 }
 
+/// Whether a conditional GET or HEAD may answer 304. `If-None-Match` wins over
+/// `If-Modified-Since`, which compares whole seconds (the precision of HTTP dates).
+pub fn is_not_modified(
+    if_none_match: Option<&str>,
+    if_modified_since_ms: Option<u64>,
+    etag: &str,
+    last_modified_ms: u64,
+) -> bool {
+    match (if_none_match, if_modified_since_ms) {
+        (Some(tags), _) => none_match(tags, etag),
+        (None, Some(since)) => last_modified_ms / 1000 <= since / 1000,
+        (None, None) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +146,19 @@ mod tests {
         assert!(none_match("W/\"abc\", \"x\"", "\"abc\""));
         assert!(none_match("*", "\"abc\""));
         assert!(!none_match("\"abd\"", "\"abc\""));
+    }
+
+    #[test]
+    fn conditions() {
+        assert!(is_not_modified(Some("\"a\""), Some(0), "\"a\"", 5_000));
+        assert!(!is_not_modified(
+            Some("\"b\""),
+            Some(10_000),
+            "\"a\"",
+            5_000
+        ));
+        assert!(is_not_modified(None, Some(5_000), "\"a\"", 5_999));
+        assert!(!is_not_modified(None, Some(5_000), "\"a\"", 6_000));
+        assert!(!is_not_modified(None, None, "\"a\"", 0));
     }
 }

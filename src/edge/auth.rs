@@ -186,3 +186,23 @@ pub async fn authorize(
         })),
     }
 }
+
+/// The caller and channel of a request that changes the channel: a key is required, the
+/// channel must exist and the caller must own it (or be a site admin).
+pub async fn authorize_change(
+    env: &Env,
+    req: &Request,
+    path_token: Option<&str>,
+    channel_name: &str,
+) -> ApiResult<(Principal, Channel)> {
+    let caller = principal(env, req, path_token).await?.ok_or_else(|| {
+        ApiError::unauthorized(
+            "changing a channel needs an API key: send 'Authorization: Bearer <key>'",
+        )
+    })?;
+    let channel = find_channel(env, channel_name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no channel named '{channel_name}'")))?;
+    authorize(env, Action::Write, &channel, Some(&caller)).await?;
+    Ok((caller, channel))
+}

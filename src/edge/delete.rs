@@ -2,10 +2,9 @@
 
 use worker::{Env, Request, Response};
 
-use super::auth::{authorize, find_channel, principal};
+use super::auth::authorize_change;
 use super::channel_index::{ChannelIndexClient, DeleteRequest};
 use super::error::{ApiError, ApiResult};
-use crate::access::Action;
 
 pub async fn delete(
     env: &Env,
@@ -15,13 +14,7 @@ pub async fn delete(
     subdir: &str,
     filename: &str,
 ) -> ApiResult<Response> {
-    let caller = principal(env, req, path_token).await?.ok_or_else(|| {
-        ApiError::unauthorized("deleting needs an API key: send 'Authorization: Bearer <key>'")
-    })?;
-    let channel = find_channel(env, channel_name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no channel named '{channel_name}'")))?;
-    authorize(env, Action::Write, &channel, Some(&caller)).await?;
+    let (caller, channel) = authorize_change(env, req, path_token, channel_name).await?;
     let outcome = ChannelIndexClient::new(env, &channel.name)?
         .delete(&DeleteRequest {
             channel: channel.name.clone(),

@@ -6,7 +6,7 @@ use super::auth::{authorize, find_channel, principal, Channel};
 use super::error::{ApiError, ApiResult};
 use super::storage::{content_type, file_key};
 use crate::access::Action;
-use crate::http_rules::{none_match, parse_range, RangeRequest};
+use crate::http_rules::{is_not_modified, parse_range, RangeRequest};
 use crate::repodata::empty_repodata;
 
 /// Package files change only by an explicit forced replacement, so they may be cached long.
@@ -90,7 +90,13 @@ async fn fetch_object(
         let Some(object) = bucket.head(key).await? else {
             return Ok(None);
         };
-        if is_not_modified(&object, if_none_match.as_deref(), if_modified_since) {
+        let last_modified = object.uploaded().as_millis();
+        if is_not_modified(
+            if_none_match.as_deref(),
+            if_modified_since,
+            &object.http_etag(),
+            last_modified,
+        ) {
             return Ok(Some(Fetched::NotModified(object)));
         }
         if head_only {
@@ -162,18 +168,6 @@ fn single_etag(header: &str) -> Option<String> {
     Some(tag.trim_start_matches("W/").trim_matches('"').to_owned())
 }
 
-fn is_not_modified(
-    object: &worker::Object,
-    if_none_match: Option<&str>,
-    since: Option<u64>,
-) -> bool {
-    match (if_none_match, since) {
-        (Some(tags), _) => none_match(tags, &object.http_etag()),
-        (None, Some(since)) => object.uploaded().as_millis() / 1000 <= since / 1000,
-        (None, None) => false,
-    }
-}
-
 fn parse_http_date(value: &str) -> Option<u64> {
     let millis = js_sys::Date::parse(value);
     (millis.is_finite() && millis >= 0.0).then_some(millis as u64)
@@ -194,7 +188,6 @@ fn respond(
     headers.set("Accept-Ranges", "bytes")?;
     let (object, status, length) = match fetched {
         Fetched::Unsatisfiable(size) => {
-            headers.set("Content-Range", &format!("bytes */{size}"))?;
             let mut response =
                 ApiError::new(416, "the requested range is outside the file").into_response();
             response
@@ -254,16 +247,16 @@ fn empty_noarch(
     headers.set("Cache-Control", cache_control)?;
     headers.set("ETag", &etag)?;
     headers.set("Last-Modified", &http_date(channel.created_at))?;
-    let not_modified = match (
-        req.headers().get("If-None-Match")?,
-        req.headers()
-            .get("If-Modified-Since")?
-            .and_then(|v| parse_http_date(&v)),
-    ) {
-        (Some(tags), _) => none_match(&tags, &etag),
-        (None, Some(since)) => channel.created_at / 1000 <= since / 1000,
-        (None, None) => false,
-    };
+    let headers_in = req.headers();
+    let since = headers_in
+        .get("If-Modified-Since")?
+        .and_then(|v| parse_http_date(&v));
+    let not_modified = is_not_modified(
+        headers_in.get("If-None-Match")?.as_deref(),
+        since,
+        &etag,
+        channel.created_at,
+    );
     if not_modified {
         return Ok(Response::builder()
             .with_status(304)

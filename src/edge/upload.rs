@@ -9,11 +9,10 @@ use std::{cell::RefCell, pin::Pin, rc::Rc};
 use futures_util::{stream, Stream, StreamExt};
 use worker::{ByteStream, Env, FixedLengthStream, Request, Response};
 
-use super::auth::{authorize, find_channel, principal};
+use super::auth::authorize_change;
 use super::channel_index::{ChannelIndexClient, CommitOutcome, CommitRequest};
 use super::error::{ApiError, ApiResult};
 use super::storage::{file_key, random_id, staging_key};
-use crate::access::Action;
 use crate::multipart::{Event, MultipartReader, PartHeaders};
 use crate::names::check_package_filename;
 use crate::package::{Package, PackageReader};
@@ -40,13 +39,7 @@ pub async fn upload(
     path_token: Option<&str>,
     channel_name: &str,
 ) -> ApiResult<Response> {
-    let caller = principal(env, &req, path_token).await?.ok_or_else(|| {
-        ApiError::unauthorized("uploading needs an API key: send 'Authorization: Bearer <key>'")
-    })?;
-    let channel = find_channel(env, channel_name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no channel named '{channel_name}'")))?;
-    authorize(env, Action::Write, &channel, Some(&caller)).await?;
+    let (caller, channel) = authorize_change(env, &req, path_token, channel_name).await?;
 
     let force = req
         .url()?
