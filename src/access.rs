@@ -1,14 +1,16 @@
 //! Who may do what on a channel. Every route asks [`decide`]; nothing else grants access.
 //!
-//! | caller                     | read public | read private | write (upload, delete) |
-//! |----------------------------|-------------|--------------|------------------------|
-//! | anonymous                  | yes         | 401          | 401                    |
-//! | signed in, no role         | yes         | 403          | 403                    |
-//! | member                     | yes         | yes          | 403                    |
-//! | owner                      | yes         | yes          | yes                    |
-//! | site admin                 | yes         | yes          | yes                    |
+//! | caller                        | read public | read private | write (upload, delete) | manage (members, settings) |
+//! |-------------------------------|-------------|--------------|------------------------|----------------------------|
+//! | anonymous                     | yes         | 401          | 401                    | 401                        |
+//! | signed in, no role            | yes         | 403          | 403                    | 403                        |
+//! | member                        | yes         | yes          | 403                    | 403                        |
+//! | owner                         | yes         | yes          | yes                    | yes                        |
+//! | site admin                    | yes         | yes          | yes                    | yes                        |
 //!
-//! Credentials that are present but invalid are refused with 401 before this table applies.
+//! A key's scope narrows its user's rights, never widens them: a read-only key reads only, and
+//! a key limited to some channels acts as signed-in-without-a-role everywhere else. Credentials
+//! that are present but invalid, expired or revoked are refused with 401 before this applies.
 
 /// A user's role in one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +27,38 @@ impl Role {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Member => "member",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Repodata, package files, HEAD, channel details.
     Read,
+    /// Uploading and deleting packages.
     Write,
+    /// Members, visibility, deleting the channel.
+    Manage,
+}
+
+/// What a key's scope allows, as seen by one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyScope {
+    pub read_only: bool,
+    /// False when the key is limited to other channels.
+    pub covers_channel: bool,
+}
+
+impl KeyScope {
+    pub const FULL: KeyScope = KeyScope {
+        read_only: false,
+        covers_channel: true,
+    };
 }
 
 /// A signed-in caller as seen by one channel.
@@ -38,6 +66,7 @@ pub enum Action {
 pub struct Caller {
     pub is_admin: bool,
     pub role: Option<Role>,
+    pub scope: KeyScope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,17 +79,25 @@ pub enum Decision {
 }
 
 pub fn decide(action: Action, private: bool, caller: Option<Caller>) -> Decision {
+    let public_read = action == Action::Read && !private;
     let Some(caller) = caller else {
-        return match (action, private) {
-            (Action::Read, false) => Decision::Allow,
-            _ => Decision::Unauthenticated,
+        return if public_read {
+            Decision::Allow
+        } else {
+            Decision::Unauthenticated
         };
     };
-    let allowed = caller.is_admin
-        || match action {
-            Action::Read => !private || caller.role.is_some(),
-            Action::Write => caller.role == Some(Role::Owner),
-        };
+    let allowed = if !caller.scope.covers_channel {
+        public_read
+    } else if caller.scope.read_only && action != Action::Read {
+        false
+    } else {
+        caller.is_admin
+            || match action {
+                Action::Read => !private || caller.role.is_some(),
+                Action::Write | Action::Manage => caller.role == Some(Role::Owner),
+            }
+    };
     if allowed {
         Decision::Allow
     } else {
@@ -68,51 +105,91 @@ pub fn decide(action: Action, private: bool, caller: Option<Caller>) -> Decision
     }
 }
 
+/// Creating channels and managing one's own keys needs a key without limits, so that a
+/// limited key cannot mint itself a broader one or reach past its channels.
+pub fn may_manage_account(read_only: bool, limited_to_channels: bool) -> bool {
+    !read_only && !limited_to_channels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ANON: Option<Caller> = None;
-    const NOBODY: Option<Caller> = Some(Caller {
-        is_admin: false,
-        role: None,
-    });
-    const MEMBER: Option<Caller> = Some(Caller {
-        is_admin: false,
-        role: Some(Role::Member),
-    });
-    const OWNER: Option<Caller> = Some(Caller {
-        is_admin: false,
-        role: Some(Role::Owner),
-    });
-    const ADMIN: Option<Caller> = Some(Caller {
-        is_admin: true,
-        role: None,
-    });
+    fn caller(is_admin: bool, role: Option<Role>, scope: KeyScope) -> Option<Caller> {
+        Some(Caller {
+            is_admin,
+            role,
+            scope,
+        })
+    }
+
+    const READ_ONLY: KeyScope = KeyScope {
+        read_only: true,
+        covers_channel: true,
+    };
+    const ELSEWHERE: KeyScope = KeyScope {
+        read_only: false,
+        covers_channel: false,
+    };
 
     #[test]
     fn the_policy_table() {
         use Decision::*;
+        let owner = Some(Role::Owner);
         let rows = [
-            (ANON, [Allow, Unauthenticated, Unauthenticated]),
-            (NOBODY, [Allow, Forbidden, Forbidden]),
-            (MEMBER, [Allow, Allow, Forbidden]),
-            (OWNER, [Allow, Allow, Allow]),
-            (ADMIN, [Allow, Allow, Allow]),
+            (
+                "anonymous",
+                None,
+                [Allow, Unauthenticated, Unauthenticated, Unauthenticated],
+            ),
+            (
+                "no role",
+                caller(false, None, KeyScope::FULL),
+                [Allow, Forbidden, Forbidden, Forbidden],
+            ),
+            (
+                "member",
+                caller(false, Some(Role::Member), KeyScope::FULL),
+                [Allow, Allow, Forbidden, Forbidden],
+            ),
+            (
+                "owner",
+                caller(false, owner, KeyScope::FULL),
+                [Allow, Allow, Allow, Allow],
+            ),
+            (
+                "admin",
+                caller(true, None, KeyScope::FULL),
+                [Allow, Allow, Allow, Allow],
+            ),
+            (
+                "owner, read-only key",
+                caller(false, owner, READ_ONLY),
+                [Allow, Allow, Forbidden, Forbidden],
+            ),
+            (
+                "admin, read-only key",
+                caller(true, None, READ_ONLY),
+                [Allow, Allow, Forbidden, Forbidden],
+            ),
+            (
+                "owner, key for elsewhere",
+                caller(false, owner, ELSEWHERE),
+                [Allow, Forbidden, Forbidden, Forbidden],
+            ),
+            (
+                "admin, key for elsewhere",
+                caller(true, None, ELSEWHERE),
+                [Allow, Forbidden, Forbidden, Forbidden],
+            ),
         ];
-        for (caller, [read_public, read_private, write]) in rows {
-            assert_eq!(
-                decide(Action::Read, false, caller),
-                read_public,
-                "{caller:?}"
-            );
-            assert_eq!(
-                decide(Action::Read, true, caller),
-                read_private,
-                "{caller:?}"
-            );
-            assert_eq!(decide(Action::Write, false, caller), write, "{caller:?}");
-            assert_eq!(decide(Action::Write, true, caller), write, "{caller:?}");
+        for (who, caller, [read_public, read_private, write, manage]) in rows {
+            assert_eq!(decide(Action::Read, false, caller), read_public, "{who}");
+            assert_eq!(decide(Action::Read, true, caller), read_private, "{who}");
+            for private in [false, true] {
+                assert_eq!(decide(Action::Write, private, caller), write, "{who}");
+                assert_eq!(decide(Action::Manage, private, caller), manage, "{who}");
+            }
         }
     }
 }

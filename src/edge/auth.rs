@@ -8,16 +8,83 @@ use sha2::{Digest, Sha256};
 use wasm_bindgen::JsValue;
 use worker::{Date, Env, Request};
 
-use super::cache::TtlCache;
+use super::cache::{ttl_ms, TtlCache};
 use super::error::{ApiError, ApiResult};
-use crate::access::{decide, Action, Caller, Decision, Role};
+use crate::access::{decide, may_manage_account, Action, Caller, Decision, KeyScope, Role};
 
-/// A signed-in user.
+/// A signed-in user, and the key they signed in with.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: i64,
     pub name: String,
     pub is_admin: bool,
+    pub key: KeyInfo,
+}
+
+/// What is known of a key besides its owner.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: i64,
+    pub name: String,
+    pub read_only: bool,
+    /// The channels the key is limited to; `None`: no limit.
+    pub channels: Option<Vec<String>>,
+    /// Milliseconds since the epoch.
+    pub expires_at: Option<u64>,
+}
+
+impl Principal {
+    fn scope_for(&self, channel: &str) -> KeyScope {
+        KeyScope {
+            read_only: self.key.read_only,
+            covers_channel: self
+                .key
+                .channels
+                .as_ref()
+                .is_none_or(|channels| channels.iter().any(|c| c == channel)),
+        }
+    }
+
+    /// Creating channels and managing keys (see [`may_manage_account`]); 403 otherwise.
+    pub fn require_unlimited_key(&self) -> ApiResult<()> {
+        if may_manage_account(self.key.read_only, self.key.channels.is_some()) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "this needs a key without limits; this one is read-only or limited to some channels",
+            ))
+        }
+    }
+}
+
+/// The SHA-256 under which a key is stored.
+pub fn key_hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new API key: a recognizable prefix and 256 random bits.
+pub fn new_key() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the platform provides randomness");
+    format!(
+        "cfk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// Drops what this isolate cached about a channel, after a change made through the API.
+pub fn forget_channel(channel: &str) {
+    CHANNELS.with(|cache| cache.forget(channel));
+    let prefix = format!("{channel}\n");
+    ROLES.with(|cache| cache.forget_where(|key, _| !key.starts_with(&prefix)));
+}
+
+/// Drops a key this isolate verified, after it was revoked through the API.
+pub fn forget_key(key_id: i64) {
+    KEYS.with(|cache| {
+        cache.forget_where(|_, principal| principal.as_ref().is_none_or(|p| p.key.id != key_id))
+    });
 }
 
 /// A channel as D1 knows it.
@@ -68,35 +135,58 @@ pub fn presented_key(req: &Request, path_token: Option<&str>) -> ApiResult<Optio
 
 /// The user behind a key; 401 for a key that is unknown, revoked or expired.
 pub async fn verify_key(env: &Env, key: &str) -> ApiResult<Principal> {
-    let hash = hex::encode(Sha256::digest(key.as_bytes()));
-    if let Some(cached) = KEYS.with(|cache| cache.get(&hash)) {
-        return cached.ok_or_else(invalid_key);
-    }
+    let hash = key_hash(key);
+    let now = Date::now().as_millis();
+    let cached = KEYS.with(|cache| cache.get(&hash));
+    let principal = match cached {
+        Some(principal) => principal,
+        None => {
+            let principal = load_key(env, &hash).await?;
+            KEYS.with(|cache| cache.put(hash, principal.clone(), ttl_ms(env)));
+            principal
+        }
+    };
+    principal
+        .filter(|p| p.key.expires_at.is_none_or(|at| at > now))
+        .ok_or_else(invalid_key)
+}
 
+async fn load_key(env: &Env, hash: &str) -> ApiResult<Option<Principal>> {
     #[derive(Deserialize)]
     struct Row {
+        key_id: i64,
+        key_name: String,
+        read_only: i64,
+        channels: Option<String>,
+        expires_at: Option<f64>,
         user_id: i64,
         name: String,
         is_admin: i64,
     }
-    let now = Date::now().as_millis() as f64;
     let row: Option<Row> = env
         .d1("DB")?
         .prepare(
-            "SELECT k.user_id, u.name, u.is_admin FROM api_keys k JOIN users u ON u.id = k.user_id \
-             WHERE k.key_hash = ?1 AND k.revoked_at IS NULL \
-             AND (k.expires_at IS NULL OR k.expires_at > ?2)",
+            "SELECT k.id AS key_id, k.name AS key_name, k.read_only, k.channels, k.expires_at, \
+             k.user_id, u.name, u.is_admin FROM api_keys k JOIN users u ON u.id = k.user_id \
+             WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
         )
-        .bind(&[JsValue::from(hash.as_str()), JsValue::from(now)])?
+        .bind(&[JsValue::from(hash)])?
         .first(None)
         .await?;
-    let principal = row.map(|row| Principal {
+    Ok(row.map(|row| Principal {
         user_id: row.user_id,
         name: row.name,
         is_admin: row.is_admin != 0,
-    });
-    KEYS.with(|cache| cache.put(hash, principal.clone()));
-    principal.ok_or_else(invalid_key)
+        key: KeyInfo {
+            id: row.key_id,
+            name: row.key_name,
+            read_only: row.read_only != 0,
+            channels: row
+                .channels
+                .and_then(|text| serde_json::from_str(&text).ok()),
+            expires_at: row.expires_at.map(|at| at as u64),
+        },
+    }))
 }
 
 fn invalid_key() -> ApiError {
@@ -137,11 +227,11 @@ pub async fn find_channel(env: &Env, name: &str) -> ApiResult<Option<Channel>> {
         private: row.private != 0,
         created_at: row.created_at as u64,
     });
-    CHANNELS.with(|cache| cache.put(name.to_owned(), channel.clone()));
+    CHANNELS.with(|cache| cache.put(name.to_owned(), channel.clone(), ttl_ms(env)));
     Ok(channel)
 }
 
-async fn role(env: &Env, channel: &str, user_id: i64) -> ApiResult<Option<Role>> {
+pub async fn role(env: &Env, channel: &str, user_id: i64) -> ApiResult<Option<Role>> {
     let key = format!("{channel}\n{user_id}");
     if let Some(cached) = ROLES.with(|cache| cache.get(&key)) {
         return Ok(cached);
@@ -153,7 +243,7 @@ async fn role(env: &Env, channel: &str, user_id: i64) -> ApiResult<Option<Role>>
         .first(Some("role"))
         .await?;
     let role = role.as_deref().and_then(Role::parse);
-    ROLES.with(|cache| cache.put(key, role));
+    ROLES.with(|cache| cache.put(key, role, ttl_ms(env)));
     Ok(role)
 }
 
@@ -165,13 +255,14 @@ pub async fn authorize(
     principal: Option<&Principal>,
 ) -> ApiResult<()> {
     let caller = match principal {
-        Some(p) if p.is_admin => Some(Caller {
-            is_admin: true,
-            role: None,
-        }),
         Some(p) => Some(Caller {
-            is_admin: false,
-            role: role(env, &channel.name, p.user_id).await?,
+            is_admin: p.is_admin,
+            role: if p.is_admin {
+                None
+            } else {
+                role(env, &channel.name, p.user_id).await?
+            },
+            scope: p.scope_for(&channel.name),
         }),
         None => None,
     };
@@ -182,27 +273,37 @@ pub async fn authorize(
         )),
         Decision::Forbidden => Err(ApiError::forbidden(match action {
             Action::Read => "your key has no access to this channel",
-            Action::Write => "only an owner of this channel may change it",
+            Action::Write | Action::Manage => {
+                "only an owner of this channel, with a key that may write to it, may change it"
+            }
         })),
     }
 }
 
-/// The caller and channel of a request that changes the channel: a key is required, the
-/// channel must exist and the caller must own it (or be a site admin).
+/// The signed-in caller; 401 when the request carries no key.
+pub async fn require_principal(
+    env: &Env,
+    req: &Request,
+    path_token: Option<&str>,
+) -> ApiResult<Principal> {
+    principal(env, req, path_token).await?.ok_or_else(|| {
+        ApiError::unauthorized("this needs an API key: send 'Authorization: Bearer <key>'")
+    })
+}
+
+/// The caller and channel of a request that acts on a channel: a key is required, the channel
+/// must exist and the caller must be allowed `action` on it.
 pub async fn authorize_change(
     env: &Env,
     req: &Request,
     path_token: Option<&str>,
     channel_name: &str,
+    action: Action,
 ) -> ApiResult<(Principal, Channel)> {
-    let caller = principal(env, req, path_token).await?.ok_or_else(|| {
-        ApiError::unauthorized(
-            "changing a channel needs an API key: send 'Authorization: Bearer <key>'",
-        )
-    })?;
+    let caller = require_principal(env, req, path_token).await?;
     let channel = find_channel(env, channel_name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no channel named '{channel_name}'")))?;
-    authorize(env, Action::Write, &channel, Some(&caller)).await?;
+    authorize(env, action, &channel, Some(&caller)).await?;
     Ok((caller, channel))
 }

@@ -1,19 +1,28 @@
 //! Small time-limited caches that live as long as the Worker isolate.
 //!
 //! They keep hot reads off D1: a verified key, a channel's visibility and a membership are
-//! looked up once per [`TTL_MS`] per isolate instead of once per request. Changes made in D1
-//! (revoking a key, removing a member, making a channel private) therefore take effect within
-//! that bound.
+//! looked up once per TTL per isolate instead of once per request. A change made through the
+//! Worker's API clears the entry in the isolate that made it; other isolates, and changes made
+//! straight in D1 by the admin command, are seen within the TTL (`AUTH_CACHE_SECONDS`,
+//! 30 by default).
 
 use std::{cell::RefCell, collections::HashMap};
 
-use worker::Date;
+use worker::{Date, Env};
 
-/// How long a looked-up fact is trusted.
-pub const TTL_MS: u64 = 30_000;
-/// How long an absence (unknown channel, unknown key) is trusted.
-pub const MISS_TTL_MS: u64 = 5_000;
+const DEFAULT_TTL_MS: u64 = 30_000;
+/// Absences (unknown channel, unknown key) are trusted for at most this long.
+const MAX_MISS_TTL_MS: u64 = 5_000;
 const MAX_ENTRIES: usize = 10_000;
+
+/// The TTL configured for this deployment.
+pub fn ttl_ms(env: &Env) -> u64 {
+    env.var("AUTH_CACHE_SECONDS")
+        .ok()
+        .and_then(|v| v.to_string().parse::<f64>().ok())
+        .map(|seconds| (seconds * 1000.0) as u64)
+        .unwrap_or(DEFAULT_TTL_MS)
+}
 
 pub struct TtlCache<V> {
     entries: RefCell<HashMap<String, (Option<V>, u64)>>,
@@ -34,8 +43,12 @@ impl<V: Clone> TtlCache<V> {
         (*expires > now).then(|| value.clone())
     }
 
-    pub fn put(&self, key: String, value: Option<V>) {
-        let ttl = if value.is_some() { TTL_MS } else { MISS_TTL_MS };
+    pub fn put(&self, key: String, value: Option<V>, ttl_ms: u64) {
+        let ttl = if value.is_some() {
+            ttl_ms
+        } else {
+            ttl_ms.min(MAX_MISS_TTL_MS)
+        };
         let now = Date::now().as_millis();
         let mut entries = self.entries.borrow_mut();
         if entries.len() >= MAX_ENTRIES {
@@ -45,5 +58,15 @@ impl<V: Clone> TtlCache<V> {
             }
         }
         entries.insert(key, (value, now + ttl));
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.entries.borrow_mut().remove(key);
+    }
+
+    pub fn forget_where(&self, keep: impl Fn(&str, &Option<V>) -> bool) {
+        self.entries
+            .borrow_mut()
+            .retain(|key, (value, _)| keep(key, value));
     }
 }

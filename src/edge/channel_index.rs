@@ -69,6 +69,17 @@ pub struct DeleteOutcome {
     pub deleted: bool,
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DestroyRequest {
+    pub channel: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DestroyOutcome {
+    /// How many R2 objects were removed.
+    pub objects: u64,
+}
+
 /// The Worker's handle on one channel's index.
 pub struct ChannelIndexClient {
     stub: worker::Stub,
@@ -86,6 +97,17 @@ impl ChannelIndexClient {
 
     pub async fn delete(&self, request: &DeleteRequest) -> worker::Result<DeleteOutcome> {
         self.call("/delete", request).await
+    }
+
+    /// Removes every record and object of the channel.
+    pub async fn destroy(&self, channel: &str) -> worker::Result<DestroyOutcome> {
+        self.call(
+            "/destroy",
+            &DestroyRequest {
+                channel: channel.to_owned(),
+            },
+        )
+        .await
     }
 
     async fn call<B: Serialize, T: for<'de> Deserialize<'de>>(
@@ -144,6 +166,7 @@ impl DurableObject for ChannelIndex {
         match req.path().as_str() {
             "/commit" => Response::from_json(&self.commit(req.json().await?).await?),
             "/delete" => Response::from_json(&self.delete(req.json().await?).await?),
+            "/destroy" => Response::from_json(&self.destroy(req.json().await?).await?),
             other => Response::error(format!("no such channel index operation: {other}"), 404),
         }
     }
@@ -211,6 +234,38 @@ impl ChannelIndex {
         self.bucket()?.delete(key).await?;
         drop(write);
         Ok(DeleteOutcome { deleted: true })
+    }
+
+    async fn destroy(&self, request: DestroyRequest) -> worker::Result<DestroyOutcome> {
+        let _write = self.writes.lock().await;
+        let _build = self.builds.lock().await;
+        self.state
+            .storage()
+            .sql()
+            .exec("DELETE FROM packages", None)?;
+        self.generations.borrow_mut().clear();
+        let bucket = self.bucket()?;
+        let mut objects = 0;
+        for prefix in [
+            format!("{}/", request.channel),
+            format!(".staging/{}/", request.channel),
+        ] {
+            loop {
+                let listed = bucket
+                    .list()
+                    .prefix(prefix.clone())
+                    .limit(1000)
+                    .execute()
+                    .await?;
+                let keys: Vec<String> = listed.objects().iter().map(|o| o.key()).collect();
+                if keys.is_empty() {
+                    break;
+                }
+                objects += keys.len() as u64;
+                bucket.delete_multiple(keys).await?;
+            }
+        }
+        Ok(DestroyOutcome { objects })
     }
 
     fn stored_sha256(&self, subdir: &str, filename: &str) -> worker::Result<Option<String>> {

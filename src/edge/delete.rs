@@ -5,6 +5,7 @@ use worker::{Env, Request, Response};
 use super::auth::authorize_change;
 use super::channel_index::{ChannelIndexClient, DeleteRequest};
 use super::error::{ApiError, ApiResult};
+use crate::access::Action;
 
 pub async fn delete(
     env: &Env,
@@ -14,7 +15,8 @@ pub async fn delete(
     subdir: &str,
     filename: &str,
 ) -> ApiResult<Response> {
-    let (caller, channel) = authorize_change(env, req, path_token, channel_name).await?;
+    let (caller, channel) =
+        authorize_change(env, req, path_token, channel_name, Action::Write).await?;
     let outcome = ChannelIndexClient::new(env, &channel.name)?
         .delete(&DeleteRequest {
             channel: channel.name.clone(),

@@ -5,6 +5,7 @@
 //! | POST        | /api/v1/upload/<channel>                     | [`upload::upload`] |
 //! | DELETE      | /api/v1/delete/<channel>/<subdir>/<filename> | [`delete::delete`] |
 //! | GET, HEAD   | /<channel>/<subdir>/<filename>               | [`serve::serve_file`] |
+//! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed
 //! before routing and never logged.
@@ -15,6 +16,7 @@ mod channel_index;
 mod delete;
 mod error;
 mod log;
+mod manage;
 mod serve;
 mod storage;
 mod upload;
@@ -84,6 +86,39 @@ async fn route(
                 )));
             }
             serve::serve_file(env, &req, path_token, channel, subdir, filename).await
+        }
+        (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(env, &req, path_token).await,
+        (Method::Get, ["api", "v1", "channels"]) => {
+            manage::list_channels(env, &req, path_token).await
+        }
+        (Method::Post, ["api", "v1", "channels"]) => {
+            manage::create_channel(env, req, path_token).await
+        }
+        (_, ["api", "v1", "channels", channel, ..]) if check_channel_name(channel).is_err() => Err(
+            ApiError::bad_request(check_channel_name(channel).unwrap_err()),
+        ),
+        (Method::Get, ["api", "v1", "channels", channel]) => {
+            manage::get_channel(env, &req, path_token, channel).await
+        }
+        (Method::Patch, ["api", "v1", "channels", channel]) => {
+            manage::update_channel(env, req, path_token, channel).await
+        }
+        (Method::Delete, ["api", "v1", "channels", channel]) => {
+            manage::delete_channel(env, &req, path_token, channel).await
+        }
+        (Method::Get, ["api", "v1", "channels", channel, "members"]) => {
+            manage::list_members(env, &req, path_token, channel).await
+        }
+        (Method::Put, ["api", "v1", "channels", channel, "members", user]) => {
+            manage::put_member(env, req, path_token, channel, user).await
+        }
+        (Method::Delete, ["api", "v1", "channels", channel, "members", user]) => {
+            manage::remove_member(env, &req, path_token, channel, user).await
+        }
+        (Method::Get, ["api", "v1", "keys"]) => manage::list_keys(env, &req, path_token).await,
+        (Method::Post, ["api", "v1", "keys"]) => manage::create_key(env, req, path_token).await,
+        (Method::Delete, ["api", "v1", "keys", id]) => {
+            manage::revoke_key(env, &req, path_token, id).await
         }
         (_, ["api", ..]) => Err(ApiError::not_found("no such API endpoint")),
         (Method::Get | Method::Head, _) => Err(ApiError::not_found(format!(

@@ -13,6 +13,7 @@ use super::auth::authorize_change;
 use super::channel_index::{ChannelIndexClient, CommitOutcome, CommitRequest};
 use super::error::{ApiError, ApiResult};
 use super::storage::{file_key, random_id, staging_key};
+use crate::access::Action;
 use crate::multipart::{Event, MultipartReader, PartHeaders};
 use crate::names::check_package_filename;
 use crate::package::{Package, PackageReader};
@@ -39,7 +40,8 @@ pub async fn upload(
     path_token: Option<&str>,
     channel_name: &str,
 ) -> ApiResult<Response> {
-    let (caller, channel) = authorize_change(env, &req, path_token, channel_name).await?;
+    let (caller, channel) =
+        authorize_change(env, &req, path_token, channel_name, Action::Write).await?;
 
     let force = req
         .url()?
