@@ -64,6 +64,9 @@ async fn route(
     path: &str,
 ) -> ApiResult<Response> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let ["api", "v1", "channels", channel, ..] = segments.as_slice() {
+        check_channel_name(channel).map_err(ApiError::bad_request)?;
+    }
     match (method, segments.as_slice()) {
         (Method::Post, ["api", "v1", "upload", channel]) => {
             check_channel_name(channel).map_err(ApiError::bad_request)?;
@@ -94,9 +97,6 @@ async fn route(
         (Method::Post, ["api", "v1", "channels"]) => {
             manage::create_channel(env, req, path_token).await
         }
-        (_, ["api", "v1", "channels", channel, ..]) if check_channel_name(channel).is_err() => Err(
-            ApiError::bad_request(check_channel_name(channel).unwrap_err()),
-        ),
         (Method::Get, ["api", "v1", "channels", channel]) => {
             manage::get_channel(env, &req, path_token, channel).await
         }

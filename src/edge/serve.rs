@@ -26,16 +26,13 @@ pub async fn serve_file(
     let head_only = req.method() == Method::Head;
     let key = file_key(channel_name, subdir, filename);
 
-    // One R2 read; the channel's visibility comes from the isolate cache.
+    // One R2 read; the channel's visibility and the key come from the isolate cache.
     let fetched = fetch_object(&bucket, req, &key, head_only).await?;
     let channel = find_channel(env, channel_name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no channel named '{channel_name}'")))?;
-    let caller = if channel.private {
-        principal(env, req, path_token).await?
-    } else {
-        None
-    };
+    // Credentials are checked even where none are needed: a bad key is an error to report.
+    let caller = principal(env, req, path_token).await?;
     authorize(env, Action::Read, &channel, caller.as_ref()).await?;
 
     let cache_control = cache_control(&channel, filename);
