@@ -4,15 +4,18 @@
 //   npm run admin -- [--remote] [--persist-to DIR] [--json] <command>
 //
 //   user create <name> [--admin]        user list
-//   key create <user> [--name N] [--expires-days D]
+//   key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...
 //   key revoke <id>                     key list [<user>]
 //   channel create <name> --owner <user> [--private]
+//   channel visibility <name> public|private
+//   channel delete <name> [--url URL]   (through the running Worker; needs CONDAFLARE_API_KEY)
 //   channel list
 //   member add <channel> <user> --role owner|member
 //   member remove <channel> <user>      member list <channel>
 //
 // Without --remote it works on the local state that `npm start` serves (.wrangler/state).
-// Keys are printed once; only their SHA-256 is stored.
+// Keys are printed once; only their SHA-256 is stored. Changes made here reach running
+// Workers within their cache time (AUTH_CACHE_SECONDS, 30 by default).
 
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -125,18 +128,26 @@ const commands = {
   "key create"(flags, args) {
     const name = option(args, "--name") ?? "default";
     const days = option(args, "--expires-days");
-    const [user] = positional(args, 1, "key create <user> [--name N] [--expires-days D]");
+    const readOnly = option(args, "--read-only", { boolean: true });
+    const channels = [];
+    for (let channel; (channel = option(args, "--channel")) !== null; ) {
+      checkName("channel", channel);
+      channels.push(channel);
+    }
+    const [user] = positional(args, 1, "key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...");
     if (days !== null && !(Number(days) > 0)) throw new UsageError("--expires-days takes a positive number");
-    const expires = days === null ? "NULL" : String(Date.now() + Number(days) * 86_400_000);
+    const expires = days === null ? "NULL" : String(Math.round(Date.now() + Number(days) * 86_400_000));
+    const scope = channels.length ? sqlString(JSON.stringify(channels)) : "NULL";
     const id = userId(flags, user);
     const { key, hash, prefix } = newKey();
     const rows = d1(
       flags,
-      `INSERT INTO api_keys (user_id, name, key_hash, prefix, created_at, expires_at) VALUES (${id}, ${sqlString(name)}, ${sqlString(hash)}, ${sqlString(prefix)}, ${Date.now()}, ${expires}) RETURNING id`,
+      `INSERT INTO api_keys (user_id, name, key_hash, prefix, created_at, expires_at, read_only, channels) VALUES (${id}, ${sqlString(name)}, ${sqlString(hash)}, ${sqlString(prefix)}, ${Date.now()}, ${expires}, ${readOnly ? 1 : 0}, ${scope}) RETURNING id`,
     );
+    const limits = [readOnly && "read-only", channels.length && `only ${channels.join(", ")}`].filter(Boolean);
     return {
-      result: { id: rows[0].id, user, name, key },
-      text: `key ${rows[0].id} for ${user}: ${key}\n(shown once: store it now; only its hash is kept)`,
+      result: { id: rows[0].id, user, name, key, read_only: readOnly, channels: channels.length ? channels : null },
+      text: `key ${rows[0].id} for ${user}${limits.length ? ` (${limits.join("; ")})` : ""}: ${key}\n(shown once: store it now; only its hash is kept)`,
     };
   },
   "key revoke"(flags, args) {
@@ -173,6 +184,25 @@ const commands = {
       text: `created ${isPrivate ? "private" : "public"} channel ${name}, owned by ${owner}`,
     };
   },
+  "channel visibility"(flags, args) {
+    const [name, visibility] = positional(args, 2, "channel visibility <name> public|private");
+    if (visibility !== "public" && visibility !== "private") throw new UsageError("visibility is public or private");
+    const rows = d1(flags, `UPDATE channels SET private = ${visibility === "private" ? 1 : 0} WHERE name = ${sqlString(name)} RETURNING name`);
+    if (rows.length === 0) throw new UsageError(`no channel named '${name}'`);
+    return { result: { name, private: visibility === "private" }, text: `${name} is now ${visibility}` };
+  },
+  async "channel delete"(flags, args) {
+    // Removing a channel's packages and index is the Worker's work, so this goes through its API.
+    const url = option(args, "--url") ?? "http://127.0.0.1:8787";
+    const [name] = positional(args, 1, "channel delete <name> [--url URL]");
+    checkName("channel", name);
+    const key = process.env.CONDAFLARE_API_KEY;
+    if (!key) throw new UsageError("set CONDAFLARE_API_KEY to an owner's or admin's key");
+    const response = await fetch(`${url}/api/v1/channels/${name}`, { method: "DELETE", headers: { Authorization: `Bearer ${key}` } });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.error ?? `the server answered ${response.status}`);
+    return { result: body, text: `deleted channel ${name} (${body.objects_removed} objects)` };
+  },
   "channel list"(flags, args) {
     positional(args, 0, "channel list");
     const rows = d1(flags, "SELECT name, private, created_at FROM channels ORDER BY name");
@@ -208,7 +238,7 @@ const commands = {
   },
 };
 
-function main() {
+async function main() {
   const { flags, rest } = parseArgs(process.argv.slice(2));
   const command = commands[rest.slice(0, 2).join(" ")];
   if (!command) {
@@ -216,7 +246,7 @@ function main() {
     process.exit(2);
   }
   try {
-    const { result, text } = command(flags, rest.slice(2));
+    const { result, text } = await command(flags, rest.slice(2));
     console.log(flags.json ? JSON.stringify(result) : text);
   } catch (error) {
     console.error(`error: ${error.message}`);

@@ -78,18 +78,6 @@ async fn route(
             check_package_filename(filename).map_err(ApiError::bad_request)?;
             delete::delete(env, &req, path_token, channel, subdir, filename).await
         }
-        (Method::Get | Method::Head, [channel, subdir, filename]) if !channel.is_empty() => {
-            let valid = check_channel_name(channel).is_ok()
-                && check_subdir(subdir).is_ok()
-                && (*filename == "repodata.json" || check_package_filename(filename).is_ok());
-            if !valid {
-                return Err(ApiError::not_found(format!(
-                    "no such file: {}",
-                    short(path)
-                )));
-            }
-            serve::serve_file(env, &req, path_token, channel, subdir, filename).await
-        }
         (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(env, &req, path_token).await,
         (Method::Get, ["api", "v1", "channels"]) => {
             manage::list_channels(env, &req, path_token).await
@@ -121,6 +109,18 @@ async fn route(
             manage::revoke_key(env, &req, path_token, id).await
         }
         (_, ["api", ..]) => Err(ApiError::not_found("no such API endpoint")),
+        (Method::Get | Method::Head, [channel, subdir, filename]) if !channel.is_empty() => {
+            let valid = check_channel_name(channel).is_ok()
+                && check_subdir(subdir).is_ok()
+                && (*filename == "repodata.json" || check_package_filename(filename).is_ok());
+            if !valid {
+                return Err(ApiError::not_found(format!(
+                    "no such file: {}",
+                    short(path)
+                )));
+            }
+            serve::serve_file(env, &req, path_token, channel, subdir, filename).await
+        }
         (Method::Get | Method::Head, _) => Err(ApiError::not_found(format!(
             "no such file: {}",
             short(path)

@@ -20,6 +20,8 @@ FIXTURES = ROOT / "tests" / "fixtures"
 PACKAGES = FIXTURES / "packages"
 # A small limit, so the 413 path is reachable with small bodies.
 MAX_UPLOAD_BYTES = 2_000_000
+# A short cache time, so that the bound on seeing changes made straight in D1 can be tested.
+AUTH_CACHE_SECONDS = 3
 
 
 def free_port() -> int:
@@ -34,13 +36,14 @@ class Server:
     state: Path
     log_path: Path
 
-    def admin(self, *args: str) -> dict | list:
+    def admin(self, *args: str, env: dict | None = None) -> dict | list:
         """Runs `npm run admin` (scripts/admin.mjs) against this server's local state."""
         out = subprocess.run(
             ["node", str(ROOT / "scripts" / "admin.mjs"), "--persist-to", str(self.state), "--json", *args],
             cwd=ROOT,
             capture_output=True,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         if out.returncode != 0:
             raise AdminError(out.returncode, out.stderr.strip())
@@ -55,6 +58,13 @@ class Server:
             with sqlite3.connect(db) as conn:
                 keys.update(conn.execute("SELECT key, size FROM _mf_objects").fetchall())
         return keys
+
+    def api(self, method: str, path: str, key: str | None = None, **kwargs) -> requests.Response:
+        """A call to the management API, with the key as Bearer token."""
+        headers = kwargs.pop("headers", {})
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return requests.request(method, f"{self.url}/api/v1/{path}", headers=headers, timeout=30, **kwargs)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -83,7 +93,9 @@ def server(tmp_path_factory) -> Server:
             [
                 "wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", str(port),
                 "--inspector-port", str(free_port()), "--persist-to", str(state),
-                "--var", f"MAX_UPLOAD_BYTES:{MAX_UPLOAD_BYTES}", "--show-interactive-dev-session=false",
+                "--var", f"MAX_UPLOAD_BYTES:{MAX_UPLOAD_BYTES}",
+                "--var", f"AUTH_CACHE_SECONDS:{AUTH_CACHE_SECONDS}",
+                "--log-level", "log", "--show-interactive-dev-session=false",
             ],
             cwd=ROOT,
             stdout=log,

@@ -2,24 +2,29 @@
 installs into a prefix, and the installed files are checked byte for byte."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import PACKAGES, sha256_of, upload_raw
+from conftest import PACKAGES, sha256_of, unique, upload_raw
 from pkgbuild import build_tar_bz2
 
 CLIENT = Path(__file__).with_name("rattler_client.py")
 
 
-def rattler(mode: str, url: str, prefix: Path, cache: Path, specs: list[str], platform: str = "linux-64") -> dict:
+def rattler(mode: str, url: str, prefix: Path, cache: Path, specs: list[str], platform: str = "linux-64", auth_file: Path | None = None) -> dict:
+    env = dict(os.environ)
+    if auth_file is not None:
+        env["RATTLER_AUTH_FILE"] = str(auth_file)
     out = subprocess.run(
         [sys.executable, str(CLIENT), mode, url, str(prefix), str(cache), platform, *specs],
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert lines, f"py-rattler printed nothing (exit {out.returncode}):\n{out.stderr[-3000:]}"
@@ -72,3 +77,29 @@ def test_unsatisfiable_spec_fails_cleanly(server, greeter_channel, tmp_path):
     result = rattler("gateway", f"{server.url}/{channel}", tmp_path / "env", tmp_path / "cache", ["greeting-data >=3"])
     assert "error" in result
     assert not (tmp_path / "env" / "share").exists()
+
+
+@pytest.mark.parametrize("entry", ["BearerToken", "CondaToken", "BasicHTTP", None])
+def test_install_from_a_private_channel(server, owner, tmp_path, entry):
+    """py-rattler reads RATTLER_AUTH_FILE (keyed by host, without the port)."""
+    channel = unique("private-install")
+    server.admin("channel", "create", channel, "--owner", owner.name, "--private")
+    filename, data = build_tar_bz2("secret-tool", files={"share/secret-tool/README": b"for members only\n"})
+    assert upload_raw(server, channel, filename, data, headers=owner.auth).status_code == 201
+
+    credentials = {
+        "BearerToken": {"BearerToken": owner.key},
+        "CondaToken": {"CondaToken": owner.key},
+        "BasicHTTP": {"BasicHTTP": {"username": "anyone", "password": owner.key}},
+        None: None,
+    }[entry]
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_text(json.dumps({"127.0.0.1": credentials} if credentials else {}))
+    prefix = tmp_path / "env"
+    result = rattler("gateway", f"{server.url}/{channel}", prefix, tmp_path / "cache", ["secret-tool"], auth_file=auth_file)
+    if entry is None:
+        assert "error" in result
+        assert not (prefix / "share").exists()
+    else:
+        assert "error" not in result, result["error"]
+        assert (prefix / "share/secret-tool/README").read_bytes() == b"for members only\n"

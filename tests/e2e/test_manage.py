@@ -1,0 +1,136 @@
+"""The management API and the matching admin commands."""
+
+import os
+
+import requests
+
+from conftest import PACKAGES, unique, upload_raw
+
+
+def test_whoami(server, owner):
+    response = server.api("GET", "whoami", owner.key)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["user"] == owner.name
+    assert body["is_admin"] is False
+    assert body["key"]["id"] == owner.key_id
+    assert owner.key not in response.text
+    assert server.api("GET", "whoami").status_code == 401
+
+
+def test_channel_lifecycle(server, owner, outsider):
+    name = unique("api-chan")
+    created = server.api("POST", "channels", owner.key, json={"name": name})
+    assert created.status_code == 201
+    assert created.json()["private"] is False
+    assert server.api("POST", "channels", owner.key, json={"name": name}).status_code == 409
+    assert server.api("GET", f"channels/{name}", owner.key).json()["your_role"] == "owner"
+    assert name in [c["name"] for c in server.api("GET", "channels").json()["channels"]]
+
+    # Made private through the API: refused at once, and no longer listed for others.
+    patched = server.api("PATCH", f"channels/{name}", owner.key, json={"private": True})
+    assert patched.status_code == 200
+    assert requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=10).status_code == 401
+    assert name not in [c["name"] for c in server.api("GET", "channels", outsider.key).json()["channels"]]
+    assert server.api("PATCH", f"channels/{name}", outsider.key, json={"private": False}).status_code == 403
+    assert server.api("PATCH", f"channels/{name}", owner.key, json={"private": "no"}).status_code == 400
+    assert server.api("PATCH", f"channels/{name}", owner.key, json={"private": False}).status_code == 200
+    assert requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=10).status_code == 200
+
+
+def test_bad_channel_names(server, owner):
+    for bad in ("Upper", "../etc", "a/b", "api", ".hidden", "x" * 65, ""):
+        response = server.api("POST", "channels", owner.key, json={"name": bad})
+        assert response.status_code == 400, bad
+        assert "channel name" in response.json()["error"]
+    assert server.api("POST", "channels", owner.key, data="{not json").status_code == 400
+    assert server.api("POST", "channels", json={"name": unique("anon")}).status_code == 401
+    assert server.api("GET", "channels/UPPER/members", owner.key).status_code == 400
+
+
+def test_members(server, owner, make_user):
+    name = unique("members")
+    server.api("POST", "channels", owner.key, json={"name": name, "private": True})
+    friend = make_user()
+    url = f"{server.url}/{name}/noarch/repodata.json"
+    assert requests.get(url, headers=friend.auth, timeout=10).status_code == 403
+
+    assert server.api("PUT", f"channels/{name}/members/{friend.name}", owner.key, json={"role": "member"}).status_code == 200
+    assert requests.get(url, headers=friend.auth, timeout=10).status_code == 200
+    members = server.api("GET", f"channels/{name}/members", owner.key).json()["members"]
+    assert {"user": friend.name, "role": "member"} in members
+    assert server.api("GET", f"channels/{name}/members", friend.key).status_code == 403
+
+    assert server.api("PUT", f"channels/{name}/members/nobody-here", owner.key, json={"role": "member"}).status_code == 404
+    assert server.api("PUT", f"channels/{name}/members/{friend.name}", owner.key, json={"role": "boss"}).status_code == 400
+    # The last owner can be neither demoted nor removed.
+    assert server.api("PUT", f"channels/{name}/members/{owner.name}", owner.key, json={"role": "member"}).status_code == 409
+    assert server.api("DELETE", f"channels/{name}/members/{owner.name}", owner.key).status_code == 409
+
+    assert server.api("DELETE", f"channels/{name}/members/{friend.name}", owner.key).status_code == 200
+    assert requests.get(url, headers=friend.auth, timeout=10).status_code == 403
+    assert server.api("DELETE", f"channels/{name}/members/{friend.name}", owner.key).status_code == 404
+
+
+def test_keys(server, make_user):
+    user = make_user()
+    created = server.api("POST", "keys", user.key, json={"name": "ci", "read_only": True})
+    assert created.status_code == 201
+    new_key = created.json()["key"]
+    assert new_key.startswith("cfk_") and len(new_key) >= 4 + 43
+    info = created.json()["info"]
+    assert info["read_only"] is True
+
+    listed = server.api("GET", "keys", user.key)
+    assert [k["name"] for k in listed.json()["keys"]] == ["tests", "ci"]
+    assert new_key not in listed.text and user.key not in listed.text
+
+    # A limited key can neither mint keys nor create channels.
+    assert server.api("POST", "keys", new_key, json={"name": "escalate"}).status_code == 403
+    assert server.api("POST", "channels", new_key, json={"name": unique("nope")}).status_code == 403
+    assert server.api("POST", "keys", user.key, json={"expires_at": 1}).status_code == 400
+    assert server.api("POST", "keys", user.key, json={"channels": ["../x"]}).status_code == 400
+
+    other = make_user()
+    assert server.api("DELETE", f"keys/{info['id']}", other.key).status_code == 404
+    assert server.api("GET", "whoami", new_key).status_code == 200
+    assert server.api("DELETE", f"keys/{info['id']}", user.key).status_code == 200
+    assert server.api("GET", "whoami", new_key).status_code == 401
+    assert server.api("DELETE", f"keys/{info['id']}", user.key).status_code == 404
+
+
+def test_deleting_a_channel_removes_objects_and_index(server, owner):
+    name = unique("doomed")
+    server.api("POST", "channels", owner.key, json={"name": name})
+    for filename in ("zlib-1.2.11-h7b6447c_3.conda", "flask-0.11.1-py_0.tar.bz2"):
+        assert upload_raw(server, name, filename, (PACKAGES / filename).read_bytes(), headers=owner.auth).status_code == 201
+    assert [k for k in server.r2_keys() if k.startswith(f"{name}/")]
+
+    deleted = server.api("DELETE", f"channels/{name}", owner.key)
+    assert deleted.status_code == 200
+    assert deleted.json()["objects_removed"] == 4  # two packages, two repodata.json
+    assert not [k for k in server.r2_keys() if k.startswith(f"{name}/")]
+    assert requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=10).status_code == 404
+    assert server.api("DELETE", f"channels/{name}", owner.key).status_code == 404
+
+    # A new channel of the same name starts empty.
+    server.api("POST", "channels", owner.key, json={"name": name})
+    assert requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=10).status_code == 404
+    fly = "fly-2.5.2-0.tar.bz2"
+    assert upload_raw(server, name, fly, (PACKAGES / fly).read_bytes(), headers=owner.auth).status_code == 201
+    osx = requests.get(f"{server.url}/{name}/osx-64/repodata.json", timeout=10).json()
+    assert list(osx["packages"]) == [fly]
+
+
+def test_admin_commands_for_visibility_and_deletion(server, make_user):
+    admin = make_user(admin=True)
+    name = unique("cli")
+    server.admin("channel", "create", name, "--owner", admin.name)
+    assert server.admin("channel", "visibility", name, "private") == {"name": name, "private": True}
+    assert {"name": name, "private": 1} in [{"name": c["name"], "private": c["private"]} for c in server.admin("channel", "list")]
+    result = server.admin("channel", "delete", name, "--url", server.url, env={"CONDAFLARE_API_KEY": admin.key})
+    assert result["deleted"] == name
+    assert name not in [c["name"] for c in server.admin("channel", "list")]
+    listed = server.admin("key", "list", admin.name)
+    assert [k["name"] for k in listed] == ["tests"]
+    assert all("key_hash" not in k for k in listed)
