@@ -1,21 +1,16 @@
-"""Runs the real Worker under `wrangler dev` (workerd with local R2, D1 and Durable Objects) and
-gives tests an HTTP client, the admin command and a view of what R2 holds."""
+"""Fixtures for the end-to-end tests: the running Worker, users, keys and channels, and the two
+upload forms real clients use."""
 
 import hashlib
 import json
 import os
-import signal
-import socket
-import sqlite3
-import subprocess
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness import ROOT, Server, running_server
+
 FIXTURES = ROOT / "tests" / "fixtures"
 PACKAGES = FIXTURES / "packages"
 # A small limit, so the 413 path is reachable with small bodies.
@@ -24,105 +19,11 @@ MAX_UPLOAD_BYTES = 2_000_000
 AUTH_CACHE_SECONDS = 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    state: Path
-    log_path: Path
-
-    def admin(self, *args: str, env: dict | None = None) -> dict | list:
-        """Runs `npm run admin` (scripts/admin.mjs) against this server's local state."""
-        out = subprocess.run(
-            ["node", str(ROOT / "scripts" / "admin.mjs"), "--persist-to", str(self.state), "--json", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        if out.returncode != 0:
-            raise AdminError(out.returncode, out.stderr.strip())
-        return json.loads(out.stdout)
-
-    def r2_keys(self) -> dict[str, int]:
-        """Every object the local R2 bucket holds, with its size (read from workerd's store)."""
-        keys: dict[str, int] = {}
-        for db in (self.state / "v3" / "r2" / "miniflare-R2BucketObject").glob("*.sqlite"):
-            if db.name == "metadata.sqlite":
-                continue
-            with sqlite3.connect(db) as conn:
-                keys.update(conn.execute("SELECT key, size FROM _mf_objects").fetchall())
-        return keys
-
-    def api(self, method: str, path: str, key: str | None = None, **kwargs) -> requests.Response:
-        """A call to the management API, with the key as Bearer token."""
-        headers = kwargs.pop("headers", {})
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return requests.request(method, f"{self.url}/api/v1/{path}", headers=headers, timeout=30, **kwargs)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-class AdminError(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Server:
-    state = tmp_path_factory.mktemp("state")
-    log_path = state / "wrangler.log"
-    subprocess.run(
-        ["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", str(state)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [
-                "wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", str(port),
-                "--inspector-port", str(free_port()), "--persist-to", str(state),
-                "--var", f"MAX_UPLOAD_BYTES:{MAX_UPLOAD_BYTES}",
-                "--var", f"AUTH_CACHE_SECONDS:{AUTH_CACHE_SECONDS}",
-                "--log-level", "log", "--show-interactive-dev-session=false",
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"wrangler dev exited:\n{log_path.read_text()}")
-            try:
-                requests.get(f"{url}/", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.time() > deadline:
-                    raise RuntimeError(f"wrangler dev did not start:\n{log_path.read_text()}")
-                time.sleep(0.3)
-        yield Server(url=url, state=state, log_path=log_path)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    variables = {"MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES), "AUTH_CACHE_SECONDS": str(AUTH_CACHE_SECONDS)}
+    with running_server(tmp_path_factory.mktemp("state"), variables) as server:
+        yield server
 
 
 @dataclass

@@ -1,6 +1,5 @@
 """The management API and the matching admin commands."""
 
-import os
 
 import requests
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# npm run bench [-- <name>...]: builds the Worker, installs wrk and nginx if missing, and runs
+# the named benches (all of them by default). Each prints its figures next to a baseline
+# measured in the same run.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/setup.sh"
+cd "$ROOT"
+
+for tool in wrk nginx; do
+    if ! command -v "$tool" >/dev/null; then
+        say "installing $tool"
+        as_root apt-get update -qq >&2 && as_root apt-get install -y -qq "$tool" >&2
+    fi
+done
+bash scripts/build.sh
+VENV=$(bash scripts/test-venv.sh)
+
+benches=("$@")
+[ ${#benches[@]} -gt 0 ] || benches=(reads)
+for bench in "${benches[@]}"; do
+    echo "== bench: $bench"
+    "$VENV/bin/python" "bench/$bench.py"
+done
