@@ -9,6 +9,7 @@ pub mod multipart;
 pub mod names;
 pub mod package;
 pub mod repodata;
+pub mod shards;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

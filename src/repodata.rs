@@ -3,7 +3,7 @@
 //! Records are stored already serialized, so the document is assembled from them as they come,
 //! in order, without parsing them again or holding the whole channel as values.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::names::ArchiveFormat;
 
@@ -33,32 +33,47 @@ pub fn record_json(record: &Map<String, Value>) -> String {
 /// The record sections of repodata.json, in the order they are written.
 const SECTIONS: [ArchiveFormat; 2] = [ArchiveFormat::TarBz2, ArchiveFormat::Conda];
 
-/// Writes a repodata.json document from records given in order: all `.tar.bz2` records, then
-/// all `.conda` records, each group sorted by file name.
-pub struct RepodataWriter {
+/// Writes a channel index document (repodata.json, run_exports.json) from entries given in
+/// order: all `.tar.bz2` files, then all `.conda` files, each group sorted by file name.
+pub struct IndexWriter {
     out: String,
+    /// Written after the sections, before the closing brace.
+    trailer: &'static str,
     /// How many of [`SECTIONS`] have been opened; the last one opened is still open.
     opened: usize,
     section_empty: bool,
 }
 
-impl RepodataWriter {
-    pub fn new(subdir: &str) -> Self {
-        let info = serde_json::json!({ "subdir": subdir });
+impl IndexWriter {
+    /// repodata.json of `subdir`.
+    pub fn repodata(subdir: &str) -> Self {
+        Self::new(
+            json!({ "subdir": subdir }),
+            ",\"removed\":[],\"repodata_version\":1",
+        )
+    }
+
+    /// run_exports.json (CEP 12) of `subdir`.
+    pub fn run_exports(subdir: &str) -> Self {
+        Self::new(json!({ "subdir": subdir, "version": 1 }), "")
+    }
+
+    fn new(info: Value, trailer: &'static str) -> Self {
         Self {
             out: format!("{{\"info\":{info}"),
+            trailer,
             opened: 0,
             section_empty: true,
         }
     }
 
-    /// Adds one record; `record_json` must come from [`record_json`].
-    pub fn push(&mut self, filename: &str, record_json: &str) {
+    /// Adds one entry; `value_json` must be canonical JSON (see [`record_json`]).
+    pub fn push(&mut self, filename: &str, value_json: &str) {
         let format = ArchiveFormat::from_filename(filename).unwrap_or(ArchiveFormat::TarBz2);
         let section = SECTIONS.iter().position(|f| *f == format).unwrap_or(0);
         debug_assert!(
             section + 1 >= self.opened,
-            "records must come grouped by format"
+            "entries must come grouped by format"
         );
         self.open_through(section);
         if !self.section_empty {
@@ -67,7 +82,7 @@ impl RepodataWriter {
         self.section_empty = false;
         self.out.push_str(&Value::from(filename).to_string());
         self.out.push(':');
-        self.out.push_str(record_json);
+        self.out.push_str(value_json);
     }
 
     /// Takes what was written so far, for writers that stream the document out in parts.
@@ -77,8 +92,9 @@ impl RepodataWriter {
 
     pub fn finish(mut self) -> String {
         self.open_through(SECTIONS.len() - 1);
-        self.out
-            .push_str("},\"removed\":[],\"repodata_version\":1}");
+        self.out.push('}');
+        self.out.push_str(self.trailer);
+        self.out.push('}');
         self.out
     }
 
@@ -96,9 +112,14 @@ impl RepodataWriter {
     }
 }
 
+/// The run_exports.json entry of one package: `{"run_exports": ...}`, `{}` when it has none.
+pub fn run_exports_entry(run_exports_json: Option<&str>) -> String {
+    format!("{{\"run_exports\":{}}}", run_exports_json.unwrap_or("{}"))
+}
+
 /// The repodata.json of a subdir without packages.
 pub fn empty_repodata(subdir: &str) -> String {
-    RepodataWriter::new(subdir).finish()
+    IndexWriter::repodata(subdir).finish()
 }
 
 #[cfg(test)]
@@ -115,7 +136,7 @@ mod tests {
 
     #[test]
     fn sections_and_separators() {
-        let mut writer = RepodataWriter::new("linux-64");
+        let mut writer = IndexWriter::repodata("linux-64");
         writer.push("a-1-0.tar.bz2", "{\"x\":1}");
         writer.push("b-1-0.tar.bz2", "{}");
         writer.push("a-1-0.conda", "{}");
@@ -123,7 +144,7 @@ mod tests {
             writer.finish(),
             r#"{"info":{"subdir":"linux-64"},"packages":{"a-1-0.tar.bz2":{"x":1},"b-1-0.tar.bz2":{}},"packages.conda":{"a-1-0.conda":{}},"removed":[],"repodata_version":1}"#
         );
-        let mut writer = RepodataWriter::new("noarch");
+        let mut writer = IndexWriter::repodata("noarch");
         writer.push("a-1-0.conda", "{}");
         let mut streamed = writer.take_output();
         streamed.push_str(&writer.finish());

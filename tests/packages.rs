@@ -6,7 +6,7 @@ use std::{fs, path::PathBuf};
 use condaflare::{
     names::{check_package_filename, ArchiveFormat},
     package::{Package, PackageError, PackageReader},
-    repodata::{record_json, RepodataWriter},
+    repodata::{record_json, run_exports_entry, IndexWriter},
 };
 use serde_json::Value;
 
@@ -179,7 +179,7 @@ fn repodata_of_fixtures_equals_conda_index() {
             .filter(|p| p.subdir == subdir)
             .collect();
         packages.sort_by_key(|p| (p.filename.ends_with(".conda"), p.filename.clone()));
-        let mut writer = RepodataWriter::new(subdir);
+        let mut writer = IndexWriter::repodata(subdir);
         for package in &packages {
             writer.push(&package.filename, &record_json(&package.record));
         }
@@ -187,5 +187,18 @@ fn repodata_of_fixtures_equals_conda_index() {
         let path = fixtures().join(format!("reference/conda-index/{subdir}/repodata.json"));
         let reference: Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
         assert_eq!(ours, reference, "{subdir}");
+
+        let mut writer = IndexWriter::run_exports(subdir);
+        for package in &packages {
+            let run_exports = package.run_exports.as_ref().map(Value::to_string);
+            writer.push(
+                &package.filename,
+                &run_exports_entry(run_exports.as_deref()),
+            );
+        }
+        let ours: Value = serde_json::from_str(&writer.finish()).unwrap();
+        let path = fixtures().join(format!("reference/conda-index/{subdir}/run_exports.json"));
+        let reference: Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        assert_eq!(ours, reference, "run_exports.json of {subdir}");
     }
 }

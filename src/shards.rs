@@ -1,0 +1,208 @@
+//! Sharded repodata (CEP 16): one zstd-compressed msgpack shard per package name, and a shard
+//! index that names each shard by the SHA-256 of its compressed bytes.
+//!
+//! Shards are content-addressed, so their bytes must depend on nothing but their records:
+//! map keys are sorted at every level and `md5`/`sha256` are binary, as rattler writes them.
+
+use rmpv::Value as Msgpack;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Where shards live, relative to the shard index.
+pub const SHARDS_BASE_URL: &str = "./shards/";
+/// The shard index's file name in a subdir.
+pub const INDEX_FILENAME: &str = "repodata_shards.msgpack.zst";
+
+/// zstd level for shards and the shard index: small documents, written on every upload.
+pub const SHARD_ZSTD_LEVEL: i32 = 19;
+
+/// A compressed shard and its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    pub bytes: Vec<u8>,
+    pub sha256: [u8; 32],
+}
+
+impl Shard {
+    pub fn hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    /// The object name of the shard inside the subdir.
+    pub fn filename(&self) -> String {
+        format!("{}.msgpack.zst", self.hex())
+    }
+}
+
+/// Is `name` the file name of a shard (`<64 hex digits>.msgpack.zst`)?
+pub fn is_shard_filename(name: &str) -> bool {
+    name.strip_suffix(".msgpack.zst").is_some_and(|hash| {
+        hash.len() == 64
+            && hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The shard of one package name from its records, given as (file name, canonical record JSON).
+pub fn build_shard<'a>(records: impl IntoIterator<Item = (&'a str, &'a str)>) -> Shard {
+    let mut tar_bz2 = Vec::new();
+    let mut conda = Vec::new();
+    for (filename, record) in records {
+        let record: Value = serde_json::from_str(record).expect("stored records are valid JSON");
+        let entry = (Msgpack::from(filename), record_to_msgpack(&record));
+        if filename.ends_with(".conda") {
+            conda.push(entry);
+        } else {
+            tar_bz2.push(entry);
+        }
+    }
+    tar_bz2.sort_by(|a, b| a.0.as_str().cmp(&b.0.as_str()));
+    conda.sort_by(|a, b| a.0.as_str().cmp(&b.0.as_str()));
+    let document = Msgpack::Map(vec![
+        ("packages".into(), Msgpack::Map(tar_bz2)),
+        ("packages.conda".into(), Msgpack::Map(conda)),
+        ("removed".into(), Msgpack::Array(Vec::new())),
+    ]);
+    let bytes = compress(&encode(&document), SHARD_ZSTD_LEVEL);
+    let sha256 = Sha256::digest(&bytes).into();
+    Shard { bytes, sha256 }
+}
+
+/// The compressed shard index of a subdir: `shards` lists (package name, shard sha256).
+pub fn build_index(subdir: &str, created_at: &str, shards: &[(String, [u8; 32])]) -> Vec<u8> {
+    let mut entries: Vec<(Msgpack, Msgpack)> = shards
+        .iter()
+        .map(|(name, hash)| (Msgpack::from(name.as_str()), Msgpack::Binary(hash.to_vec())))
+        .collect();
+    entries.sort_by(|a, b| a.0.as_str().cmp(&b.0.as_str()));
+    let document = Msgpack::Map(vec![
+        (
+            "info".into(),
+            Msgpack::Map(vec![
+                ("base_url".into(), "./".into()),
+                ("created_at".into(), created_at.into()),
+                ("shards_base_url".into(), SHARDS_BASE_URL.into()),
+                ("subdir".into(), subdir.into()),
+            ]),
+        ),
+        ("shards".into(), Msgpack::Map(entries)),
+        ("version".into(), 1.into()),
+    ]);
+    compress(&encode(&document), SHARD_ZSTD_LEVEL)
+}
+
+fn encode(value: &Msgpack) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, value).expect("writing to a Vec cannot fail");
+    out
+}
+
+pub fn compress(bytes: &[u8], level: i32) -> Vec<u8> {
+    zstd::bulk::compress(bytes, level).expect("zstd compresses any input in memory")
+}
+
+/// A record as msgpack: keys sorted at every level, hex checksums as binary.
+fn record_to_msgpack(record: &Value) -> Msgpack {
+    let Value::Object(map) = record else {
+        return json_to_msgpack(record);
+    };
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    Msgpack::Map(
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let value = match (key.as_str(), value.as_str().map(hex::decode)) {
+                    ("md5" | "sha256", Some(Ok(bytes))) => Msgpack::Binary(bytes),
+                    _ => json_to_msgpack(value),
+                };
+                (Msgpack::from(key.as_str()), value)
+            })
+            .collect(),
+    )
+}
+
+fn json_to_msgpack(value: &Value) -> Msgpack {
+    match value {
+        Value::Null => Msgpack::Nil,
+        Value::Bool(b) => Msgpack::Boolean(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Msgpack::from(u),
+            (None, Some(i), _) => Msgpack::from(i),
+            (_, _, Some(f)) => Msgpack::F64(f),
+            _ => Msgpack::Nil,
+        },
+        Value::String(s) => Msgpack::from(s.as_str()),
+        Value::Array(items) => Msgpack::Array(items.iter().map(json_to_msgpack).collect()),
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Msgpack::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (Msgpack::from(k.as_str()), json_to_msgpack(v)))
+                    .collect(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECORD: &str = r#"{"build":"0","depends":[],"md5":"00112233445566778899aabbccddeeff","name":"a","sha256":"0000000000000000000000000000000000000000000000000000000000000001","size":1,"version":"1"}"#;
+
+    fn decode(bytes: &[u8]) -> Msgpack {
+        let raw = zstd::decode_all(bytes).unwrap();
+        rmpv::decode::read_value(&mut raw.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn shards_are_deterministic_and_content_addressed() {
+        let one = build_shard([("a-1-0.tar.bz2", RECORD), ("a-1-0.conda", RECORD)]);
+        let two = build_shard([("a-1-0.conda", RECORD), ("a-1-0.tar.bz2", RECORD)]);
+        assert_eq!(one, two);
+        assert_eq!(one.sha256, <[u8; 32]>::from(Sha256::digest(&one.bytes)));
+        assert!(is_shard_filename(&one.filename()));
+        assert!(!is_shard_filename("../x.msgpack.zst"));
+    }
+
+    #[test]
+    fn checksums_are_binary_and_keys_sorted() {
+        let shard = decode(&build_shard([("a-1-0.tar.bz2", RECORD)]).bytes);
+        let record = &shard["packages"]["a-1-0.tar.bz2"];
+        assert_eq!(record["sha256"].as_slice().unwrap().len(), 32);
+        assert_eq!(record["md5"].as_slice().unwrap()[0], 0x00);
+        let keys: Vec<_> = record
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str().unwrap())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(shard["removed"], Msgpack::Array(vec![]));
+    }
+
+    #[test]
+    fn index_names_each_shard() {
+        let index = decode(&build_index(
+            "noarch",
+            "2026-01-01T00:00:00Z",
+            &[("b".into(), [2; 32]), ("a".into(), [1; 32])],
+        ));
+        assert_eq!(index["info"]["shards_base_url"].as_str(), Some("./shards/"));
+        assert_eq!(index["info"]["subdir"].as_str(), Some("noarch"));
+        let names: Vec<_> = index["shards"]
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(index["shards"]["a"].as_slice(), Some(&[1u8; 32][..]));
+    }
+}
