@@ -42,6 +42,55 @@ impl ArchiveFormat {
     }
 }
 
+/// What a file in a subdir is, which decides how it is cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelFile {
+    /// repodata.json, its .zst, run_exports.json, the shard index: change with every upload.
+    Index,
+    /// `shards/<sha256>.msgpack.zst`: content-addressed, never changes.
+    Shard,
+    /// A package file.
+    Package,
+}
+
+/// The index files every subdir may have.
+pub const INDEX_FILES: [&str; 4] = [
+    "repodata.json",
+    "repodata.json.zst",
+    "run_exports.json",
+    "repodata_shards.msgpack.zst",
+];
+
+impl ChannelFile {
+    /// Classifies a path below `<channel>/<subdir>/`; `None` for anything that is never served.
+    pub fn of(path: &str) -> Option<Self> {
+        if INDEX_FILES.contains(&path) {
+            Some(Self::Index)
+        } else if path
+            .strip_prefix("shards/")
+            .is_some_and(crate::shards::is_shard_filename)
+        {
+            Some(Self::Shard)
+        } else if check_package_filename(path).is_ok() {
+            Some(Self::Package)
+        } else {
+            None
+        }
+    }
+
+    pub fn content_type(path: &str) -> &'static str {
+        if path.ends_with(".json") {
+            "application/json"
+        } else if path.ends_with(".zst") {
+            "application/zstd"
+        } else if path.ends_with(".tar.bz2") {
+            "application/x-bzip2"
+        } else {
+            "application/octet-stream"
+        }
+    }
+}
+
 /// A channel name: lowercase letters, digits, `-`, `_` and `.`, starting with a letter or digit.
 pub fn check_channel_name(name: &str) -> Result<(), String> {
     let valid_chars = name
@@ -156,6 +205,33 @@ mod tests {
         ] {
             assert!(check_package_filename(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn channel_files() {
+        assert_eq!(ChannelFile::of("repodata.json"), Some(ChannelFile::Index));
+        assert_eq!(
+            ChannelFile::of("repodata_shards.msgpack.zst"),
+            Some(ChannelFile::Index)
+        );
+        let shard = format!("shards/{}.msgpack.zst", "a".repeat(64));
+        assert_eq!(ChannelFile::of(&shard), Some(ChannelFile::Shard));
+        assert_eq!(
+            ChannelFile::of("zlib-1-0.conda"),
+            Some(ChannelFile::Package)
+        );
+        for never in [
+            "current_repodata.json",
+            "shards/../x",
+            "shards/abc.msgpack.zst",
+            "notices.json",
+        ] {
+            assert_eq!(ChannelFile::of(never), None, "{never}");
+        }
+        assert_eq!(
+            ChannelFile::content_type("repodata.json.zst"),
+            "application/zstd"
+        );
     }
 
     #[test]

@@ -122,6 +122,22 @@ pub fn empty_repodata(subdir: &str) -> String {
     IndexWriter::repodata(subdir).finish()
 }
 
+/// The index files of a `noarch` subdir that has no packages yet: every channel has a noarch
+/// subdir, since clients test a channel's existence with it. `created_at` (RFC 3339) dates the
+/// shard index.
+pub fn empty_noarch(filename: &str, created_at: &str) -> Option<Vec<u8>> {
+    let repodata = || empty_repodata("noarch").into_bytes();
+    match filename {
+        "repodata.json" => Some(repodata()),
+        "repodata.json.zst" => Some(crate::shards::compress(&repodata(), 3)),
+        "run_exports.json" => Some(IndexWriter::run_exports("noarch").finish().into_bytes()),
+        "repodata_shards.msgpack.zst" => {
+            Some(crate::shards::build_index("noarch", created_at, &[]))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

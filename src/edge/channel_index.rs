@@ -10,25 +10,49 @@ use std::{cell::RefCell, collections::HashMap};
 
 use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use worker::{
     durable_object, Bucket, Date, DurableObject, Env, Method, Request, RequestInit, Response,
     ResponseBody, SqlStorageValue, State,
 };
 
-use super::storage::{content_type, file_key};
-use crate::repodata::RepodataWriter;
+use super::storage::file_key;
+use crate::names::ChannelFile;
+use crate::repodata::{record_json, run_exports_entry, IndexWriter};
+use crate::shards::{self, build_index, build_shard};
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS packages (
-    subdir TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    name TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    record TEXT NOT NULL,
-    run_exports TEXT,
-    about TEXT,
-    indexed_at INTEGER NOT NULL,
-    PRIMARY KEY (subdir, filename)
-)";
+/// The index of record. `packages` holds one row per file; `shards` the current shard of each
+/// package name; `dirty` the names whose shard must be rewritten by the next build (kept in
+/// storage, so a restart between a change and its build loses nothing); `retired_shards` the
+/// superseded shards, deleted by the alarm once clients can no longer hold an index naming them.
+const SCHEMA: [&str; 4] = [
+    "CREATE TABLE IF NOT EXISTS packages (
+        subdir TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        record TEXT NOT NULL,
+        run_exports TEXT,
+        about TEXT,
+        indexed_at INTEGER NOT NULL,
+        PRIMARY KEY (subdir, filename)
+    )",
+    "CREATE TABLE IF NOT EXISTS shards (
+        subdir TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
+        PRIMARY KEY (subdir, name)
+    )",
+    "CREATE TABLE IF NOT EXISTS dirty (
+        subdir TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (subdir, name)
+    )",
+    "CREATE TABLE IF NOT EXISTS retired_shards (
+        key TEXT PRIMARY KEY, retired_at INTEGER NOT NULL
+    )",
+];
+
+/// How long a superseded shard stays readable, unless `SHARD_RETENTION_SECONDS` says otherwise.
+const DEFAULT_SHARD_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// zstd level of repodata.json.zst (see README: size and CPU time measured in the Worker).
+const REPODATA_ZSTD_LEVEL: i32 = 16;
 
 /// A validated package, ready to be committed from its staging object.
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,9 +70,16 @@ pub struct CommitRequest {
     pub force: bool,
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CommitOutcome {
+    pub status: CommitStatus,
+    /// The stored record (canonical JSON), unless the commit conflicted.
+    pub record: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CommitOutcome {
+pub enum CommitStatus {
     /// The file is new, or replaced a different one under `force`.
     Created,
     /// The same bytes were already there.
@@ -150,9 +181,11 @@ pub struct ChannelIndex {
 
 impl DurableObject for ChannelIndex {
     fn new(state: State, env: Env) -> Self {
-        // Creating the table is synchronous and idempotent; if it failed, every later query
+        // Creating the tables is synchronous and idempotent; if it failed, every later query
         // would fail with the reason.
-        let _ = state.storage().sql().exec(SCHEMA, None);
+        for statement in SCHEMA {
+            let _ = state.storage().sql().exec(statement, None);
+        }
         Self {
             state,
             env,
@@ -170,6 +203,37 @@ impl DurableObject for ChannelIndex {
             other => Response::error(format!("no such channel index operation: {other}"), 404),
         }
     }
+
+    /// Deletes the superseded shards whose retention has passed.
+    async fn alarm(&self) -> worker::Result<Response> {
+        let now = Date::now().as_millis();
+        let cutoff = now.saturating_sub(self.shard_retention_ms());
+        #[derive(Deserialize)]
+        struct Row {
+            key: String,
+        }
+        let expired: Vec<Row> = self
+            .sql()
+            .exec(
+                "SELECT key FROM retired_shards WHERE retired_at <= ?",
+                vec![millis(cutoff)?],
+            )?
+            .to_array()?;
+        if !expired.is_empty() {
+            let keys: Vec<String> = expired.into_iter().map(|row| row.key).collect();
+            self.bucket()?.delete_multiple(keys.clone()).await?;
+            for key in keys {
+                self.sql()
+                    .exec("DELETE FROM retired_shards WHERE key = ?", vec![key.into()])?;
+            }
+        }
+        self.schedule_shard_cleanup().await?;
+        Response::ok("done")
+    }
+}
+
+fn millis(value: u64) -> worker::Result<SqlStorageValue> {
+    SqlStorageValue::try_from_i64(value as i64)
 }
 
 impl ChannelIndex {
@@ -177,19 +241,51 @@ impl ChannelIndex {
         self.env.bucket("PACKAGES")
     }
 
+    fn sql(&self) -> worker::SqlStorage {
+        self.state.storage().sql()
+    }
+
+    fn shard_retention_ms(&self) -> u64 {
+        self.env
+            .var("SHARD_RETENTION_SECONDS")
+            .ok()
+            .and_then(|v| v.to_string().parse::<f64>().ok())
+            .map(|seconds| (seconds * 1000.0) as u64)
+            .unwrap_or(DEFAULT_SHARD_RETENTION_MS)
+    }
+
     async fn commit(&self, request: CommitRequest) -> worker::Result<CommitOutcome> {
         let write = self.writes.lock().await;
-        let existing = self.stored_sha256(&request.subdir, &request.filename)?;
+        let existing = self.stored(&request.subdir, &request.filename)?;
         match existing {
-            Some(sha) if sha == request.sha256 => return Ok(CommitOutcome::Unchanged),
-            Some(_) if !request.force => return Ok(CommitOutcome::Conflict),
+            Some((sha, record)) if sha == request.sha256 => {
+                drop(write);
+                // A retry of an upload whose build was cut short still gets its artifacts.
+                self.build_if_dirty(&request.channel, &request.subdir)
+                    .await?;
+                return Ok(CommitOutcome {
+                    status: CommitStatus::Unchanged,
+                    record: Some(record),
+                });
+            }
+            Some(_) if !request.force => {
+                return Ok(CommitOutcome {
+                    status: CommitStatus::Conflict,
+                    record: None,
+                })
+            }
             _ => {}
         }
         // The object is in place before the record that names it.
         let key = file_key(&request.channel, &request.subdir, &request.filename);
         self.copy_object(&request.staging_key, &key, &request.filename)
             .await?;
-        self.state.storage().sql().exec(
+        // CEP 47: the server's time of indexing, in every record of every artifact.
+        let now = Date::now().as_millis();
+        let mut record: Map<String, Value> = serde_json::from_str(&request.record)?;
+        record.insert("indexed_timestamp".into(), now.into());
+        let record = record_json(&record);
+        self.sql().exec(
             "INSERT OR REPLACE INTO packages \
              (subdir, filename, name, sha256, record, run_exports, about, indexed_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -198,35 +294,42 @@ impl ChannelIndex {
                 request.filename.as_str().into(),
                 request.name.as_str().into(),
                 request.sha256.as_str().into(),
-                request.record.as_str().into(),
+                record.as_str().into(),
                 request.run_exports.clone().into(),
                 request.about.clone().into(),
-                SqlStorageValue::try_from_i64(Date::now().as_millis() as i64)?,
+                millis(now)?,
             ],
         )?;
-        let generation = self.mark_changed(&request.subdir);
+        let generation = self.mark_changed(&request.subdir, &request.name)?;
         drop(write);
         self.build(&request.channel, &request.subdir, generation)
             .await?;
-        Ok(CommitOutcome::Created)
+        Ok(CommitOutcome {
+            status: CommitStatus::Created,
+            record: Some(record),
+        })
     }
 
     async fn delete(&self, request: DeleteRequest) -> worker::Result<DeleteOutcome> {
         let write = self.writes.lock().await;
-        if self
-            .stored_sha256(&request.subdir, &request.filename)?
-            .is_none()
-        {
-            return Ok(DeleteOutcome { deleted: false });
+        #[derive(Deserialize)]
+        struct Row {
+            name: String,
         }
-        self.state.storage().sql().exec(
-            "DELETE FROM packages WHERE subdir = ? AND filename = ?",
-            vec![
-                request.subdir.as_str().into(),
-                request.filename.as_str().into(),
-            ],
-        )?;
-        let generation = self.mark_changed(&request.subdir);
+        let rows: Vec<Row> = self
+            .sql()
+            .exec(
+                "DELETE FROM packages WHERE subdir = ? AND filename = ? RETURNING name",
+                vec![
+                    request.subdir.as_str().into(),
+                    request.filename.as_str().into(),
+                ],
+            )?
+            .to_array()?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(DeleteOutcome { deleted: false });
+        };
+        let generation = self.mark_changed(&request.subdir, &row.name)?;
         // The record leaves repodata.json before its object goes.
         self.build(&request.channel, &request.subdir, generation)
             .await?;
@@ -239,10 +342,10 @@ impl ChannelIndex {
     async fn destroy(&self, request: DestroyRequest) -> worker::Result<DestroyOutcome> {
         let _write = self.writes.lock().await;
         let _build = self.builds.lock().await;
-        self.state
-            .storage()
-            .sql()
-            .exec("DELETE FROM packages", None)?;
+        for table in ["packages", "shards", "dirty", "retired_shards"] {
+            self.sql().exec(&format!("DELETE FROM {table}"), None)?;
+        }
+        self.state.storage().delete_alarm().await?;
         self.generations.borrow_mut().clear();
         let bucket = self.bucket()?;
         let mut objects = 0;
@@ -268,21 +371,21 @@ impl ChannelIndex {
         Ok(DestroyOutcome { objects })
     }
 
-    fn stored_sha256(&self, subdir: &str, filename: &str) -> worker::Result<Option<String>> {
+    /// The sha256 and record stored for a file.
+    fn stored(&self, subdir: &str, filename: &str) -> worker::Result<Option<(String, String)>> {
         #[derive(Deserialize)]
         struct Row {
             sha256: String,
+            record: String,
         }
         let rows: Vec<Row> = self
-            .state
-            .storage()
             .sql()
             .exec(
-                "SELECT sha256 FROM packages WHERE subdir = ? AND filename = ?",
+                "SELECT sha256, record FROM packages WHERE subdir = ? AND filename = ?",
                 vec![subdir.into(), filename.into()],
             )?
             .to_array()?;
-        Ok(rows.into_iter().next().map(|row| row.sha256))
+        Ok(rows.into_iter().next().map(|row| (row.sha256, row.record)))
     }
 
     async fn copy_object(&self, from: &str, to: &str, filename: &str) -> worker::Result<()> {
@@ -302,23 +405,45 @@ impl ChannelIndex {
         };
         bucket
             .put(to, stream)
-            .http_metadata(worker::HttpMetadata {
-                content_type: Some(content_type(filename).into()),
-                ..Default::default()
-            })
+            .http_metadata(metadata(ChannelFile::content_type(filename)))
             .execute()
             .await?;
         Ok(())
     }
 
-    fn mark_changed(&self, subdir: &str) -> u64 {
+    /// Records that `name` in `subdir` changed; returns the change number to build for.
+    fn mark_changed(&self, subdir: &str, name: &str) -> worker::Result<u64> {
+        self.sql().exec(
+            "INSERT OR IGNORE INTO dirty (subdir, name) VALUES (?, ?)",
+            vec![subdir.into(), name.into()],
+        )?;
         let mut generations = self.generations.borrow_mut();
         let generation = generations.entry(subdir.to_owned()).or_default();
         generation.changed += 1;
-        generation.changed
+        Ok(generation.changed)
     }
 
-    /// Makes sure repodata.json of `subdir` covers change number `generation`.
+    async fn build_if_dirty(&self, channel: &str, subdir: &str) -> worker::Result<()> {
+        let pending: Vec<serde_json::Value> = self
+            .sql()
+            .exec(
+                "SELECT name FROM dirty WHERE subdir = ? LIMIT 1",
+                vec![subdir.into()],
+            )?
+            .to_array()?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let generation = self
+            .generations
+            .borrow()
+            .get(subdir)
+            .map_or(1, |g| g.changed.max(1));
+        self.build(channel, subdir, generation).await
+    }
+
+    /// Makes sure every artifact of `subdir` covers change number `generation`: first the
+    /// shards of changed names, then the shard index naming them, then the monolithic files.
     async fn build(&self, channel: &str, subdir: &str, generation: u64) -> worker::Result<()> {
         let _build = self.builds.lock().await;
         let covered = {
@@ -329,34 +454,203 @@ impl ChannelIndex {
             }
             current.changed
         };
+        self.build_shards(channel, subdir).await?;
+        self.build_monolithic(channel, subdir).await?;
+        if let Some(entry) = self.generations.borrow_mut().get_mut(subdir) {
+            entry.built = entry.built.max(covered);
+        }
+        Ok(())
+    }
 
+    async fn build_shards(&self, channel: &str, subdir: &str) -> worker::Result<()> {
+        #[derive(Deserialize)]
+        struct Name {
+            name: String,
+        }
         #[derive(Deserialize)]
         struct Row {
             filename: String,
             record: String,
         }
-        let rows = self.state.storage().sql().exec(
-            "SELECT filename, record FROM packages WHERE subdir = ? \
+        #[derive(Deserialize)]
+        struct Current {
+            sha256: String,
+        }
+        let bucket = self.bucket()?;
+        let shard_key = |hex: &str| file_key(channel, subdir, &format!("shards/{hex}.msgpack.zst"));
+        let now = Date::now().as_millis();
+        let dirty: Vec<Name> = self
+            .sql()
+            .exec(
+                "SELECT name FROM dirty WHERE subdir = ?",
+                vec![subdir.into()],
+            )?
+            .to_array()?;
+        for Name { name } in dirty {
+            let rows: Vec<Row> = self
+                .sql()
+                .exec(
+                    "SELECT filename, record FROM packages WHERE subdir = ? AND name = ?",
+                    vec![subdir.into(), name.as_str().into()],
+                )?
+                .to_array()?;
+            let old: Option<String> = self
+                .sql()
+                .exec(
+                    "SELECT sha256 FROM shards WHERE subdir = ? AND name = ?",
+                    vec![subdir.into(), name.as_str().into()],
+                )?
+                .to_array::<Current>()?
+                .into_iter()
+                .next()
+                .map(|row| row.sha256);
+            let new = if rows.is_empty() {
+                self.sql().exec(
+                    "DELETE FROM shards WHERE subdir = ? AND name = ?",
+                    vec![subdir.into(), name.as_str().into()],
+                )?;
+                None
+            } else {
+                let shard = build_shard(
+                    rows.iter()
+                        .map(|r| (r.filename.as_str(), r.record.as_str())),
+                );
+                let hex = shard.hex();
+                if old.as_deref() != Some(hex.as_str()) {
+                    bucket
+                        .put(shard_key(&hex), shard.bytes)
+                        .http_metadata(metadata("application/zstd"))
+                        .execute()
+                        .await?;
+                    self.sql().exec(
+                        "INSERT OR REPLACE INTO shards (subdir, name, sha256) VALUES (?, ?, ?)",
+                        vec![subdir.into(), name.as_str().into(), hex.as_str().into()],
+                    )?;
+                    self.sql().exec(
+                        "DELETE FROM retired_shards WHERE key = ?",
+                        vec![shard_key(&hex).into()],
+                    )?;
+                }
+                Some(hex)
+            };
+            if let Some(old) = old.filter(|old| Some(old) != new.as_ref()) {
+                self.sql().exec(
+                    "INSERT OR REPLACE INTO retired_shards (key, retired_at) VALUES (?, ?)",
+                    vec![shard_key(&old).into(), millis(now)?],
+                )?;
+            }
+            self.sql().exec(
+                "DELETE FROM dirty WHERE subdir = ? AND name = ?",
+                vec![subdir.into(), name.as_str().into()],
+            )?;
+        }
+
+        #[derive(Deserialize)]
+        struct Entry {
+            name: String,
+            sha256: String,
+        }
+        let entries: Vec<Entry> = self
+            .sql()
+            .exec(
+                "SELECT name, sha256 FROM shards WHERE subdir = ?",
+                vec![subdir.into()],
+            )?
+            .to_array()?;
+        let index_key = file_key(channel, subdir, shards::INDEX_FILENAME);
+        if entries.is_empty() && subdir != "noarch" {
+            // Clients read a missing shard index as an empty subdir.
+            bucket.delete(index_key).await?;
+        } else {
+            let shards: Vec<(String, [u8; 32])> = entries
+                .into_iter()
+                .filter_map(|e| Some((e.name, hex::decode(&e.sha256).ok()?.try_into().ok()?)))
+                .collect();
+            let created_at = String::from(js_sys::Date::new_0().to_iso_string());
+            bucket
+                .put(index_key, build_index(subdir, &created_at, &shards))
+                .http_metadata(metadata("application/zstd"))
+                .execute()
+                .await?;
+        }
+        self.schedule_shard_cleanup().await
+    }
+
+    /// repodata.json (and its .zst) and run_exports.json, from every row of the subdir.
+    async fn build_monolithic(&self, channel: &str, subdir: &str) -> worker::Result<()> {
+        #[derive(Deserialize)]
+        struct Row {
+            filename: String,
+            record: String,
+            run_exports: Option<String>,
+        }
+        let rows = self.sql().exec(
+            "SELECT filename, record, run_exports FROM packages WHERE subdir = ? \
              ORDER BY filename GLOB '*.conda', filename",
             vec![subdir.into()],
         )?;
-        let mut writer = RepodataWriter::new(subdir);
+        let mut repodata = IndexWriter::repodata(subdir);
+        let mut run_exports = IndexWriter::run_exports(subdir);
         for row in rows.next::<Row>() {
             let row = row?;
-            writer.push(&row.filename, &row.record);
+            repodata.push(&row.filename, &row.record);
+            run_exports.push(
+                &row.filename,
+                &run_exports_entry(row.run_exports.as_deref()),
+            );
         }
-        let key = file_key(channel, subdir, "repodata.json");
-        self.bucket()?
-            .put(key, writer.finish())
-            .http_metadata(worker::HttpMetadata {
-                content_type: Some("application/json".into()),
-                ..Default::default()
-            })
-            .execute()
-            .await?;
-        if let Some(entry) = self.generations.borrow_mut().get_mut(subdir) {
-            entry.built = entry.built.max(covered);
+        let repodata = repodata.finish();
+        let started = Date::now().as_millis();
+        let compressed = shards::compress(repodata.as_bytes(), REPODATA_ZSTD_LEVEL);
+        super::log::build(
+            subdir,
+            repodata.len(),
+            compressed.len(),
+            Date::now().as_millis() - started,
+        );
+        let bucket = self.bucket()?;
+        let put = |name: &str, body: Vec<u8>, content_type: &str| {
+            bucket
+                .put(file_key(channel, subdir, name), body)
+                .http_metadata(metadata(content_type))
+                .execute()
+        };
+        put("repodata.json.zst", compressed, "application/zstd").await?;
+        put("repodata.json", repodata.into_bytes(), "application/json").await?;
+        put(
+            "run_exports.json",
+            run_exports.finish().into_bytes(),
+            "application/json",
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sets the alarm for when the oldest superseded shard may go.
+    async fn schedule_shard_cleanup(&self) -> worker::Result<()> {
+        #[derive(Deserialize)]
+        struct Oldest {
+            oldest: Option<f64>,
+        }
+        let oldest = self
+            .sql()
+            .exec("SELECT MIN(retired_at) AS oldest FROM retired_shards", None)?
+            .one::<Oldest>()?
+            .oldest;
+        if let Some(oldest) = oldest {
+            let due = oldest as u64 + self.shard_retention_ms();
+            let storage = self.state.storage();
+            if storage.get_alarm().await?.is_none_or(|at| at as u64 > due) {
+                storage.set_alarm(due as i64).await?;
+            }
         }
         Ok(())
+    }
+}
+
+fn metadata(content_type: &str) -> worker::HttpMetadata {
+    worker::HttpMetadata {
+        content_type: Some(content_type.into()),
+        ..Default::default()
     }
 }

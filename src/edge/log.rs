@@ -24,6 +24,18 @@ pub fn change(action: &str, user: &str, path: &str, status: u16) {
     }));
 }
 
+/// A rebuild of a subdir's monolithic repodata, with what compressing it cost.
+pub fn build(subdir: &str, bytes: usize, zstd_bytes: usize, zstd_ms: u64) {
+    line(json!({
+        "time": Date::now().as_millis(),
+        "event": "build",
+        "subdir": subdir,
+        "repodata_bytes": bytes,
+        "zstd_bytes": zstd_bytes,
+        "zstd_ms": zstd_ms,
+    }));
+}
+
 pub fn error(message: &str) {
     console_error!(
         "{}",

@@ -4,7 +4,7 @@
 //! |-------------|----------------------------------------------|--------------------|
 //! | POST        | /api/v1/upload/<channel>                     | [`upload::upload`] |
 //! | DELETE      | /api/v1/delete/<channel>/<subdir>/<filename> | [`delete::delete`] |
-//! | GET, HEAD   | /<channel>/<subdir>/<filename>               | [`serve::serve_file`] |
+//! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`) | [`serve::serve_file`] |
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed
@@ -23,7 +23,7 @@ mod upload;
 
 use worker::{event, Context, Date, Env, Method, Request, Response};
 
-use crate::names::{check_channel_name, check_package_filename, check_subdir};
+use crate::names::{check_channel_name, check_package_filename, check_subdir, ChannelFile};
 use error::{ApiError, ApiResult};
 
 #[event(fetch)]
@@ -109,17 +109,12 @@ async fn route(
             manage::revoke_key(env, &req, path_token, id).await
         }
         (_, ["api", ..]) => Err(ApiError::not_found("no such API endpoint")),
-        (Method::Get | Method::Head, [channel, subdir, filename]) if !channel.is_empty() => {
-            let valid = check_channel_name(channel).is_ok()
-                && check_subdir(subdir).is_ok()
-                && (*filename == "repodata.json" || check_package_filename(filename).is_ok());
-            if !valid {
-                return Err(ApiError::not_found(format!(
-                    "no such file: {}",
-                    short(path)
-                )));
-            }
-            serve::serve_file(env, &req, path_token, channel, subdir, filename).await
+        (Method::Get | Method::Head, [channel, subdir, rest @ ..]) if !rest.is_empty() => {
+            let file = rest.join("/");
+            let kind = ChannelFile::of(&file)
+                .filter(|_| check_channel_name(channel).is_ok() && check_subdir(subdir).is_ok())
+                .ok_or_else(|| ApiError::not_found(format!("no such file: {}", short(path))))?;
+            serve::serve_file(env, &req, path_token, channel, subdir, &file, kind).await
         }
         (Method::Get | Method::Head, _) => Err(ApiError::not_found(format!(
             "no such file: {}",

@@ -4,15 +4,18 @@ use worker::{Bucket, Conditional, Date, DateInit, Env, Headers, Method, Request,
 
 use super::auth::{authorize, find_channel, principal, Channel};
 use super::error::{ApiError, ApiResult};
-use super::storage::{content_type, file_key};
+use super::storage::file_key;
 use crate::access::Action;
 use crate::http_rules::{is_not_modified, parse_range, RangeRequest};
-use crate::repodata::empty_repodata;
+use crate::names::ChannelFile;
+use crate::repodata::empty_noarch;
 
 /// Package files change only by an explicit forced replacement, so they may be cached long.
-const PACKAGE_MAX_AGE: u32 = 7 * 24 * 3600;
+const PACKAGE_CACHE: &str = "max-age=604800";
 /// Index files change with every upload.
-const INDEX_MAX_AGE: u32 = 30;
+const INDEX_CACHE: &str = "max-age=30";
+/// Shards are content-addressed: a shard's bytes never change.
+const SHARD_CACHE: &str = "max-age=31536000, immutable";
 
 pub async fn serve_file(
     env: &Env,
@@ -21,6 +24,7 @@ pub async fn serve_file(
     channel_name: &str,
     subdir: &str,
     filename: &str,
+    kind: ChannelFile,
 ) -> ApiResult<Response> {
     let bucket = env.bucket("PACKAGES")?;
     let head_only = req.method() == Method::Head;
@@ -35,11 +39,11 @@ pub async fn serve_file(
     let caller = principal(env, req, path_token).await?;
     authorize(env, Action::Read, &channel, caller.as_ref()).await?;
 
-    let cache_control = cache_control(&channel, filename);
+    let cache_control = cache_control(&channel, kind);
     match fetched {
         Some(fetched) => respond(fetched, filename, &cache_control, head_only),
-        None if subdir == "noarch" && filename == "repodata.json" => {
-            empty_noarch(req, &channel, &cache_control, head_only)
+        None if subdir == "noarch" && kind == ChannelFile::Index => {
+            serve_empty_noarch(req, &channel, filename, &cache_control, head_only)
         }
         None => Err(ApiError::not_found(format!(
             "no file {subdir}/{filename} in channel '{channel_name}'"
@@ -47,14 +51,14 @@ pub async fn serve_file(
     }
 }
 
-fn cache_control(channel: &Channel, filename: &str) -> String {
+fn cache_control(channel: &Channel, kind: ChannelFile) -> String {
     let scope = if channel.private { "private" } else { "public" };
-    let max_age = if filename.ends_with(".json") {
-        INDEX_MAX_AGE
-    } else {
-        PACKAGE_MAX_AGE
+    let lifetime = match kind {
+        ChannelFile::Index => INDEX_CACHE,
+        ChannelFile::Shard => SHARD_CACHE,
+        ChannelFile::Package => PACKAGE_CACHE,
     };
-    format!("{scope}, max-age={max_age}")
+    format!("{scope}, {lifetime}")
 }
 
 /// What R2 gave back for a request.
@@ -214,7 +218,7 @@ fn respond(
         },
     };
     set_validators(&headers, &object)?;
-    headers.set("Content-Type", content_type(filename))?;
+    headers.set("Content-Type", ChannelFile::content_type(filename))?;
     headers.set("Content-Length", &length.to_string())?;
     let builder = Response::builder()
         .with_status(status)
@@ -231,15 +235,23 @@ fn set_validators(headers: &Headers, object: &worker::Object) -> ApiResult<()> {
     Ok(())
 }
 
-/// A channel's noarch/repodata.json before its first noarch package: clients need it to exist.
-fn empty_noarch(
+/// A channel's noarch index files before its first noarch package: clients need them to exist.
+fn serve_empty_noarch(
     req: &Request,
     channel: &Channel,
+    filename: &str,
     cache_control: &str,
     head_only: bool,
 ) -> ApiResult<Response> {
-    let body = empty_repodata("noarch");
-    let etag = format!("\"empty-{}\"", channel.created_at);
+    let created_at =
+        String::from(js_sys::Date::new(&(channel.created_at as f64).into()).to_iso_string());
+    let body = empty_noarch(filename, &created_at)
+        .ok_or_else(|| ApiError::not_found(format!("no file noarch/{filename}")))?;
+    let etag = format!(
+        "\"empty-{}-{}\"",
+        channel.created_at,
+        filename.replace('.', "-")
+    );
     let headers = Headers::new();
     headers.set("Cache-Control", cache_control)?;
     headers.set("ETag", &etag)?;
@@ -260,12 +272,12 @@ fn empty_noarch(
             .with_headers(headers)
             .empty());
     }
-    headers.set("Content-Type", "application/json")?;
+    headers.set("Content-Type", ChannelFile::content_type(filename))?;
     headers.set("Content-Length", &body.len().to_string())?;
     let builder = Response::builder().with_status(200).with_headers(headers);
     Ok(if head_only {
         builder.empty()
     } else {
-        builder.fixed(body.into_bytes())
+        builder.fixed(body)
     })
 }

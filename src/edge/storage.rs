@@ -17,14 +17,3 @@ pub fn random_id() -> String {
     getrandom::fill(&mut bytes).expect("the platform provides randomness");
     hex::encode(bytes)
 }
-
-/// The media type a file is served with.
-pub fn content_type(filename: &str) -> &'static str {
-    if filename.ends_with(".json") {
-        "application/json"
-    } else if filename.ends_with(".tar.bz2") {
-        "application/x-bzip2"
-    } else {
-        "application/octet-stream"
-    }
-}

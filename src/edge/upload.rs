@@ -10,7 +10,7 @@ use futures_util::{stream, Stream, StreamExt};
 use worker::{ByteStream, Env, FixedLengthStream, Request, Response};
 
 use super::auth::authorize_change;
-use super::channel_index::{ChannelIndexClient, CommitOutcome, CommitRequest};
+use super::channel_index::{ChannelIndexClient, CommitRequest, CommitStatus};
 use super::error::{ApiError, ApiResult};
 use super::storage::{file_key, random_id, staging_key};
 use crate::access::Action;
@@ -156,10 +156,10 @@ async fn commit(
             force,
         })
         .await?;
-    let status = match outcome {
-        CommitOutcome::Created => 201,
-        CommitOutcome::Unchanged => 200,
-        CommitOutcome::Conflict => {
+    let status = match outcome.status {
+        CommitStatus::Created => 201,
+        CommitStatus::Unchanged => 200,
+        CommitStatus::Conflict => {
             return Err(ApiError::new(
                 409,
                 format!(
@@ -176,7 +176,7 @@ async fn commit(
             "Location",
             &format!("/{}", file_key(channel, &package.subdir, &package.filename)),
         )?
-        .fixed(record.into_bytes());
+        .fixed(outcome.record.unwrap_or(record).into_bytes());
     Ok(response)
 }
 

@@ -107,7 +107,8 @@ def test_deleting_a_channel_removes_objects_and_index(server, owner):
 
     deleted = server.api("DELETE", f"channels/{name}", owner.key)
     assert deleted.status_code == 200
-    assert deleted.json()["objects_removed"] == 4  # two packages, two repodata.json
+    # Per subdir: the package, repodata.json, its .zst, run_exports.json, the shard index, a shard.
+    assert deleted.json()["objects_removed"] == 2 * 6
     assert not [k for k in server.r2_keys() if k.startswith(f"{name}/")]
     assert requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=10).status_code == 404
     assert server.api("DELETE", f"channels/{name}", owner.key).status_code == 404

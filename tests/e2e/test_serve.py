@@ -46,7 +46,9 @@ def test_unknown_channel_and_odd_paths_are_404_json(server, channel):
         f"/{channel}/noarch/nothere-1.0-0.tar.bz2",
         f"/{channel}/linux-99/repodata.json",
         f"/{channel}/noarch/..%2f..%2fsecret",
-        f"/{channel}/noarch/repodata_shards.msgpack.zst",
+        f"/{channel}/noarch/current_repodata.json",
+        f"/{channel}/linux-64/repodata_shards.msgpack.zst",
+        f"/{channel}/noarch/shards/{'0' * 64}.msgpack.zst",
         "/.staging/x/y",
         f"/{channel}/noarch",
     ):

@@ -21,7 +21,17 @@ from conftest import (
     upload_multipart,
     upload_raw,
 )
+from artifacts import INDEX_FILES, get, records_from_shards, unzstd
 from pkgbuild import build_tar_bz2
+
+
+def without_indexed_timestamp(record: dict, not_before_ms: int) -> dict:
+    """The record less `indexed_timestamp` (CEP 47), after checking that it is the server's
+    time of indexing: milliseconds, not before `not_before_ms` and not in the future."""
+    record = dict(record)
+    stamp = record.pop("indexed_timestamp")
+    assert isinstance(stamp, int) and not_before_ms - 1000 <= stamp <= time.time() * 1000 + 1000, stamp
+    return record
 
 
 def repodata(server, channel, subdir):
@@ -31,20 +41,30 @@ def repodata(server, channel, subdir):
 
 
 def assert_channel_consistent(server, channel):
-    """DESIGN invariant 1: every record points at an object with exactly its sha256, md5 and
-    size; and no staging object is left over (invariant 2)."""
+    """DESIGN invariant 1: every record, in repodata.json, repodata.json.zst and the shards,
+    points at an object with exactly its sha256, md5 and size; every package object has a
+    record; and no staging object is left over (invariant 2)."""
     keys = server.r2_keys()
     listed = set()
-    for subdir in {key.split("/")[1] for key in keys if key.startswith(f"{channel}/")} | {"noarch"}:
+    subdirs = {key.split("/")[1] for key in keys if key.startswith(f"{channel}/")} | {"noarch"}
+    for subdir in subdirs:
         data = repodata(server, channel, subdir)
+        compressed = get(server, f"{channel}/{subdir}/repodata.json.zst")
+        assert compressed.status_code == 200
+        assert json.loads(unzstd(compressed.content)) == data, f"{subdir}: .zst differs"
+        sharded = records_from_shards(server, channel, subdir)
         for section in ("packages", "packages.conda"):
+            assert sharded[section] == data[section], f"{subdir}: shards differ"
             for filename, record in data[section].items():
                 body = requests.get(f"{server.url}/{channel}/{subdir}/{filename}", timeout=30).content
                 assert len(body) == record["size"], filename
                 assert hashlib.sha256(body).hexdigest() == record["sha256"], filename
                 assert hashlib.md5(body).hexdigest() == record["md5"], filename
                 listed.add(f"{channel}/{subdir}/{filename}")
-    package_objects = {k for k in keys if k.startswith(f"{channel}/") and not k.endswith("/repodata.json")}
+    package_objects = {
+        k for k in keys
+        if k.startswith(f"{channel}/") and k.split("/", 2)[2] not in INDEX_FILES and "/shards/" not in k
+    }
     assert package_objects == listed, "objects without records, or records without objects"
     assert not [k for k in keys if k.startswith(f".staging/{channel}/")], "staging objects left behind"
 
@@ -55,16 +75,21 @@ def test_every_fixture_is_indexed_like_conda_index(server, owner, channel, form)
     reference = reference_records()
     fixtures = sorted(PACKAGES.iterdir())
     assert len(fixtures) == 25
+    started = int(time.time() * 1000)
     for path in fixtures:
         response = upload(server, channel, path.name, path.read_bytes(), headers=owner.auth)
         assert response.status_code == 201, (path.name, response.text)
         subdir, record = reference[path.name]
-        assert response.json() == record
+        assert without_indexed_timestamp(response.json(), started) == record
         assert response.headers["Location"] == f"/{channel}/{subdir}/{path.name}"
 
     for repodata_path in (FIXTURES / "reference" / "conda-index").glob("*/repodata.json"):
         subdir = repodata_path.parent.name
-        assert repodata(server, channel, subdir) == json.loads(repodata_path.read_text()), subdir
+        served = repodata(server, channel, subdir)
+        for section in ("packages", "packages.conda"):
+            for filename, record in served[section].items():
+                served[section][filename] = without_indexed_timestamp(record, started)
+        assert served == json.loads(repodata_path.read_text()), subdir
     assert_channel_consistent(server, channel)
 
 

@@ -1,0 +1,54 @@
+"""Reads a channel's index files the way clients do: repodata.json, repodata.json.zst, the
+shard index and its shards (CEP 16)."""
+
+import hashlib
+
+import msgpack
+import requests
+import zstandard
+
+INDEX_FILES = ("repodata.json", "repodata.json.zst", "run_exports.json", "repodata_shards.msgpack.zst")
+
+
+def unzstd(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+def get(server, path: str, **kwargs) -> requests.Response:
+    return requests.get(f"{server.url}/{path}", timeout=30, **kwargs)
+
+
+def shard_index(server, channel: str, subdir: str) -> dict | None:
+    """The decoded shard index, or None when the server answers 404."""
+    response = get(server, f"{channel}/{subdir}/repodata_shards.msgpack.zst")
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return msgpack.unpackb(unzstd(response.content))
+
+
+def shard_url(channel: str, subdir: str, digest: bytes) -> str:
+    return f"{channel}/{subdir}/shards/{digest.hex()}.msgpack.zst"
+
+
+def records_from_shards(server, channel: str, subdir: str) -> dict[str, dict[str, dict]]:
+    """{"packages": {...}, "packages.conda": {...}} gathered from every shard the index names,
+    with md5/sha256 turned back into hex; each shard checked against its address."""
+    index = shard_index(server, channel, subdir)
+    gathered = {"packages": {}, "packages.conda": {}}
+    if index is None:
+        return gathered
+    assert index["info"]["shards_base_url"] == "./shards/"
+    assert index["info"]["subdir"] == subdir
+    for name, digest in index["shards"].items():
+        response = get(server, shard_url(channel, subdir, digest))
+        assert response.status_code == 200, name
+        assert hashlib.sha256(response.content).digest() == digest, f"shard of {name} is not its hash"
+        shard = msgpack.unpackb(unzstd(response.content))
+        assert shard["removed"] == []
+        for section in ("packages", "packages.conda"):
+            for filename, record in shard[section].items():
+                assert record["name"] == name
+                assert isinstance(record["sha256"], bytes) and isinstance(record["md5"], bytes)
+                gathered[section][filename] = {**record, "sha256": record["sha256"].hex(), "md5": record["md5"].hex()}
+    return gathered
