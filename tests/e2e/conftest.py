@@ -17,11 +17,17 @@ PACKAGES = FIXTURES / "packages"
 MAX_UPLOAD_BYTES = 2_000_000
 # A short cache time, so that the bound on seeing changes made straight in D1 can be tested.
 AUTH_CACHE_SECONDS = 3
+# A short shard retention, so that the cleanup of superseded shards can be seen happening.
+SHARD_RETENTION_SECONDS = 4
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Server:
-    variables = {"MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES), "AUTH_CACHE_SECONDS": str(AUTH_CACHE_SECONDS)}
+    variables = {
+        "MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+        "AUTH_CACHE_SECONDS": str(AUTH_CACHE_SECONDS),
+        "SHARD_RETENTION_SECONDS": str(SHARD_RETENTION_SECONDS),
+    }
     with running_server(tmp_path_factory.mktemp("state"), variables) as server:
         yield server
 

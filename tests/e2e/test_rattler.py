@@ -71,6 +71,19 @@ def test_solve_and_install(server, greeter_channel, tmp_path, mode):
     installed = {p.name for p in (prefix / "conda-meta").glob("*.json")}
     assert {"greeter-1.0-0.json", "greeting-data-2.0-0.json", "other-package-0.2-0.json"} <= installed
 
+    # The request log shows which index each client read.
+    fetched = [
+        (entry["method"], entry["path"].split("/", 3)[-1], entry["status"])
+        for entry in map(json.loads, (line for line in server.log().splitlines() if line.startswith('{"method"')))
+        if entry["path"].startswith(f"/{channel}/")
+    ]
+    paths = {path for method, path, status in fetched if method == "GET" and status == 200}
+    if mode == "gateway":
+        assert "repodata_shards.msgpack.zst" in paths and any(p.startswith("shards/") for p in paths), fetched
+        assert "repodata.json" not in paths and "repodata.json.zst" not in paths, fetched
+    else:
+        assert "repodata.json.zst" in paths, fetched
+
 
 def test_unsatisfiable_spec_fails_cleanly(server, greeter_channel, tmp_path):
     channel, _ = greeter_channel

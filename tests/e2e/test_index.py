@@ -1,0 +1,154 @@
+"""The modern index: sharded repodata (CEP 16), repodata.json.zst, run_exports.json (CEP 12)
+and indexed_timestamp (CEP 47), as the Worker serves them."""
+
+import json
+import subprocess
+import sys
+import time
+
+import msgpack
+import requests
+
+from artifacts import get, records_from_shards, shard_index, shard_url, unzstd
+from conftest import FIXTURES, PACKAGES, SHARD_RETENTION_SECONDS, upload_raw
+from pkgbuild import build_tar_bz2
+
+SUBDIRS = ("noarch", "linux-64", "osx-64", "win-64")
+
+
+def test_a_new_channel_has_a_valid_empty_noarch(server, channel):
+    index = shard_index(server, channel, "noarch")
+    assert index["shards"] == {}
+    assert index["version"] == 1
+    assert index["info"]["subdir"] == "noarch"
+    empty = json.loads(unzstd(get(server, f"{channel}/noarch/repodata.json.zst").content))
+    assert empty == get(server, f"{channel}/noarch/repodata.json").json()
+    run_exports = get(server, f"{channel}/noarch/run_exports.json").json()
+    assert run_exports == {"info": {"subdir": "noarch", "version": 1}, "packages": {}, "packages.conda": {}}
+    for name in ("repodata.json.zst", "repodata_shards.msgpack.zst", "run_exports.json"):
+        assert requests.head(f"{server.url}/{channel}/noarch/{name}", timeout=10).status_code == 200
+        # Other subdirs without packages are absent: clients fall back or read them as empty.
+        assert requests.head(f"{server.url}/{channel}/linux-64/{name}", timeout=10).status_code == 404
+    assert shard_index(server, channel, "linux-64") is None
+
+
+def test_every_artifact_holds_the_same_records(server, owner, channel):
+    for path in sorted(PACKAGES.iterdir()):
+        assert upload_raw(server, channel, path.name, path.read_bytes(), headers=owner.auth).status_code == 201
+    for subdir in SUBDIRS:
+        repodata = get(server, f"{channel}/{subdir}/repodata.json").json()
+        assert json.loads(unzstd(get(server, f"{channel}/{subdir}/repodata.json.zst").content)) == repodata
+        sharded = records_from_shards(server, channel, subdir)
+        assert sharded["packages"] == repodata["packages"]
+        assert sharded["packages.conda"] == repodata["packages.conda"]
+        names = {r["name"] for section in ("packages", "packages.conda") for r in repodata[section].values()}
+        assert set(shard_index(server, channel, subdir)["shards"]) == names
+        for section in ("packages", "packages.conda"):
+            assert all(isinstance(r["indexed_timestamp"], int) for r in repodata[section].values())
+
+        reference = json.loads((FIXTURES / "reference" / "conda-index" / subdir / "run_exports.json").read_text())
+        assert get(server, f"{channel}/{subdir}/run_exports.json").json() == reference, subdir
+
+
+def test_an_upload_rewrites_only_its_own_shard(server, owner, channel):
+    for name in ("alpha", "beta", "gamma"):
+        filename, data = build_tar_bz2(name)
+        assert upload_raw(server, channel, filename, data, headers=owner.auth).status_code == 201
+    before = shard_index(server, channel, "noarch")["shards"]
+    index_before = get(server, f"{channel}/noarch/repodata_shards.msgpack.zst")
+
+    filename, data = build_tar_bz2("beta", version="2.0")
+    assert upload_raw(server, channel, filename, data, headers=owner.auth).status_code == 201
+    after = shard_index(server, channel, "noarch")["shards"]
+    index_after = get(server, f"{channel}/noarch/repodata_shards.msgpack.zst")
+
+    assert index_after.content != index_before.content
+    assert {n for n in after if after[n] != before[n]} == {"beta"}
+    new_beta = msgpack.unpackb(unzstd(get(server, shard_url(channel, "noarch", after["beta"])).content))
+    assert set(new_beta["packages"]) == {"beta-1.0-0.tar.bz2", "beta-2.0-0.tar.bz2"}
+    # A client holding the old index can still fetch the shard it names.
+    old = get(server, shard_url(channel, "noarch", before["beta"]))
+    assert old.status_code == 200
+    assert set(msgpack.unpackb(unzstd(old.content))["packages"]) == {"beta-1.0-0.tar.bz2"}
+
+    shard = get(server, shard_url(channel, "noarch", after["alpha"]))
+    assert shard.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert index_after.headers["Cache-Control"] == "public, max-age=30"
+    assert index_after.headers["ETag"] != index_before.headers["ETag"]
+
+
+def test_superseded_shards_are_cleaned_up_after_retention(server, owner, channel):
+    filename, data = build_tar_bz2("fleeting")
+    assert upload_raw(server, channel, filename, data, headers=owner.auth).status_code == 201
+    first = shard_index(server, channel, "noarch")["shards"]["fleeting"]
+    filename, data = build_tar_bz2("fleeting", version="2.0")
+    assert upload_raw(server, channel, filename, data, headers=owner.auth).status_code == 201
+    assert get(server, shard_url(channel, "noarch", first)).status_code == 200
+
+    deadline = time.time() + SHARD_RETENTION_SECONDS + 10
+    while get(server, shard_url(channel, "noarch", first)).status_code == 200:
+        assert time.time() < deadline, "superseded shard still there after its retention"
+        time.sleep(0.5)
+    current = shard_index(server, channel, "noarch")["shards"]["fleeting"]
+    assert get(server, shard_url(channel, "noarch", current)).status_code == 200
+
+
+def test_deleting_the_last_package_of_a_subdir(server, owner, channel):
+    path = PACKAGES / "zlib-1.2.11-h62dcd97_3.tar.bz2"
+    assert upload_raw(server, channel, path.name, path.read_bytes(), headers=owner.auth).status_code == 201
+    assert shard_index(server, channel, "win-64") is not None
+    response = requests.delete(f"{server.url}/api/v1/delete/{channel}/win-64/{path.name}", headers=owner.auth, timeout=10)
+    assert response.status_code == 200
+    assert shard_index(server, channel, "win-64") is None
+    assert get(server, f"{channel}/win-64/repodata.json").json()["packages"] == {}
+
+
+INDEXER = """
+import asyncio, sys
+import rattler.index
+asyncio.run(rattler.index.index_fs(sys.argv[1], write_zst=False, write_shards=False))
+print("indexed", flush=True)
+"""
+
+# Where the records differ from py-rattler's indexer on purpose: condaflare writes what
+# conda-index writes (the reference of issue 2), and rattler-index rewrites some fields.
+EVERY_RECORD = {"arch", "platform"}  # conda-index drops them; clients do not read them
+PER_RECORD = {
+    # no subdir in index.json: rattler writes "unknown" and normalizes the old-style specs
+    "nano-2.4.1-0.tar.bz2": {"subdir", "depends", "requires", "preferred_env"},
+    # rattler copies info/run_exports.json into .conda records; conda-index serves it in run_exports.json
+    "zlib-1.2.11-h7b6447c_3.conda": {"run_exports"},
+    "zlib-1.2.11-h1de35cc_3.conda": {"run_exports"},
+    # index.json has no depends; rattler writes an empty list
+    "empty-0.1.0-h4616a5c_0.conda": {"depends"},
+}
+
+
+def test_records_match_py_rattlers_indexer(server, owner, channel, tmp_path):
+    layout = {}
+    for subdir in SUBDIRS:
+        data = json.loads((FIXTURES / "reference" / "conda-index" / subdir / "repodata.json").read_text())
+        for section in ("packages", "packages.conda"):
+            layout.update({filename: subdir for filename in data[section]})
+    assert len(layout) == 25
+    for filename, subdir in layout.items():
+        (tmp_path / subdir).mkdir(exist_ok=True)
+        (tmp_path / subdir / filename).write_bytes((PACKAGES / filename).read_bytes())
+        assert upload_raw(server, channel, filename, (PACKAGES / filename).read_bytes(), headers=owner.auth).status_code == 201
+    out = subprocess.run([sys.executable, "-c", INDEXER, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert "indexed" in out.stdout, out.stderr[-2000:]
+
+    compared = 0
+    for subdir in SUBDIRS:
+        theirs = json.loads((tmp_path / subdir / "repodata.json").read_text())
+        ours = get(server, f"{channel}/{subdir}/repodata.json").json()
+        for section in ("packages", "packages.conda"):
+            assert set(ours[section]) == set(theirs[section])
+            for filename, record in ours[section].items():
+                other = theirs[section][filename]
+                assert "indexed_timestamp" in record and "indexed_timestamp" in other
+                differing = {k for k in set(record) | set(other) if record.get(k) != other.get(k)}
+                expected = (EVERY_RECORD | PER_RECORD.get(filename, set())) & differing
+                assert differing - {"indexed_timestamp"} == expected, (filename, differing)
+                compared += 1
+    assert compared == 25
