@@ -5,17 +5,20 @@ import base64
 import hashlib
 import time
 
+import msgpack
 import pytest
 import requests
 
+from artifacts import unzstd
 from conftest import AUTH_CACHE_SECONDS, PACKAGES, unique, upload_raw
 
 PACKAGE = PACKAGES / "flask-0.11.1-py_0.tar.bz2"
 SECRET_MARKERS = (b"flask", b"werkzeug")
 
 # Expected status per caller: (read, on public) (read, on private), upload, delete, manage.
-# A read is GET repodata.json, HEAD repodata.json and GET a package file. Upload re-sends bytes
-# the channel already has (200 when allowed); delete names a missing file (404 when allowed).
+# A read is GET and HEAD of repodata.json, GET of a package file, the shard index, a shard,
+# run_exports.json and repodata.json.zst. Upload re-sends bytes the channel already has (200
+# when allowed); delete names a missing file (404 when allowed).
 EXPECTED = {
     "anonymous": (200, 401, 401, 401, 401),
     "invalid": (401, 401, 401, 401, 401),
@@ -59,7 +62,13 @@ def world(server, make_user):
         "key for another channel": elsewhere["key"],
         "site admin": admin.key,
     }
-    return {"public": public, "private": private, "keys": keys}
+    # The shard of flask in each channel, looked up with the owner's key.
+    shards = {}
+    for channel in (public, private):
+        index = requests.get(f"{server.url}/{channel}/noarch/repodata_shards.msgpack.zst", headers=owner.auth, timeout=10)
+        assert index.status_code == 200
+        shards[channel] = msgpack.unpackb(unzstd(index.content))["shards"]["flask"].hex()
+    return {"public": public, "private": private, "keys": keys, "shards": shards}
 
 
 def send(server, method, path, key, form, **kwargs):
@@ -91,6 +100,10 @@ def test_auth_matrix(server, world, who, form):
             ("GET repodata", "GET", f"/{channel}/noarch/repodata.json", {}, read),
             ("HEAD repodata", "HEAD", f"/{channel}/noarch/repodata.json", {}, read),
             ("GET package", "GET", f"/{channel}/noarch/{PACKAGE.name}", {}, read),
+            ("GET shard index", "GET", f"/{channel}/noarch/repodata_shards.msgpack.zst", {}, read),
+            ("GET shard", "GET", f"/{channel}/noarch/shards/{world['shards'][channel]}.msgpack.zst", {}, read),
+            ("GET run_exports.json", "GET", f"/{channel}/noarch/run_exports.json", {}, read),
+            ("GET repodata.json.zst", "GET", f"/{channel}/noarch/repodata.json.zst", {}, read),
             (
                 "upload",
                 "POST",
