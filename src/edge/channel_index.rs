@@ -16,6 +16,7 @@ use worker::{
     ResponseBody, SqlStorageValue, State,
 };
 
+use super::object_writer::{ObjectWriter, DEFAULT_PART_BYTES};
 use super::storage::file_key;
 use crate::names::ChannelFile;
 use crate::repodata::{record_json, run_exports_entry, IndexWriter};
@@ -56,6 +57,8 @@ const DEFAULT_SHARD_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 /// slower): above 12 the CPU cost grows a hundredfold for a few percent, which a channel the
 /// size of conda-forge's linux-64 (254 MB) could not afford inside one request.
 const REPODATA_ZSTD_LEVEL: i32 = 3;
+/// Rows read from SQLite at a time while building the monolithic files.
+const BUILD_PAGE_ROWS: i64 = 500;
 
 /// A validated package, ready to be committed from its staging object.
 #[derive(Debug, Serialize, Deserialize)]
@@ -580,53 +583,95 @@ impl ChannelIndex {
     }
 
     /// repodata.json (and its .zst) and run_exports.json, from every row of the subdir.
+    ///
+    /// Memory stays bounded whatever the subdir's size: rows are read a page at a time, the
+    /// documents are written out as they grow, and each object holds at most one part.
     async fn build_monolithic(&self, channel: &str, subdir: &str) -> worker::Result<()> {
         #[derive(Deserialize)]
         struct Row {
             filename: String,
             record: String,
             run_exports: Option<String>,
+            is_conda: i64,
         }
-        let rows = self.sql().exec(
-            "SELECT filename, record, run_exports FROM packages WHERE subdir = ? \
-             ORDER BY filename GLOB '*.conda', filename",
-            vec![subdir.into()],
-        )?;
+        let bucket = self.bucket()?;
+        let part_bytes = self.part_bytes();
+        let object = |name: &str, content_type| {
+            ObjectWriter::new(
+                &bucket,
+                file_key(channel, subdir, name),
+                content_type,
+                part_bytes,
+            )
+        };
+        let mut json_out = object("repodata.json", "application/json");
+        let mut zst_out = object("repodata.json.zst", "application/zstd");
+        let mut run_exports_out = object("run_exports.json", "application/json");
         let mut repodata = IndexWriter::repodata(subdir);
         let mut run_exports = IndexWriter::run_exports(subdir);
-        for row in rows.next::<Row>() {
-            let row = row?;
-            repodata.push(&row.filename, &row.record);
-            run_exports.push(
-                &row.filename,
-                &run_exports_entry(row.run_exports.as_deref()),
-            );
+        let mut zstd = zstd::stream::write::Encoder::new(Vec::new(), REPODATA_ZSTD_LEVEL)?;
+        let mut total = 0usize;
+
+        // Keyset pagination in the order repodata.json lists files: .tar.bz2, then .conda.
+        let mut after: (i64, String) = (-1, String::new());
+        loop {
+            let page: Vec<Row> = self
+                .sql()
+                .exec(
+                    "SELECT filename, record, run_exports, filename GLOB '*.conda' AS is_conda \
+                     FROM packages WHERE subdir = ? AND (filename GLOB '*.conda', filename) > (?, ?) \
+                     ORDER BY filename GLOB '*.conda', filename LIMIT ?",
+                    vec![
+                        subdir.into(),
+                        SqlStorageValue::try_from_i64(after.0)?,
+                        after.1.as_str().into(),
+                        SqlStorageValue::try_from_i64(BUILD_PAGE_ROWS)?,
+                    ],
+                )?
+                .to_array()?;
+            let last_page = (page.len() as i64) < BUILD_PAGE_ROWS;
+            for row in &page {
+                repodata.push(&row.filename, &row.record);
+                run_exports.push(
+                    &row.filename,
+                    &run_exports_entry(row.run_exports.as_deref()),
+                );
+            }
+            if let Some(row) = page.into_iter().last() {
+                after = (row.is_conda, row.filename);
+            }
+            let (chunk, exports) = if last_page {
+                (
+                    std::mem::replace(&mut repodata, IndexWriter::repodata(subdir)).finish(),
+                    std::mem::replace(&mut run_exports, IndexWriter::run_exports(subdir)).finish(),
+                )
+            } else {
+                (repodata.take_output(), run_exports.take_output())
+            };
+            total += chunk.len();
+            std::io::Write::write_all(&mut zstd, chunk.as_bytes())?;
+            zst_out.write(&std::mem::take(zstd.get_mut())).await?;
+            json_out.write(chunk.as_bytes()).await?;
+            run_exports_out.write(exports.as_bytes()).await?;
+            if last_page {
+                break;
+            }
         }
-        let repodata = repodata.finish();
-        let started = Date::now().as_millis();
-        let compressed = shards::compress(repodata.as_bytes(), REPODATA_ZSTD_LEVEL);
-        super::log::build(
-            subdir,
-            repodata.len(),
-            compressed.len(),
-            Date::now().as_millis() - started,
-        );
-        let bucket = self.bucket()?;
-        let put = |name: &str, body: Vec<u8>, content_type: &str| {
-            bucket
-                .put(file_key(channel, subdir, name), body)
-                .http_metadata(metadata(content_type))
-                .execute()
-        };
-        put("repodata.json.zst", compressed, "application/zstd").await?;
-        put("repodata.json", repodata.into_bytes(), "application/json").await?;
-        put(
-            "run_exports.json",
-            run_exports.finish().into_bytes(),
-            "application/json",
-        )
-        .await?;
+        zst_out.write(&zstd.finish()?).await?;
+        // The .zst goes first, so a client that sees the new repodata.json finds it too.
+        let zst_parts = zst_out.finish().await?;
+        let json_parts = json_out.finish().await?;
+        run_exports_out.finish().await?;
+        super::log::build(channel, subdir, total, json_parts, zst_parts);
         Ok(())
+    }
+
+    fn part_bytes(&self) -> usize {
+        self.env
+            .var("R2_PART_BYTES")
+            .ok()
+            .and_then(|v| v.to_string().parse().ok())
+            .unwrap_or(DEFAULT_PART_BYTES)
     }
 
     /// Sets the alarm for when the oldest superseded shard may go.

@@ -24,15 +24,17 @@ pub fn change(action: &str, user: &str, path: &str, status: u16) {
     }));
 }
 
-/// A rebuild of a subdir's monolithic repodata, with what compressing it cost.
-pub fn build(subdir: &str, bytes: usize, zstd_bytes: usize, zstd_ms: u64) {
+/// A rebuild of a subdir's monolithic repodata: its size and the R2 parts it took (0: a
+/// single put). (No timings: a Worker's clock does not advance while it computes.)
+pub fn build(channel: &str, subdir: &str, bytes: usize, json_parts: usize, zstd_parts: usize) {
     line(json!({
         "time": Date::now().as_millis(),
         "event": "build",
+        "channel": channel,
         "subdir": subdir,
         "repodata_bytes": bytes,
-        "zstd_bytes": zstd_bytes,
-        "zstd_ms": zstd_ms,
+        "repodata_parts": json_parts,
+        "zstd_parts": zstd_parts,
     }));
 }
 

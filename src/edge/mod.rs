@@ -17,6 +17,7 @@ mod delete;
 mod error;
 mod log;
 mod manage;
+mod object_writer;
 mod serve;
 mod storage;
 mod upload;

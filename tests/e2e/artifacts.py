@@ -2,6 +2,7 @@
 shard index and its shards (CEP 16)."""
 
 import hashlib
+import json
 
 import msgpack
 import requests
@@ -52,3 +53,38 @@ def records_from_shards(server, channel: str, subdir: str) -> dict[str, dict[str
                 assert isinstance(record["sha256"], bytes) and isinstance(record["md5"], bytes)
                 gathered[section][filename] = {**record, "sha256": record["sha256"].hex(), "md5": record["md5"].hex()}
     return gathered
+
+
+def repodata(server, channel, subdir):
+    response = requests.get(f"{server.url}/{channel}/{subdir}/repodata.json", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def assert_channel_consistent(server, channel):
+    """DESIGN invariant 1: every record, in repodata.json, repodata.json.zst and the shards,
+    points at an object with exactly its sha256, md5 and size; every package object has a
+    record; and no staging object is left over (invariant 2)."""
+    keys = server.r2_keys()
+    listed = set()
+    subdirs = {key.split("/")[1] for key in keys if key.startswith(f"{channel}/")} | {"noarch"}
+    for subdir in subdirs:
+        data = repodata(server, channel, subdir)
+        compressed = get(server, f"{channel}/{subdir}/repodata.json.zst")
+        assert compressed.status_code == 200
+        assert json.loads(unzstd(compressed.content)) == data, f"{subdir}: .zst differs"
+        sharded = records_from_shards(server, channel, subdir)
+        for section in ("packages", "packages.conda"):
+            assert sharded[section] == data[section], f"{subdir}: shards differ"
+            for filename, record in data[section].items():
+                body = requests.get(f"{server.url}/{channel}/{subdir}/{filename}", timeout=30).content
+                assert len(body) == record["size"], filename
+                assert hashlib.sha256(body).hexdigest() == record["sha256"], filename
+                assert hashlib.md5(body).hexdigest() == record["md5"], filename
+                listed.add(f"{channel}/{subdir}/{filename}")
+    package_objects = {
+        k for k in keys
+        if k.startswith(f"{channel}/") and k.split("/", 2)[2] not in INDEX_FILES and "/shards/" not in k
+    }
+    assert package_objects == listed, "objects without records, or records without objects"
+    assert not [k for k in keys if k.startswith(f".staging/{channel}/")], "staging objects left behind"

@@ -19,6 +19,8 @@ MAX_UPLOAD_BYTES = 2_000_000
 AUTH_CACHE_SECONDS = 3
 # A short shard retention, so that the cleanup of superseded shards can be seen happening.
 SHARD_RETENTION_SECONDS = 4
+# The smallest part R2 accepts, so that a test channel of a few MB already takes several.
+R2_PART_BYTES = 5 * 1024 * 1024
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +29,7 @@ def server(tmp_path_factory) -> Server:
         "MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
         "AUTH_CACHE_SECONDS": str(AUTH_CACHE_SECONDS),
         "SHARD_RETENTION_SECONDS": str(SHARD_RETENTION_SECONDS),
+        "R2_PART_BYTES": str(R2_PART_BYTES),
     }
     with running_server(tmp_path_factory.mktemp("state"), variables) as server:
         yield server

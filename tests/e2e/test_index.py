@@ -1,16 +1,19 @@
 """The modern index: sharded repodata (CEP 16), repodata.json.zst, run_exports.json (CEP 12)
 and indexed_timestamp (CEP 47), as the Worker serves them."""
 
+import base64
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import msgpack
 import requests
 
-from artifacts import get, records_from_shards, shard_index, shard_url, unzstd
-from conftest import FIXTURES, PACKAGES, SHARD_RETENTION_SECONDS, upload_raw
+from artifacts import assert_channel_consistent, get, records_from_shards, shard_index, shard_url, unzstd
+from conftest import FIXTURES, PACKAGES, R2_PART_BYTES, SHARD_RETENTION_SECONDS, upload_raw
 from pkgbuild import build_tar_bz2
 
 SUBDIRS = ("noarch", "linux-64", "osx-64", "win-64")
@@ -152,3 +155,25 @@ def test_records_match_py_rattlers_indexer(server, owner, channel, tmp_path):
                 assert differing - {"indexed_timestamp"} == expected, (filename, differing)
                 compared += 1
     assert compared == 25
+
+
+def test_a_subdir_larger_than_several_r2_parts(server, owner, channel):
+    """The monolithic files are streamed to R2 part by part: a subdir whose repodata.json takes
+    three parts still reads back whole and agrees with its .zst and its shards."""
+    packages = [
+        build_tar_bz2(f"bulky{i}", index_overrides={"description": base64.b64encode(os.urandom(150_000)).decode()})
+        for i in range(60)
+    ]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = set(pool.map(lambda p: upload_raw(server, channel, p[0], p[1], headers=owner.auth).status_code, packages))
+    assert statuses == {201}
+    repodata = get(server, f"{channel}/noarch/repodata.json")
+    assert len(repodata.content) > 2 * R2_PART_BYTES
+    assert set(repodata.json()["packages"]) == {name for name, _ in packages}
+    assert_channel_consistent(server, channel)
+    builds = [
+        json.loads(line) for line in server.log().splitlines()
+        if line.startswith("{") and '"event":"build"' in line and f'"channel":"{channel}"' in line
+    ]
+    assert builds[-1]["repodata_parts"] == 3
+    assert builds[-1]["repodata_bytes"] == len(repodata.content)

@@ -1,7 +1,6 @@
 """Uploading over HTTP, as `rattler-build upload prefix`, `pixi upload` and curl do, and what
 each kind of bad upload gets back."""
 
-import hashlib
 import json
 import socket
 import threading
@@ -21,7 +20,7 @@ from conftest import (
     upload_multipart,
     upload_raw,
 )
-from artifacts import INDEX_FILES, get, records_from_shards, unzstd
+from artifacts import assert_channel_consistent, repodata
 from pkgbuild import build_tar_bz2
 
 
@@ -32,41 +31,6 @@ def without_indexed_timestamp(record: dict, not_before_ms: int) -> dict:
     stamp = record.pop("indexed_timestamp")
     assert isinstance(stamp, int) and not_before_ms - 1000 <= stamp <= time.time() * 1000 + 1000, stamp
     return record
-
-
-def repodata(server, channel, subdir):
-    response = requests.get(f"{server.url}/{channel}/{subdir}/repodata.json", timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def assert_channel_consistent(server, channel):
-    """DESIGN invariant 1: every record, in repodata.json, repodata.json.zst and the shards,
-    points at an object with exactly its sha256, md5 and size; every package object has a
-    record; and no staging object is left over (invariant 2)."""
-    keys = server.r2_keys()
-    listed = set()
-    subdirs = {key.split("/")[1] for key in keys if key.startswith(f"{channel}/")} | {"noarch"}
-    for subdir in subdirs:
-        data = repodata(server, channel, subdir)
-        compressed = get(server, f"{channel}/{subdir}/repodata.json.zst")
-        assert compressed.status_code == 200
-        assert json.loads(unzstd(compressed.content)) == data, f"{subdir}: .zst differs"
-        sharded = records_from_shards(server, channel, subdir)
-        for section in ("packages", "packages.conda"):
-            assert sharded[section] == data[section], f"{subdir}: shards differ"
-            for filename, record in data[section].items():
-                body = requests.get(f"{server.url}/{channel}/{subdir}/{filename}", timeout=30).content
-                assert len(body) == record["size"], filename
-                assert hashlib.sha256(body).hexdigest() == record["sha256"], filename
-                assert hashlib.md5(body).hexdigest() == record["md5"], filename
-                listed.add(f"{channel}/{subdir}/{filename}")
-    package_objects = {
-        k for k in keys
-        if k.startswith(f"{channel}/") and k.split("/", 2)[2] not in INDEX_FILES and "/shards/" not in k
-    }
-    assert package_objects == listed, "objects without records, or records without objects"
-    assert not [k for k in keys if k.startswith(f".staging/{channel}/")], "staging objects left behind"
 
 
 @pytest.mark.parametrize("form", ["raw", "multipart"])
