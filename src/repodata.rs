@@ -85,16 +85,26 @@ impl IndexWriter {
         self.out.push_str(value_json);
     }
 
+    /// Bytes written but not yet taken.
+    pub fn pending(&self) -> usize {
+        self.out.len()
+    }
+
     /// Takes what was written so far, for writers that stream the document out in parts.
     pub fn take_output(&mut self) -> String {
         std::mem::take(&mut self.out)
     }
 
-    pub fn finish(mut self) -> String {
+    /// Writes the end of the document; nothing may be pushed after it.
+    pub fn close(&mut self) {
         self.open_through(SECTIONS.len() - 1);
         self.out.push('}');
         self.out.push_str(self.trailer);
         self.out.push('}');
+    }
+
+    pub fn finish(mut self) -> String {
+        self.close();
         self.out
     }
 

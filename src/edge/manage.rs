@@ -15,6 +15,7 @@
 //! | GET    | /api/v1/keys                          | any valid key (own keys)     |
 //! | POST   | /api/v1/keys                          | a key without limits         |
 //! | DELETE | /api/v1/keys/<id>                     | a key without limits (own keys; admins any) |
+//! | GET    | /api/v1/channels/<c>/stats            | site admins                  |
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::json;
@@ -534,4 +535,25 @@ pub async fn revoke_key(
     forget_key(id);
     super::log::change("key revoke", &caller.name, &id.to_string(), 200);
     json_response(200, &json!({ "id": id, "revoked": true }))
+}
+
+/// `GET /api/v1/channels/<c>/stats`: what the channel's index holds and the memory its Durable
+/// Object has used. Site admins only: it is about the server, not the channel.
+pub async fn channel_stats(
+    env: &Env,
+    req: &Request,
+    path_token: Option<&str>,
+    name: &str,
+) -> ApiResult<Response> {
+    let caller = require_principal(env, req, path_token).await?;
+    if !caller.is_admin {
+        return Err(ApiError::forbidden(
+            "channel statistics are for site admins",
+        ));
+    }
+    find_channel(env, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no channel named '{name}'")))?;
+    let stats = ChannelIndexClient::new(env, name)?.stats().await?;
+    json_response(200, &json!({ "channel": name, "index": stats }))
 }

@@ -98,6 +98,9 @@ async fn route(
         (Method::Get, ["api", "v1", "channels", channel, "members"]) => {
             manage::list_members(env, &req, path_token, channel).await
         }
+        (Method::Get, ["api", "v1", "channels", channel, "stats"]) => {
+            manage::channel_stats(env, &req, path_token, channel).await
+        }
         (Method::Put, ["api", "v1", "channels", channel, "members", user]) => {
             manage::put_member(env, req, path_token, channel, user).await
         }

@@ -157,7 +157,7 @@ def test_records_match_py_rattlers_indexer(server, owner, channel, tmp_path):
     assert compared == 25
 
 
-def test_a_subdir_larger_than_several_r2_parts(server, owner, channel):
+def test_a_subdir_larger_than_several_r2_parts(server, owner, channel, make_user):
     """The monolithic files are streamed to R2 part by part: a subdir whose repodata.json takes
     three parts still reads back whole and agrees with its .zst and its shards."""
     packages = [
@@ -177,3 +177,11 @@ def test_a_subdir_larger_than_several_r2_parts(server, owner, channel):
     ]
     assert builds[-1]["repodata_parts"] == 3
     assert builds[-1]["repodata_bytes"] == len(repodata.content)
+
+    # The Durable Object's memory after building it, as site admins can read it.
+    assert server.api("GET", f"channels/{channel}/stats", owner.key).status_code == 403
+    stats = server.api("GET", f"channels/{channel}/stats", make_user(admin=True).key)
+    assert stats.status_code == 200
+    index = stats.json()["index"]
+    assert index["subdirs"] == [{"subdir": "noarch", "packages": 60}]
+    assert 0 < index["wasm_memory_bytes"] < 64 * 1024 * 1024, index

@@ -15,8 +15,54 @@ use crate::shards::{self, build_index, build_shard};
 /// slower): above 12 the CPU cost grows a hundredfold for a few percent, which a channel the
 /// size of conda-forge's linux-64 (254 MB) could not afford inside one request.
 const REPODATA_ZSTD_LEVEL: i32 = 3;
-/// Rows read from SQLite at a time while building the monolithic files.
-const BUILD_PAGE_ROWS: i64 = 500;
+/// Rows read from SQLite at a time while building the monolithic files (a row holds at most
+/// about 1 MB: index.json and run_exports.json are capped at 256 KiB each).
+const BUILD_PAGE_ROWS: i64 = 32;
+/// How much of a document is gathered before it is compressed and handed to its object.
+const FLUSH_BYTES: usize = 256 * 1024;
+
+/// The three monolithic files of a subdir while they are written.
+struct Monolithic<'a> {
+    repodata: IndexWriter,
+    run_exports: IndexWriter,
+    zstd: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    json: ObjectWriter<'a>,
+    zst: ObjectWriter<'a>,
+    run_exports_json: ObjectWriter<'a>,
+    bytes: usize,
+}
+
+impl Monolithic<'_> {
+    /// Hands on what the documents hold, once it is worth it (or always, with `all`).
+    async fn flush(&mut self, all: bool) -> worker::Result<()> {
+        if all || self.repodata.pending() >= FLUSH_BYTES {
+            let chunk = self.repodata.take_output();
+            self.bytes += chunk.len();
+            std::io::Write::write_all(&mut self.zstd, chunk.as_bytes())?;
+            self.zst.write(&std::mem::take(self.zstd.get_mut())).await?;
+            self.json.write(chunk.as_bytes()).await?;
+        }
+        if all || self.run_exports.pending() >= FLUSH_BYTES {
+            self.run_exports_json
+                .write(self.run_exports.take_output().as_bytes())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the documents and completes the objects: .zst first, so that a client that sees
+    /// the new repodata.json finds its .zst too. Returns (bytes, repodata parts, .zst parts).
+    async fn finish(mut self) -> worker::Result<(usize, usize, usize)> {
+        self.repodata.close();
+        self.run_exports.close();
+        self.flush(true).await?;
+        self.zst.write(&self.zstd.finish()?).await?;
+        let zst_parts = self.zst.finish().await?;
+        let json_parts = self.json.finish().await?;
+        self.run_exports_json.finish().await?;
+        Ok((self.bytes, json_parts, zst_parts))
+    }
+}
 
 impl ChannelIndex {
     pub(super) async fn build_if_dirty(&self, channel: &str, subdir: &str) -> worker::Result<()> {
@@ -190,7 +236,7 @@ impl ChannelIndex {
     /// repodata.json (and its .zst) and run_exports.json, from every row of the subdir.
     ///
     /// Memory stays bounded whatever the subdir's size: rows are read a page at a time, the
-    /// documents are written out as they grow, and each object holds at most one part.
+    /// documents are handed on every [`FLUSH_BYTES`], and each object holds at most one part.
     async fn build_monolithic(&self, channel: &str, subdir: &str) -> worker::Result<()> {
         #[derive(Deserialize)]
         struct Row {
@@ -209,13 +255,15 @@ impl ChannelIndex {
                 part_bytes,
             )
         };
-        let mut json_out = object("repodata.json", "application/json");
-        let mut zst_out = object("repodata.json.zst", "application/zstd");
-        let mut run_exports_out = object("run_exports.json", "application/json");
-        let mut repodata = IndexWriter::repodata(subdir);
-        let mut run_exports = IndexWriter::run_exports(subdir);
-        let mut zstd = zstd::stream::write::Encoder::new(Vec::new(), REPODATA_ZSTD_LEVEL)?;
-        let mut total = 0usize;
+        let mut out = Monolithic {
+            repodata: IndexWriter::repodata(subdir),
+            run_exports: IndexWriter::run_exports(subdir),
+            zstd: zstd::stream::write::Encoder::new(Vec::new(), REPODATA_ZSTD_LEVEL)?,
+            json: object("repodata.json", "application/json"),
+            zst: object("repodata.json.zst", "application/zstd"),
+            run_exports_json: object("run_exports.json", "application/json"),
+            bytes: 0,
+        };
 
         // Keyset pagination in the order repodata.json lists files: .tar.bz2, then .conda.
         let mut after: (i64, String) = (-1, String::new());
@@ -236,38 +284,20 @@ impl ChannelIndex {
                 .to_array()?;
             let last_page = (page.len() as i64) < BUILD_PAGE_ROWS;
             for row in &page {
-                repodata.push(&row.filename, &row.record);
-                run_exports.push(
+                out.repodata.push(&row.filename, &row.record);
+                out.run_exports.push(
                     &row.filename,
                     &run_exports_entry(row.run_exports.as_deref()),
                 );
+                out.flush(false).await?;
             }
-            if let Some(row) = page.into_iter().last() {
-                after = (row.is_conda, row.filename);
-            }
-            let (chunk, exports) = if last_page {
-                (
-                    std::mem::replace(&mut repodata, IndexWriter::repodata(subdir)).finish(),
-                    std::mem::replace(&mut run_exports, IndexWriter::run_exports(subdir)).finish(),
-                )
-            } else {
-                (repodata.take_output(), run_exports.take_output())
-            };
-            total += chunk.len();
-            std::io::Write::write_all(&mut zstd, chunk.as_bytes())?;
-            zst_out.write(&std::mem::take(zstd.get_mut())).await?;
-            json_out.write(chunk.as_bytes()).await?;
-            run_exports_out.write(exports.as_bytes()).await?;
-            if last_page {
-                break;
+            match page.into_iter().last() {
+                Some(row) if !last_page => after = (row.is_conda, row.filename),
+                _ => break,
             }
         }
-        zst_out.write(&zstd.finish()?).await?;
-        // The .zst goes first, so a client that sees the new repodata.json finds it too.
-        let zst_parts = zst_out.finish().await?;
-        let json_parts = json_out.finish().await?;
-        run_exports_out.finish().await?;
-        super::super::log::build(channel, subdir, total, json_parts, zst_parts);
+        let (bytes, json_parts, zst_parts) = out.finish().await?;
+        super::super::log::build(channel, subdir, bytes, json_parts, zst_parts);
         Ok(())
     }
 

@@ -18,6 +18,8 @@ use worker::{
     ResponseBody, SqlStorageValue, State,
 };
 
+use wasm_bindgen::JsCast;
+
 use super::storage::file_key;
 use crate::names::ChannelFile;
 use crate::repodata::record_json;
@@ -129,6 +131,11 @@ impl ChannelIndexClient {
         self.call("/delete", request).await
     }
 
+    /// Rows per subdir and the object's memory, for operators.
+    pub async fn stats(&self) -> worker::Result<Value> {
+        self.call("/stats", &()).await
+    }
+
     /// Removes every record and object of the channel.
     pub async fn destroy(&self, channel: &str) -> worker::Result<DestroyOutcome> {
         self.call(
@@ -199,6 +206,7 @@ impl DurableObject for ChannelIndex {
             "/commit" => Response::from_json(&self.commit(req.json().await?).await?),
             "/delete" => Response::from_json(&self.delete(req.json().await?).await?),
             "/destroy" => Response::from_json(&self.destroy(req.json().await?).await?),
+            "/stats" => Response::from_json(&self.stats()?),
             other => Response::error(format!("no such channel index operation: {other}"), 404),
         }
     }
@@ -368,6 +376,25 @@ impl ChannelIndex {
             }
         }
         Ok(DestroyOutcome { objects })
+    }
+
+    /// Rows per subdir, and the memory this object's wasm instance has grown to (wasm memory
+    /// never shrinks, so this is the peak since the object was loaded).
+    fn stats(&self) -> worker::Result<Value> {
+        let subdirs: Vec<Value> = self
+            .sql()
+            .exec(
+                "SELECT subdir, COUNT(*) AS packages FROM packages GROUP BY subdir ORDER BY subdir",
+                None,
+            )?
+            .to_array()?;
+        let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+        let wasm_bytes = js_sys::ArrayBuffer::from(memory.buffer()).byte_length();
+        Ok(serde_json::json!({
+            "subdirs": subdirs,
+            "wasm_memory_bytes": wasm_bytes,
+            "sqlite_bytes": self.sql().database_size(),
+        }))
     }
 
     /// The sha256 and record stored for a file.
