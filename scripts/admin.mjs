@@ -10,6 +10,9 @@
 //   channel visibility <name> public|private
 //   channel delete <name> [--url URL]   (through the running Worker; needs CONDAFLARE_API_KEY)
 //   channel list
+//   import <channel> <dir> [--url URL] [--force]  (uploads every package file under <dir>, e.g. a
+//                                        channel laid out by subdir, through the running Worker;
+//                                        needs CONDAFLARE_API_KEY)
 //   member add <channel> <user> --role owner|member
 //   member remove <channel> <user>      member list <channel>
 //
@@ -18,6 +21,7 @@
 // Workers within their cache time (AUTH_CACHE_SECONDS, 30 by default).
 
 import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -96,6 +100,55 @@ function d1(flags, sql) {
   }
   const results = JSON.parse(output);
   return results[results.length - 1]?.results ?? [];
+}
+
+/// Calls the running Worker's API with the key in CONDAFLARE_API_KEY.
+async function api(url, method, path, body, headers = {}) {
+  const key = process.env.CONDAFLARE_API_KEY;
+  if (!key) throw new UsageError("set CONDAFLARE_API_KEY to an owner's or admin's key");
+  const response = await fetch(`${url}${path}`, { method, body, headers: { Authorization: `Bearer ${key}`, ...headers } });
+  const json = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(json.error ?? `the server answered ${response.status}`);
+  return json;
+}
+
+const PACKAGE_FILE = /\.(conda|tar\.bz2)$/;
+
+function packageFiles(dir) {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) return packageFiles(path);
+    return entry.isFile() && PACKAGE_FILE.test(entry.name) ? [path] : [];
+  });
+}
+
+/// One ustar entry: header, data, padding to 512 bytes. Names longer than 100 bytes get a GNU
+/// long-name entry first.
+function tarEntry(name, data) {
+  const header = (entryName, size, type) => {
+    const block = Buffer.alloc(512);
+    block.write(entryName.slice(0, 100), 0);
+    block.write("0000644\0", 100);
+    block.write("0000000\0", 108);
+    block.write("0000000\0", 116);
+    block.write(size.toString(8).padStart(11, "0") + "\0", 124);
+    block.write("00000000000\0", 136);
+    block.write("        ", 148);
+    block.write(type, 156);
+    block.write("ustar\0" + "00", 257);
+    let sum = 0;
+    for (const byte of block) sum += byte;
+    block.write(sum.toString(8).padStart(6, "0") + "\0 ", 148);
+    return block;
+  };
+  const pad = (n) => Buffer.alloc((512 - (n % 512)) % 512);
+  const parts = [];
+  if (Buffer.byteLength(name) > 100) {
+    const long = Buffer.from(name + "\0");
+    parts.push(header("././@LongLink", long.length, "L"), long, pad(long.length));
+  }
+  parts.push(header(name, data.length, "0"), data, pad(data.length));
+  return Buffer.concat(parts);
 }
 
 function userId(flags, name) {
@@ -196,12 +249,41 @@ const commands = {
     const url = option(args, "--url") ?? "http://127.0.0.1:8787";
     const [name] = positional(args, 1, "channel delete <name> [--url URL]");
     checkName("channel", name);
-    const key = process.env.CONDAFLARE_API_KEY;
-    if (!key) throw new UsageError("set CONDAFLARE_API_KEY to an owner's or admin's key");
-    const response = await fetch(`${url}/api/v1/channels/${name}`, { method: "DELETE", headers: { Authorization: `Bearer ${key}` } });
-    const body = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(body.error ?? `the server answered ${response.status}`);
+    const body = await api(url, "DELETE", `/api/v1/channels/${name}`);
     return { result: body, text: `deleted channel ${name} (${body.objects_removed} objects)` };
+  },
+  async import(flags, args) {
+    const url = option(args, "--url") ?? "http://127.0.0.1:8787";
+    const force = option(args, "--force", { boolean: true });
+    const [channel, dir] = positional(args, 2, "import <channel> <dir> [--url URL] [--force]");
+    checkName("channel", channel);
+    if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`${dir} is not a directory`);
+    // Requests stay under the server's upload limit (100 MB by default).
+    const limit = 90 * 1024 * 1024;
+    const totals = { created: 0, unchanged: 0, failed: 0, results: [] };
+    let batch = [];
+    let size = 0;
+    const send = async () => {
+      if (batch.length === 0) return;
+      const body = Buffer.concat([...batch, Buffer.alloc(1024)]);
+      const answer = await api(url, "POST", `/api/v1/import/${channel}${force ? "?force=true" : ""}`, body, { "Content-Type": "application/x-tar" });
+      for (const key of ["created", "unchanged", "failed"]) totals[key] += answer[key];
+      totals.results.push(...answer.results);
+      batch = [];
+      size = 0;
+    };
+    for (const path of packageFiles(dir)) {
+      const entry = tarEntry(path.split("/").pop(), readFileSync(path));
+      if (size + entry.length > limit) await send();
+      batch.push(entry);
+      size += entry.length;
+    }
+    await send();
+    const failures = totals.results.filter((r) => r.status >= 400).map((r) => `  ${r.filename}: ${r.error}`);
+    return {
+      result: totals,
+      text: [`imported into ${channel}: ${totals.created} new, ${totals.unchanged} already there, ${totals.failed} refused`, ...failures].join("\n"),
+    };
   },
   "channel list"(flags, args) {
     positional(args, 0, "channel list");
@@ -240,13 +322,13 @@ const commands = {
 
 async function main() {
   const { flags, rest } = parseArgs(process.argv.slice(2));
-  const command = commands[rest.slice(0, 2).join(" ")];
+  const command = commands[rest.slice(0, 2).join(" ")] ?? (rest[0] === "import" ? commands.import : undefined);
   if (!command) {
     console.error(`usage: npm run admin -- [--remote] [--persist-to DIR] [--json] <command>\ncommands: ${Object.keys(commands).join(", ")}`);
     process.exit(2);
   }
   try {
-    const { result, text } = await command(flags, rest.slice(2));
+    const { result, text } = await command(flags, rest.slice(command === commands.import ? 1 : 2));
     console.log(flags.json ? JSON.stringify(result) : text);
   } catch (error) {
     console.error(`error: ${error.message}`);

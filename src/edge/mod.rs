@@ -3,6 +3,7 @@
 //! | method      | path                                         | handler            |
 //! |-------------|----------------------------------------------|--------------------|
 //! | POST        | /api/v1/upload/<channel>                     | [`upload::upload`] |
+//! | POST        | /api/v1/import/<channel> (a tar of packages)  | [`bulk::import`]   |
 //! | DELETE      | /api/v1/delete/<channel>/<subdir>/<filename> | [`delete::delete`] |
 //! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`) | [`serve::serve_file`] |
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
@@ -11,6 +12,7 @@
 //! before routing and never logged.
 
 mod auth;
+mod bulk;
 mod cache;
 mod channel_index;
 mod delete;
@@ -72,6 +74,10 @@ async fn route(
         (Method::Post, ["api", "v1", "upload", channel]) => {
             check_channel_name(channel).map_err(ApiError::bad_request)?;
             upload::upload(env, req, path_token, channel).await
+        }
+        (Method::Post, ["api", "v1", "import", channel]) => {
+            check_channel_name(channel).map_err(ApiError::bad_request)?;
+            bulk::import(env, req, path_token, channel).await
         }
         (Method::Delete, ["api", "v1", "delete", channel, subdir, filename]) => {
             check_channel_name(channel).map_err(ApiError::bad_request)?;

@@ -24,14 +24,24 @@ use crate::repodata::record_json;
 const CHUNK: usize = 256 * 1024;
 const DEFAULT_MAX_UPLOAD: u64 = 100 * 1024 * 1024;
 
-type BodyStream = Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>;
+pub(super) type BodyStream = Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>;
 
 /// The file an upload carries, as its headers describe it.
-struct IncomingFile {
-    filename: String,
-    sha256: String,
-    length: u64,
-    bytes: BodyStream,
+pub(super) struct IncomingFile {
+    pub filename: String,
+    /// The SHA-256 the uploader claims; bulk imports carry none.
+    pub sha256: Option<String>,
+    pub length: u64,
+    pub bytes: BodyStream,
+}
+
+/// A package that went into the channel index.
+pub(super) struct Ingested {
+    /// 201 for a new file, 200 for bytes that were already there.
+    pub status: u16,
+    pub subdir: String,
+    /// The stored record, canonical JSON.
+    pub record: String,
 }
 
 pub async fn upload(
@@ -47,32 +57,53 @@ pub async fn upload(
         .url()?
         .query_pairs()
         .any(|(k, v)| k == "force" && (v == "true" || v == "1"));
-    let length = content_length(&req)?;
-    let limit = max_upload_bytes(env);
-    if length > limit {
-        return Err(ApiError::new(
-            413,
-            format!("the upload is {length} bytes; this server accepts at most {limit}"),
-        ));
-    }
+    let length = checked_length(env, &req)?;
     let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
     let body = req.stream()?;
     let file = match MultipartReader::boundary_of(&content_type) {
         Some(boundary) => multipart_file(body, boundary, length).await?,
         None => raw_file(&req, body, length)?,
     };
+    let filename = file.filename.clone();
+    let result = ingest(env, &channel.name, file, force, true).await;
+    let status = result.as_ref().map_or_else(|e| e.status, |r| r.status);
+    let path = format!("{}/{filename}", channel.name);
+    super::log::change("upload", &caller.name, &path, status);
+    let ingested = result?;
+    Ok(Response::builder()
+        .with_status(ingested.status)
+        .with_header("Content-Type", "application/json")?
+        .with_header(
+            "Location",
+            &format!("/{}", file_key(&channel.name, &ingested.subdir, &filename)),
+        )?
+        .fixed(ingested.record.into_bytes()))
+}
+
+/// Streams one package file into a staging object while hashing and reading it, checks it,
+/// and commits it through the channel index (which rebuilds the artifacts unless `build` is
+/// false). The staging object is gone afterwards, whatever happened.
+pub(super) async fn ingest(
+    env: &Env,
+    channel: &str,
+    file: IncomingFile,
+    force: bool,
+    build: bool,
+) -> ApiResult<Ingested> {
     let format = check_package_filename(&file.filename).map_err(ApiError::bad_request)?;
-    if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(
-            "X-File-SHA256 must be the file's SHA-256 as 64 hex digits",
-        ));
+    if let Some(sha256) = &file.sha256 {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::bad_request(
+                "X-File-SHA256 must be the file's SHA-256 as 64 hex digits",
+            ));
+        }
     }
     if file.length == 0 {
         return Err(ApiError::unprocessable("the file is empty"));
     }
 
     let bucket = env.bucket("PACKAGES")?;
-    let staging = staging_key(&channel.name, &random_id());
+    let staging = staging_key(channel, &random_id());
     let reader = Rc::new(RefCell::new(PackageReader::new(format)));
     let inspected = inspect(file.bytes, reader.clone());
     let stored = bucket
@@ -84,16 +115,12 @@ pub async fn upload(
             let reader = Rc::try_unwrap(reader)
                 .map_err(|_| ApiError::internal("upload reader still shared"))?
                 .into_inner();
-            commit(
-                env,
-                &channel.name,
-                &file.filename,
-                &file.sha256,
-                &staging,
-                reader,
-                force,
-            )
-            .await
+            let checked = Checked {
+                filename: &file.filename,
+                claimed_sha256: file.sha256.as_deref(),
+                staging: &staging,
+            };
+            commit(env, channel, checked, reader, force, build).await
         }
         Err(error) => {
             super::log::error(&format!("upload stream to staging failed: {error}"));
@@ -103,16 +130,7 @@ pub async fn upload(
             )))
         }
     };
-    let status = result
-        .as_ref()
-        .map_or_else(|e| e.status, |r| r.status_code());
-    super::log::change(
-        "upload",
-        &caller.name,
-        &format!("{}/{}", channel.name, file.filename),
-        status,
-    );
-    // Whatever happened, the staging object goes; a put that failed left none.
+    // A put that failed left no object; one that succeeded was copied into place, or refused.
     if let Err(error) = bucket.delete(&staging).await {
         super::log::error(&format!(
             "could not delete staging object {staging}: {error}"
@@ -121,39 +139,47 @@ pub async fn upload(
     result
 }
 
+/// What is known of a staged file before its bytes are judged.
+struct Checked<'a> {
+    filename: &'a str,
+    claimed_sha256: Option<&'a str>,
+    staging: &'a str,
+}
+
 async fn commit(
     env: &Env,
     channel: &str,
-    filename: &str,
-    claimed_sha256: &str,
-    staging: &str,
+    checked: Checked<'_>,
     reader: PackageReader,
     force: bool,
-) -> ApiResult<Response> {
+    build: bool,
+) -> ApiResult<Ingested> {
     let (digests, metadata) = reader.finish();
-    if !digests.sha256.eq_ignore_ascii_case(claimed_sha256) {
-        return Err(ApiError::bad_request(format!(
-            "X-File-SHA256 does not match the received bytes, whose SHA-256 is {}",
-            digests.sha256
-        )));
+    if let Some(claimed) = checked.claimed_sha256 {
+        if !digests.sha256.eq_ignore_ascii_case(claimed) {
+            return Err(ApiError::bad_request(format!(
+                "X-File-SHA256 does not match the received bytes, whose SHA-256 is {}",
+                digests.sha256
+            )));
+        }
     }
     let metadata =
         metadata.map_err(|e| ApiError::unprocessable(format!("invalid package: {e}")))?;
-    let package = Package::from_parts(filename, &digests, metadata)
+    let package = Package::from_parts(checked.filename, &digests, metadata)
         .map_err(|e| ApiError::unprocessable(format!("invalid package: {e}")))?;
-    let record = record_json(&package.record);
     let outcome = ChannelIndexClient::new(env, channel)?
         .commit(&CommitRequest {
             channel: channel.to_owned(),
-            staging_key: staging.to_owned(),
+            staging_key: checked.staging.to_owned(),
             subdir: package.subdir.clone(),
             filename: package.filename.clone(),
             name: package.name.clone(),
             sha256: digests.sha256.clone(),
-            record: record.clone(),
+            record: record_json(&package.record),
             run_exports: package.run_exports.as_ref().map(|v| v.to_string()),
             about: package.about.as_ref().map(|v| v.to_string()),
             force,
+            build,
         })
         .await?;
     let status = match outcome.status {
@@ -169,15 +195,24 @@ async fn commit(
             ))
         }
     };
-    let response = Response::builder()
-        .with_status(status)
-        .with_header("Content-Type", "application/json")?
-        .with_header(
-            "Location",
-            &format!("/{}", file_key(channel, &package.subdir, &package.filename)),
-        )?
-        .fixed(outcome.record.unwrap_or(record).into_bytes());
-    Ok(response)
+    Ok(Ingested {
+        status,
+        subdir: package.subdir,
+        record: outcome.record.unwrap_or_default(),
+    })
+}
+
+/// The request's Content-Length, within the upload limit (checked before the body is read).
+pub(super) fn checked_length(env: &Env, req: &Request) -> ApiResult<u64> {
+    let length = content_length(req)?;
+    let limit = max_upload_bytes(env);
+    if length > limit {
+        return Err(ApiError::new(
+            413,
+            format!("the upload is {length} bytes; this server accepts at most {limit}"),
+        ));
+    }
+    Ok(length)
 }
 
 fn content_length(req: &Request) -> ApiResult<u64> {
@@ -208,7 +243,7 @@ fn raw_file(req: &Request, body: ByteStream, length: u64) -> ApiResult<IncomingF
     let headers = req.headers();
     Ok(IncomingFile {
         filename: required_header(headers, "X-File-Name")?,
-        sha256: required_header(headers, "X-File-SHA256")?,
+        sha256: Some(required_header(headers, "X-File-SHA256")?),
         length,
         bytes: Box::pin(body),
     })
@@ -277,7 +312,7 @@ async fn multipart_file(
         let bytes = stream::iter([Ok(first)]).chain(rest);
         return Ok(IncomingFile {
             filename,
-            sha256,
+            sha256: Some(sha256),
             length,
             bytes: Box::pin(bytes),
         });
@@ -321,7 +356,7 @@ fn file_part_rest(
 }
 
 /// Passes the bytes on in chunks of about [`CHUNK`] bytes, feeding each to the package reader.
-fn inspect(
+pub(super) fn inspect(
     source: BodyStream,
     reader: Rc<RefCell<PackageReader>>,
 ) -> impl Stream<Item = worker::Result<Vec<u8>>> {

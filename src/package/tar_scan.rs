@@ -172,38 +172,26 @@ impl TarScanner {
         Ok(self.files)
     }
 
-    fn start_entry(&mut self, header: &[u8]) -> Result<(), PackageError> {
-        if header.iter().all(|&b| b == 0) {
+    fn start_entry(&mut self, block: &[u8]) -> Result<(), PackageError> {
+        let Some(header) = TarHeader::parse(block)? else {
             self.state = State::End;
             return Ok(());
-        }
-        verify_checksum(header)?;
-        let size = parse_size(&header[124..136])?;
-        let kind = header[156];
-        let target = match kind {
-            b'L' => DataTarget::LongName,
-            b'x' => DataTarget::PaxHeader,
-            b'0' | 0 | b'7' => {
-                let path = match self.next_path.take() {
-                    Some(path) => path,
-                    None => header_path(header)?,
-                };
+        };
+        let size = header.size;
+        let target = match header.kind {
+            TarEntryKind::LongName => DataTarget::LongName,
+            TarEntryKind::PaxHeader => DataTarget::PaxHeader,
+            TarEntryKind::File => {
+                let path = self.next_path.take().unwrap_or(header.path);
                 let path = path.strip_prefix("./").unwrap_or(&path).to_owned();
                 self.entry_target(&path, size)?
             }
-            _ => {
-                let path = self.next_path.take();
-                if let Some(path) = path.or_else(|| header_path(header).ok()) {
-                    self.note_path(&path);
-                }
+            TarEntryKind::Other => {
+                let path = self.next_path.take().unwrap_or(header.path);
+                self.note_path(&path);
                 DataTarget::Skip
             }
         };
-        if matches!(target, DataTarget::LongName | DataTarget::PaxHeader) && size > 64 * 1024 {
-            return Err(PackageError::Corrupt(
-                "a tar extended header is larger than 64 KiB".into(),
-            ));
-        }
         self.state = State::Data {
             remaining: size,
             padding: padding_for(size),
@@ -251,14 +239,71 @@ impl TarScanner {
                 let name = data.split(|&b| b == 0).next().unwrap_or_default();
                 self.next_path = Some(utf8_path(name)?);
             }
-            DataTarget::PaxHeader => self.next_path = pax_path(&data)?.or(self.next_path.take()),
+            DataTarget::PaxHeader => {
+                self.next_path = pax_path(&data)?.or(self.next_path.take());
+            }
             DataTarget::Skip | DataTarget::Drop => {}
         }
         Ok(())
     }
 }
 
-fn padding_for(size: u64) -> usize {
+/// What kind of tar entry a header announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TarEntryKind {
+    File,
+    /// GNU: the entry's data is the next entry's path.
+    LongName,
+    /// pax: the entry's data holds `path=` (and other) records for the next entry.
+    PaxHeader,
+    Other,
+}
+
+/// One 512-byte tar header, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarHeader {
+    pub path: String,
+    pub size: u64,
+    pub kind: TarEntryKind,
+}
+
+impl TarHeader {
+    /// `None` for the all-zero block that ends an archive.
+    pub fn parse(block: &[u8]) -> Result<Option<Self>, PackageError> {
+        if block.iter().all(|&b| b == 0) {
+            return Ok(None);
+        }
+        verify_checksum(block)?;
+        let size = parse_size(&block[124..136])?;
+        let kind = match block[156] {
+            b'0' | 0 | b'7' => TarEntryKind::File,
+            b'L' => TarEntryKind::LongName,
+            b'x' => TarEntryKind::PaxHeader,
+            _ => TarEntryKind::Other,
+        };
+        if matches!(kind, TarEntryKind::LongName | TarEntryKind::PaxHeader) && size > 64 * 1024 {
+            return Err(PackageError::Corrupt(
+                "a tar extended header is larger than 64 KiB".into(),
+            ));
+        }
+        let path = header_path(block).unwrap_or_default();
+        Ok(Some(Self { path, size, kind }))
+    }
+
+    /// The data of a long-name or pax entry turned into the path it gives the next entry.
+    pub fn next_path(&self, data: &[u8]) -> Result<Option<String>, PackageError> {
+        match self.kind {
+            TarEntryKind::LongName => {
+                let name = data.split(|&b| b == 0).next().unwrap_or_default();
+                utf8_path(name).map(Some)
+            }
+            TarEntryKind::PaxHeader => pax_path(data),
+            _ => Ok(None),
+        }
+    }
+}
+
+pub fn padding_for(size: u64) -> usize {
     ((BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64) as usize
 }
 

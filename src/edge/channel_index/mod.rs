@@ -69,6 +69,20 @@ pub struct CommitRequest {
     pub run_exports: Option<String>,
     pub about: Option<String>,
     pub force: bool,
+    /// Rebuild the artifacts before answering. Bulk imports commit many packages without, then
+    /// ask for one build per subdir.
+    #[serde(default = "yes")]
+    pub build: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BuildRequest {
+    pub channel: String,
+    pub subdir: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -129,6 +143,20 @@ impl ChannelIndexClient {
 
     pub async fn delete(&self, request: &DeleteRequest) -> worker::Result<DeleteOutcome> {
         self.call("/delete", request).await
+    }
+
+    /// Rebuilds a subdir's artifacts if anything changed since the last build.
+    pub async fn build(&self, channel: &str, subdir: &str) -> worker::Result<()> {
+        let _: Value = self
+            .call(
+                "/build",
+                &BuildRequest {
+                    channel: channel.to_owned(),
+                    subdir: subdir.to_owned(),
+                },
+            )
+            .await?;
+        Ok(())
     }
 
     /// Rows per subdir and the object's memory, for operators.
@@ -207,6 +235,12 @@ impl DurableObject for ChannelIndex {
             "/delete" => Response::from_json(&self.delete(req.json().await?).await?),
             "/destroy" => Response::from_json(&self.destroy(req.json().await?).await?),
             "/stats" => Response::from_json(&self.stats()?),
+            "/build" => {
+                let request: BuildRequest = req.json().await?;
+                self.build_if_dirty(&request.channel, &request.subdir)
+                    .await?;
+                Response::from_json(&serde_json::json!({ "built": request.subdir }))
+            }
             other => Response::error(format!("no such channel index operation: {other}"), 404),
         }
     }
@@ -309,8 +343,10 @@ impl ChannelIndex {
         )?;
         let generation = self.mark_changed(&request.subdir, &request.name)?;
         drop(write);
-        self.build(&request.channel, &request.subdir, generation)
-            .await?;
+        if request.build {
+            self.build(&request.channel, &request.subdir, generation)
+                .await?;
+        }
         Ok(CommitOutcome {
             status: CommitStatus::Created,
             record: Some(record),

@@ -1,0 +1,217 @@
+//! `POST /api/v1/import/<channel>`: many packages in one request, as an uncompressed tar
+//! (for migrations and for filling big channels fast).
+//!
+//! Each package file in the tar streams through the same path as a single upload (staging,
+//! hashing, validation, commit) without being buffered; files that are not package files
+//! (a channel's repodata.json, say) are skipped, and directories in paths are ignored: the
+//! subdir comes from each package's metadata. The artifacts are rebuilt once per touched subdir
+//! at the end, not once per package. The answer lists a result per package.
+
+use std::{cell::RefCell, collections::BTreeSet, rc::Rc};
+
+use futures_util::{stream, StreamExt};
+use serde_json::json;
+use worker::{ByteStream, Env, Request, Response};
+
+use super::auth::authorize_change;
+use super::channel_index::ChannelIndexClient;
+use super::error::{ApiError, ApiResult};
+use super::upload::{checked_length, ingest, IncomingFile};
+use crate::access::Action;
+use crate::names::check_package_filename;
+use crate::package::{padding_for, TarEntryKind, TarHeader};
+
+/// The request body, read on demand by whichever part of the import needs the next bytes.
+struct Body {
+    stream: ByteStream,
+    buffered: Vec<u8>,
+    /// Bytes handed out so far.
+    offset: u64,
+}
+
+/// Shared between the import loop and the stream of the member being stored. The body is taken
+/// out while it is awaited, so no borrow is held across an await.
+#[derive(Clone)]
+struct SharedBody(Rc<RefCell<Option<Body>>>);
+
+impl SharedBody {
+    /// Up to `max` next bytes; `None` at the end of the body.
+    async fn take(&self, max: usize) -> worker::Result<Option<Vec<u8>>> {
+        let mut body = self
+            .0
+            .borrow_mut()
+            .take()
+            .expect("the body is put back after each read");
+        let result = if body.buffered.is_empty() {
+            body.stream.next().await.transpose()
+        } else {
+            Ok(Some(std::mem::take(&mut body.buffered)))
+        };
+        let out = match result {
+            Ok(Some(mut chunk)) => {
+                if chunk.len() > max {
+                    body.buffered = chunk.split_off(max);
+                }
+                body.offset += chunk.len() as u64;
+                Ok(Some(chunk))
+            }
+            other => other,
+        };
+        *self.0.borrow_mut() = Some(body);
+        out
+    }
+
+    fn offset(&self) -> u64 {
+        self.0.borrow().as_ref().map_or(0, |body| body.offset)
+    }
+
+    /// Exactly `n` bytes, or an error if the body ends first.
+    async fn read_exact(&self, n: usize) -> ApiResult<Vec<u8>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let chunk = self.take(n - out.len()).await?.ok_or_else(truncated)?;
+            out.extend(chunk);
+        }
+        Ok(out)
+    }
+
+    /// Reads and drops bytes up to body offset `end`.
+    async fn skip_to(&self, end: u64) -> ApiResult<()> {
+        while self.offset() < end {
+            let wanted = (end - self.offset()).min(256 * 1024) as usize;
+            self.take(wanted).await?.ok_or_else(truncated)?;
+        }
+        Ok(())
+    }
+
+    /// The next `length` bytes as a stream, for storing one tar member.
+    fn member(&self, length: u64) -> super::upload::BodyStream {
+        let body = self.clone();
+        Box::pin(stream::unfold(length, move |remaining| {
+            let body = body.clone();
+            async move {
+                if remaining == 0 {
+                    return None;
+                }
+                let wanted = remaining.min(64 * 1024) as usize;
+                match body.take(wanted).await {
+                    Ok(Some(chunk)) => {
+                        let left = remaining - chunk.len() as u64;
+                        Some((Ok(chunk), left))
+                    }
+                    Ok(None) => Some((Err(worker::Error::RustError("body ended".into())), 0)),
+                    Err(error) => Some((Err(error), 0)),
+                }
+            }
+        }))
+    }
+}
+
+fn truncated() -> ApiError {
+    ApiError::bad_request("the tar stream ends in the middle of an entry")
+}
+
+pub async fn import(
+    env: &Env,
+    mut req: Request,
+    path_token: Option<&str>,
+    channel_name: &str,
+) -> ApiResult<Response> {
+    let (caller, channel) =
+        authorize_change(env, &req, path_token, channel_name, Action::Write).await?;
+    let force = req
+        .url()?
+        .query_pairs()
+        .any(|(k, v)| k == "force" && (v == "true" || v == "1"));
+    checked_length(env, &req)?;
+    let body = SharedBody(Rc::new(RefCell::new(Some(Body {
+        stream: req.stream()?,
+        buffered: Vec::new(),
+        offset: 0,
+    }))));
+
+    let mut results = Vec::new();
+    let mut subdirs = BTreeSet::new();
+    let outcome = read_members(env, &channel.name, &body, force, &mut results, &mut subdirs).await;
+    // Whatever was committed is built, even when the tar turned out broken further on.
+    let index = ChannelIndexClient::new(env, &channel.name)?;
+    for subdir in &subdirs {
+        index.build(&channel.name, subdir).await?;
+    }
+    let count = |status: u16| results.iter().filter(|r| r["status"] == status).count();
+    let summary = json!({
+        "created": count(201),
+        "unchanged": count(200),
+        "failed": results.iter().filter(|r| r["status"].as_u64().unwrap_or(0) >= 400).count(),
+        "results": results,
+    });
+    super::log::change("import", &caller.name, &channel.name, 200);
+    match outcome {
+        Ok(()) => Ok(Response::from_json(&summary)?),
+        Err(error) => {
+            let body = json!({ "error": error.message, "results": summary["results"] });
+            Ok(Response::from_json(&body)?.with_status(error.status))
+        }
+    }
+}
+
+async fn read_members(
+    env: &Env,
+    channel: &str,
+    body: &SharedBody,
+    force: bool,
+    results: &mut Vec<serde_json::Value>,
+    subdirs: &mut BTreeSet<String>,
+) -> ApiResult<()> {
+    let mut next_path: Option<String> = None;
+    loop {
+        let block = match body.take(512).await? {
+            None => return Ok(()),
+            Some(first) => {
+                let mut block = first;
+                block.extend(body.read_exact(512 - block.len()).await?);
+                block
+            }
+        };
+        let header = TarHeader::parse(&block)
+            .map_err(|e| ApiError::bad_request(format!("not a tar stream: {e}")))?;
+        let Some(header) = header else {
+            return Ok(());
+        };
+        let end = body.offset() + header.size + padding_for(header.size) as u64;
+        match header.kind {
+            TarEntryKind::LongName | TarEntryKind::PaxHeader => {
+                let data = body.read_exact(header.size as usize).await?;
+                next_path = header
+                    .next_path(&data)
+                    .map_err(|e| ApiError::bad_request(format!("not a tar stream: {e}")))?
+                    .or(next_path);
+            }
+            TarEntryKind::File => {
+                let path = next_path.take().unwrap_or(header.path);
+                let filename = path.rsplit('/').next().unwrap_or_default().to_owned();
+                if check_package_filename(&filename).is_ok() {
+                    let file = IncomingFile {
+                        filename: filename.clone(),
+                        sha256: None,
+                        length: header.size,
+                        bytes: body.member(header.size),
+                    };
+                    // A body that ended inside this member fails it, and the skip below.
+                    let result = ingest(env, channel, file, force, false).await;
+                    results.push(match result {
+                        Ok(ingested) => {
+                            subdirs.insert(ingested.subdir.clone());
+                            json!({ "filename": filename, "status": ingested.status, "subdir": ingested.subdir })
+                        }
+                        Err(error) => {
+                            json!({ "filename": filename, "status": error.status, "error": error.message })
+                        }
+                    });
+                }
+            }
+            TarEntryKind::Other => {}
+        }
+        body.skip_to(end).await?;
+    }
+}
