@@ -8,6 +8,10 @@ use super::PackageError;
 /// How much decompressed data is read while looking for `info/`: a small archive must not be
 /// able to make the server inflate gigabytes.
 const MAX_DECOMPRESSED: u64 = 512 * 1024 * 1024;
+/// bzip2's low-memory decoder: about 2.3 MB instead of 3.6 MB per upload for 900k blocks. Only
+/// the info/ section is decompressed, so its lower speed costs little, and uploads running side
+/// by side in one isolate share its 128 MB.
+const SMALL_DECOMPRESS: bool = true;
 
 pub struct TarBz2Scanner {
     decoder: Decompress,
@@ -20,7 +24,7 @@ pub struct TarBz2Scanner {
 impl Default for TarBz2Scanner {
     fn default() -> Self {
         Self {
-            decoder: Decompress::new(false),
+            decoder: Decompress::new(SMALL_DECOMPRESS),
             tar: TarScanner::default(),
             out: vec![0; 64 * 1024],
             decompressed: 0,
@@ -40,7 +44,7 @@ impl TarBz2Scanner {
                     break;
                 }
                 // Concatenated bzip2 streams (as written by parallel compressors).
-                self.decoder = Decompress::new(false);
+                self.decoder = Decompress::new(SMALL_DECOMPRESS);
                 self.stream_ended = false;
             }
             let (in_before, out_before) = (self.decoder.total_in(), self.decoder.total_out());
