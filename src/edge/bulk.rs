@@ -16,7 +16,7 @@ use worker::{ByteStream, Env, Request, Response};
 use super::auth::authorize_change;
 use super::channel_index::ChannelIndexClient;
 use super::error::{ApiError, ApiResult};
-use super::upload::{checked_length, ingest, IncomingFile};
+use super::upload::{checked_length, force_requested, ingest, IncomingFile};
 use crate::access::Action;
 use crate::names::check_package_filename;
 use crate::package::{padding_for, TarEntryKind, TarHeader};
@@ -119,10 +119,7 @@ pub async fn import(
 ) -> ApiResult<Response> {
     let (caller, channel) =
         authorize_change(env, &req, path_token, channel_name, Action::Write).await?;
-    let force = req
-        .url()?
-        .query_pairs()
-        .any(|(k, v)| k == "force" && (v == "true" || v == "1"));
+    let force = force_requested(&req)?;
     checked_length(env, &req)?;
     let body = SharedBody(Rc::new(RefCell::new(Some(Body {
         stream: req.stream()?,

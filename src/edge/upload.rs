@@ -53,10 +53,7 @@ pub async fn upload(
     let (caller, channel) =
         authorize_change(env, &req, path_token, channel_name, Action::Write).await?;
 
-    let force = req
-        .url()?
-        .query_pairs()
-        .any(|(k, v)| k == "force" && (v == "true" || v == "1"));
+    let force = force_requested(&req)?;
     let length = checked_length(env, &req)?;
     let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
     let body = req.stream()?;
@@ -200,6 +197,14 @@ async fn commit(
         subdir: package.subdir,
         record: outcome.record.unwrap_or_default(),
     })
+}
+
+/// `?force=true`: replace a file of the same name with other content.
+pub(super) fn force_requested(req: &Request) -> ApiResult<bool> {
+    Ok(req
+        .url()?
+        .query_pairs()
+        .any(|(k, v)| k == "force" && (v == "true" || v == "1")))
 }
 
 /// The request's Content-Length, within the upload limit (checked before the body is read).
