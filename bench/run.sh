@@ -16,7 +16,7 @@ bash scripts/build.sh
 VENV=$(bash scripts/test-venv.sh)
 
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(reads)
+[ ${#benches[@]} -gt 0 ] || benches=(reads publish)
 for bench in "${benches[@]}"; do
     echo "== bench: $bench"
     "$VENV/bin/python" "bench/$bench.py"

@@ -4,6 +4,7 @@
 //! |-------------|----------------------------------------------|--------------------|
 //! | POST        | /api/v1/upload/<channel>                     | [`upload::upload`] |
 //! | POST        | /api/v1/import/<channel> (a tar of packages)  | [`bulk::import`]   |
+//! | POST        | /api/v1/debug/put (admins; the storage floor) | [`upload::bare_put`] |
 //! | DELETE      | /api/v1/delete/<channel>/<subdir>/<filename> | [`delete::delete`] |
 //! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`) | [`serve::serve_file`] |
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
@@ -84,6 +85,9 @@ async fn route(
             check_subdir(subdir).map_err(ApiError::bad_request)?;
             check_package_filename(filename).map_err(ApiError::bad_request)?;
             delete::delete(env, &req, path_token, channel, subdir, filename).await
+        }
+        (Method::Post, ["api", "v1", "debug", "put"]) => {
+            upload::bare_put(env, req, path_token).await
         }
         (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(env, &req, path_token).await,
         (Method::Get, ["api", "v1", "channels"]) => {

@@ -390,3 +390,27 @@ pub(super) fn inspect(
         }
     })
 }
+
+/// `POST /api/v1/debug/put`: the floor the upload path is measured against — the body streamed
+/// into R2 as it is, with no hashing, reading or index, then deleted. Site admins only.
+pub async fn bare_put(env: &Env, req: Request, path_token: Option<&str>) -> ApiResult<Response> {
+    let caller = super::auth::require_principal(env, &req, path_token).await?;
+    if !caller.is_admin {
+        return Err(ApiError::forbidden(
+            "the storage floor measurement is for site admins",
+        ));
+    }
+    let length = checked_length(env, &req)?;
+    let key = format!(".bench/{}", random_id());
+    let bucket = env.bucket("PACKAGES")?;
+    let body = req
+        .inner()
+        .body()
+        .ok_or_else(|| ApiError::bad_request("the request has no body"))?;
+    let stored = bucket.put(&key, body).execute().await;
+    bucket.delete(&key).await?;
+    stored.map_err(|e| ApiError::bad_request(format!("the body could not be stored: {e}")))?;
+    Ok(Response::from_json(
+        &serde_json::json!({ "bytes": length }),
+    )?)
+}

@@ -134,3 +134,16 @@ def test_admin_commands_for_visibility_and_deletion(server, make_user):
     listed = server.admin("key", "list", admin.name)
     assert [k["name"] for k in listed] == ["tests"]
     assert all("key_hash" not in k for k in listed)
+
+
+def test_storage_floor_endpoint(server, owner, make_user):
+    """The bare R2 put that `npm run bench -- publish` compares uploads with: admins only, and
+    it keeps nothing."""
+    url = f"{server.url}/api/v1/debug/put"
+    assert requests.post(url, data=b"x" * 1000, timeout=10).status_code == 401
+    assert requests.post(url, data=b"x" * 1000, headers=owner.auth, timeout=10).status_code == 403
+    admin = make_user(admin=True)
+    response = requests.post(url, data=b"x" * 1000, headers=admin.auth, timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"bytes": 1000}
+    assert not [k for k in server.r2_keys() if k.startswith(".bench/")]
