@@ -27,11 +27,11 @@ impl Shard {
     pub fn hex(&self) -> String {
         hex::encode(self.sha256)
     }
+}
 
-    /// The object name of the shard inside the subdir.
-    pub fn filename(&self) -> String {
-        format!("{}.msgpack.zst", self.hex())
-    }
+/// Where the shard with this (hex) hash lives inside its subdir.
+pub fn shard_path(hex: &str) -> String {
+    format!("shards/{hex}.msgpack.zst")
 }
 
 /// Is `name` the file name of a shard (`<64 hex digits>.msgpack.zst`)?
@@ -165,7 +165,8 @@ mod tests {
         let two = build_shard([("a-1-0.conda", RECORD), ("a-1-0.tar.bz2", RECORD)]);
         assert_eq!(one, two);
         assert_eq!(one.sha256, <[u8; 32]>::from(Sha256::digest(&one.bytes)));
-        assert!(is_shard_filename(&one.filename()));
+        let path = shard_path(&one.hex());
+        assert!(is_shard_filename(path.strip_prefix("shards/").unwrap()));
         assert!(!is_shard_filename("../x.msgpack.zst"));
     }
 

@@ -45,6 +45,15 @@ impl Principal {
         }
     }
 
+    /// 403 unless the caller is a site admin; `what` names what is reserved to them.
+    pub fn require_admin(&self, what: &str) -> ApiResult<()> {
+        if self.is_admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("{what} is for site admins")))
+        }
+    }
+
     /// Creating channels and managing keys (see [`may_manage_account`]); 403 otherwise.
     pub fn require_unlimited_key(&self) -> ApiResult<()> {
         if may_manage_account(self.key.read_only, self.key.channels.is_some()) {

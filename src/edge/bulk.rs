@@ -142,7 +142,8 @@ pub async fn import(
         "failed": results.iter().filter(|r| r["status"].as_u64().unwrap_or(0) >= 400).count(),
         "results": results,
     });
-    super::log::change("import", &caller.name, &channel.name, 200);
+    let status = outcome.as_ref().map_or_else(|e| e.status, |()| 200);
+    super::log::change("import", &caller.name, &channel.name, status);
     match outcome {
         Ok(()) => Ok(Response::from_json(&summary)?),
         Err(error) => {

@@ -546,11 +546,7 @@ pub async fn channel_stats(
     name: &str,
 ) -> ApiResult<Response> {
     let caller = require_principal(env, req, path_token).await?;
-    if !caller.is_admin {
-        return Err(ApiError::forbidden(
-            "channel statistics are for site admins",
-        ));
-    }
+    caller.require_admin("channel statistics")?;
     find_channel(env, name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no channel named '{name}'")))?;

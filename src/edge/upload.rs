@@ -395,11 +395,7 @@ pub(super) fn inspect(
 /// into R2 as it is, with no hashing, reading or index, then deleted. Site admins only.
 pub async fn bare_put(env: &Env, req: Request, path_token: Option<&str>) -> ApiResult<Response> {
     let caller = super::auth::require_principal(env, &req, path_token).await?;
-    if !caller.is_admin {
-        return Err(ApiError::forbidden(
-            "the storage floor measurement is for site admins",
-        ));
-    }
+    caller.require_admin("the storage floor measurement")?;
     let length = checked_length(env, &req)?;
     let key = format!(".bench/{}", random_id());
     let bucket = env.bucket("PACKAGES")?;

@@ -235,12 +235,10 @@ impl TarScanner {
         let data = std::mem::take(&mut self.buf);
         match target {
             DataTarget::Keep(file) => *self.files.slot(file) = Some(data),
-            DataTarget::LongName => {
-                let name = data.split(|&b| b == 0).next().unwrap_or_default();
-                self.next_path = Some(utf8_path(name)?);
-            }
+            DataTarget::LongName => self.next_path = extended_path(TarEntryKind::LongName, &data)?,
             DataTarget::PaxHeader => {
-                self.next_path = pax_path(&data)?.or(self.next_path.take());
+                self.next_path =
+                    extended_path(TarEntryKind::PaxHeader, &data)?.or(self.next_path.take());
             }
             DataTarget::Skip | DataTarget::Drop => {}
         }
@@ -292,14 +290,18 @@ impl TarHeader {
 
     /// The data of a long-name or pax entry turned into the path it gives the next entry.
     pub fn next_path(&self, data: &[u8]) -> Result<Option<String>, PackageError> {
-        match self.kind {
-            TarEntryKind::LongName => {
-                let name = data.split(|&b| b == 0).next().unwrap_or_default();
-                utf8_path(name).map(Some)
-            }
-            TarEntryKind::PaxHeader => pax_path(data),
-            _ => Ok(None),
+        extended_path(self.kind, data)
+    }
+}
+
+fn extended_path(kind: TarEntryKind, data: &[u8]) -> Result<Option<String>, PackageError> {
+    match kind {
+        TarEntryKind::LongName => {
+            let name = data.split(|&b| b == 0).next().unwrap_or_default();
+            utf8_path(name).map(Some)
         }
+        TarEntryKind::PaxHeader => pax_path(data),
+        _ => Ok(None),
     }
 }
 

@@ -7,14 +7,9 @@ use worker::{Date, SqlStorageValue};
 use super::super::object_writer::{ObjectWriter, DEFAULT_PART_BYTES};
 use super::super::storage::file_key;
 use super::{metadata, millis, ChannelIndex};
-use crate::repodata::{run_exports_entry, IndexWriter};
+use crate::repodata::{run_exports_entry, IndexWriter, REPODATA_ZSTD_LEVEL};
 use crate::shards::{self, build_index, build_shard};
 
-/// zstd level of repodata.json.zst. On a 7.8 MB repodata.json (20,000 records) level 3 took
-/// 27 ms for 26.6% of the size, level 16 2.2 s for 23.0% and level 19 4.6 s (native; wasm is
-/// slower): above 12 the CPU cost grows a hundredfold for a few percent, which a channel the
-/// size of conda-forge's linux-64 (254 MB) could not afford inside one request.
-const REPODATA_ZSTD_LEVEL: i32 = 3;
 /// Rows read from SQLite at a time while building the monolithic files (a row holds at most
 /// about 1 MB: index.json and run_exports.json are capped at 256 KiB each).
 const BUILD_PAGE_ROWS: i64 = 32;
@@ -124,7 +119,7 @@ impl ChannelIndex {
             sha256: String,
         }
         let bucket = self.bucket()?;
-        let shard_key = |hex: &str| file_key(channel, subdir, &format!("shards/{hex}.msgpack.zst"));
+        let shard_key = |hex: &str| file_key(channel, subdir, &shards::shard_path(hex));
         let now = Date::now().as_millis();
         let dirty: Vec<Name> = self
             .sql()
