@@ -5,11 +5,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REQS_HASH=$(sha256sum "$ROOT/tests/requirements.txt" | cut -c1-12)
 VENV="${CONDAFLARE_CACHE:-$HOME/.cache/condaflare}/venv-$REQS_HASH"
-if [ ! -x "$VENV/bin/pytest" ]; then
+# Built in place (a venv's scripts name its path) and marked complete only at the end.
+if [ ! -f "$VENV/.complete" ]; then
     echo "setup: installing test drivers into $VENV" >&2
-    rm -rf "$VENV.tmp"
-    python3 -m venv "$VENV.tmp"
-    "$VENV.tmp/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/tests/requirements.txt" >&2
-    rm -rf "$VENV" && mv "$VENV.tmp" "$VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/tests/requirements.txt" >&2
+    touch "$VENV/.complete"
 fi
 echo "$VENV"

@@ -5,7 +5,8 @@
 //! hashing, validation, commit) without being buffered; files that are not package files
 //! (a channel's repodata.json, say) are skipped, and directories in paths are ignored: the
 //! subdir comes from each package's metadata. The artifacts are rebuilt once per touched subdir
-//! at the end, not once per package. The answer lists a result per package.
+//! at the end, not once per package. The answer lists a result per package, and per subdir
+//! whether repodata.json holds them yet (see the channel index on freshness).
 
 use std::{cell::RefCell, collections::BTreeSet, rc::Rc};
 
@@ -132,8 +133,10 @@ pub async fn import(
     let outcome = read_members(env, &channel.name, &body, force, &mut results, &mut subdirs).await;
     // Whatever was committed is built, even when the tar turned out broken further on.
     let index = ChannelIndexClient::new(env, &channel.name)?;
+    let mut repodata = serde_json::Map::new();
     for subdir in &subdirs {
-        index.build(&channel.name, subdir).await?;
+        let freshness = index.build(&channel.name, subdir).await?;
+        repodata.insert(subdir.clone(), freshness.as_str().into());
     }
     let count = |status: u16| results.iter().filter(|r| r["status"] == status).count();
     let summary = json!({
@@ -141,6 +144,7 @@ pub async fn import(
         "unchanged": count(200),
         "failed": results.iter().filter(|r| r["status"].as_u64().unwrap_or(0) >= 400).count(),
         "results": results,
+        "repodata_json": repodata,
     });
     let status = outcome.as_ref().map_or_else(|e| e.status, |()| 200);
     super::log::change("import", &caller.name, &channel.name, status);

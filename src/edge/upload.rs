@@ -10,7 +10,7 @@ use futures_util::{stream, Stream, StreamExt};
 use worker::{ByteStream, Env, FixedLengthStream, Request, Response};
 
 use super::auth::authorize_change;
-use super::channel_index::{ChannelIndexClient, CommitRequest, CommitStatus};
+use super::channel_index::{ChannelIndexClient, CommitRequest, CommitStatus, Freshness};
 use super::error::{ApiError, ApiResult};
 use super::storage::{file_key, random_id, staging_key};
 use crate::access::Action;
@@ -42,7 +42,13 @@ pub(super) struct Ingested {
     pub subdir: String,
     /// The stored record, canonical JSON.
     pub record: String,
+    /// Whether repodata.json holds it yet (`None` when the build was left to the caller).
+    pub repodata: Option<Freshness>,
 }
+
+/// Tells the uploader whether repodata.json holds the package yet (`current`) or will with the
+/// build already scheduled (`pending`); the shards always do.
+pub const REPODATA_FRESHNESS_HEADER: &str = "X-Repodata-Json";
 
 pub async fn upload(
     env: &Env,
@@ -67,9 +73,11 @@ pub async fn upload(
     let path = format!("{}/{filename}", channel.name);
     super::log::change("upload", &caller.name, &path, status);
     let ingested = result?;
+    let freshness = ingested.repodata.unwrap_or(Freshness::Current);
     Ok(Response::builder()
         .with_status(ingested.status)
         .with_header("Content-Type", "application/json")?
+        .with_header(REPODATA_FRESHNESS_HEADER, freshness.as_str())?
         .with_header(
             "Location",
             &format!("/{}", file_key(&channel.name, &ingested.subdir, &filename)),
@@ -196,6 +204,7 @@ async fn commit(
         status,
         subdir: package.subdir,
         record: outcome.record.unwrap_or_default(),
+        repodata: outcome.repodata,
     })
 }
 

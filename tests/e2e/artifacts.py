@@ -3,6 +3,7 @@ shard index and its shards (CEP 16)."""
 
 import hashlib
 import json
+import time
 
 import msgpack
 import requests
@@ -61,6 +62,21 @@ def repodata(server, channel, subdir):
     return response.json()
 
 
+def wait_for_repodata(server, channel: str, subdirs=("noarch",), timeout: float = 60) -> None:
+    """Waits until each subdir's repodata.json holds what its shards hold: after an upload that
+    answered `X-Repodata-Json: pending`, the build that catches up is already scheduled."""
+    deadline = time.monotonic() + timeout
+    for subdir in subdirs:
+        while True:
+            response = get(server, f"{channel}/{subdir}/repodata.json")
+            data = response.json() if response.status_code == 200 else {"packages": {}, "packages.conda": {}}
+            sharded = records_from_shards(server, channel, subdir)
+            if all(sharded[s] == data[s] for s in ("packages", "packages.conda")):
+                break
+            assert time.monotonic() < deadline, f"{channel}/{subdir}/repodata.json did not catch up with its shards"
+            time.sleep(0.2)
+
+
 def assert_channel_consistent(server, channel):
     """DESIGN invariant 1: every record, in repodata.json, repodata.json.zst and the shards,
     points at an object with exactly its sha256, md5 and size; every package object has a
@@ -68,6 +84,8 @@ def assert_channel_consistent(server, channel):
     keys = server.r2_keys()
     listed = set()
     subdirs = {key.split("/")[1] for key in keys if key.startswith(f"{channel}/")} | {"noarch"}
+    wait_for_repodata(server, channel, subdirs)
+    keys = server.r2_keys()
     for subdir in subdirs:
         data = repodata(server, channel, subdir)
         compressed = get(server, f"{channel}/{subdir}/repodata.json.zst")

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import msgpack
 import requests
 
-from artifacts import assert_channel_consistent, get, records_from_shards, shard_index, shard_url, unzstd
+from artifacts import assert_channel_consistent, get, records_from_shards, shard_index, shard_url, unzstd, wait_for_repodata
 from conftest import FIXTURES, PACKAGES, R2_PART_BYTES, SHARD_RETENTION_SECONDS, upload_raw
 from harness import running_server
 from pkgbuild import build_tar_bz2
@@ -158,6 +158,50 @@ def test_records_match_py_rattlers_indexer(server, owner, channel, tmp_path):
     assert compared == 25
 
 
+def builds_logged(server, channel: str, after_ms: float = 0) -> list[dict]:
+    """The monolithic builds of `channel` the Worker logged, from `after_ms` (epoch) on."""
+    lines = (json.loads(line) for line in server.log().splitlines() if line.startswith("{") and '"event":"build"' in line)
+    return [line for line in lines if line["channel"] == channel and line["time"] > after_ms]
+
+
+def test_a_burst_is_coalesced_and_repodata_catches_up_within_the_bound(server, owner, channel):
+    """Every upload answers once its package is in the shard index and its shard. repodata.json
+    holds it at once when the answer says `X-Repodata-Json: current`; when it says `pending`, a
+    build was running, and repodata.json holds it after that build and at most one more. A burst
+    costs far fewer builds than uploads."""
+    # Records of 100 KB make each build take a while, so that uploads meet running builds.
+    ballast = [build_tar_bz2(f"ballast{i}", index_overrides={"description": "b" * 100_000}) for i in range(12)]
+    for filename, data in ballast:
+        assert upload_raw(server, channel, filename, data, headers=owner.auth).headers["X-Repodata-Json"] == "current"
+    packages = [build_tar_bz2(f"burst{i}") for i in range(16)]
+
+    def upload_and_look(package):
+        filename, data = package
+        response = upload_raw(server, channel, filename, data, headers=owner.auth)
+        name = filename.rsplit("-", 2)[0]
+        digest = shard_index(server, channel, "noarch")["shards"][name]
+        shard = msgpack.unpackb(unzstd(get(server, shard_url(channel, "noarch", digest)).content))
+        listed = filename in get(server, f"{channel}/noarch/repodata.json").json()["packages"]
+        return response, filename in shard["packages"], listed
+
+    started_ms = time.time() * 1000
+    with ThreadPoolExecutor(max_workers=len(packages)) as pool:
+        results = list(pool.map(upload_and_look, packages))
+    answered_ms = time.time() * 1000
+    assert [r.status_code for r, _, _ in results] == [201] * len(packages)
+    assert all(in_shard for _, in_shard, _ in results)
+    freshness = [r.headers["X-Repodata-Json"] for r, _, _ in results]
+    assert set(freshness) <= {"current", "pending"}
+    assert all(listed for (_, _, listed), said in zip(results, freshness) if said == "current")
+
+    wait_for_repodata(server, channel)
+    listed = get(server, f"{channel}/noarch/repodata.json").json()["packages"]
+    assert {filename for filename, _ in packages + ballast} == set(listed)
+    assert len(builds_logged(server, channel, after_ms=answered_ms)) <= 2
+    assert len(builds_logged(server, channel, after_ms=started_ms)) < len(packages)
+    assert_channel_consistent(server, channel)
+
+
 def test_a_subdir_larger_than_several_r2_parts(tmp_path):
     """The monolithic files are streamed to R2 part by part: a subdir whose repodata.json takes
     three parts still reads back whole and agrees with its .zst and its shards, and the
@@ -178,14 +222,12 @@ def test_a_subdir_larger_than_several_r2_parts(tmp_path):
         with ThreadPoolExecutor(max_workers=6) as pool:
             statuses = set(pool.map(lambda p: upload_raw(server, "bulky", p[0], p[1], headers=auth).status_code, packages))
         assert statuses == {201}
+        wait_for_repodata(server, "bulky")
         repodata = get(server, "bulky/noarch/repodata.json")
         assert len(repodata.content) > 2 * R2_PART_BYTES
         assert set(repodata.json()["packages"]) == {name for name, _ in packages}
         assert_channel_consistent(server, "bulky")
-        builds = [
-            json.loads(line) for line in server.log().splitlines()
-            if line.startswith("{") and '"event":"build"' in line
-        ]
+        builds = builds_logged(server, "bulky")
         assert builds[-1]["repodata_parts"] == 3
         assert builds[-1]["repodata_bytes"] == len(repodata.content)
 

@@ -20,7 +20,7 @@ from conftest import (
     upload_multipart,
     upload_raw,
 )
-from artifacts import assert_channel_consistent, repodata
+from artifacts import assert_channel_consistent, repodata, wait_for_repodata
 from pkgbuild import build_tar_bz2
 
 
@@ -218,6 +218,7 @@ def test_concurrent_uploads_all_land(server, owner, channel):
     with ThreadPoolExecutor(max_workers=len(packages)) as pool:
         statuses = list(pool.map(lambda p: upload_raw(server, channel, p[0], p[1], headers=owner.auth).status_code, packages))
     assert statuses == [201] * len(packages)
+    wait_for_repodata(server, channel, ("noarch", "linux-64", "osx-64", "win-64"))
 
     seen = {}
     for subdir in ("noarch", "linux-64", "osx-64", "win-64"):
@@ -239,6 +240,7 @@ def test_concurrent_duplicates(server, owner, channel):
         results = list(pool.map(lambda v: upload_raw(server, channel, v[0], v[1], headers=owner.auth), variants))
     assert sorted(r.status_code for r in results) == [201] + [409] * 7
     winner = next(v for v, r in zip(variants, results) if r.status_code == 201)
+    wait_for_repodata(server, channel)
     assert repodata(server, channel, "noarch")["packages"][winner[0]]["sha256"] == sha256_of(winner[1])
     assert_channel_consistent(server, channel)
 

@@ -6,7 +6,7 @@ use worker::{Date, SqlStorageValue};
 
 use super::super::object_writer::{ObjectWriter, DEFAULT_PART_BYTES};
 use super::super::storage::file_key;
-use super::{metadata, millis, ChannelIndex};
+use super::{metadata, millis, ChannelIndex, Freshness};
 use crate::repodata::{run_exports_entry, IndexWriter, REPODATA_ZSTD_LEVEL};
 use crate::shards::{self, build_index, build_shard};
 
@@ -60,55 +60,111 @@ impl Monolithic<'_> {
 }
 
 impl ChannelIndex {
-    pub(super) async fn build_if_dirty(&self, channel: &str, subdir: &str) -> worker::Result<()> {
-        let pending: Vec<serde_json::Value> = self
-            .sql()
-            .exec(
-                "SELECT name FROM dirty WHERE subdir = ? LIMIT 1",
-                vec![subdir.into()],
-            )?
-            .to_array()?;
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let generation = self
-            .generations
-            .borrow()
-            .get(subdir)
-            .map_or(1, |g| g.changed.max(1));
-        self.build(channel, subdir, generation).await
-    }
-
-    /// Makes sure every artifact of `subdir` covers change number `generation`: first the
-    /// shards of changed names, then the shard index naming them, then the monolithic files.
-    pub(super) async fn build(
+    /// Brings the artifacts of `subdir` up to date with its rows: the shards of changed names
+    /// and the shard index always, the monolithic files if no build of them is running or if
+    /// `wait` (otherwise the alarm builds them next, and this answers `Pending`).
+    pub(super) async fn bring_up_to_date(
         &self,
         channel: &str,
         subdir: &str,
-        generation: u64,
-    ) -> worker::Result<()> {
-        let _build = self.builds.lock().await;
-        let covered = {
-            let generations = self.generations.borrow();
-            let current = generations.get(subdir).copied().unwrap_or_default();
-            if current.built >= generation {
-                return Ok(());
-            }
-            current.changed
-        };
-        self.build_shards(channel, subdir).await?;
-        self.build_monolithic(channel, subdir).await?;
-        if let Some(entry) = self.generations.borrow_mut().get_mut(subdir) {
-            entry.built = entry.built.max(covered);
+        wait: bool,
+    ) -> worker::Result<Freshness> {
+        {
+            // Under the lock, a name not marked dirty has its shard written.
+            let _build = self.shard_builds.lock().await;
+            self.build_shards(channel, subdir).await?;
         }
-        Ok(())
+        let build = if wait {
+            Some(self.repodata_builds.lock().await)
+        } else {
+            self.repodata_builds.try_lock()
+        };
+        if build.is_none() {
+            self.schedule_alarm().await?;
+            return Ok(Freshness::Pending);
+        }
+        self.build_repodata_if_stale(channel, subdir).await?;
+        Ok(Freshness::Current)
     }
 
+    /// Builds the monolithic files of `subdir` if they miss a change; the caller holds
+    /// `repodata_builds`. The mark is claimed before the first row is read, so a change that
+    /// lands during the build marks the subdir again for the next one.
+    pub(super) async fn build_repodata_if_stale(
+        &self,
+        channel: &str,
+        subdir: &str,
+    ) -> worker::Result<()> {
+        #[derive(Deserialize)]
+        struct Claimed {
+            since: i64,
+        }
+        let claimed: Vec<Claimed> = self
+            .sql()
+            .exec(
+                "DELETE FROM stale_repodata WHERE subdir = ? RETURNING since",
+                vec![subdir.into()],
+            )?
+            .to_array()?;
+        let Some(Claimed { since }) = claimed.into_iter().next() else {
+            return Ok(());
+        };
+        let built = self.build_monolithic(channel, subdir).await;
+        if built.is_err() {
+            self.sql().exec(
+                "INSERT OR IGNORE INTO stale_repodata (subdir, channel, since) VALUES (?, ?, ?)",
+                vec![
+                    subdir.into(),
+                    channel.into(),
+                    SqlStorageValue::try_from_i64(since)?,
+                ],
+            )?;
+        }
+        built
+    }
+
+    /// Rewrites the shards of the names marked dirty, then the shard index; the caller holds
+    /// `shard_builds`. With no name marked, everything is written already.
     async fn build_shards(&self, channel: &str, subdir: &str) -> worker::Result<()> {
         #[derive(Deserialize)]
         struct Name {
             name: String,
         }
+        let names: Vec<String> = self
+            .sql()
+            .exec(
+                "SELECT name FROM dirty WHERE subdir = ?",
+                vec![subdir.into()],
+            )?
+            .to_array::<Name>()?
+            .into_iter()
+            .map(|row| row.name)
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        // Claimed in the same synchronous step: a change that lands while the shards are
+        // written marks its name again for the next build.
+        self.sql()
+            .exec("DELETE FROM dirty WHERE subdir = ?", vec![subdir.into()])?;
+        let written = self.write_shards(channel, subdir, &names).await;
+        if written.is_err() {
+            for name in &names {
+                self.sql().exec(
+                    "INSERT OR IGNORE INTO dirty (subdir, name) VALUES (?, ?)",
+                    vec![subdir.into(), name.as_str().into()],
+                )?;
+            }
+        }
+        written
+    }
+
+    async fn write_shards(
+        &self,
+        channel: &str,
+        subdir: &str,
+        names: &[String],
+    ) -> worker::Result<()> {
         #[derive(Deserialize)]
         struct Row {
             filename: String,
@@ -121,20 +177,7 @@ impl ChannelIndex {
         let bucket = self.bucket()?;
         let shard_key = |hex: &str| file_key(channel, subdir, &shards::shard_path(hex));
         let now = Date::now().as_millis();
-        let dirty: Vec<Name> = self
-            .sql()
-            .exec(
-                "SELECT name FROM dirty WHERE subdir = ?",
-                vec![subdir.into()],
-            )?
-            .to_array()?;
-        for Name { name } in dirty {
-            // Claimed before its rows are read, in the same synchronous step: a change that lands
-            // while this shard is written marks the name again for the next build.
-            self.sql().exec(
-                "DELETE FROM dirty WHERE subdir = ? AND name = ?",
-                vec![subdir.into(), name.as_str().into()],
-            )?;
+        for name in names {
             let rows: Vec<Row> = self
                 .sql()
                 .exec(
@@ -165,19 +208,11 @@ impl ChannelIndex {
                 );
                 let hex = shard.hex();
                 if old.as_deref() != Some(hex.as_str()) {
-                    let written = bucket
+                    bucket
                         .put(shard_key(&hex), shard.bytes)
                         .http_metadata(metadata("application/zstd"))
                         .execute()
-                        .await;
-                    if let Err(error) = written {
-                        // Not written: the name stays marked for the next build.
-                        self.sql().exec(
-                            "INSERT OR IGNORE INTO dirty (subdir, name) VALUES (?, ?)",
-                            vec![subdir.into(), name.as_str().into()],
-                        )?;
-                        return Err(error);
-                    }
+                        .await?;
                     self.sql().exec(
                         "INSERT OR REPLACE INTO shards (subdir, name, sha256) VALUES (?, ?, ?)",
                         vec![subdir.into(), name.as_str().into(), hex.as_str().into()],
@@ -225,7 +260,7 @@ impl ChannelIndex {
                 .execute()
                 .await?;
         }
-        self.schedule_shard_cleanup().await
+        self.schedule_alarm().await
     }
 
     /// repodata.json (and its .zst) and run_exports.json, from every row of the subdir.
@@ -304,24 +339,34 @@ impl ChannelIndex {
             .unwrap_or(DEFAULT_PART_BYTES)
     }
 
-    /// Sets the alarm for when the oldest superseded shard may go.
-    pub(super) async fn schedule_shard_cleanup(&self) -> worker::Result<()> {
+    /// Sets the alarm for the next thing due: a build of stale monolithic files (now), else the
+    /// deletion of the oldest superseded shard.
+    pub(super) async fn schedule_alarm(&self) -> worker::Result<()> {
         #[derive(Deserialize)]
-        struct Oldest {
+        struct Due {
+            stale: i64,
             oldest: Option<f64>,
         }
-        let oldest = self
+        let due = self
             .sql()
-            .exec("SELECT MIN(retired_at) AS oldest FROM retired_shards", None)?
-            .one::<Oldest>()?
-            .oldest;
-        if let Some(oldest) = oldest {
-            let due = oldest as u64 + self.shard_retention_ms();
+            .exec(
+                "SELECT EXISTS (SELECT 1 FROM stale_repodata) AS stale, \
+                 (SELECT MIN(retired_at) FROM retired_shards) AS oldest",
+                None,
+            )?
+            .one::<Due>()?;
+        let now = Date::now().as_millis();
+        let due = if due.stale != 0 {
+            Some(now)
+        } else {
+            due.oldest
+                .map(|oldest| oldest as u64 + self.shard_retention_ms())
+        };
+        if let Some(due) = due {
             let storage = self.state.storage();
             if storage.get_alarm().await?.is_none_or(|at| at as u64 > due) {
                 // An integer alarm time is an offset from now, in milliseconds.
-                let offset = due.saturating_sub(Date::now().as_millis());
-                storage.set_alarm(offset as i64).await?;
+                storage.set_alarm(due.saturating_sub(now) as i64).await?;
             }
         }
         Ok(())

@@ -1,14 +1,18 @@
 //! The channel index: one Durable Object per channel, the only writer of its records and
 //! artifacts.
 //!
-//! Requests to one object interleave at every await, so two locks order the work: `writes`
-//! makes "check the existing record, move the object into place, store the row" one step, and
-//! `builds` lets one rebuild of a subdir's repodata.json run at a time. A rebuild covers every
-//! row stored before it started, so uploads that arrive during a rebuild share the next one.
+//! Requests to one object interleave at every await, so three locks order the work: `writes`
+//! makes "check the existing record, move the object into place, store the row" one step;
+//! `shard_builds` lets one shard build run at a time, and `repodata_builds` one build of the
+//! monolithic files (repodata.json, its .zst, run_exports.json).
+//!
+//! Freshness: a change answers once it is in the shards and the shard index. It also waits for
+//! the monolithic files when no build of them is running (a quiet channel reads its own writes
+//! everywhere). When one is running, the change answers `pending` at once and the alarm runs
+//! the next build as soon as the running one ends, so under load repodata.json lags a change by
+//! at most the build in progress plus one more, and a burst of uploads costs two builds.
 
 mod build;
-
-use std::{cell::RefCell, collections::HashMap};
 
 use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
@@ -27,8 +31,9 @@ use crate::repodata::record_json;
 /// The index of record. `packages` holds one row per file; `shards` the current shard of each
 /// package name; `dirty` the names whose shard must be rewritten by the next build (kept in
 /// storage, so a restart between a change and its build loses nothing); `retired_shards` the
-/// superseded shards, deleted by the alarm once clients can no longer hold an index naming them.
-const SCHEMA: [&str; 4] = [
+/// superseded shards, deleted by the alarm once clients can no longer hold an index naming them;
+/// `stale_repodata` the subdirs whose monolithic files miss a change, and since when.
+const SCHEMA: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS packages (
         subdir TEXT NOT NULL,
         filename TEXT NOT NULL,
@@ -50,6 +55,9 @@ const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS retired_shards (
         key TEXT PRIMARY KEY, retired_at INTEGER NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS stale_repodata (
+        subdir TEXT PRIMARY KEY, channel TEXT NOT NULL, since INTEGER NOT NULL
+    )",
 ];
 
 /// How long a superseded shard stays readable, unless `SHARD_RETENTION_SECONDS` says otherwise.
@@ -69,14 +77,9 @@ pub struct CommitRequest {
     pub run_exports: Option<String>,
     pub about: Option<String>,
     pub force: bool,
-    /// Rebuild the artifacts before answering. Bulk imports commit many packages without, then
+    /// Build the artifacts before answering. Bulk imports commit many packages without, then
     /// ask for one build per subdir.
-    #[serde(default = "yes")]
     pub build: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,6 +93,28 @@ pub struct CommitOutcome {
     pub status: CommitStatus,
     /// The stored record (canonical JSON), unless the commit conflicted.
     pub record: Option<String>,
+    /// Whether repodata.json holds the change yet (always, unless the commit conflicted or
+    /// skipped the build).
+    pub repodata: Option<Freshness>,
+}
+
+/// Where the monolithic files stand when a change answers; the shards always hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Freshness {
+    /// repodata.json, its .zst and run_exports.json hold the change.
+    Current,
+    /// A build of them was running; the next one, already scheduled, will hold the change.
+    Pending,
+}
+
+impl Freshness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Freshness::Current => "current",
+            Freshness::Pending => "pending",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,18 +170,16 @@ impl ChannelIndexClient {
         self.call("/delete", request).await
     }
 
-    /// Rebuilds a subdir's artifacts if anything changed since the last build.
-    pub async fn build(&self, channel: &str, subdir: &str) -> worker::Result<()> {
-        let _: Value = self
-            .call(
-                "/build",
-                &BuildRequest {
-                    channel: channel.to_owned(),
-                    subdir: subdir.to_owned(),
-                },
-            )
-            .await?;
-        Ok(())
+    /// Brings a subdir's artifacts up to date with its rows.
+    pub async fn build(&self, channel: &str, subdir: &str) -> worker::Result<Freshness> {
+        self.call(
+            "/build",
+            &BuildRequest {
+                channel: channel.to_owned(),
+                subdir: subdir.to_owned(),
+            },
+        )
+        .await
     }
 
     /// Rows per subdir and the object's memory, for operators.
@@ -196,21 +219,13 @@ impl ChannelIndexClient {
     }
 }
 
-#[derive(Default, Clone, Copy)]
-struct Generation {
-    /// Bumped by every change to the subdir.
-    changed: u64,
-    /// The value of `changed` that the last finished rebuild covered.
-    built: u64,
-}
-
 #[durable_object]
 pub struct ChannelIndex {
     state: State,
     env: Env,
     writes: Mutex<()>,
-    builds: Mutex<()>,
-    generations: RefCell<HashMap<String, Generation>>,
+    shard_builds: Mutex<()>,
+    repodata_builds: Mutex<()>,
 }
 
 impl DurableObject for ChannelIndex {
@@ -224,8 +239,8 @@ impl DurableObject for ChannelIndex {
             state,
             env,
             writes: Mutex::new(()),
-            builds: Mutex::new(()),
-            generations: RefCell::new(HashMap::new()),
+            shard_builds: Mutex::new(()),
+            repodata_builds: Mutex::new(()),
         }
     }
 
@@ -237,16 +252,32 @@ impl DurableObject for ChannelIndex {
             "/stats" => Response::from_json(&self.stats()?),
             "/build" => {
                 let request: BuildRequest = req.json().await?;
-                self.build_if_dirty(&request.channel, &request.subdir)
+                let freshness = self
+                    .bring_up_to_date(&request.channel, &request.subdir, false)
                     .await?;
-                Response::from_json(&serde_json::json!({ "built": request.subdir }))
+                Response::from_json(&freshness)
             }
             other => Response::error(format!("no such channel index operation: {other}"), 404),
         }
     }
 
-    /// Deletes the superseded shards whose retention has passed.
+    /// Builds the monolithic files that miss changes, deletes the superseded shards whose
+    /// retention has passed, and sets the next alarm.
     async fn alarm(&self) -> worker::Result<Response> {
+        #[derive(Deserialize)]
+        struct Stale {
+            channel: String,
+            subdir: String,
+        }
+        let stale: Vec<Stale> = self
+            .sql()
+            .exec("SELECT channel, subdir FROM stale_repodata", None)?
+            .to_array()?;
+        for Stale { channel, subdir } in stale {
+            let _build = self.repodata_builds.lock().await;
+            self.build_repodata_if_stale(&channel, &subdir).await?;
+        }
+
         let now = Date::now().as_millis();
         let cutoff = now.saturating_sub(self.shard_retention_ms());
         #[derive(Deserialize)]
@@ -268,7 +299,7 @@ impl DurableObject for ChannelIndex {
                     .exec("DELETE FROM retired_shards WHERE key = ?", vec![key.into()])?;
             }
         }
-        self.schedule_shard_cleanup().await?;
+        self.schedule_alarm().await?;
         Response::ok("done")
     }
 }
@@ -302,17 +333,20 @@ impl ChannelIndex {
             Some((sha, record)) if sha == request.sha256 => {
                 drop(write);
                 // A retry of an upload whose build was cut short still gets its artifacts.
-                self.build_if_dirty(&request.channel, &request.subdir)
+                let repodata = self
+                    .bring_up_to_date(&request.channel, &request.subdir, false)
                     .await?;
                 return Ok(CommitOutcome {
                     status: CommitStatus::Unchanged,
                     record: Some(record),
+                    repodata: Some(repodata),
                 });
             }
             Some(_) if !request.force => {
                 return Ok(CommitOutcome {
                     status: CommitStatus::Conflict,
                     record: None,
+                    repodata: None,
                 })
             }
             _ => {}
@@ -341,15 +375,20 @@ impl ChannelIndex {
                 millis(now)?,
             ],
         )?;
-        let generation = self.mark_changed(&request.subdir, &request.name)?;
+        self.mark_changed(&request.channel, &request.subdir, &request.name)?;
         drop(write);
-        if request.build {
-            self.build(&request.channel, &request.subdir, generation)
-                .await?;
-        }
+        let repodata = if request.build {
+            Some(
+                self.bring_up_to_date(&request.channel, &request.subdir, false)
+                    .await?,
+            )
+        } else {
+            None
+        };
         Ok(CommitOutcome {
             status: CommitStatus::Created,
             record: Some(record),
+            repodata,
         })
     }
 
@@ -372,9 +411,9 @@ impl ChannelIndex {
         let Some(row) = rows.into_iter().next() else {
             return Ok(DeleteOutcome { deleted: false });
         };
-        let generation = self.mark_changed(&request.subdir, &row.name)?;
-        // The record leaves repodata.json before its object goes.
-        self.build(&request.channel, &request.subdir, generation)
+        self.mark_changed(&request.channel, &request.subdir, &row.name)?;
+        // The record leaves every artifact before its object goes.
+        self.bring_up_to_date(&request.channel, &request.subdir, true)
             .await?;
         let key = file_key(&request.channel, &request.subdir, &request.filename);
         self.bucket()?.delete(key).await?;
@@ -384,12 +423,18 @@ impl ChannelIndex {
 
     async fn destroy(&self, request: DestroyRequest) -> worker::Result<DestroyOutcome> {
         let _write = self.writes.lock().await;
-        let _build = self.builds.lock().await;
-        for table in ["packages", "shards", "dirty", "retired_shards"] {
+        let _shards = self.shard_builds.lock().await;
+        let _repodata = self.repodata_builds.lock().await;
+        for table in [
+            "packages",
+            "shards",
+            "dirty",
+            "retired_shards",
+            "stale_repodata",
+        ] {
             self.sql().exec(&format!("DELETE FROM {table}"), None)?;
         }
         self.state.storage().delete_alarm().await?;
-        self.generations.borrow_mut().clear();
         let bucket = self.bucket()?;
         let mut objects = 0;
         for prefix in [
@@ -414,9 +459,17 @@ impl ChannelIndex {
         Ok(DestroyOutcome { objects })
     }
 
-    /// Rows per subdir, and the memory this object's wasm instance has grown to (wasm memory
-    /// never shrinks, so this is the peak since the object was loaded).
+    /// Rows per subdir, the subdirs whose repodata.json misses changes (since when), and the
+    /// memory this object's wasm instance has grown to (wasm memory never shrinks, so this is
+    /// the peak since the object was loaded).
     fn stats(&self) -> worker::Result<Value> {
+        let stale: Vec<Value> = self
+            .sql()
+            .exec(
+                "SELECT subdir, since FROM stale_repodata ORDER BY subdir",
+                None,
+            )?
+            .to_array()?;
         let subdirs: Vec<Value> = self
             .sql()
             .exec(
@@ -428,6 +481,7 @@ impl ChannelIndex {
         let wasm_bytes = js_sys::ArrayBuffer::from(memory.buffer()).byte_length();
         Ok(serde_json::json!({
             "subdirs": subdirs,
+            "stale_repodata": stale,
             "wasm_memory_bytes": wasm_bytes,
             "sqlite_bytes": self.sql().database_size(),
         }))
@@ -473,16 +527,21 @@ impl ChannelIndex {
         Ok(())
     }
 
-    /// Records that `name` in `subdir` changed; returns the change number to build for.
-    fn mark_changed(&self, subdir: &str, name: &str) -> worker::Result<u64> {
+    /// Records that `name` in `subdir` changed: its shard and the monolithic files are stale.
+    fn mark_changed(&self, channel: &str, subdir: &str, name: &str) -> worker::Result<()> {
         self.sql().exec(
             "INSERT OR IGNORE INTO dirty (subdir, name) VALUES (?, ?)",
             vec![subdir.into(), name.into()],
         )?;
-        let mut generations = self.generations.borrow_mut();
-        let generation = generations.entry(subdir.to_owned()).or_default();
-        generation.changed += 1;
-        Ok(generation.changed)
+        self.sql().exec(
+            "INSERT OR IGNORE INTO stale_repodata (subdir, channel, since) VALUES (?, ?, ?)",
+            vec![
+                subdir.into(),
+                channel.into(),
+                millis(Date::now().as_millis())?,
+            ],
+        )?;
+        Ok(())
     }
 }
 
