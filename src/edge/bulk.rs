@@ -8,16 +8,18 @@
 //! at the end, not once per package. The answer lists a result per package, and per subdir
 //! whether repodata.json holds them yet (see the channel index on freshness).
 
-use std::{cell::RefCell, collections::BTreeSet, rc::Rc};
+use std::{cell::RefCell, collections::BTreeSet, future::Future, pin::Pin, rc::Rc};
 
-use futures_util::{stream, StreamExt};
+use futures_util::{stream, stream::FuturesOrdered, StreamExt};
 use serde_json::json;
 use worker::{ByteStream, Env, Request, Response};
 
 use super::auth::authorize_change;
 use super::channel_index::ChannelIndexClient;
 use super::error::{ApiError, ApiResult};
-use super::upload::{checked_length, force_requested, ingest, IncomingFile};
+use super::upload::{
+    checked_length, force_requested, ingest, BodyStream, IncomingFile, Ingested, INLINE_BYTES,
+};
 use crate::access::Action;
 use crate::names::check_package_filename;
 use crate::package::{padding_for, TarEntryKind, TarHeader};
@@ -86,7 +88,7 @@ impl SharedBody {
     }
 
     /// The next `length` bytes as a stream, for storing one tar member.
-    fn member(&self, length: u64) -> super::upload::BodyStream {
+    fn member(&self, length: u64) -> BodyStream {
         let body = self.clone();
         Box::pin(stream::unfold(length, move |remaining| {
             let body = body.clone();
@@ -157,6 +159,12 @@ pub async fn import(
     }
 }
 
+/// Packages whose commits may be under way at once. Small members are read whole, so the next
+/// member can be read while earlier ones are checked and committed.
+const IN_FLIGHT: usize = 8;
+
+type Outcome = (String, ApiResult<Ingested>);
+
 async fn read_members(
     env: &Env,
     channel: &str,
@@ -164,6 +172,34 @@ async fn read_members(
     force: bool,
     results: &mut Vec<serde_json::Value>,
     subdirs: &mut BTreeSet<String>,
+) -> ApiResult<()> {
+    let mut in_flight = FuturesOrdered::new();
+    let mut record = |(filename, result): Outcome| {
+        results.push(match result {
+            Ok(ingested) => {
+                subdirs.insert(ingested.subdir.clone());
+                json!({ "filename": filename, "status": ingested.status, "subdir": ingested.subdir })
+            }
+            Err(error) => {
+                json!({ "filename": filename, "status": error.status, "error": error.message })
+            }
+        })
+    };
+    let read = read_tar(env, channel, body, force, &mut in_flight, &mut record).await;
+    // Every commit that started is seen through and reported, whatever ended the stream.
+    while let Some(outcome) = in_flight.next().await {
+        record(outcome);
+    }
+    read
+}
+
+async fn read_tar<'a>(
+    env: &'a Env,
+    channel: &'a str,
+    body: &SharedBody,
+    force: bool,
+    in_flight: &mut FuturesOrdered<Pin<Box<dyn Future<Output = Outcome> + 'a>>>,
+    record: &mut impl FnMut(Outcome),
 ) -> ApiResult<()> {
     let mut next_path: Option<String> = None;
     loop {
@@ -193,23 +229,39 @@ async fn read_members(
                 let path = next_path.take().unwrap_or(header.path);
                 let filename = path.rsplit('/').next().unwrap_or_default().to_owned();
                 if check_package_filename(&filename).is_ok() {
+                    let small = header.size <= INLINE_BYTES;
+                    let bytes = if small {
+                        let whole = body.read_exact(header.size as usize).await?;
+                        Box::pin(stream::iter([Ok(whole)])) as BodyStream
+                    } else {
+                        // A large member is read from the body as it is stored: the commits
+                        // under way finish first.
+                        while let Some(outcome) = in_flight.next().await {
+                            record(outcome);
+                        }
+                        body.member(header.size)
+                    };
                     let file = IncomingFile {
                         filename: filename.clone(),
                         sha256: None,
                         length: header.size,
-                        bytes: body.member(header.size),
+                        bytes,
                     };
-                    // A body that ended inside this member fails it, and the skip below.
-                    let result = ingest(env, channel, file, force, false).await;
-                    results.push(match result {
-                        Ok(ingested) => {
-                            subdirs.insert(ingested.subdir.clone());
-                            json!({ "filename": filename, "status": ingested.status, "subdir": ingested.subdir })
+                    let ingesting = async move {
+                        let result = ingest(env, channel, file, force, false).await;
+                        (filename, result)
+                    };
+                    if small {
+                        in_flight.push_back(Box::pin(ingesting));
+                        if in_flight.len() >= IN_FLIGHT {
+                            if let Some(outcome) = in_flight.next().await {
+                                record(outcome);
+                            }
                         }
-                        Err(error) => {
-                            json!({ "filename": filename, "status": error.status, "error": error.message })
-                        }
-                    });
+                    } else {
+                        // A body that ended inside this member fails it, and the skip below.
+                        record(ingesting.await);
+                    }
                 }
             }
             TarEntryKind::Other => {}

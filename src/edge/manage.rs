@@ -553,3 +553,21 @@ pub async fn channel_stats(
     let stats = ChannelIndexClient::new(env, name)?.stats().await?;
     json_response(200, &json!({ "channel": name, "index": stats }))
 }
+
+/// Rebuilds every artifact of a channel from its stored records (after a change to how they
+/// are written, say); answers once all are written.
+pub async fn rebuild_channel(
+    env: &Env,
+    req: &Request,
+    path_token: Option<&str>,
+    name: &str,
+) -> ApiResult<Response> {
+    let caller = require_principal(env, req, path_token).await?;
+    caller.require_admin("rebuilding a channel's index")?;
+    find_channel(env, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no channel named '{name}'")))?;
+    let rebuilt = ChannelIndexClient::new(env, name)?.rebuild(name).await?;
+    super::log::change("rebuild", &caller.name, name, 200);
+    json_response(200, &json!({ "channel": name, "rebuilt": rebuilt }))
+}

@@ -111,6 +111,9 @@ async fn route(
         (Method::Get, ["api", "v1", "channels", channel, "stats"]) => {
             manage::channel_stats(env, &req, path_token, channel).await
         }
+        (Method::Post, ["api", "v1", "channels", channel, "rebuild"]) => {
+            manage::rebuild_channel(env, &req, path_token, channel).await
+        }
         (Method::Put, ["api", "v1", "channels", channel, "members", user]) => {
             manage::put_member(env, req, path_token, channel, user).await
         }

@@ -81,6 +81,27 @@ def test_an_upload_rewrites_only_its_own_shard(server, owner, channel):
     assert index_after.headers["ETag"] != index_before.headers["ETag"]
 
 
+def test_a_rebuild_rewrites_every_artifact_from_the_records(server, owner, make_user, channel):
+    for path in sorted(PACKAGES.iterdir())[:6]:
+        assert upload_raw(server, channel, path.name, path.read_bytes(), headers=owner.auth).status_code == 201
+    subdirs = sorted({key.split("/")[1] for key in server.r2_keys() if key.startswith(f"{channel}/")})
+    before = {s: get(server, f"{channel}/{s}/repodata.json").json() for s in subdirs}
+    builds_before = len(builds_logged(server, channel))
+
+    assert server.api("POST", f"channels/{channel}/rebuild", owner.key).status_code == 403
+    admin = make_user(admin=True)
+    assert server.api("POST", "channels/no-such-channel/rebuild", admin.key).status_code == 404
+    response = server.api("POST", f"channels/{channel}/rebuild", admin.key)
+    assert response.status_code == 200, response.text
+    assert sorted(response.json()["rebuilt"]) == subdirs
+    deadline = time.time() + 10  # the log reaches its file shortly after the answer
+    while len(builds_logged(server, channel)) < builds_before + len(subdirs):
+        assert time.time() < deadline, "the rebuild did not build every subdir"
+        time.sleep(0.2)
+    assert {s: get(server, f"{channel}/{s}/repodata.json").json() for s in subdirs} == before
+    assert_channel_consistent(server, channel)
+
+
 def test_superseded_shards_are_cleaned_up_after_retention(server, owner, channel):
     filename, data = build_tar_bz2("fleeting")
     assert upload_raw(server, channel, filename, data, headers=owner.auth).status_code == 201

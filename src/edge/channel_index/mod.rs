@@ -22,6 +22,7 @@ use worker::{
     ResponseBody, SqlStorageValue, State,
 };
 
+use base64::Engine;
 use wasm_bindgen::JsCast;
 
 use super::storage::file_key;
@@ -67,7 +68,7 @@ const DEFAULT_SHARD_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CommitRequest {
     pub channel: String,
-    pub staging_key: String,
+    pub source: ObjectSource,
     pub subdir: String,
     pub filename: String,
     pub name: String,
@@ -80,6 +81,15 @@ pub struct CommitRequest {
     /// Build the artifacts before answering. Bulk imports commit many packages without, then
     /// ask for one build per subdir.
     pub build: bool,
+}
+
+/// Where the package's bytes are: a staging object for large files, or in the request itself
+/// for small ones (which then cost no staging put, get and delete).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectSource {
+    Staged { key: String },
+    Inline { base64: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,7 +151,7 @@ pub struct DeleteOutcome {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct DestroyRequest {
+pub struct ChannelRequest {
     pub channel: String,
 }
 
@@ -182,6 +192,17 @@ impl ChannelIndexClient {
         .await
     }
 
+    /// Rewrites every artifact of every subdir from the stored rows; returns the subdirs.
+    pub async fn rebuild(&self, channel: &str) -> worker::Result<Vec<String>> {
+        self.call(
+            "/rebuild",
+            &ChannelRequest {
+                channel: channel.to_owned(),
+            },
+        )
+        .await
+    }
+
     /// Rows per subdir and the object's memory, for operators.
     pub async fn stats(&self) -> worker::Result<Value> {
         self.call("/stats", &()).await
@@ -191,7 +212,7 @@ impl ChannelIndexClient {
     pub async fn destroy(&self, channel: &str) -> worker::Result<DestroyOutcome> {
         self.call(
             "/destroy",
-            &DestroyRequest {
+            &ChannelRequest {
                 channel: channel.to_owned(),
             },
         )
@@ -250,6 +271,10 @@ impl DurableObject for ChannelIndex {
             "/delete" => Response::from_json(&self.delete(req.json().await?).await?),
             "/destroy" => Response::from_json(&self.destroy(req.json().await?).await?),
             "/stats" => Response::from_json(&self.stats()?),
+            "/rebuild" => {
+                let request: ChannelRequest = req.json().await?;
+                Response::from_json(&self.rebuild(&request.channel).await?)
+            }
             "/build" => {
                 let request: BuildRequest = req.json().await?;
                 let freshness = self
@@ -353,7 +378,7 @@ impl ChannelIndex {
         }
         // The object is in place before the record that names it.
         let key = file_key(&request.channel, &request.subdir, &request.filename);
-        self.copy_object(&request.staging_key, &key, &request.filename)
+        self.place_object(&request.source, &key, &request.filename)
             .await?;
         // CEP 47: the server's time of indexing, in every record of every artifact.
         let now = Date::now().as_millis();
@@ -421,7 +446,7 @@ impl ChannelIndex {
         Ok(DeleteOutcome { deleted: true })
     }
 
-    async fn destroy(&self, request: DestroyRequest) -> worker::Result<DestroyOutcome> {
+    async fn destroy(&self, request: ChannelRequest) -> worker::Result<DestroyOutcome> {
         let _write = self.writes.lock().await;
         let _shards = self.shard_builds.lock().await;
         let _repodata = self.repodata_builds.lock().await;
@@ -457,6 +482,36 @@ impl ChannelIndex {
             }
         }
         Ok(DestroyOutcome { objects })
+    }
+
+    /// Marks every name and subdir changed and builds them all, waiting for each.
+    async fn rebuild(&self, channel: &str) -> worker::Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Subdir {
+            subdir: String,
+        }
+        let subdirs: Vec<String> = {
+            let _write = self.writes.lock().await;
+            self.sql().exec(
+                "INSERT OR IGNORE INTO dirty (subdir, name) SELECT DISTINCT subdir, name FROM packages",
+                None,
+            )?;
+            self.sql().exec(
+                "INSERT OR IGNORE INTO stale_repodata (subdir, channel, since) \
+                 SELECT DISTINCT subdir, ?, ? FROM packages",
+                vec![channel.into(), millis(Date::now().as_millis())?],
+            )?;
+            self.sql()
+                .exec("SELECT subdir FROM stale_repodata ORDER BY subdir", None)?
+                .to_array::<Subdir>()?
+                .into_iter()
+                .map(|row| row.subdir)
+                .collect()
+        };
+        for subdir in &subdirs {
+            self.bring_up_to_date(channel, subdir, true).await?;
+        }
+        Ok(subdirs)
     }
 
     /// Rows per subdir, the subdirs whose repodata.json misses changes (since when), and the
@@ -504,24 +559,37 @@ impl ChannelIndex {
         Ok(rows.into_iter().next().map(|row| (row.sha256, row.record)))
     }
 
-    async fn copy_object(&self, from: &str, to: &str, filename: &str) -> worker::Result<()> {
+    /// Writes the package object from its source.
+    async fn place_object(
+        &self,
+        source: &ObjectSource,
+        to: &str,
+        filename: &str,
+    ) -> worker::Result<()> {
         let bucket = self.bucket()?;
-        let object = bucket
-            .get(from)
-            .execute()
-            .await?
-            .ok_or_else(|| worker::Error::RustError(format!("staged upload {from} is gone")))?;
-        let body = object
-            .body()
-            .ok_or_else(|| worker::Error::RustError("staged upload has no body".into()))?;
-        let ResponseBody::Stream(stream) = body.response_body()? else {
-            return Err(worker::Error::RustError(
-                "staged upload is not a stream".into(),
-            ));
+        let put = match source {
+            ObjectSource::Inline { base64 } => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(base64)
+                    .map_err(|e| worker::Error::RustError(format!("inline package: {e}")))?;
+                bucket.put(to, bytes)
+            }
+            ObjectSource::Staged { key } => {
+                let object = bucket.get(key).execute().await?.ok_or_else(|| {
+                    worker::Error::RustError(format!("staged upload {key} is gone"))
+                })?;
+                let body = object
+                    .body()
+                    .ok_or_else(|| worker::Error::RustError("staged upload has no body".into()))?;
+                let ResponseBody::Stream(stream) = body.response_body()? else {
+                    return Err(worker::Error::RustError(
+                        "staged upload is not a stream".into(),
+                    ));
+                };
+                bucket.put(to, stream)
+            }
         };
-        bucket
-            .put(to, stream)
-            .http_metadata(metadata(ChannelFile::content_type(filename)))
+        put.http_metadata(metadata(ChannelFile::content_type(filename)))
             .execute()
             .await?;
         Ok(())
