@@ -8,13 +8,14 @@ files and nginx serving that indexer's output.
 3. Uploads 20 more, one at a time: time until the answer (the package is then in the shards)
    and until repodata.json lists it.
 4. Rebuilds every artifact from the stored records (`POST /api/v1/channels/<c>/rebuild`).
-5. Reads the Durable Object's wasm memory, the artifacts' sizes, and times a first GET of each,
-   next to nginx serving `rattler.index.index_fs`'s output for the same files, whose run is
-   timed too.
+5. Reads the Durable Object's wasm memory, times `rattler.index.index_fs` on the same files,
+   and times a first GET of each artifact next to nginx serving index_fs's output.
+6. Solves and installs a small environment with py-rattler's Gateway from both.
 
 Prints every figure; SCALE_PACKAGES / SCALE_NAMES make a smaller run for a quick look."""
 
 import hashlib
+import json
 import multiprocessing
 import os
 import statistics
@@ -24,7 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgpack
 import requests
+import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +38,7 @@ from reads import nginx  # noqa: E402
 PACKAGES = int(os.environ.get("SCALE_PACKAGES", 100_000))
 NAMES = int(os.environ.get("SCALE_NAMES", 10_000))
 EXTRA_UPLOADS = 20
+SOLVE_RUNS = 3
 SUBDIR = "linux-64"
 CHANNEL = "scale"
 
@@ -151,17 +155,67 @@ def main():
                 f"(condaflare: import {import_seconds:.0f} s incl. upload, rebuild {rebuild_seconds:.1f} s)"
             )
 
-            shard_index = "repodata_shards.msgpack.zst"
             proc, nginx_url = nginx(tmp)
             try:
-                print(f"{'artifact (first GET)':34} {'bytes':>11} {'condaflare s':>13} {'nginx bytes':>12} {'nginx s':>8}")
-                for name in ("repodata.json", "repodata.json.zst", "run_exports.json", shard_index):
-                    ours = first_get(f"{server.url}/{CHANNEL}/{SUBDIR}/{name}")
-                    theirs = first_get(f"{nginx_url}/{CHANNEL}/{SUBDIR}/{name}") if (channel_dir / SUBDIR / name).exists() else (0, float("nan"))
-                    print(f"{name:34} {ours[0]:11} {ours[1]:13.3f} {theirs[0]:12} {theirs[1]:8.3f}")
+                first_gets(server.url, nginx_url)
+                solves(server.url, nginx_url, tmp)
             finally:
                 proc.terminate()
                 proc.wait()
+
+
+def shard_of(base: str, name: str) -> str:
+    """The path of a package name's shard, as the channel's shard index names it."""
+    index = msgpack.unpackb(zstandard.ZstdDecompressor().decompressobj().decompress(
+        requests.get(f"{base}/{CHANNEL}/{SUBDIR}/repodata_shards.msgpack.zst", timeout=60).content
+    ))
+    return f"shards/{index['shards'][name].hex()}.msgpack.zst"
+
+
+def first_gets(ours: str, nginx_url: str) -> None:
+    print(f"{'first GET of':34} {'bytes':>11} {'condaflare s':>13} {'nginx bytes':>12} {'nginx s':>8}")
+    package = synthetic(NAMES - 1)[0]
+    for label, name, theirs_name in (
+        ("repodata.json", "repodata.json", "repodata.json"),
+        ("repodata.json.zst", "repodata.json.zst", "repodata.json.zst"),
+        ("run_exports.json", "run_exports.json", None),
+        ("repodata_shards.msgpack.zst", "repodata_shards.msgpack.zst", "repodata_shards.msgpack.zst"),
+        ("a shard", shard_of(ours, "scale-00000"), shard_of(nginx_url, "scale-00000")),
+        ("a package", package, package),
+    ):
+        size, seconds = first_get(f"{ours}/{CHANNEL}/{SUBDIR}/{name}")
+        if theirs_name:
+            their_size, their_seconds = first_get(f"{nginx_url}/{CHANNEL}/{SUBDIR}/{theirs_name}")
+            print(f"{label:34} {size:11} {seconds:13.3f} {their_size:12} {their_seconds:8.3f}")
+        else:
+            print(f"{label:34} {size:11} {seconds:13.3f} {'(not written by index_fs)':>21}")
+
+
+def solves(ours: str, nginx_url: str, tmp: Path) -> None:
+    """py-rattler's Gateway (pixi's engine: shards first) solving and installing the deepest
+    chain, `scale-<NAMES-1>` and its ancestors, from a fresh cache each time."""
+    spec = f"scale-{NAMES - 1:05d}"
+    chain = (NAMES - 1).bit_length() + 1  # scale-i depends on scale-(i // 2), down to scale-0
+    client = ROOT / "tests" / "e2e" / "rattler_client.py"
+    times = {}
+    for label, base in (("condaflare", ours), ("nginx", nginx_url)):
+        runs = []
+        for run in range(SOLVE_RUNS):
+            work = tmp / f"solve-{label}-{run}"
+            started = time.perf_counter()
+            out = subprocess.run(
+                [sys.executable, str(client), "gateway", f"{base}/{CHANNEL}", str(work / "env"), str(work / "cache"), SUBDIR, spec],
+                capture_output=True, text=True, timeout=600,
+            )
+            runs.append(time.perf_counter() - started)
+            answer = json.loads(out.stdout.strip().splitlines()[-1])
+            assert "records" in answer and len(answer["records"]) == chain, answer
+        times[label] = statistics.median(runs)
+    print(
+        f"solve+install {spec} ({chain} packages) with the Gateway, fresh cache, median of {SOLVE_RUNS}: "
+        f"condaflare {times['condaflare']:.2f} s, nginx (index_fs output) {times['nginx']:.2f} s, "
+        f"ratio {times['condaflare'] / times['nginx']:.2f}x"
+    )
 
 
 if __name__ == "__main__":
