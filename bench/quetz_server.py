@@ -57,6 +57,11 @@ class Quetz:
         """Where quetz serves a package file or an index (repodata.json, .json.gz, .json.bz2)."""
         return f"{self.url}/get/{channel}/{subdir}/{filename}"
 
+    def delete(self, channel: str, subdir: str, filename: str) -> None:
+        package = filename.rsplit("-", 2)[0]
+        r = self.session.delete(f"{self.url}/api/channels/{channel}/packages/{package}/versions/{subdir}/{filename}")
+        r.raise_for_status()
+
     def upload(self, channel: str, path: Path, timeout: float = 120) -> requests.Response:
         """Uploads as `rattler-build upload quetz` does (raw body, sha256 in the query) and
         returns once repodata.json lists the file. quetz reindexes the whole channel in a

@@ -14,9 +14,10 @@ for tool in wrk nginx; do
 done
 bash scripts/build.sh
 VENV=$(bash scripts/test-venv.sh)
+bash bench/quetz-venv.sh >/dev/null
 
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(reads publish)
+[ ${#benches[@]} -gt 0 ] || benches=(serve publish scale)
 for bench in "${benches[@]}"; do
     echo "== bench: $bench"
     "$VENV/bin/python" "bench/$bench.py"

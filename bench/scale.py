@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, running_server  # noqa: E402
 from pkgbuild import build_tar_bz2  # noqa: E402
-from reads import nginx  # noqa: E402
+from serve import nginx  # noqa: E402
 
 PACKAGES = int(os.environ.get("SCALE_PACKAGES", 100_000))
 NAMES = int(os.environ.get("SCALE_NAMES", 10_000))

@@ -258,8 +258,10 @@ const commands = {
     const [channel, dir] = positional(args, 2, "import <channel> <dir> [--url URL] [--force]");
     checkName("channel", channel);
     if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`${dir} is not a directory`);
-    // Requests stay under the server's upload limit (100 MB by default).
+    // Requests stay under the server's upload limit (100 MB by default), and short enough to
+    // answer well within a client's patience (and a Worker request's CPU budget).
     const limit = 90 * 1024 * 1024;
+    const batchPackages = 5000;
     const totals = { created: 0, unchanged: 0, failed: 0, results: [] };
     let batch = [];
     let size = 0;
@@ -269,12 +271,13 @@ const commands = {
       const answer = await api(url, "POST", `/api/v1/import/${channel}${force ? "?force=true" : ""}`, body, { "Content-Type": "application/x-tar" });
       for (const key of ["created", "unchanged", "failed"]) totals[key] += answer[key];
       totals.results.push(...answer.results);
+      process.stderr.write(`imported ${totals.results.length} packages so far\n`);
       batch = [];
       size = 0;
     };
     for (const path of packageFiles(dir)) {
       const entry = tarEntry(path.split("/").pop(), readFileSync(path));
-      if (size + entry.length > limit) await send();
+      if (size + entry.length > limit || batch.length === batchPackages) await send();
       batch.push(entry);
       size += entry.length;
     }
