@@ -273,7 +273,6 @@ impl ChannelIndex {
             filename: String,
             record: String,
             run_exports: Option<String>,
-            is_conda: i64,
         }
         let bucket = self.bucket()?;
         let part_bytes = self.part_bytes();
@@ -295,35 +294,39 @@ impl ChannelIndex {
             bytes: 0,
         };
 
-        // Keyset pagination in the order repodata.json lists files: .tar.bz2, then .conda.
-        let mut after: (i64, String) = (-1, String::new());
-        loop {
-            let page: Vec<Row> = self
-                .sql()
-                .exec(
-                    "SELECT filename, record, run_exports, filename GLOB '*.conda' AS is_conda \
-                     FROM packages WHERE subdir = ? AND (filename GLOB '*.conda', filename) > (?, ?) \
-                     ORDER BY filename GLOB '*.conda', filename LIMIT ?",
-                    vec![
-                        subdir.into(),
-                        SqlStorageValue::try_from_i64(after.0)?,
-                        after.1.as_str().into(),
-                        SqlStorageValue::try_from_i64(BUILD_PAGE_ROWS)?,
-                    ],
-                )?
-                .to_array()?;
-            let last_page = (page.len() as i64) < BUILD_PAGE_ROWS;
-            for row in &page {
-                out.repodata.push(&row.filename, &row.record);
-                out.run_exports.push(
-                    &row.filename,
-                    &run_exports_entry(row.run_exports.as_deref()),
-                );
-                out.flush(false).await?;
-            }
-            match page.into_iter().last() {
-                Some(row) if !last_page => after = (row.is_conda, row.filename),
-                _ => break,
+        // The order repodata.json lists files in: the .tar.bz2 section, then the .conda one;
+        // each read by keyset pagination along the (subdir, filename) key, so that every page
+        // costs the same however large the subdir.
+        for conda in [false, true] {
+            let mut after = String::new();
+            loop {
+                let page: Vec<Row> = self
+                    .sql()
+                    .exec(
+                        "SELECT filename, record, run_exports FROM packages \
+                         WHERE subdir = ? AND filename > ? AND (filename GLOB '*.conda') = ? \
+                         ORDER BY filename LIMIT ?",
+                        vec![
+                            subdir.into(),
+                            after.as_str().into(),
+                            SqlStorageValue::try_from_i64(conda.into())?,
+                            SqlStorageValue::try_from_i64(BUILD_PAGE_ROWS)?,
+                        ],
+                    )?
+                    .to_array()?;
+                let last_page = (page.len() as i64) < BUILD_PAGE_ROWS;
+                for row in &page {
+                    out.repodata.push(&row.filename, &row.record);
+                    out.run_exports.push(
+                        &row.filename,
+                        &run_exports_entry(row.run_exports.as_deref()),
+                    );
+                    out.flush(false).await?;
+                }
+                match page.into_iter().last() {
+                    Some(row) if !last_page => after = row.filename,
+                    _ => break,
+                }
             }
         }
         let (bytes, json_parts, zst_parts) = out.finish().await?;

@@ -33,8 +33,9 @@ use crate::repodata::record_json;
 /// package name; `dirty` the names whose shard must be rewritten by the next build (kept in
 /// storage, so a restart between a change and its build loses nothing); `retired_shards` the
 /// superseded shards, deleted by the alarm once clients can no longer hold an index naming them;
-/// `stale_repodata` the subdirs whose monolithic files miss a change, and since when.
-const SCHEMA: [&str; 5] = [
+/// `stale_repodata` the subdirs whose monolithic files miss a change, and since when. The index
+/// by name serves shard builds, which read one name's rows.
+const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS packages (
         subdir TEXT NOT NULL,
         filename TEXT NOT NULL,
@@ -46,6 +47,7 @@ const SCHEMA: [&str; 5] = [
         indexed_at INTEGER NOT NULL,
         PRIMARY KEY (subdir, filename)
     )",
+    "CREATE INDEX IF NOT EXISTS packages_by_name ON packages (subdir, name)",
     "CREATE TABLE IF NOT EXISTS shards (
         subdir TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
         PRIMARY KEY (subdir, name)
