@@ -154,10 +154,10 @@ def main():
         for what, who, r in rows:
             baseline = next(x for w, s, x in rows if w == what and s == "nginx")
             quetz_row = next((x for w, s, x in rows if w == what and s.startswith("quetz")), None)
-            versus_quetz = f"{r['rps'] / quetz_row['rps']:8.2f}x" if quetz_row else f"{'-':>9}"
+            versus_quetz = f"{r['rps'] / quetz_row['rps']:8.3g}x" if quetz_row else f"{'-':>9}"
             print(
                 f"{what:20} {who:31} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
-                f"{r['rps'] / baseline['rps']:8.2f}x {versus_quetz}"
+                f"{r['rps'] / baseline['rps']:8.3g}x {versus_quetz}"
             )
 
 
