@@ -1,8 +1,9 @@
 //! `POST /api/v1/import/<channel>`: many packages in one request, as an uncompressed tar
 //! (for migrations and for filling big channels fast).
 //!
-//! Each package file in the tar streams through the same path as a single upload (staging,
-//! hashing, validation, commit) without being buffered; files that are not package files
+//! Each package file in the tar goes through the same path as a single upload (hashing,
+//! validation, commit): large ones streamed through staging, small ones read whole, several of
+//! them committing while the next are read; files that are not package files
 //! (a channel's repodata.json, say) are skipped, and directories in paths are ignored: the
 //! subdir comes from each package's metadata. The artifacts are rebuilt once per touched subdir
 //! at the end, not once per package. The answer lists a result per package, and per subdir
