@@ -545,11 +545,7 @@ pub async fn channel_stats(
     path_token: Option<&str>,
     name: &str,
 ) -> ApiResult<Response> {
-    let caller = require_principal(env, req, path_token).await?;
-    caller.require_admin("channel statistics")?;
-    find_channel(env, name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no channel named '{name}'")))?;
+    admin_on_channel(env, req, path_token, name, "channel statistics").await?;
     let stats = ChannelIndexClient::new(env, name)?.stats().await?;
     json_response(200, &json!({ "channel": name, "index": stats }))
 }
@@ -562,12 +558,25 @@ pub async fn rebuild_channel(
     path_token: Option<&str>,
     name: &str,
 ) -> ApiResult<Response> {
-    let caller = require_principal(env, req, path_token).await?;
-    caller.require_admin("rebuilding a channel's index")?;
-    find_channel(env, name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no channel named '{name}'")))?;
+    let caller =
+        admin_on_channel(env, req, path_token, name, "rebuilding a channel's index").await?;
     let rebuilt = ChannelIndexClient::new(env, name)?.rebuild(name).await?;
     super::log::change("rebuild", &caller.name, name, 200);
     json_response(200, &json!({ "channel": name, "rebuilt": rebuilt }))
+}
+
+/// The caller, if a site admin, of an operation on channel `name`, which must exist.
+async fn admin_on_channel(
+    env: &Env,
+    req: &Request,
+    path_token: Option<&str>,
+    name: &str,
+    what: &str,
+) -> ApiResult<Principal> {
+    let caller = require_principal(env, req, path_token).await?;
+    caller.require_admin(what)?;
+    find_channel(env, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no channel named '{name}'")))?;
+    Ok(caller)
 }
