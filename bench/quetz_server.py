@@ -19,12 +19,15 @@ import contextlib
 import hashlib
 import os
 import signal
-import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
+from harness import free_port  # noqa: E402
 
 QUETZ_VENV_SCRIPT = Path(__file__).resolve().parent / "quetz-venv.sh"
 
@@ -33,12 +36,6 @@ def quetz_venv() -> Path:
     """The quetz venv, built on first use (instant afterwards)."""
     out = subprocess.run(["bash", QUETZ_VENV_SCRIPT], check=True, stdout=subprocess.PIPE, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Quetz:
@@ -129,7 +126,7 @@ admins = ["dummy:alice"]
         raise RuntimeError(f"quetz create failed:\n{created.stdout}{created.stderr}")
     log_path = workdir / "quetz.log"
     with open(log_path, "ab") as log:
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         # uvicorn directly rather than `quetz start`, which does the same but takes no --workers.
         # cwd matters: the local package store is ./channels. A session of its own, so that

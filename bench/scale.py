@@ -25,15 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgpack
 import requests
-import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, running_server  # noqa: E402
 from pkgbuild import build_tar_bz2  # noqa: E402
-from serve import nginx  # noqa: E402
+from serve import nginx, shard_path  # noqa: E402
 
 PACKAGES = int(os.environ.get("SCALE_PACKAGES", 100_000))
 NAMES = int(os.environ.get("SCALE_NAMES", 10_000))
@@ -164,14 +162,6 @@ def main():
                 proc.wait()
 
 
-def shard_of(base: str, name: str) -> str:
-    """The path of a package name's shard, as the channel's shard index names it."""
-    index = msgpack.unpackb(zstandard.ZstdDecompressor().decompressobj().decompress(
-        requests.get(f"{base}/{CHANNEL}/{SUBDIR}/repodata_shards.msgpack.zst", timeout=60).content
-    ))
-    return f"shards/{index['shards'][name].hex()}.msgpack.zst"
-
-
 def first_gets(ours: str, nginx_url: str) -> None:
     print(f"{'first GET of':34} {'bytes':>11} {'condaflare s':>13} {'nginx bytes':>12} {'nginx s':>8}")
     package = synthetic(NAMES - 1)[0]
@@ -180,7 +170,7 @@ def first_gets(ours: str, nginx_url: str) -> None:
         ("repodata.json.zst", "repodata.json.zst", "repodata.json.zst"),
         ("run_exports.json", "run_exports.json", None),
         ("repodata_shards.msgpack.zst", "repodata_shards.msgpack.zst", "repodata_shards.msgpack.zst"),
-        ("a shard", shard_of(ours, "scale-00000"), shard_of(nginx_url, "scale-00000")),
+        ("a shard", shard_path(f"{ours}/{CHANNEL}/{SUBDIR}", "scale-00000"), shard_path(f"{nginx_url}/{CHANNEL}/{SUBDIR}", "scale-00000")),
         ("a package", package, package),
     ):
         size, seconds = first_get(f"{ours}/{CHANNEL}/{SUBDIR}/{name}")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import msgpack
 import requests
-import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from artifacts import unzstd  # noqa: E402
 from harness import ROOT, free_port, running_server  # noqa: E402
 from quetz_server import running_quetz  # noqa: E402
 
@@ -107,7 +107,7 @@ def main():
             plain = {"Accept-Encoding": "identity"}
             package = fixture("zlib-1.2.11-h7b6447c_3.tar.bz2").name
             repodata = requests.get(f"{server.url}/open/{SUBDIR}/repodata.json", headers=plain, timeout=10)
-            shard = shard_path(server.url)
+            shard = shard_path(f"{server.url}/open/{SUBDIR}", "zlib")
             files = {"repodata.json": repodata.content, package: None, shard: None}
             for name in files:
                 files[name] = requests.get(f"{server.url}/open/{SUBDIR}/{name}", headers=plain, timeout=10).content
@@ -161,12 +161,11 @@ def main():
             )
 
 
-def shard_path(base: str) -> str:
-    """The shard of zlib in the public channel, as its shard index names it."""
-    index = msgpack.unpackb(zstandard.ZstdDecompressor().decompressobj().decompress(
-        requests.get(f"{base}/open/{SUBDIR}/repodata_shards.msgpack.zst", timeout=10).content
-    ))
-    return f"shards/{index['shards']['zlib'].hex()}.msgpack.zst"
+def shard_path(subdir_url: str, name: str) -> str:
+    """The path, under the subdir, of a package name's shard, as the subdir's shard index
+    names it."""
+    index = msgpack.unpackb(unzstd(requests.get(f"{subdir_url}/repodata_shards.msgpack.zst", timeout=60).content))
+    return f"shards/{index['shards'][name].hex()}.msgpack.zst"
 
 
 if __name__ == "__main__":
