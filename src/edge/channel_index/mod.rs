@@ -33,7 +33,8 @@ use crate::repodata::record_json;
 /// package name; `dirty` the names whose shard must be rewritten by the next build (kept in
 /// storage, so a restart between a change and its build loses nothing); `retired_shards` the
 /// superseded shards, deleted by the alarm once clients can no longer hold an index naming them;
-/// `stale_repodata` the subdirs whose monolithic files miss a change, and since when. The index
+/// `stale_repodata` the subdirs whose monolithic files miss a change, since when, and the channel
+/// name the alarm builds them under (an object does not know its own name). The index
 /// by name serves shard builds, which read one name's rows.
 const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS packages (
