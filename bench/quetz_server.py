@@ -120,7 +120,9 @@ admins = ["dummy:alice"]
     )
     # Output captured, not logged: `quetz create` refuses a folder holding more than config.toml.
     created = subprocess.run(
-        [venv / "bin/quetz", "create", workdir, "--dev"], capture_output=True, text=True
+        [venv / "bin/quetz", "create", workdir, "--dev"], capture_output=True, text=True,
+        # It logs to ./quetz.log: beside the deployment, not in the caller's directory.
+        cwd=workdir.parent,
     )
     if created.returncode != 0:
         raise RuntimeError(f"quetz create failed:\n{created.stdout}{created.stderr}")
