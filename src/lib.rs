@@ -4,7 +4,11 @@
 //! Worker glue in [`worker`] is built for wasm32 only.
 
 pub mod access;
+pub mod config;
+pub mod directory;
+pub mod error;
 pub mod http_rules;
+pub mod keys;
 pub mod multipart;
 pub mod names;
 pub mod package;

@@ -4,13 +4,13 @@
 //! cached per isolate (see [`super::cache`]) so steady-state reads cost no D1 round trip.
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use wasm_bindgen::JsValue;
 use worker::{Date, Env, Request};
 
 use super::cache::{ttl_ms, TtlCache};
 use super::error::{ApiError, ApiResult};
 use crate::access::{decide, may_manage_account, Action, Caller, Decision, KeyScope, Role};
+use crate::keys::{key_hash, PresentedCredentials};
 
 /// A signed-in user, and the key they signed in with.
 #[derive(Debug, Clone)]
@@ -66,22 +66,6 @@ impl Principal {
     }
 }
 
-/// The SHA-256 under which a key is stored.
-pub fn key_hash(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-/// A new API key: a recognizable prefix and 256 random bits.
-pub fn new_key() -> String {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the platform provides randomness");
-    format!(
-        "cfk_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
-
 /// Drops what this isolate cached about a channel, after a change made through the API.
 pub fn forget_channel(channel: &str) {
     CHANNELS.with(|cache| cache.forget(channel));
@@ -115,31 +99,15 @@ thread_local! {
 /// (passed in by the router, which strips it), `Authorization: Bearer`, `Authorization: Basic`
 /// with the key as password, or `X-API-Key`.
 pub fn presented_key(req: &Request, path_token: Option<&str>) -> ApiResult<Option<String>> {
-    if let Some(token) = path_token {
-        return Ok(Some(token.to_owned()));
-    }
     let headers = req.headers();
-    if let Some(value) = headers.get("Authorization")? {
-        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
-        let rest = rest.trim();
-        if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
-            return Ok(Some(rest.to_owned()));
-        }
-        if scheme.eq_ignore_ascii_case("basic") {
-            use base64::Engine;
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(rest)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| ApiError::unauthorized("malformed Basic credentials"))?;
-            let (_, password) = decoded.split_once(':').unwrap_or(("", &decoded));
-            return Ok(Some(password.to_owned()));
-        }
-        return Err(ApiError::unauthorized(
-            "unsupported Authorization scheme; send 'Bearer <key>'",
-        ));
+    let authorization = headers.get("Authorization")?;
+    let x_api_key = headers.get("X-API-Key")?;
+    PresentedCredentials {
+        path_token,
+        authorization: authorization.as_deref(),
+        x_api_key: x_api_key.as_deref(),
     }
-    Ok(headers.get("X-API-Key")?.filter(|key| !key.is_empty()))
+    .key()
 }
 
 /// The user behind a key; 401 for a key that is unknown, revoked or expired.
@@ -199,7 +167,7 @@ async fn load_key(env: &Env, hash: &str) -> ApiResult<Option<Principal>> {
 }
 
 fn invalid_key() -> ApiError {
-    ApiError::unauthorized("invalid, expired or revoked API key")
+    ApiError::invalid_key("invalid, expired or revoked API key")
 }
 
 /// The signed-in user, if the request carries a key; 401 if it carries a bad one.
@@ -277,9 +245,7 @@ pub async fn authorize(
     };
     match decide(action, channel.private, caller) {
         Decision::Allow => Ok(()),
-        Decision::Unauthenticated => Err(ApiError::unauthorized(
-            "this needs an API key: send 'Authorization: Bearer <key>'",
-        )),
+        Decision::Unauthenticated => Err(ApiError::unauthenticated()),
         Decision::Forbidden => Err(ApiError::forbidden(match action {
             Action::Read => "your key has no access to this channel",
             Action::Write | Action::Manage => {
@@ -295,9 +261,9 @@ pub async fn require_principal(
     req: &Request,
     path_token: Option<&str>,
 ) -> ApiResult<Principal> {
-    principal(env, req, path_token).await?.ok_or_else(|| {
-        ApiError::unauthorized("this needs an API key: send 'Authorization: Bearer <key>'")
-    })
+    principal(env, req, path_token)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)
 }
 
 /// The caller and channel of a request that acts on a channel: a key is required, the channel

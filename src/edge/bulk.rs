@@ -149,13 +149,13 @@ pub async fn import(
         "results": results,
         "repodata_json": repodata,
     });
-    let status = outcome.as_ref().map_or_else(|e| e.status, |()| 200);
+    let status = outcome.as_ref().map_or_else(|e| e.status(), |()| 200);
     super::log::change("import", &caller.name, &channel.name, status);
     match outcome {
         Ok(()) => Ok(Response::from_json(&summary)?),
         Err(error) => {
-            let body = json!({ "error": error.message, "results": summary["results"] });
-            Ok(Response::from_json(&body)?.with_status(error.status))
+            let body = json!({ "error": error.message, "code": error.code, "results": summary["results"] });
+            Ok(Response::from_json(&body)?.with_status(error.status()))
         }
     }
 }
@@ -182,7 +182,7 @@ async fn read_members(
                 json!({ "filename": filename, "status": ingested.status, "subdir": ingested.subdir })
             }
             Err(error) => {
-                json!({ "filename": filename, "status": error.status, "error": error.message })
+                json!({ "filename": filename, "status": error.status(), "error": error.message, "code": error.code })
             }
         })
     };

@@ -23,12 +23,13 @@ use wasm_bindgen::JsValue;
 use worker::{D1Database, Date, Env, Request, Response};
 
 use super::auth::{
-    authorize, authorize_change, find_channel, forget_channel, forget_key, key_hash, new_key,
-    principal, require_principal, role, KeyInfo, Principal,
+    authorize, authorize_change, find_channel, forget_channel, forget_key, principal,
+    require_principal, role, KeyInfo, Principal,
 };
 use super::channel_index::ChannelIndexClient;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use crate::access::{Action, Role};
+use crate::keys::{key_hash, key_prefix, new_key};
 use crate::names::check_channel_name;
 
 const MAX_JSON_BODY: u64 = 64 * 1024;
@@ -49,11 +50,17 @@ async fn json_body<T: DeserializeOwned>(req: &mut Request) -> ApiResult<T> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     if length > MAX_JSON_BODY {
-        return Err(ApiError::new(413, "the JSON body is larger than 64 KiB"));
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            "the JSON body is larger than 64 KiB",
+        ));
     }
     let text = req.text().await?;
     if text.len() as u64 > MAX_JSON_BODY {
-        return Err(ApiError::new(413, "the JSON body is larger than 64 KiB"));
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            "the JSON body is larger than 64 KiB",
+        ));
     }
     serde_json::from_str(&text)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
@@ -150,7 +157,7 @@ pub async fn create_channel(
     let caller = require_principal(env, &req, path_token).await?;
     caller.require_unlimited_key()?;
     let body: NewChannel = json_body(&mut req).await?;
-    check_channel_name(&body.name).map_err(ApiError::bad_request)?;
+    check_channel_name(&body.name).map_err(ApiError::invalid_name)?;
     let now = Date::now().as_millis() as f64;
     let db = db(env)?;
     let inserted = db
@@ -167,7 +174,7 @@ pub async fn create_channel(
         .await?;
     if inserted.is_none() {
         return Err(ApiError::new(
-            409,
+            ErrorCode::AlreadyExists,
             format!("a channel named '{}' exists", body.name),
         ));
     }
@@ -310,7 +317,10 @@ async fn keep_an_owner(env: &Env, channel: &str, user_id: i64) -> ApiResult<()> 
         .await?
         .unwrap_or(0.0);
     if other_owners < 1.0 && role(env, channel, user_id).await? == Some(Role::Owner) {
-        return Err(ApiError::new(409, "a channel must keep at least one owner"));
+        return Err(ApiError::new(
+            ErrorCode::LastOwner,
+            "a channel must keep at least one owner",
+        ));
     }
     Ok(())
 }
@@ -468,7 +478,7 @@ pub async fn create_key(
             ));
         }
         for channel in channels {
-            check_channel_name(channel).map_err(ApiError::bad_request)?;
+            check_channel_name(channel).map_err(ApiError::invalid_name)?;
         }
     }
     let key = new_key();
@@ -482,7 +492,7 @@ pub async fn create_key(
             JsValue::from(caller.user_id as f64),
             JsValue::from(body.name.as_str()),
             JsValue::from(key_hash(&key)),
-            JsValue::from(&key[..12]),
+            JsValue::from(key_prefix(&key)),
             JsValue::from(now as f64),
             body.expires_at.map_or(JsValue::NULL, |at| JsValue::from(at as f64)),
             JsValue::from(i32::from(body.read_only)),
@@ -490,7 +500,7 @@ pub async fn create_key(
         ])?
         .first::<f64>(Some("id"))
         .await?
-        .ok_or_else(|| ApiError::internal("key insert returned no id"))? as i64;
+        .ok_or_else(|| super::error::internal("key insert returned no id"))? as i64;
     super::log::change("key create", &caller.name, &id.to_string(), 201);
     let info = KeyInfo {
         id,

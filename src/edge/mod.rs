@@ -28,7 +28,7 @@ mod upload;
 use worker::{event, Context, Date, Env, Method, Request, Response};
 
 use crate::names::{check_channel_name, check_package_filename, check_subdir, ChannelFile};
-use error::{ApiError, ApiResult};
+use error::{ApiError, ApiResult, ErrorCode};
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
@@ -38,7 +38,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     let (path_token, path) = split_token(&raw_path);
     let response = match route(&env, req, &method, path_token, path).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => error::response(&error),
     };
     log::request(
         method.as_ref(),
@@ -69,21 +69,21 @@ async fn route(
 ) -> ApiResult<Response> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if let ["api", "v1", "channels", channel, ..] = segments.as_slice() {
-        check_channel_name(channel).map_err(ApiError::bad_request)?;
+        check_channel_name(channel).map_err(ApiError::invalid_name)?;
     }
     match (method, segments.as_slice()) {
         (Method::Post, ["api", "v1", "upload", channel]) => {
-            check_channel_name(channel).map_err(ApiError::bad_request)?;
+            check_channel_name(channel).map_err(ApiError::invalid_name)?;
             upload::upload(env, req, path_token, channel).await
         }
         (Method::Post, ["api", "v1", "import", channel]) => {
-            check_channel_name(channel).map_err(ApiError::bad_request)?;
+            check_channel_name(channel).map_err(ApiError::invalid_name)?;
             bulk::import(env, req, path_token, channel).await
         }
         (Method::Delete, ["api", "v1", "delete", channel, subdir, filename]) => {
-            check_channel_name(channel).map_err(ApiError::bad_request)?;
-            check_subdir(subdir).map_err(ApiError::bad_request)?;
-            check_package_filename(filename).map_err(ApiError::bad_request)?;
+            check_channel_name(channel).map_err(ApiError::invalid_name)?;
+            check_subdir(subdir).map_err(ApiError::invalid_name)?;
+            check_package_filename(filename).map_err(ApiError::invalid_name)?;
             delete::delete(env, &req, path_token, channel, subdir, filename).await
         }
         (Method::Post, ["api", "v1", "debug", "put"]) => {
@@ -137,7 +137,10 @@ async fn route(
             "no such file: {}",
             short(path)
         ))),
-        _ => Err(ApiError::new(405, "method not allowed here")),
+        _ => Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "method not allowed here",
+        )),
     }
 }
 

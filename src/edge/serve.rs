@@ -3,7 +3,7 @@
 use worker::{Bucket, Conditional, Date, DateInit, Env, Headers, Method, Request, Response};
 
 use super::auth::{authorize, find_channel, principal, Channel};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::storage::file_key;
 use crate::access::Action;
 use crate::http_rules::{is_not_modified, parse_range, RangeRequest};
@@ -189,8 +189,10 @@ fn respond(
     headers.set("Accept-Ranges", "bytes")?;
     let (object, status, length) = match fetched {
         Fetched::Unsatisfiable(size) => {
-            let mut response =
-                ApiError::new(416, "the requested range is outside the file").into_response();
+            let mut response = super::error::response(&ApiError::new(
+                ErrorCode::RangeNotSatisfiable,
+                "the requested range is outside the file",
+            ));
             response
                 .headers_mut()
                 .set("Content-Range", &format!("bytes */{size}"))?;

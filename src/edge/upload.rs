@@ -16,7 +16,7 @@ use base64::Engine;
 use super::channel_index::{
     ChannelIndexClient, CommitRequest, CommitStatus, Freshness, ObjectSource,
 };
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::storage::{file_key, random_id, staging_key};
 use crate::access::Action;
 use crate::multipart::{Event, MultipartReader, PartHeaders};
@@ -77,7 +77,7 @@ pub async fn upload(
     };
     let filename = file.filename.clone();
     let result = ingest(env, &channel.name, file, force, true).await;
-    let status = result.as_ref().map_or_else(|e| e.status, |r| r.status);
+    let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status);
     let path = format!("{}/{filename}", channel.name);
     super::log::change("upload", &caller.name, &path, status);
     let ingested = result?;
@@ -103,7 +103,7 @@ pub(super) async fn ingest(
     force: bool,
     build: bool,
 ) -> ApiResult<Ingested> {
-    let format = check_package_filename(&file.filename).map_err(ApiError::bad_request)?;
+    let format = check_package_filename(&file.filename).map_err(ApiError::invalid_name)?;
     if let Some(sha256) = &file.sha256 {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ApiError::bad_request(
@@ -112,7 +112,7 @@ pub(super) async fn ingest(
         }
     }
     if file.length == 0 {
-        return Err(ApiError::unprocessable("the file is empty"));
+        return Err(ApiError::invalid_package("the file is empty"));
     }
 
     let reader = Rc::new(RefCell::new(PackageReader::new(format)));
@@ -161,15 +161,16 @@ pub(super) async fn ingest(
 }
 
 fn short_body(length: u64) -> ApiError {
-    ApiError::bad_request(format!(
-        "the body ended before the {length} bytes announced arrived"
-    ))
+    ApiError::new(
+        ErrorCode::IncompleteBody,
+        format!("the body ended before the {length} bytes announced arrived"),
+    )
 }
 
 /// The reader, once the stream that fed it is done.
 fn finished(reader: Rc<RefCell<PackageReader>>) -> ApiResult<PackageReader> {
     Ok(Rc::try_unwrap(reader)
-        .map_err(|_| ApiError::internal("upload reader still shared"))?
+        .map_err(|_| super::error::internal("upload reader still shared"))?
         .into_inner())
 }
 
@@ -212,16 +213,19 @@ async fn commit(
     let (digests, metadata) = reader.finish();
     if let Some(claimed) = checked.claimed_sha256 {
         if !digests.sha256.eq_ignore_ascii_case(claimed) {
-            return Err(ApiError::bad_request(format!(
-                "X-File-SHA256 does not match the received bytes, whose SHA-256 is {}",
-                digests.sha256
-            )));
+            return Err(ApiError::new(
+                ErrorCode::ChecksumMismatch,
+                format!(
+                    "X-File-SHA256 does not match the received bytes, whose SHA-256 is {}",
+                    digests.sha256
+                ),
+            ));
         }
     }
     let metadata =
-        metadata.map_err(|e| ApiError::unprocessable(format!("invalid package: {e}")))?;
+        metadata.map_err(|e| ApiError::invalid_package(format!("invalid package: {e}")))?;
     let package = Package::from_parts(checked.filename, &digests, metadata)
-        .map_err(|e| ApiError::unprocessable(format!("invalid package: {e}")))?;
+        .map_err(|e| ApiError::invalid_package(format!("invalid package: {e}")))?;
     let outcome = ChannelIndexClient::new(env, channel)?
         .commit(&CommitRequest {
             channel: channel.to_owned(),
@@ -242,7 +246,7 @@ async fn commit(
         CommitStatus::Unchanged => 200,
         CommitStatus::Conflict => {
             return Err(ApiError::new(
-                409,
+                ErrorCode::AlreadyExists,
                 format!(
                     "{}/{} already exists with other content; add ?force=true to replace it",
                     package.subdir, package.filename
@@ -272,7 +276,7 @@ pub(super) fn checked_length(env: &Env, req: &Request) -> ApiResult<u64> {
     let limit = max_upload_bytes(env);
     if length > limit {
         return Err(ApiError::new(
-            413,
+            ErrorCode::TooLarge,
             format!("the upload is {length} bytes; this server accepts at most {limit}"),
         ));
     }
@@ -282,7 +286,12 @@ pub(super) fn checked_length(env: &Env, req: &Request) -> ApiResult<u64> {
 fn content_length(req: &Request) -> ApiResult<u64> {
     req.headers()
         .get("Content-Length")?
-        .ok_or_else(|| ApiError::new(411, "send the upload with a Content-Length header"))?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::LengthRequired,
+                "send the upload with a Content-Length header",
+            )
+        })?
         .trim()
         .parse()
         .map_err(|_| ApiError::bad_request("Content-Length is not a number"))

@@ -1,0 +1,95 @@
+//! The deployment's settings (`[vars]` in wrangler.toml), read once per request into one
+//! struct. A missing setting takes its default; a malformed one is a configuration error,
+//! reported instead of silently replaced.
+
+/// Every setting the Worker and the channel index read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Largest accepted upload body (`MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: u64,
+    /// How long an isolate trusts a verified key, a channel and a membership
+    /// (`AUTH_CACHE_SECONDS`).
+    pub auth_cache_ms: u64,
+    /// How long a superseded shard stays readable (`SHARD_RETENTION_SECONDS`).
+    pub shard_retention_ms: u64,
+    /// Part size of streamed artifact writes (`R2_PART_BYTES`; R2's minimum is 5 MiB).
+    pub r2_part_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            // Cloudflare's Free and Pro plans cap request bodies at 100 MB.
+            max_upload_bytes: 100 * 1024 * 1024,
+            auth_cache_ms: 30_000,
+            shard_retention_ms: 7 * 24 * 3600 * 1000,
+            r2_part_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the settings through `var`, which gives a variable's text if it is set.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let defaults = Self::default();
+        let number = |name: &str| -> Result<Option<f64>, String> {
+            var(name)
+                .map(|text| match text.trim().parse::<f64>() {
+                    Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+                    _ => Err(format!("{name} is '{text}', not a non-negative number")),
+                })
+                .transpose()
+        };
+        let seconds = |name: &str, default_ms: u64| {
+            Ok::<_, String>(number(name)?.map_or(default_ms, |s| (s * 1000.0) as u64))
+        };
+        Ok(Self {
+            max_upload_bytes: number("MAX_UPLOAD_BYTES")?
+                .map_or(defaults.max_upload_bytes, |v| v as u64),
+            auth_cache_ms: seconds("AUTH_CACHE_SECONDS", defaults.auth_cache_ms)?,
+            shard_retention_ms: seconds("SHARD_RETENTION_SECONDS", defaults.shard_retention_ms)?,
+            r2_part_bytes: number("R2_PART_BYTES")?.map_or(defaults.r2_part_bytes, |v| v as usize),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        }
+    }
+
+    #[test]
+    fn unset_settings_take_their_defaults() {
+        assert_eq!(Config::from_vars(vars(&[])), Ok(Config::default()));
+    }
+
+    #[test]
+    fn settings_are_read_in_their_units() {
+        let config = Config::from_vars(vars(&[
+            ("MAX_UPLOAD_BYTES", "1000"),
+            ("AUTH_CACHE_SECONDS", "0.5"),
+            ("SHARD_RETENTION_SECONDS", "3"),
+            ("R2_PART_BYTES", "5242880"),
+        ]))
+        .unwrap();
+        assert_eq!(config.max_upload_bytes, 1000);
+        assert_eq!(config.auth_cache_ms, 500);
+        assert_eq!(config.shard_retention_ms, 3000);
+        assert_eq!(config.r2_part_bytes, 5 * 1024 * 1024);
+    }
+
+    #[test]
+    fn a_malformed_setting_is_an_error_naming_it() {
+        let error = Config::from_vars(vars(&[("AUTH_CACHE_SECONDS", "soon")])).unwrap_err();
+        assert!(error.contains("AUTH_CACHE_SECONDS"), "{error}");
+        assert!(Config::from_vars(vars(&[("MAX_UPLOAD_BYTES", "-1")])).is_err());
+    }
+}

@@ -1,0 +1,426 @@
+//! The directory: every statement run against D1 (users, keys, channels, memberships), with
+//! the rows it returns. The Worker binds them (`edge::db`), the admin command inlines them for
+//! `wrangler d1 execute`: both run the same SQL, so a rule written into a statement holds
+//! for both.
+//!
+//! One such rule: a channel keeps at least one owner. The statements that demote or remove a
+//! member carry it in their `WHERE` clause, so it holds atomically, and return no row when it
+//! refuses; [`membership_refusal`] then says why.
+
+use serde::Deserialize;
+
+use crate::access::Role;
+use crate::error::{ApiError, ErrorCode};
+
+/// A value bound to a statement's `?N` placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+    Null,
+}
+
+impl From<&str> for Param {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
+impl From<i64> for Param {
+    fn from(value: i64) -> Self {
+        Self::Int(value)
+    }
+}
+
+impl From<bool> for Param {
+    fn from(value: bool) -> Self {
+        Self::Int(value.into())
+    }
+}
+
+impl<T: Into<Param>> From<Option<T>> for Param {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Self::Null, Into::into)
+    }
+}
+
+/// One SQL statement and its parameters (`?1` is `params[0]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    pub sql: &'static str,
+    pub params: Vec<Param>,
+}
+
+impl Statement {
+    fn new(sql: &'static str, params: Vec<Param>) -> Self {
+        Self { sql, params }
+    }
+
+    /// The statement with its parameters written in as SQL literals, for tools that take SQL
+    /// text only. Placeholders inside string literals are left alone.
+    pub fn inline(&self) -> String {
+        let mut out = String::with_capacity(self.sql.len());
+        let mut chars = self.sql.chars().peekable();
+        let mut in_string = false;
+        while let Some(c) = chars.next() {
+            if c == '\'' {
+                in_string = !in_string;
+            }
+            if c != '?' || in_string {
+                out.push(c);
+                continue;
+            }
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                digits.push(*d);
+                chars.next();
+            }
+            let index: usize = digits.parse().expect("placeholders are numbered");
+            out.push_str(&match &self.params[index - 1] {
+                Param::Text(text) => format!("'{}'", text.replace('\'', "''")),
+                Param::Int(value) => value.to_string(),
+                Param::Null => "NULL".to_owned(),
+            });
+        }
+        out
+    }
+}
+
+/// A key that is not revoked, with its user (see [`key_by_hash`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyRow {
+    pub key_id: i64,
+    pub key_name: String,
+    pub read_only: i64,
+    /// JSON array of channel names; `None`: no limit.
+    pub channels: Option<String>,
+    pub expires_at: Option<f64>,
+    pub user_id: i64,
+    pub name: String,
+    pub is_admin: i64,
+}
+
+pub fn key_by_hash(hash: &str) -> Statement {
+    Statement::new(
+        "SELECT k.id AS key_id, k.name AS key_name, k.read_only, k.channels, k.expires_at, \
+         k.user_id, u.name, u.is_admin FROM api_keys k JOIN users u ON u.id = k.user_id \
+         WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
+        vec![hash.into()],
+    )
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelRow {
+    pub name: String,
+    pub private: i64,
+    pub created_at: f64,
+}
+
+pub fn channel(name: &str) -> Statement {
+    Statement::new(
+        "SELECT name, private, created_at FROM channels WHERE name = ?1",
+        vec![name.into()],
+    )
+}
+
+pub fn all_channels() -> Statement {
+    Statement::new(
+        "SELECT name, private, created_at FROM channels ORDER BY name",
+        vec![],
+    )
+}
+
+/// A channel with the role a user has in it, if any.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelRoleRow {
+    pub name: String,
+    pub private: i64,
+    pub created_at: f64,
+    pub role: Option<String>,
+}
+
+/// Every channel with `user_id`'s role in each (none for `None`), for listings that the
+/// access policy then filters.
+pub fn channels_with_role(user_id: Option<i64>) -> Statement {
+    Statement::new(
+        "SELECT c.name, c.private, c.created_at, m.role FROM channels c \
+         LEFT JOIN memberships m ON m.channel = c.name AND m.user_id = ?1 ORDER BY c.name",
+        vec![user_id.into()],
+    )
+}
+
+/// The new channel's name, or no row when the name is taken.
+pub fn create_channel(name: &str, private: bool, now: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO channels (name, private, created_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO NOTHING RETURNING name",
+        vec![name.into(), private.into(), now.into()],
+    )
+}
+
+/// The channel's name, or no row when there is no such channel.
+pub fn set_visibility(name: &str, private: bool) -> Statement {
+    Statement::new(
+        "UPDATE channels SET private = ?2 WHERE name = ?1 RETURNING name",
+        vec![name.into(), private.into()],
+    )
+}
+
+/// Removes a channel and its memberships; run as one batch.
+pub fn delete_channel(name: &str) -> [Statement; 2] {
+    [
+        Statement::new(
+            "DELETE FROM memberships WHERE channel = ?1",
+            vec![name.into()],
+        ),
+        Statement::new("DELETE FROM channels WHERE name = ?1", vec![name.into()]),
+    ]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RoleRow {
+    pub role: String,
+}
+
+pub fn role(channel: &str, user_id: i64) -> Statement {
+    Statement::new(
+        "SELECT role FROM memberships WHERE channel = ?1 AND user_id = ?2",
+        vec![channel.into(), user_id.into()],
+    )
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MembershipRow {
+    pub channel: String,
+    pub role: String,
+}
+
+pub fn memberships_of(user_id: i64) -> Statement {
+    Statement::new(
+        "SELECT channel, role FROM memberships WHERE user_id = ?1 ORDER BY channel",
+        vec![user_id.into()],
+    )
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemberRow {
+    pub user: String,
+    pub role: String,
+}
+
+/// Owners first, then members, each by name.
+pub fn members(channel: &str) -> Statement {
+    Statement::new(
+        "SELECT u.name AS user, m.role FROM memberships m JOIN users u ON u.id = m.user_id \
+         WHERE m.channel = ?1 ORDER BY m.role DESC, u.name",
+        vec![channel.into()],
+    )
+}
+
+/// Makes `user_id` an owner or member of an existing channel. Returns the role, or no row
+/// when the channel does not exist or the change would demote its last owner.
+pub fn put_member(channel: &str, user_id: i64, role: Role) -> Statement {
+    Statement::new(
+        "INSERT INTO memberships (channel, user_id, role) \
+         SELECT name, ?2, ?3 FROM channels WHERE name = ?1 AND (?3 = 'owner' OR EXISTS \
+         (SELECT 1 FROM memberships WHERE channel = ?1 AND role = 'owner' AND user_id != ?2)) \
+         ON CONFLICT (channel, user_id) DO UPDATE SET role = excluded.role RETURNING role",
+        vec![channel.into(), user_id.into(), role.as_str().into()],
+    )
+}
+
+/// Removes a membership. Returns the role it had, or no row when there was none or it is the
+/// channel's last owner.
+pub fn remove_member(channel: &str, user_id: i64) -> Statement {
+    Statement::new(
+        "DELETE FROM memberships WHERE channel = ?1 AND user_id = ?2 AND (role != 'owner' \
+         OR EXISTS (SELECT 1 FROM memberships WHERE channel = ?1 AND role = 'owner' \
+         AND user_id != ?2)) RETURNING role",
+        vec![channel.into(), user_id.into()],
+    )
+}
+
+/// Why [`put_member`] or [`remove_member`] returned no row, given what is there now.
+pub fn membership_refusal(
+    channel: &str,
+    user: &str,
+    channel_exists: bool,
+    current_role: Option<Role>,
+) -> ApiError {
+    if !channel_exists {
+        ApiError::not_found(format!("no channel named '{channel}'"))
+    } else if current_role == Some(Role::Owner) {
+        ApiError::new(
+            ErrorCode::LastOwner,
+            format!(
+                "{user} is the last owner of '{channel}'; a channel must keep at least one owner"
+            ),
+        )
+    } else {
+        ApiError::not_found(format!("{user} is not a member of '{channel}'"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserRow {
+    pub id: i64,
+    pub name: String,
+    pub is_admin: i64,
+    pub created_at: f64,
+}
+
+/// The new user, or no row when the name is taken.
+pub fn create_user(name: &str, is_admin: bool, now: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO users (name, is_admin, created_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO NOTHING RETURNING id, name, is_admin, created_at",
+        vec![name.into(), is_admin.into(), now.into()],
+    )
+}
+
+pub fn user_by_name(name: &str) -> Statement {
+    Statement::new(
+        "SELECT id, name, is_admin, created_at FROM users WHERE name = ?1",
+        vec![name.into()],
+    )
+}
+
+pub fn users() -> Statement {
+    Statement::new(
+        "SELECT id, name, is_admin, created_at FROM users ORDER BY name",
+        vec![],
+    )
+}
+
+/// A key as its owner may see it: never the secret, nor its hash.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyListRow {
+    pub id: i64,
+    pub user: String,
+    pub name: String,
+    pub prefix: String,
+    pub read_only: i64,
+    pub channels: Option<String>,
+    pub created_at: f64,
+    pub expires_at: Option<f64>,
+    pub revoked_at: Option<f64>,
+}
+
+/// The keys of one user, or of every user for `None`, oldest first.
+pub fn keys(user: Option<&str>) -> Statement {
+    Statement::new(
+        "SELECT k.id, u.name AS user, k.name, k.prefix, k.read_only, k.channels, k.created_at, \
+         k.expires_at, k.revoked_at FROM api_keys k JOIN users u ON u.id = k.user_id \
+         WHERE ?1 IS NULL OR u.name = ?1 ORDER BY k.id",
+        vec![user.into()],
+    )
+}
+
+/// What a new key is, besides its secret.
+#[derive(Debug, Clone)]
+pub struct NewKey<'a> {
+    pub user_id: i64,
+    pub name: &'a str,
+    pub hash: &'a str,
+    pub prefix: &'a str,
+    pub now: i64,
+    pub expires_at: Option<i64>,
+    pub read_only: bool,
+    /// The channels it is limited to, as a JSON array; `None`: no limit.
+    pub channels_json: Option<&'a str>,
+}
+
+/// Returns the new key's `id`.
+pub fn create_key(key: &NewKey) -> Statement {
+    Statement::new(
+        "INSERT INTO api_keys \
+         (user_id, name, key_hash, prefix, created_at, expires_at, read_only, channels) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        vec![
+            key.user_id.into(),
+            key.name.into(),
+            key.hash.into(),
+            key.prefix.into(),
+            key.now.into(),
+            key.expires_at.into(),
+            key.read_only.into(),
+            key.channels_json.into(),
+        ],
+    )
+}
+
+/// Revokes an active key of `owner_id`, or of anyone for `None`. Returns its `id`, or no row
+/// when there is no such active key.
+pub fn revoke_key(id: i64, owner_id: Option<i64>, now: i64) -> Statement {
+    Statement::new(
+        "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND revoked_at IS NULL \
+         AND (?2 IS NULL OR user_id = ?2) RETURNING id",
+        vec![id.into(), owner_id.into(), now.into()],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inlined_literals_are_quoted() {
+        let statement = Statement::new(
+            "SELECT ?1, ?2, ?3, '?1' WHERE x = ?1",
+            vec!["it's".into(), 7i64.into(), Param::Null],
+        );
+        assert_eq!(
+            statement.inline(),
+            "SELECT 'it''s', 7, NULL, '?1' WHERE x = 'it''s'"
+        );
+    }
+
+    #[test]
+    fn every_placeholder_has_a_parameter() {
+        let key = NewKey {
+            user_id: 1,
+            name: "n",
+            hash: "h",
+            prefix: "p",
+            now: 0,
+            expires_at: None,
+            read_only: false,
+            channels_json: None,
+        };
+        let statements = [
+            key_by_hash("h"),
+            channel("c"),
+            channels_with_role(None),
+            create_channel("c", true, 0),
+            set_visibility("c", false),
+            role("c", 1),
+            members("c"),
+            put_member("c", 1, Role::Member),
+            remove_member("c", 1),
+            create_user("u", false, 0),
+            keys(Some("u")),
+            create_key(&key),
+            revoke_key(1, None, 0),
+        ];
+        for statement in statements {
+            // Inlining panics on a placeholder without a parameter.
+            assert!(!statement.inline().contains('?'), "{}", statement.sql);
+        }
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        assert_eq!(
+            membership_refusal("c", "u", false, None).code,
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            membership_refusal("c", "u", true, Some(Role::Owner)).code,
+            ErrorCode::LastOwner
+        );
+        assert_eq!(
+            membership_refusal("c", "u", true, None).code,
+            ErrorCode::NotFound
+        );
+    }
+}
