@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::names::{check_subdir, ArchiveFormat};
 use conda_zip::CondaScanner;
 use tar_bz2::TarBz2Scanner;
-pub use tar_scan::{padding_for, InfoFiles, TarEntryKind, TarHeader};
+pub use tar_scan::{padding_for, InfoFiles, TarEntryKind, TarHeader, TarPaths};
 
 /// Why a file is not an acceptable conda package. Both kinds are the uploader's to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
