@@ -72,18 +72,23 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     RangeRequest::Partial(range)
 }
 
+/// An entity tag without its weakness prefix and quotes: what weak comparison compares.
+pub fn bare_etag(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/").trim_matches('"')
+}
+
+/// The one entity tag of an `If-None-Match` header, bare, when it holds exactly one.
+pub fn single_etag(header: &str) -> Option<&str> {
+    let tag = header.trim();
+    (!tag.contains(',') && tag != "*").then(|| bare_etag(tag))
+}
+
 /// Whether an `If-None-Match` header matches `etag` (weak comparison, as RFC 9110 asks).
 pub fn none_match(header: &str, etag: &str) -> bool {
-    let bare = |tag: &str| {
-        tag.trim()
-            .trim_start_matches("W/")
-            .trim_matches('"')
-            .to_owned()
-    };
-    let etag = bare(etag);
+    let etag = bare_etag(etag);
     header
         .split(',')
-        .any(|candidate| candidate.trim() == "*" || bare(candidate) == etag)
+        .any(|candidate| candidate.trim() == "*" || bare_etag(candidate) == etag)
 }
 
 /// Whether a conditional GET or HEAD may answer 304. `If-None-Match` wins over
@@ -146,6 +151,11 @@ mod tests {
         assert!(none_match("W/\"abc\", \"x\"", "\"abc\""));
         assert!(none_match("*", "\"abc\""));
         assert!(!none_match("\"abd\"", "\"abc\""));
+        assert_eq!(bare_etag(" W/\"abc\" "), "abc");
+        assert_eq!(bare_etag("abc"), "abc");
+        assert_eq!(single_etag(" W/\"abc\""), Some("abc"));
+        assert_eq!(single_etag("\"a\", \"b\""), None);
+        assert_eq!(single_etag("*"), None);
     }
 
     #[test]

@@ -3,44 +3,13 @@
 //! Every name is checked before it touches storage, so no caller can reach outside the
 //! channel's own prefix with `..`, slashes or other path tricks.
 
-use rattler_conda_types::Subdir;
+use rattler_conda_types::{
+    package::{ArchiveIdentifier, CondaArchiveType},
+    Subdir,
+};
 
 /// Channel names that would shadow a top-level route.
 const RESERVED_CHANNELS: [&str; 3] = ["api", "t", "health"];
-
-/// The two conda package formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArchiveFormat {
-    Conda,
-    TarBz2,
-}
-
-impl ArchiveFormat {
-    pub fn from_filename(filename: &str) -> Option<Self> {
-        if filename.ends_with(".conda") {
-            Some(Self::Conda)
-        } else if filename.ends_with(".tar.bz2") {
-            Some(Self::TarBz2)
-        } else {
-            None
-        }
-    }
-
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Conda => ".conda",
-            Self::TarBz2 => ".tar.bz2",
-        }
-    }
-
-    /// The key that lists records of this format in repodata.json.
-    pub fn repodata_key(self) -> &'static str {
-        match self {
-            Self::Conda => "packages.conda",
-            Self::TarBz2 => "packages",
-        }
-    }
-}
 
 /// What a file in a subdir is, which decides how it is cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,30 +90,29 @@ pub fn check_subdir(subdir: &str) -> Result<Subdir, String> {
 
 /// A package file name: `<name>-<version>-<build>.conda` or `.tar.bz2`, in the characters conda
 /// allows there. Whether it matches the package's own metadata is checked once that is read.
-pub fn check_package_filename(filename: &str) -> Result<ArchiveFormat, String> {
-    let format = ArchiveFormat::from_filename(filename).ok_or_else(|| {
+pub fn check_package_filename(filename: &str) -> Result<CondaArchiveType, String> {
+    let (stem, archive_type) = CondaArchiveType::split_str(filename).ok_or_else(|| {
         format!(
             "'{}' is not a conda package file name: it must end in .conda or .tar.bz2",
             truncate(filename)
         )
     })?;
-    let stem = &filename[..filename.len() - format.extension().len()];
-    let valid_chars = filename
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.+!".contains(&b));
-    if filename.len() > 255
-        || !valid_chars
-        || stem.starts_with(['.', '-'])
-        || filename.contains("..")
-        || stem.split('-').count() < 3
-    {
+    // The name becomes an object key and a URL path: rattler's parse accepts any characters,
+    // so the safe ones are checked here.
+    let safe = filename.len() <= 255
+        && filename
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+!".contains(&b))
+        && !stem.starts_with(['.', '-'])
+        && !filename.contains("..");
+    if !safe || stem.parse::<ArchiveIdentifier>().is_err() {
         return Err(format!(
             "invalid package file name '{}': expected <name>-<version>-<build>{}",
             truncate(filename),
-            format.extension()
+            archive_type.extension()
         ));
     }
-    Ok(format)
+    Ok(archive_type)
 }
 
 /// Names echoed in errors are cut short: clients show at most 512 characters of a message.
@@ -187,11 +155,11 @@ mod tests {
     fn package_filenames() {
         assert_eq!(
             check_package_filename("zlib-1.2.11-h7b6447c_3.conda"),
-            Ok(ArchiveFormat::Conda)
+            Ok(CondaArchiveType::Conda)
         );
         assert_eq!(
             check_package_filename("conda-index-pkg-a-1.0-py27h5e241af_0.tar.bz2"),
-            Ok(ArchiveFormat::TarBz2)
+            Ok(CondaArchiveType::TarBz2)
         );
         for bad in [
             "zlib.zip",

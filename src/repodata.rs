@@ -1,33 +1,77 @@
-//! repodata.json, written the way conda-index writes it: compact, keys sorted at every level.
+//! repodata.json and its records, written the way conda-index writes them: compact, keys sorted
+//! at every level.
 //!
 //! Records are stored already serialized, so the document is assembled from them as they come,
 //! in order, without parsing them again or holding the whole channel as values.
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
-use crate::names::ArchiveFormat;
+use rattler_conda_types::{
+    package::{BuildString, CondaArchiveType},
+    PackageName, VersionWithSource,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// A package's repodata record: its `info/index.json` without the keys conda-index drops, plus
+/// the file's checksums and size and, once indexed, the time of indexing (CEP 47).
+///
+/// Fields the record does not name are carried through untouched in `other`, so a record holds
+/// whatever conda-index would write for the same file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub name: PackageName,
+    pub version: VersionWithSource,
+    pub build: BuildString,
+    pub build_number: u64,
+    /// Absent in old packages, whose subdir follows from `platform` and `arch`. A null one is
+    /// left out too: rattler cannot read a record with a null subdir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdir: Option<String>,
+    pub md5: String,
+    pub sha256: String,
+    pub size: u64,
+    /// Set by the channel index when it stores the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed_timestamp: Option<u64>,
+    /// Every other field, as index.json has it.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
 
 /// One record, serialized canonically (compact, keys sorted at every level).
-pub fn record_json(record: &Map<String, Value>) -> String {
-    // serde_json's Map keeps keys sorted unless its `preserve_order` feature is on; sort
-    // explicitly so the output never depends on that.
-    fn sorted(value: &Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                let mut entries: Vec<_> = map.iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(b.0));
-                Value::Object(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (k.clone(), sorted(v)))
-                        .collect(),
-                )
-            }
-            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-            other => other.clone(),
+pub fn record_json(record: &Record) -> String {
+    let value = serde_json::to_value(record).expect("a record serializes to JSON");
+    sorted_keys(value).to_string()
+}
+
+/// `value` with the keys of every object in sorted order, as conda-index and CEP 16 shards
+/// write them.
+pub fn sorted_keys(value: Value) -> Value {
+    match value {
+        // serde_json's Map keeps keys sorted unless its `preserve_order` feature is on; sort
+        // explicitly so the output never depends on that, nor on a struct's field order.
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key, sorted_keys(value)))
+                    .collect(),
+            )
         }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted_keys).collect()),
+        other => other,
     }
-    sorted(&Value::Object(record.clone())).to_string()
+}
+
+/// The key that lists records of this archive type in repodata.json.
+pub fn section_key(archive_type: CondaArchiveType) -> &'static str {
+    match archive_type {
+        CondaArchiveType::Conda => "packages.conda",
+        CondaArchiveType::TarBz2 => "packages",
+    }
 }
 
 /// zstd level of repodata.json.zst. On a 7.8 MB repodata.json (20,000 records) level 3 took
@@ -37,7 +81,7 @@ pub fn record_json(record: &Map<String, Value>) -> String {
 pub const REPODATA_ZSTD_LEVEL: i32 = 3;
 
 /// The record sections of repodata.json, in the order they are written.
-const SECTIONS: [ArchiveFormat; 2] = [ArchiveFormat::TarBz2, ArchiveFormat::Conda];
+const SECTIONS: [CondaArchiveType; 2] = [CondaArchiveType::TarBz2, CondaArchiveType::Conda];
 
 /// Writes a channel index document (repodata.json, run_exports.json) from entries given in
 /// order: all `.tar.bz2` files, then all `.conda` files, each group sorted by file name.
@@ -75,8 +119,12 @@ impl IndexWriter {
 
     /// Adds one entry; `value_json` must be canonical JSON (see [`record_json`]).
     pub fn push(&mut self, filename: &str, value_json: &str) {
-        let format = ArchiveFormat::from_filename(filename).unwrap_or(ArchiveFormat::TarBz2);
-        let section = SECTIONS.iter().position(|f| *f == format).unwrap_or(0);
+        let archive_type = CondaArchiveType::split_str(filename)
+            .map_or(CondaArchiveType::TarBz2, |(_, archive_type)| archive_type);
+        let section = SECTIONS
+            .iter()
+            .position(|t| *t == archive_type)
+            .unwrap_or(0);
         debug_assert!(
             section + 1 >= self.opened,
             "entries must come grouped by format"
@@ -120,7 +168,7 @@ impl IndexWriter {
             if self.opened > 0 {
                 self.out.push('}');
             }
-            let key = SECTIONS[self.opened].repodata_key();
+            let key = section_key(SECTIONS[self.opened]);
             self.out.push_str(&format!(",\"{key}\":{{"));
             self.opened += 1;
             self.section_empty = true;
@@ -190,11 +238,25 @@ mod tests {
 
     #[test]
     fn records_are_sorted_at_every_level() {
-        let record: Map<String, Value> =
-            serde_json::from_str(r#"{"z":1,"a":{"y":[{"b":1,"a":2}],"x":null}}"#).unwrap();
+        let stored = r#"{"z":1,"version":"1.0","size":3,"sha256":"s","name":"a","md5":"m","build_number":0,"build":"h_0","a":{"y":[{"b":1,"a":2}],"x":null}}"#;
+        let mut record: Record = serde_json::from_str(stored).unwrap();
         assert_eq!(
             record_json(&record),
-            r#"{"a":{"x":null,"y":[{"a":2,"b":1}]},"z":1}"#
+            r#"{"a":{"x":null,"y":[{"a":2,"b":1}]},"build":"h_0","build_number":0,"md5":"m","name":"a","sha256":"s","size":3,"version":"1.0","z":1}"#
         );
+        record.indexed_timestamp = Some(7);
+        record.subdir = Some("noarch".into());
+        let again: Record = serde_json::from_str(&record_json(&record)).unwrap();
+        assert_eq!(again, record);
+        assert_eq!(
+            record_json(&again),
+            r#"{"a":{"x":null,"y":[{"a":2,"b":1}]},"build":"h_0","build_number":0,"indexed_timestamp":7,"md5":"m","name":"a","sha256":"s","size":3,"subdir":"noarch","version":"1.0","z":1}"#
+        );
+    }
+
+    #[test]
+    fn section_keys() {
+        assert_eq!(section_key(CondaArchiveType::Conda), "packages.conda");
+        assert_eq!(section_key(CondaArchiveType::TarBz2), "packages");
     }
 }

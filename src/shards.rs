@@ -3,10 +3,16 @@
 //!
 //! Shards are content-addressed, so their bytes must depend on nothing but their records:
 //! map keys are sorted at every level and `md5`/`sha256` are binary, as rattler writes them.
+//! They are written with rmpv rather than rattler's `Shard`/`ShardedRepodata` types: `Shard`
+//! holds rattler's `PackageRecord`, which would drop fields that repodata.json serves (such as
+//! `requires` or `preferred_env`), and `ShardedRepodata` keeps its shards in a hash map, whose
+//! order, and so the index's bytes, would vary from run to run.
 
 use rmpv::Value as Msgpack;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::repodata::sorted_keys;
 
 /// Where shards live, relative to the shard index.
 pub const SHARDS_BASE_URL: &str = "./shards/";
@@ -50,7 +56,7 @@ pub fn build_shard<'a>(records: impl IntoIterator<Item = (&'a str, &'a str)>) ->
     let mut conda = Vec::new();
     for (filename, record) in records {
         let record: Value = serde_json::from_str(record).expect("stored records are valid JSON");
-        let entry = (Msgpack::from(filename), record_to_msgpack(&record));
+        let entry = (Msgpack::from(filename), record_to_msgpack(record));
         if filename.ends_with(".conda") {
             conda.push(entry);
         } else {
@@ -103,48 +109,41 @@ pub fn compress(bytes: &[u8], level: i32) -> Vec<u8> {
 }
 
 /// A record as msgpack: keys sorted at every level, hex checksums as binary.
-fn record_to_msgpack(record: &Value) -> Msgpack {
-    let Value::Object(map) = record else {
-        return json_to_msgpack(record);
-    };
-    let mut entries: Vec<_> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    Msgpack::Map(
-        entries
-            .into_iter()
-            .map(|(key, value)| {
-                let value = match (key.as_str(), value.as_str().map(hex::decode)) {
-                    ("md5" | "sha256", Some(Ok(bytes))) => Msgpack::Binary(bytes),
-                    _ => json_to_msgpack(value),
-                };
-                (Msgpack::from(key.as_str()), value)
-            })
-            .collect(),
-    )
+fn record_to_msgpack(record: Value) -> Msgpack {
+    match sorted_keys(record) {
+        Value::Object(map) => Msgpack::Map(
+            map.into_iter()
+                .map(|(key, value)| {
+                    let value = match (key.as_str(), value.as_str().map(hex::decode)) {
+                        ("md5" | "sha256", Some(Ok(bytes))) => Msgpack::Binary(bytes),
+                        _ => json_to_msgpack(value),
+                    };
+                    (Msgpack::from(key), value)
+                })
+                .collect(),
+        ),
+        other => json_to_msgpack(other),
+    }
 }
 
-fn json_to_msgpack(value: &Value) -> Msgpack {
+/// JSON as msgpack, keeping the order of its keys.
+fn json_to_msgpack(value: Value) -> Msgpack {
     match value {
         Value::Null => Msgpack::Nil,
-        Value::Bool(b) => Msgpack::Boolean(*b),
+        Value::Bool(b) => Msgpack::Boolean(b),
         Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
             (Some(u), _, _) => Msgpack::from(u),
             (None, Some(i), _) => Msgpack::from(i),
             (_, _, Some(f)) => Msgpack::F64(f),
             _ => Msgpack::Nil,
         },
-        Value::String(s) => Msgpack::from(s.as_str()),
-        Value::Array(items) => Msgpack::Array(items.iter().map(json_to_msgpack).collect()),
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            Msgpack::Map(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (Msgpack::from(k.as_str()), json_to_msgpack(v)))
-                    .collect(),
-            )
-        }
+        Value::String(s) => Msgpack::from(s),
+        Value::Array(items) => Msgpack::Array(items.into_iter().map(json_to_msgpack).collect()),
+        Value::Object(map) => Msgpack::Map(
+            map.into_iter()
+                .map(|(k, v)| (Msgpack::from(k), json_to_msgpack(v)))
+                .collect(),
+        ),
     }
 }
 

@@ -4,10 +4,11 @@
 use std::{fs, path::PathBuf};
 
 use condaflare::{
-    names::{check_package_filename, ArchiveFormat},
+    names::check_package_filename,
     package::{Package, PackageError, PackageReader},
     repodata::{record_json, run_exports_entry, IndexWriter},
 };
+use rattler_conda_types::package::CondaArchiveType;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -25,9 +26,9 @@ fn files_in(dir: &str) -> Vec<PathBuf> {
 
 fn read_package(path: &PathBuf, chunk: usize) -> Result<Package, PackageError> {
     let filename = path.file_name().unwrap().to_str().unwrap();
-    let format = ArchiveFormat::from_filename(filename).unwrap();
+    let archive_type = CondaArchiveType::try_from(filename).unwrap();
     let bytes = fs::read(path).unwrap();
-    let mut reader = PackageReader::new(format);
+    let mut reader = PackageReader::new(archive_type);
     for part in bytes.chunks(chunk) {
         reader.update(part);
     }
@@ -64,8 +65,15 @@ fn every_valid_fixture_matches_conda_index() {
                 package.subdir
             );
             assert_eq!(
-                Value::Object(package.record.clone()),
+                serde_json::to_value(&package.record).unwrap(),
                 expected,
+                "{}",
+                package.filename
+            );
+            // What is served: compact, keys sorted at every level, as conda-index writes it.
+            assert_eq!(
+                record_json(&package.record),
+                expected.to_string(),
                 "{}",
                 package.filename
             );
@@ -125,7 +133,7 @@ fn corrupt_fixtures_are_refused() {
 #[test]
 fn renamed_package_is_refused() {
     let source = fs::read(fixtures().join("packages/flask-0.11.1-py_0.tar.bz2")).unwrap();
-    let mut reader = PackageReader::new(ArchiveFormat::TarBz2);
+    let mut reader = PackageReader::new(CondaArchiveType::TarBz2);
     reader.update(&source);
     let (digests, metadata) = reader.finish();
     let err =

@@ -23,7 +23,7 @@ use super::upload::{
 };
 use crate::access::Action;
 use crate::names::check_package_filename;
-use crate::package::{padding_for, TarEntryKind, TarHeader};
+use crate::package::{padding_for, TarEntryKind, TarHeader, TarPaths};
 
 /// The request body, read on demand by whichever part of the import needs the next bytes.
 struct Body {
@@ -202,7 +202,7 @@ async fn read_tar<'a>(
     in_flight: &mut FuturesOrdered<Pin<Box<dyn Future<Output = Outcome> + 'a>>>,
     record: &mut impl FnMut(Outcome),
 ) -> ApiResult<()> {
-    let mut next_path: Option<String> = None;
+    let mut paths = TarPaths::default();
     loop {
         let block = match body.take(512).await? {
             None => return Ok(()),
@@ -221,13 +221,12 @@ async fn read_tar<'a>(
         match header.kind {
             TarEntryKind::LongName | TarEntryKind::PaxHeader => {
                 let data = body.read_exact(header.size as usize).await?;
-                next_path = header
-                    .next_path(&data)
-                    .map_err(|e| ApiError::bad_request(format!("not a tar stream: {e}")))?
-                    .or(next_path);
+                paths
+                    .read_extended(header.kind, &data)
+                    .map_err(|e| ApiError::bad_request(format!("not a tar stream: {e}")))?;
             }
             TarEntryKind::File => {
-                let path = next_path.take().unwrap_or(header.path);
+                let path = paths.entry_path(header.path);
                 let filename = path.rsplit('/').next().unwrap_or_default().to_owned();
                 if check_package_filename(&filename).is_ok() {
                     let small = header.size <= INLINE_BYTES;
@@ -265,7 +264,9 @@ async fn read_tar<'a>(
                     }
                 }
             }
-            TarEntryKind::Other => {}
+            TarEntryKind::Other => {
+                paths.entry_path(header.path);
+            }
         }
         body.skip_to(end).await?;
     }

@@ -6,7 +6,7 @@ use super::auth::{authorize, find_channel, principal, Channel};
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::storage::file_key;
 use crate::access::Action;
-use crate::http_rules::{is_not_modified, parse_range, RangeRequest};
+use crate::http_rules::{is_not_modified, parse_range, single_etag, ByteRange, RangeRequest};
 use crate::names::ChannelFile;
 use crate::repodata::empty_noarch;
 
@@ -66,7 +66,7 @@ enum Fetched {
     /// The object, or the part of it that was asked for.
     Body {
         object: worker::Object,
-        range: Option<(u64, u64)>,
+        range: Option<ByteRange>,
     },
     /// A conditional request whose condition says the client's copy is current.
     NotModified(worker::Object),
@@ -115,7 +115,7 @@ async fn fetch_object(
                 Ok(fetched.map(|fetched| match fetched {
                     Fetched::Body { object, .. } => Fetched::Body {
                         object,
-                        range: Some((range.start, range.end)),
+                        range: Some(range),
                     },
                     other => other,
                 }))
@@ -127,7 +127,7 @@ async fn fetch_object(
     let mut request = bucket.get(key);
     if let Some(tag) = if_none_match.as_deref().and_then(single_etag) {
         request = request.only_if(Conditional {
-            etag_does_not_match: Some(tag),
+            etag_does_not_match: Some(tag.to_owned()),
             ..Default::default()
         });
     } else if let (None, Some(since)) = (&if_none_match, if_modified_since) {
@@ -158,15 +158,6 @@ async fn get(bucket: &Bucket, key: &str, range: Option<(u64, u64)>) -> ApiResult
         object,
         range: None,
     }))
-}
-
-/// The one entity tag of an `If-None-Match` header, unquoted, when it holds exactly one.
-fn single_etag(header: &str) -> Option<String> {
-    let tag = header.trim();
-    if tag.contains(',') || tag == "*" {
-        return None;
-    }
-    Some(tag.trim_start_matches("W/").trim_matches('"').to_owned())
 }
 
 fn parse_http_date(value: &str) -> Option<u64> {
@@ -206,12 +197,9 @@ fn respond(
                 .empty());
         }
         Fetched::Body { object, range } => match range {
-            Some((start, end)) => {
-                headers.set(
-                    "Content-Range",
-                    &format!("bytes {start}-{end}/{}", object.size()),
-                )?;
-                (object, 206, end - start + 1)
+            Some(range) => {
+                headers.set("Content-Range", &range.content_range(object.size()))?;
+                (object, 206, range.length())
             }
             None => {
                 let size = object.size();

@@ -9,14 +9,21 @@ mod tar_bz2;
 mod tar_scan;
 
 use md5::Md5;
-use rattler_conda_types::{package::IndexJson, PackageName};
-use serde_json::{Map, Value};
+use rattler_conda_types::{
+    package::{
+        ArchiveIdentifier, CondaArchiveIdentifier, CondaArchiveType, IndexJson, PackageMetadata,
+    },
+    PackageName,
+};
+use serde::Deserialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::names::{check_subdir, ArchiveFormat};
+use crate::names::{check_package_filename, check_subdir};
+use crate::repodata::Record;
 use conda_zip::CondaScanner;
 use tar_bz2::TarBz2Scanner;
-pub use tar_scan::{padding_for, InfoFiles, TarEntryKind, TarHeader};
+pub use tar_scan::{padding_for, InfoFiles, TarEntryKind, TarHeader, TarPaths};
 
 /// Why a file is not an acceptable conda package. Both kinds are the uploader's to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -88,21 +95,21 @@ pub struct ArchiveMetadata {
 /// Hashes a package file and extracts its metadata in one pass over its bytes.
 pub struct PackageReader {
     digester: Digester,
-    format: ArchiveFormat,
+    archive_type: CondaArchiveType,
     /// The first error stops the scan, but hashing goes on: a checksum mismatch is reported
     /// before a broken archive, since it means the bytes were damaged on the way.
     scanner: Result<Scanner, PackageError>,
 }
 
 impl PackageReader {
-    pub fn new(format: ArchiveFormat) -> Self {
-        let scanner = match format {
-            ArchiveFormat::Conda => Scanner::Conda(Box::default()),
-            ArchiveFormat::TarBz2 => Scanner::TarBz2(Box::default()),
+    pub fn new(archive_type: CondaArchiveType) -> Self {
+        let scanner = match archive_type {
+            CondaArchiveType::Conda => Scanner::Conda(Box::default()),
+            CondaArchiveType::TarBz2 => Scanner::TarBz2(Box::default()),
         };
         Self {
             digester: Digester::default(),
-            format,
+            archive_type,
             scanner: Ok(scanner),
         }
     }
@@ -122,7 +129,7 @@ impl PackageReader {
     /// The digests of everything fed, and the metadata if the archive was readable.
     pub fn finish(self) -> (Digests, Result<ArchiveMetadata, PackageError>) {
         let digests = self.digester.finish();
-        let format = self.format;
+        let extension = self.archive_type.extension();
         let metadata = if digests.size == 0 {
             Err(PackageError::Corrupt("the file is empty".into()))
         } else {
@@ -139,7 +146,7 @@ impl PackageReader {
         };
         let metadata = metadata.map_err(|error| match error {
             PackageError::Corrupt(msg) => {
-                PackageError::Corrupt(format!("not a valid {} file: {msg}", format.extension()))
+                PackageError::Corrupt(format!("not a valid {extension} file: {msg}"))
             }
             invalid => invalid,
         });
@@ -148,13 +155,11 @@ impl PackageReader {
 }
 
 fn check_conda_metadata(bytes: &[u8]) -> Result<(), PackageError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| PackageError::Invalid(format!("metadata.json is not valid JSON ({e})")))?;
-    match value
-        .get("conda_pkg_format_version")
-        .and_then(Value::as_u64)
-    {
-        Some(2) => Ok(()),
+    match serde_json::from_slice::<PackageMetadata>(bytes) {
+        Ok(metadata) if metadata.conda_pkg_format_version == 2 => Ok(()),
+        Err(e) if !e.is_data() => Err(PackageError::Invalid(format!(
+            "metadata.json is not valid JSON ({e})"
+        ))),
         _ => Err(PackageError::Invalid(
             "metadata.json does not declare conda_pkg_format_version 2".into(),
         )),
@@ -167,8 +172,8 @@ pub struct Package {
     pub filename: String,
     pub name: String,
     pub subdir: String,
-    /// The repodata record: index.json without the keys conda-index drops, plus checksums.
-    pub record: Map<String, Value>,
+    /// The repodata record, as conda-index would write it for this file.
+    pub record: Record,
     /// `info/run_exports.json`, when the package has one.
     pub run_exports: Option<Value>,
     /// `info/about.json`, when the package has one small enough to keep.
@@ -186,40 +191,44 @@ impl Package {
         let index_bytes = info
             .index
             .ok_or_else(|| PackageError::Invalid("the package has no info/index.json".into()))?;
-        let Value::Object(mut index) = parse_json("info/index.json", &index_bytes)? else {
+        let Value::Object(mut fields) = parse_json("info/index.json", &index_bytes)? else {
             return Err(PackageError::Invalid(
                 "info/index.json is not a JSON object".into(),
             ));
         };
-        let typed: IndexJson = serde_json::from_value(Value::Object(index.clone()))
-            .map_err(|e| PackageError::Invalid(format!("info/index.json is not valid: {e}")))?;
-        let name = typed.name.as_source().to_owned();
+        let invalid_index = |e: serde_json::Error| {
+            PackageError::Invalid(format!("info/index.json is not valid: {e}"))
+        };
+        let index = IndexJson::deserialize(&fields).map_err(invalid_index)?;
+        let name = index.name.as_source().to_owned();
         PackageName::try_from(name.as_str())
             .map_err(|e| PackageError::Invalid(format!("invalid package name '{name}': {e}")))?;
-        let version = index
-            .get("version")
-            .and_then(Value::as_str)
-            .ok_or_else(|| PackageError::Invalid("info/index.json has no version".into()))?;
-        let expected = format!(
-            "{name}-{version}-{}{}",
-            typed.build,
-            ArchiveFormat::from_filename(filename)
-                .map(ArchiveFormat::extension)
-                .unwrap_or_default()
-        );
-        if expected != filename {
+        let archive_type = check_package_filename(filename).map_err(PackageError::Invalid)?;
+        let described = CondaArchiveIdentifier {
+            identifier: ArchiveIdentifier {
+                name: name.clone(),
+                version: index.version.as_str().into_owned(),
+                build_string: index.build.as_str().to_owned(),
+            },
+            archive_type,
+        }
+        .to_file_name();
+        if described != filename {
             return Err(PackageError::Invalid(format!(
-                "the file name does not match info/index.json, which describes '{expected}'"
+                "the file name does not match info/index.json, which describes '{described}'"
             )));
         }
         let subdir = subdir_of(&index)?;
 
         for key in DROPPED_INDEX_KEYS {
-            index.remove(key);
+            fields.remove(key);
         }
-        index.insert("md5".into(), digests.md5.clone().into());
-        index.insert("sha256".into(), digests.sha256.clone().into());
-        index.insert("size".into(), digests.size.into());
+        // The channel index sets the time of indexing when it stores the record.
+        fields.remove("indexed_timestamp");
+        fields.insert("md5".into(), digests.md5.clone().into());
+        fields.insert("sha256".into(), digests.sha256.clone().into());
+        fields.insert("size".into(), digests.size.into());
+        let record = Record::deserialize(fields).map_err(invalid_index)?;
 
         let run_exports = info
             .run_exports
@@ -234,7 +243,7 @@ impl Package {
             filename: filename.to_owned(),
             name,
             subdir,
-            record: index,
+            record,
             run_exports,
             about,
         })
@@ -248,23 +257,20 @@ fn parse_json(path: &str, bytes: &[u8]) -> Result<Value, PackageError> {
 
 /// The subdir a package belongs in: its `subdir` field, else derived from `platform` and
 /// `arch` the way conda does, else `noarch` for noarch packages.
-fn subdir_of(index: &Map<String, Value>) -> Result<String, PackageError> {
-    let field = |key: &str| {
-        index
-            .get(key)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
-    let subdir = if let Some(subdir) = field("subdir") {
+fn subdir_of(index: &IndexJson) -> Result<String, PackageError> {
+    fn field(value: &Option<String>) -> Option<&str> {
+        value.as_deref().filter(|s| !s.is_empty())
+    }
+    let subdir = if let Some(subdir) = field(&index.subdir) {
         subdir.to_owned()
-    } else if let (Some(platform), Some(arch)) = (field("platform"), field("arch")) {
+    } else if let (Some(platform), Some(arch)) = (field(&index.platform), field(&index.arch)) {
         let bits = match arch {
             "x86_64" => "64",
             "x86" => "32",
             other => other,
         };
         format!("{platform}-{bits}")
-    } else if index.get("noarch").is_some_and(|v| !v.is_null()) {
+    } else if !index.noarch.is_none() {
         "noarch".to_owned()
     } else {
         return Err(PackageError::Invalid(
@@ -273,4 +279,76 @@ fn subdir_of(index: &Map<String, Value>) -> Result<String, PackageError> {
     };
     check_subdir(&subdir).map_err(PackageError::Invalid)?;
     Ok(subdir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repodata::record_json;
+
+    fn package(index_json: &str, filename: &str) -> Result<Package, PackageError> {
+        let digests = Digests {
+            sha256: "ab".repeat(32),
+            md5: "cd".repeat(16),
+            size: 42,
+        };
+        let info = InfoFiles {
+            index: Some(index_json.as_bytes().to_vec()),
+            ..InfoFiles::default()
+        };
+        Package::from_parts(filename, &digests, ArchiveMetadata { info })
+    }
+
+    #[test]
+    fn record_carries_every_field_conda_index_keeps() {
+        let package = package(
+            r#"{"name":"a","version":"1.0","build":"h_0","build_number":0,"platform":"osx",
+                "arch":"arm64","subdir":null,"indexed_timestamp":1,"md5":"0","depends":["b"],
+                "x":{"z":1.5,"y":null}}"#,
+            "a-1.0-h_0.conda",
+        )
+        .unwrap();
+        assert_eq!(package.subdir, "osx-arm64");
+        assert_eq!(
+            record_json(&package.record),
+            format!(
+                r#"{{"build":"h_0","build_number":0,"depends":["b"],"md5":"{}","name":"a","sha256":"{}","size":42,"version":"1.0","x":{{"y":null,"z":1.5}}}}"#,
+                "cd".repeat(16),
+                "ab".repeat(32)
+            )
+        );
+    }
+
+    #[test]
+    fn file_name_must_match_index_json() {
+        let index =
+            r#"{"name":"a","version":"1.0","build":"h_0","build_number":0,"noarch":"generic"}"#;
+        assert_eq!(
+            package(index, "a-1.0-h_0.tar.bz2").unwrap().subdir,
+            "noarch"
+        );
+        let err = package(index, "a-1.1-h_0.conda").unwrap_err();
+        assert!(
+            err.to_string().contains("describes 'a-1.0-h_0.conda'"),
+            "{err}"
+        );
+        assert!(package(index, "a-1.0-h_0.zip").is_err());
+    }
+
+    #[test]
+    fn metadata_json_must_declare_format_2() {
+        assert_eq!(
+            check_conda_metadata(br#"{"conda_pkg_format_version": 2}"#),
+            Ok(())
+        );
+        for (bytes, reason) in [
+            (&b"{"[..], "not valid JSON"),
+            (br#"{"conda_pkg_format_version": 1}"#, "does not declare"),
+            (br#"{"conda_pkg_format_version": "2"}"#, "does not declare"),
+            (b"{}", "does not declare"),
+        ] {
+            let err = check_conda_metadata(bytes).unwrap_err();
+            assert!(err.to_string().contains(reason), "{err}");
+        }
+    }
 }

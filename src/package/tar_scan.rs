@@ -79,15 +79,14 @@ enum DataTarget {
     Keep(InfoFile),
     /// Too large to keep, but not an error (about.json is informational).
     Drop,
-    LongName,
-    PaxHeader,
+    /// A long-name or pax header naming the next entry.
+    Extended(TarEntryKind),
 }
 
 pub struct TarScanner {
     state: State,
     buf: Vec<u8>,
-    /// A name announced by a GNU long-name or pax header for the next entry.
-    next_path: Option<String>,
+    paths: TarPaths,
     files: InfoFiles,
     /// Set once `info/index.json` was kept and an entry outside `info/` followed it. Conda
     /// writers put `info/` first in `.tar.bz2` files, so nothing wanted can come after.
@@ -99,7 +98,7 @@ impl Default for TarScanner {
         Self {
             state: State::Header,
             buf: Vec::with_capacity(BLOCK),
-            next_path: None,
+            paths: TarPaths::default(),
             files: InfoFiles::default(),
             past_info: false,
         }
@@ -133,9 +132,8 @@ impl TarScanner {
                 } => {
                     if *remaining > 0 {
                         let take = (*remaining).min(data.len() as u64) as usize;
-                        match target {
-                            DataTarget::Skip | DataTarget::Drop => {}
-                            _ => self.buf.extend_from_slice(&data[..take]),
+                        if matches!(target, DataTarget::Keep(_) | DataTarget::Extended(_)) {
+                            self.buf.extend_from_slice(&data[..take]);
                         }
                         *remaining -= take as u64;
                         data = &data[take..];
@@ -179,15 +177,13 @@ impl TarScanner {
         };
         let size = header.size;
         let target = match header.kind {
-            TarEntryKind::LongName => DataTarget::LongName,
-            TarEntryKind::PaxHeader => DataTarget::PaxHeader,
+            kind @ (TarEntryKind::LongName | TarEntryKind::PaxHeader) => DataTarget::Extended(kind),
             TarEntryKind::File => {
-                let path = self.next_path.take().unwrap_or(header.path);
-                let path = path.strip_prefix("./").unwrap_or(&path).to_owned();
+                let path = self.paths.entry_path(header.path);
                 self.entry_target(&path, size)?
             }
             TarEntryKind::Other => {
-                let path = self.next_path.take().unwrap_or(header.path);
+                let path = self.paths.entry_path(header.path);
                 self.note_path(&path);
                 DataTarget::Skip
             }
@@ -225,7 +221,6 @@ impl TarScanner {
     }
 
     fn note_path(&mut self, path: &str) {
-        let path = path.strip_prefix("./").unwrap_or(path);
         if self.files.index.is_some() && !path.starts_with("info/") && path != "info" {
             self.past_info = true;
         }
@@ -235,11 +230,7 @@ impl TarScanner {
         let data = std::mem::take(&mut self.buf);
         match target {
             DataTarget::Keep(file) => *self.files.slot(file) = Some(data),
-            DataTarget::LongName => self.next_path = extended_path(TarEntryKind::LongName, &data)?,
-            DataTarget::PaxHeader => {
-                self.next_path =
-                    extended_path(TarEntryKind::PaxHeader, &data)?.or(self.next_path.take());
-            }
+            DataTarget::Extended(kind) => self.paths.read_extended(kind, &data)?,
             DataTarget::Skip | DataTarget::Drop => {}
         }
         Ok(())
@@ -287,21 +278,43 @@ impl TarHeader {
         let path = header_path(block).unwrap_or_default();
         Ok(Some(Self { path, size, kind }))
     }
-
-    /// The data of a long-name or pax entry turned into the path it gives the next entry.
-    pub fn next_path(&self, data: &[u8]) -> Result<Option<String>, PackageError> {
-        extended_path(self.kind, data)
-    }
 }
 
-fn extended_path(kind: TarEntryKind, data: &[u8]) -> Result<Option<String>, PackageError> {
-    match kind {
-        TarEntryKind::LongName => {
-            let name = data.split(|&b| b == 0).next().unwrap_or_default();
-            utf8_path(name).map(Some)
+/// The paths of a tar archive's entries: GNU long-name and pax headers give their path to the
+/// entry after them, so what a header says of itself is not always its path.
+#[derive(Debug, Default)]
+pub struct TarPaths {
+    /// The path an extended header announced for the next entry.
+    next: Option<String>,
+}
+
+impl TarPaths {
+    /// Takes in the data of a long-name or pax header (`kind`), which names the next entry.
+    pub fn read_extended(&mut self, kind: TarEntryKind, data: &[u8]) -> Result<(), PackageError> {
+        let path = match kind {
+            TarEntryKind::LongName => {
+                let name = data.split(|&b| b == 0).next().unwrap_or_default();
+                Some(utf8_path(name)?)
+            }
+            TarEntryKind::PaxHeader => pax_path(data)?,
+            TarEntryKind::File | TarEntryKind::Other => None,
+        };
+        // A pax header without a path leaves a long name before it in force.
+        if path.is_some() {
+            self.next = path;
         }
-        TarEntryKind::PaxHeader => pax_path(data),
-        _ => Ok(None),
+        Ok(())
+    }
+
+    /// The path of the entry whose header gives `own_path`, without a leading `./`. Every
+    /// header that is not itself an extended header must come through here, so that an
+    /// announced path goes to exactly one entry.
+    pub fn entry_path(&mut self, own_path: String) -> String {
+        let path = self.next.take().unwrap_or(own_path);
+        match path.strip_prefix("./") {
+            Some(stripped) => stripped.to_owned(),
+            None => path,
+        }
     }
 }
 
@@ -441,6 +454,55 @@ mod tests {
             assert_eq!(files.about.as_deref(), Some(&b"{\"a\":1}"[..]));
             assert!(files.run_exports.is_none());
         }
+    }
+
+    fn pax_record(key: &str, value: &str) -> Vec<u8> {
+        let body = format!(" {key}={value}\n");
+        // The length counts its own digits.
+        let mut len = body.len() + 1;
+        while len.to_string().len() + body.len() != len {
+            len += 1;
+        }
+        format!("{len}{body}").into_bytes()
+    }
+
+    #[test]
+    fn extended_headers_name_the_next_entry_only() {
+        let mut paths = TarPaths::default();
+        assert_eq!(
+            paths.entry_path("./info/index.json".into()),
+            "info/index.json"
+        );
+
+        paths
+            .read_extended(TarEntryKind::LongName, b"info/a-long-name.json\0\0")
+            .unwrap();
+        assert_eq!(
+            paths.entry_path("info/a-lo".into()),
+            "info/a-long-name.json"
+        );
+        assert_eq!(paths.entry_path("bin/x".into()), "bin/x");
+
+        let mut pax = pax_record("mtime", "1");
+        pax.extend(pax_record("path", "./info/p\u{e9}.json"));
+        paths.read_extended(TarEntryKind::PaxHeader, &pax).unwrap();
+        assert_eq!(paths.entry_path("info/p.json".into()), "info/p\u{e9}.json");
+
+        // A pax header without a path leaves the long name before it in force.
+        paths
+            .read_extended(TarEntryKind::LongName, b"long")
+            .unwrap();
+        paths
+            .read_extended(TarEntryKind::PaxHeader, &pax_record("mtime", "1"))
+            .unwrap();
+        assert_eq!(paths.entry_path("short".into()), "long");
+
+        assert!(paths
+            .read_extended(TarEntryKind::PaxHeader, b"99 path=x\n")
+            .is_err());
+        assert!(paths
+            .read_extended(TarEntryKind::LongName, &[0xff, 0])
+            .is_err());
     }
 
     #[test]

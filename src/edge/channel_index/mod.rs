@@ -16,7 +16,7 @@ mod build;
 
 use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use worker::{
     durable_object, Bucket, Date, DurableObject, Env, Method, Request, RequestInit, Response,
     ResponseBody, SqlStorageValue, State,
@@ -27,7 +27,7 @@ use wasm_bindgen::JsCast;
 
 use super::storage::file_key;
 use crate::names::ChannelFile;
-use crate::repodata::record_json;
+use crate::repodata::{record_json, Record};
 
 /// The index of record. `packages` holds one row per file; `shards` the current shard of each
 /// package name; `dirty` the names whose shard must be rewritten by the next build (kept in
@@ -385,8 +385,8 @@ impl ChannelIndex {
             .await?;
         // CEP 47: the server's time of indexing, in every record of every artifact.
         let now = Date::now().as_millis();
-        let mut record: Map<String, Value> = serde_json::from_str(&request.record)?;
-        record.insert("indexed_timestamp".into(), now.into());
+        let mut record: Record = serde_json::from_str(&request.record)?;
+        record.indexed_timestamp = Some(now);
         let record = record_json(&record);
         self.sql().exec(
             "INSERT OR REPLACE INTO packages \
