@@ -8,6 +8,7 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod http_rules;
+pub mod index_plan;
 pub mod keys;
 pub mod multipart;
 pub mod names;

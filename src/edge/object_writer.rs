@@ -6,9 +6,6 @@
 
 use worker::{Bucket, HttpMetadata, MultipartUpload, UploadedPart};
 
-/// The part size used unless `R2_PART_BYTES` says otherwise.
-pub const DEFAULT_PART_BYTES: usize = 8 * 1024 * 1024;
-
 pub struct ObjectWriter<'a> {
     bucket: &'a Bucket,
     key: String,

@@ -244,20 +244,11 @@ async fn commit(
     let status = match outcome.status {
         CommitStatus::Created => 201,
         CommitStatus::Unchanged => 200,
-        CommitStatus::Conflict => {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!(
-                    "{}/{} already exists with other content; add ?force=true to replace it",
-                    package.subdir, package.filename
-                ),
-            ))
-        }
     };
     Ok(Ingested {
         status,
         subdir: package.subdir,
-        record: outcome.record.unwrap_or_default(),
+        record: outcome.record,
         repodata: outcome.repodata,
     })
 }

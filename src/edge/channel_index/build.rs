@@ -4,15 +4,16 @@
 use serde::Deserialize;
 use worker::{Date, SqlStorageValue};
 
-use super::super::object_writer::{ObjectWriter, DEFAULT_PART_BYTES};
+use super::super::error::{internal, ApiResult};
+use super::super::object_writer::ObjectWriter;
 use super::super::storage::file_key;
 use super::{metadata, millis, ChannelIndex, Freshness};
+use crate::index_plan::{
+    alarm_due, keeps_shard_index, moves_alarm, shard_update, Pages, ShardUpdate,
+};
 use crate::repodata::{run_exports_entry, IndexWriter, REPODATA_ZSTD_LEVEL};
 use crate::shards::{self, build_index, build_shard};
 
-/// Rows read from SQLite at a time while building the monolithic files (a row holds at most
-/// about 1 MB: index.json and run_exports.json are capped at 256 KiB each).
-const BUILD_PAGE_ROWS: i64 = 32;
 /// How much of a document is gathered before it is compressed and handed to its object.
 const FLUSH_BYTES: usize = 256 * 1024;
 
@@ -68,7 +69,7 @@ impl ChannelIndex {
         channel: &str,
         subdir: &str,
         wait: bool,
-    ) -> worker::Result<Freshness> {
+    ) -> ApiResult<Freshness> {
         {
             // Under the lock, a name not marked dirty has its shard written.
             let _build = self.shard_builds.lock().await;
@@ -94,7 +95,7 @@ impl ChannelIndex {
         &self,
         channel: &str,
         subdir: &str,
-    ) -> worker::Result<()> {
+    ) -> ApiResult<()> {
         #[derive(Deserialize)]
         struct Claimed {
             since: i64,
@@ -125,7 +126,7 @@ impl ChannelIndex {
 
     /// Rewrites the shards of the names marked dirty, then the shard index; the caller holds
     /// `shard_builds`. With no name marked, everything is written already.
-    async fn build_shards(&self, channel: &str, subdir: &str) -> worker::Result<()> {
+    async fn build_shards(&self, channel: &str, subdir: &str) -> ApiResult<()> {
         #[derive(Deserialize)]
         struct Name {
             name: String,
@@ -159,12 +160,7 @@ impl ChannelIndex {
         written
     }
 
-    async fn write_shards(
-        &self,
-        channel: &str,
-        subdir: &str,
-        names: &[String],
-    ) -> worker::Result<()> {
+    async fn write_shards(&self, channel: &str, subdir: &str, names: &[String]) -> ApiResult<()> {
         #[derive(Deserialize)]
         struct Row {
             filename: String,
@@ -195,21 +191,23 @@ impl ChannelIndex {
                 .into_iter()
                 .next()
                 .map(|row| row.sha256);
-            let new = if rows.is_empty() {
-                self.sql().exec(
-                    "DELETE FROM shards WHERE subdir = ? AND name = ?",
-                    vec![subdir.into(), name.as_str().into()],
-                )?;
-                None
-            } else {
+            let rebuilt = (!rows.is_empty()).then(|| {
                 let shard = build_shard(
                     rows.iter()
                         .map(|r| (r.filename.as_str(), r.record.as_str())),
                 );
-                let hex = shard.hex();
-                if old.as_deref() != Some(hex.as_str()) {
+                (shard.hex(), shard.bytes)
+            });
+            let retire = match shard_update(old.as_deref(), rebuilt) {
+                ShardUpdate::Keep => None,
+                ShardUpdate::Write {
+                    sha256: hex,
+                    bytes,
+                    retire,
+                } => {
+                    // Written before the row that names it, so a failed put is retried.
                     bucket
-                        .put(shard_key(&hex), shard.bytes)
+                        .put(shard_key(&hex), bytes)
                         .http_metadata(metadata("application/zstd"))
                         .execute()
                         .await?;
@@ -221,10 +219,17 @@ impl ChannelIndex {
                         "DELETE FROM retired_shards WHERE key = ?",
                         vec![shard_key(&hex).into()],
                     )?;
+                    retire
                 }
-                Some(hex)
+                ShardUpdate::Remove { retire } => {
+                    self.sql().exec(
+                        "DELETE FROM shards WHERE subdir = ? AND name = ?",
+                        vec![subdir.into(), name.as_str().into()],
+                    )?;
+                    retire
+                }
             };
-            if let Some(old) = old.filter(|old| Some(old) != new.as_ref()) {
+            if let Some(old) = retire {
                 self.sql().exec(
                     "INSERT OR REPLACE INTO retired_shards (key, retired_at) VALUES (?, ?)",
                     vec![shard_key(&old).into(), millis(now)?],
@@ -245,8 +250,7 @@ impl ChannelIndex {
             )?
             .to_array()?;
         let index_key = file_key(channel, subdir, shards::INDEX_FILENAME);
-        if entries.is_empty() && subdir != "noarch" {
-            // Clients read a missing shard index as an empty subdir.
+        if !keeps_shard_index(subdir, entries.len()) {
             bucket.delete(index_key).await?;
         } else {
             let shards: Vec<(String, [u8; 32])> = entries
@@ -267,7 +271,7 @@ impl ChannelIndex {
     ///
     /// Memory stays bounded whatever the subdir's size: rows are read a page at a time, the
     /// documents are handed on every [`FLUSH_BYTES`], and each object holds at most one part.
-    async fn build_monolithic(&self, channel: &str, subdir: &str) -> worker::Result<()> {
+    async fn build_monolithic(&self, channel: &str, subdir: &str) -> ApiResult<()> {
         #[derive(Deserialize)]
         struct Row {
             filename: String,
@@ -275,7 +279,7 @@ impl ChannelIndex {
             run_exports: Option<String>,
         }
         let bucket = self.bucket()?;
-        let part_bytes = self.part_bytes();
+        let part_bytes = self.config()?.r2_part_bytes;
         let object = |name: &str, content_type| {
             ObjectWriter::new(
                 &bucket,
@@ -287,90 +291,69 @@ impl ChannelIndex {
         let mut out = Monolithic {
             repodata: IndexWriter::repodata(subdir),
             run_exports: IndexWriter::run_exports(subdir),
-            zstd: zstd::stream::write::Encoder::new(Vec::new(), REPODATA_ZSTD_LEVEL)?,
+            zstd: zstd::stream::write::Encoder::new(Vec::new(), REPODATA_ZSTD_LEVEL)
+                .map_err(internal)?,
             json: object("repodata.json", "application/json"),
             zst: object("repodata.json.zst", "application/zstd"),
             run_exports_json: object("run_exports.json", "application/json"),
             bytes: 0,
         };
 
-        // The order repodata.json lists files in: the .tar.bz2 section, then the .conda one;
-        // each read by keyset pagination along the (subdir, filename) key, so that every page
-        // costs the same however large the subdir.
-        for conda in [false, true] {
-            let mut after = String::new();
-            loop {
-                let page: Vec<Row> = self
-                    .sql()
-                    .exec(
-                        "SELECT filename, record, run_exports FROM packages \
-                         WHERE subdir = ? AND filename > ? AND (filename GLOB '*.conda') = ? \
-                         ORDER BY filename LIMIT ?",
-                        vec![
-                            subdir.into(),
-                            after.as_str().into(),
-                            SqlStorageValue::try_from_i64(conda.into())?,
-                            SqlStorageValue::try_from_i64(BUILD_PAGE_ROWS)?,
-                        ],
-                    )?
-                    .to_array()?;
-                let last_page = (page.len() as i64) < BUILD_PAGE_ROWS;
-                for row in &page {
-                    out.repodata.push(&row.filename, &row.record);
-                    out.run_exports.push(
-                        &row.filename,
-                        &run_exports_entry(row.run_exports.as_deref()),
-                    );
-                    out.flush(false).await?;
-                }
-                match page.into_iter().last() {
-                    Some(row) if !last_page => after = row.filename,
-                    _ => break,
-                }
+        let mut pages = Pages::default();
+        while let Some(page) = pages.next() {
+            let rows: Vec<Row> = self
+                .sql()
+                .exec(
+                    "SELECT filename, record, run_exports FROM packages \
+                     WHERE subdir = ? AND filename > ? AND (filename GLOB '*.conda') = ? \
+                     ORDER BY filename LIMIT ?",
+                    vec![
+                        subdir.into(),
+                        page.after.into(),
+                        SqlStorageValue::try_from_i64(page.conda.into())?,
+                        SqlStorageValue::try_from_i64(page.limit as i64)?,
+                    ],
+                )?
+                .to_array()?;
+            for row in &rows {
+                out.repodata.push(&row.filename, &row.record);
+                out.run_exports.push(
+                    &row.filename,
+                    &run_exports_entry(row.run_exports.as_deref()),
+                );
+                out.flush(false).await?;
             }
+            pages.advance(rows.len(), rows.last().map(|row| row.filename.as_str()));
         }
         let (bytes, json_parts, zst_parts) = out.finish().await?;
         super::super::log::build(channel, subdir, bytes, json_parts, zst_parts);
         Ok(())
     }
 
-    fn part_bytes(&self) -> usize {
-        self.env
-            .var("R2_PART_BYTES")
-            .ok()
-            .and_then(|v| v.to_string().parse().ok())
-            .unwrap_or(DEFAULT_PART_BYTES)
-    }
-
-    /// Sets the alarm for the next thing due: a build of stale monolithic files (now), else the
-    /// deletion of the oldest superseded shard.
-    pub(super) async fn schedule_alarm(&self) -> worker::Result<()> {
+    /// Sets the alarm for the next thing due, unless an earlier alarm will run first.
+    pub(super) async fn schedule_alarm(&self) -> ApiResult<()> {
         #[derive(Deserialize)]
-        struct Due {
+        struct Pending {
             stale: i64,
-            oldest: Option<f64>,
+            oldest: Option<u64>,
         }
-        let due = self
+        let pending = self
             .sql()
             .exec(
                 "SELECT EXISTS (SELECT 1 FROM stale_repodata) AS stale, \
                  (SELECT MIN(retired_at) FROM retired_shards) AS oldest",
                 None,
             )?
-            .one::<Due>()?;
+            .one::<Pending>()?;
         let now = Date::now().as_millis();
-        let due = if due.stale != 0 {
-            Some(now)
-        } else {
-            due.oldest
-                .map(|oldest| oldest as u64 + self.shard_retention_ms())
+        let retention_ms = self.config()?.shard_retention_ms;
+        let Some(due) = alarm_due(now, pending.stale != 0, pending.oldest, retention_ms) else {
+            return Ok(());
         };
-        if let Some(due) = due {
-            let storage = self.state.storage();
-            if storage.get_alarm().await?.is_none_or(|at| at as u64 > due) {
-                // An integer alarm time is an offset from now, in milliseconds.
-                storage.set_alarm(due.saturating_sub(now) as i64).await?;
-            }
+        let storage = self.state.storage();
+        if moves_alarm(storage.get_alarm().await?.map(|at| at as u64), due) {
+            // An integer alarm time is an offset from now, in milliseconds.
+            storage.set_alarm(due.saturating_sub(now) as i64).await?;
         }
         Ok(())
     }

@@ -1,10 +1,24 @@
 //! The channel index: one Durable Object per channel, the only writer of its records and
-//! artifacts.
+//! artifacts. What to do is decided in [`crate::index_plan`]; this module carries it out with
+//! SQL and R2.
 //!
-//! Requests to one object interleave at every await, so three locks order the work: `writes`
-//! makes "check the existing record, move the object into place, store the row" one step;
-//! `shard_builds` lets one shard build run at a time, and `repodata_builds` one build of the
-//! monolithic files (repodata.json, its .zst, run_exports.json).
+//! The Worker reaches it through [`ChannelIndexClient`]: each call is one POST of an
+//! `IndexRequest`, answered with its outcome as JSON, or with an `ApiError` as JSON under that
+//! error's status, which the client returns as the same error. So a conflicting commit is a 409
+//! wherever it starts, and a failure's detail is logged in the object, where it happened.
+//!
+//! Requests to one object interleave at every await, so three locks order the work, always
+//! taken in this order:
+//! - `writes` makes a change one step: a commit's "check the stored record, move the object
+//!   into place, store the row"; a delete, from removing its row until its object is gone; a
+//!   rebuild's marking of every name.
+//! - `shard_builds` lets one build of shards and the shard index run at a time; under it, a
+//!   name not marked dirty has its shard written.
+//! - `repodata_builds` lets one build of the monolithic files (repodata.json, its .zst,
+//!   run_exports.json) run at a time; a change that finds it taken does not wait for it.
+//!
+//! `destroy` holds all three. The alarm takes `repodata_builds` for each subdir it builds, and
+//! deletes superseded shards once `SHARD_RETENTION_SECONDS` have passed.
 //!
 //! Freshness: a change answers once it is in the shards and the shard index. It also waits for
 //! the monolithic files when no build of them is running (a quiet channel reads its own writes
@@ -14,18 +28,22 @@
 
 mod build;
 
+use std::borrow::Cow;
+
+use base64::Engine;
 use futures_util::lock::Mutex;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use wasm_bindgen::JsCast;
 use worker::{
     durable_object, Bucket, Date, DurableObject, Env, Method, Request, RequestInit, Response,
     ResponseBody, SqlStorageValue, State,
 };
 
-use base64::Engine;
-use wasm_bindgen::JsCast;
-
+use super::error::{internal, ApiResult};
 use super::storage::file_key;
+use crate::config::Config;
+pub use crate::index_plan::CommitStatus;
+use crate::index_plan::{commit_status, expiry_cutoff};
 use crate::names::ChannelFile;
 use crate::repodata::{record_json, Record};
 
@@ -64,11 +82,8 @@ const SCHEMA: [&str; 6] = [
     )",
 ];
 
-/// How long a superseded shard stays readable, unless `SHARD_RETENTION_SECONDS` says otherwise.
-const DEFAULT_SHARD_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
-
 /// A validated package, ready to be committed from its staging object.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommitRequest {
     pub channel: String,
     pub source: ObjectSource,
@@ -88,7 +103,7 @@ pub struct CommitRequest {
 
 /// Where the package's bytes are: a staging object for large files, or in the request itself
 /// for small ones (which then cost no staging put, get and delete).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectSource {
     Staged { key: String },
@@ -96,18 +111,11 @@ pub enum ObjectSource {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct BuildRequest {
-    pub channel: String,
-    pub subdir: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
 pub struct CommitOutcome {
     pub status: CommitStatus,
-    /// The stored record (canonical JSON), unless the commit conflicted.
-    pub record: Option<String>,
-    /// Whether repodata.json holds the change yet (always, unless the commit conflicted or
-    /// skipped the build).
+    /// The stored record (canonical JSON).
+    pub record: String,
+    /// Whether repodata.json holds the change yet (always, unless the commit skipped the build).
     pub repodata: Option<Freshness>,
 }
 
@@ -130,18 +138,7 @@ impl Freshness {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CommitStatus {
-    /// The file is new, or replaced a different one under `force`.
-    Created,
-    /// The same bytes were already there.
-    Unchanged,
-    /// Different bytes are there under that name.
-    Conflict,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeleteRequest {
     pub channel: String,
     pub subdir: String,
@@ -154,14 +151,57 @@ pub struct DeleteOutcome {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ChannelRequest {
-    pub channel: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
 pub struct DestroyOutcome {
     /// How many R2 objects were removed.
     pub objects: u64,
+}
+
+/// What the index holds and what it costs, for operators.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IndexStats {
+    pub subdirs: Vec<SubdirRows>,
+    /// The subdirs whose repodata.json misses changes.
+    pub stale_repodata: Vec<StaleSubdir>,
+    /// The memory this object's wasm instance has grown to (wasm memory never shrinks, so this
+    /// is the peak since the object was loaded).
+    pub wasm_memory_bytes: u64,
+    pub sqlite_bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubdirRows {
+    pub subdir: String,
+    pub packages: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StaleSubdir {
+    pub subdir: String,
+    /// Since when (epoch milliseconds).
+    pub since: u64,
+}
+
+/// One operation on the index: the body of every request to the object, which answers with
+/// the operation's outcome (status 200) or an `ApiError` (its own status), as JSON. The client
+/// sends borrowed values, the object reads owned ones.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum IndexRequest<'a> {
+    /// Answers a [`CommitOutcome`].
+    Commit(Cow<'a, CommitRequest>),
+    /// Answers a [`DeleteOutcome`].
+    Delete(Cow<'a, DeleteRequest>),
+    /// Brings a subdir's artifacts up to date with its rows; answers a [`Freshness`].
+    Build {
+        channel: Cow<'a, str>,
+        subdir: Cow<'a, str>,
+    },
+    /// Rewrites every artifact from the rows; answers the subdirs.
+    Rebuild { channel: Cow<'a, str> },
+    /// Answers [`IndexStats`].
+    Stats,
+    /// Removes every row and object of the channel; answers a [`DestroyOutcome`].
+    Destroy { channel: Cow<'a, str> },
 }
 
 /// The Worker's handle on one channel's index.
@@ -175,71 +215,63 @@ impl ChannelIndexClient {
         Ok(Self { stub })
     }
 
-    pub async fn commit(&self, request: &CommitRequest) -> worker::Result<CommitOutcome> {
-        self.call("/commit", request).await
+    /// Commits a package; a file of that name with other bytes is an `AlreadyExists` error
+    /// unless the request forces it.
+    pub async fn commit(&self, request: &CommitRequest) -> ApiResult<CommitOutcome> {
+        self.call(&IndexRequest::Commit(Cow::Borrowed(request)))
+            .await
     }
 
-    pub async fn delete(&self, request: &DeleteRequest) -> worker::Result<DeleteOutcome> {
-        self.call("/delete", request).await
+    pub async fn delete(&self, request: &DeleteRequest) -> ApiResult<DeleteOutcome> {
+        self.call(&IndexRequest::Delete(Cow::Borrowed(request)))
+            .await
     }
 
     /// Brings a subdir's artifacts up to date with its rows.
-    pub async fn build(&self, channel: &str, subdir: &str) -> worker::Result<Freshness> {
-        self.call(
-            "/build",
-            &BuildRequest {
-                channel: channel.to_owned(),
-                subdir: subdir.to_owned(),
-            },
-        )
+    pub async fn build(&self, channel: &str, subdir: &str) -> ApiResult<Freshness> {
+        self.call(&IndexRequest::Build {
+            channel: channel.into(),
+            subdir: subdir.into(),
+        })
         .await
     }
 
     /// Rewrites every artifact of every subdir from the stored rows; returns the subdirs.
-    pub async fn rebuild(&self, channel: &str) -> worker::Result<Vec<String>> {
-        self.call(
-            "/rebuild",
-            &ChannelRequest {
-                channel: channel.to_owned(),
-            },
-        )
+    pub async fn rebuild(&self, channel: &str) -> ApiResult<Vec<String>> {
+        self.call(&IndexRequest::Rebuild {
+            channel: channel.into(),
+        })
         .await
     }
 
     /// Rows per subdir and the object's memory, for operators.
-    pub async fn stats(&self) -> worker::Result<Value> {
-        self.call("/stats", &()).await
+    pub async fn stats(&self) -> ApiResult<IndexStats> {
+        self.call(&IndexRequest::Stats).await
     }
 
     /// Removes every record and object of the channel.
-    pub async fn destroy(&self, channel: &str) -> worker::Result<DestroyOutcome> {
-        self.call(
-            "/destroy",
-            &ChannelRequest {
-                channel: channel.to_owned(),
-            },
-        )
+    pub async fn destroy(&self, channel: &str) -> ApiResult<DestroyOutcome> {
+        self.call(&IndexRequest::Destroy {
+            channel: channel.into(),
+        })
         .await
     }
 
-    async fn call<B: Serialize, T: for<'de> Deserialize<'de>>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> worker::Result<T> {
+    /// Sends one request; an error the object answered comes back as that error.
+    async fn call<T: DeserializeOwned>(&self, request: &IndexRequest<'_>) -> ApiResult<T> {
+        let body = serde_json::to_string(request).map_err(internal)?;
         let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(serde_json::to_string(body)?.into()));
-        let request = Request::new_with_init(&format!("https://channel-index{path}"), &init)?;
-        let mut response = self.stub.fetch_with_request(request).await?;
-        if response.status_code() != 200 {
-            let detail = response.text().await.unwrap_or_default();
-            return Err(worker::Error::RustError(format!(
-                "channel index {path} answered {}: {detail}",
-                response.status_code()
-            )));
+        init.with_method(Method::Post).with_body(Some(body.into()));
+        let http = Request::new_with_init("https://channel-index/", &init)?;
+        let mut response = self.stub.fetch_with_request(http).await?;
+        let status = response.status_code();
+        let text = response.text().await?;
+        if status == 200 {
+            return serde_json::from_str(&text)
+                .map_err(|e| internal(format!("channel index answer unreadable: {e}")));
         }
-        response.json().await
+        Err(serde_json::from_str(&text)
+            .unwrap_or_else(|_| internal(format!("channel index answered {status}: {text}"))))
     }
 }
 
@@ -247,6 +279,9 @@ impl ChannelIndexClient {
 pub struct ChannelIndex {
     state: State,
     env: Env,
+    /// Read once, when the object is loaded; a malformed setting fails every request that
+    /// needs it, with the reason in the log.
+    config: Result<Config, String>,
     writes: Mutex<()>,
     shard_builds: Mutex<()>,
     repodata_builds: Mutex<()>,
@@ -259,9 +294,11 @@ impl DurableObject for ChannelIndex {
         for statement in SCHEMA {
             let _ = state.storage().sql().exec(statement, None);
         }
+        let config = Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
         Self {
             state,
             env,
+            config,
             writes: Mutex::new(()),
             shard_builds: Mutex::new(()),
             repodata_builds: Mutex::new(()),
@@ -269,65 +306,23 @@ impl DurableObject for ChannelIndex {
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        match req.path().as_str() {
-            "/commit" => Response::from_json(&self.commit(req.json().await?).await?),
-            "/delete" => Response::from_json(&self.delete(req.json().await?).await?),
-            "/destroy" => Response::from_json(&self.destroy(req.json().await?).await?),
-            "/stats" => Response::from_json(&self.stats()?),
-            "/rebuild" => {
-                let request: ChannelRequest = req.json().await?;
-                Response::from_json(&self.rebuild(&request.channel).await?)
-            }
-            "/build" => {
-                let request: BuildRequest = req.json().await?;
-                let freshness = self
-                    .bring_up_to_date(&request.channel, &request.subdir, false)
-                    .await?;
-                Response::from_json(&freshness)
-            }
-            other => Response::error(format!("no such channel index operation: {other}"), 404),
-        }
+        let answer = match req.json::<IndexRequest>().await {
+            Ok(request) => self.answer(request).await,
+            // Only the Worker sends these, so an unreadable one is a bug, not a bad request.
+            Err(error) => Err(internal(format!(
+                "channel index request unreadable: {error}"
+            ))),
+        };
+        Ok(answer.unwrap_or_else(|error| super::error::response(&error)))
     }
 
     /// Builds the monolithic files that miss changes, deletes the superseded shards whose
-    /// retention has passed, and sets the next alarm.
+    /// retention has passed, and sets the next alarm. A failure is logged where it happens and
+    /// the runtime retries the alarm.
     async fn alarm(&self) -> worker::Result<Response> {
-        #[derive(Deserialize)]
-        struct Stale {
-            channel: String,
-            subdir: String,
-        }
-        let stale: Vec<Stale> = self
-            .sql()
-            .exec("SELECT channel, subdir FROM stale_repodata", None)?
-            .to_array()?;
-        for Stale { channel, subdir } in stale {
-            let _build = self.repodata_builds.lock().await;
-            self.build_repodata_if_stale(&channel, &subdir).await?;
-        }
-
-        let now = Date::now().as_millis();
-        let cutoff = now.saturating_sub(self.shard_retention_ms());
-        #[derive(Deserialize)]
-        struct Row {
-            key: String,
-        }
-        let expired: Vec<Row> = self
-            .sql()
-            .exec(
-                "SELECT key FROM retired_shards WHERE retired_at <= ?",
-                vec![millis(cutoff)?],
-            )?
-            .to_array()?;
-        if !expired.is_empty() {
-            let keys: Vec<String> = expired.into_iter().map(|row| row.key).collect();
-            self.bucket()?.delete_multiple(keys.clone()).await?;
-            for key in keys {
-                self.sql()
-                    .exec("DELETE FROM retired_shards WHERE key = ?", vec![key.into()])?;
-            }
-        }
-        self.schedule_alarm().await?;
+        self.run_alarm()
+            .await
+            .map_err(|error| worker::Error::RustError(error.message))?;
         Response::ok("done")
     }
 }
@@ -345,39 +340,93 @@ impl ChannelIndex {
         self.state.storage().sql()
     }
 
-    fn shard_retention_ms(&self) -> u64 {
-        self.env
-            .var("SHARD_RETENTION_SECONDS")
-            .ok()
-            .and_then(|v| v.to_string().parse::<f64>().ok())
-            .map(|seconds| (seconds * 1000.0) as u64)
-            .unwrap_or(DEFAULT_SHARD_RETENTION_MS)
+    fn config(&self) -> ApiResult<Config> {
+        self.config
+            .clone()
+            .map_err(|error| internal(format!("configuration: {error}")))
     }
 
-    async fn commit(&self, request: CommitRequest) -> worker::Result<CommitOutcome> {
+    async fn answer(&self, request: IndexRequest<'_>) -> ApiResult<Response> {
+        let response = match request {
+            IndexRequest::Commit(request) => {
+                Response::from_json(&self.commit(request.into_owned()).await?)
+            }
+            IndexRequest::Delete(request) => Response::from_json(&self.delete(&request).await?),
+            IndexRequest::Build { channel, subdir } => {
+                Response::from_json(&self.bring_up_to_date(&channel, &subdir, false).await?)
+            }
+            IndexRequest::Rebuild { channel } => {
+                Response::from_json(&self.rebuild(&channel).await?)
+            }
+            IndexRequest::Stats => Response::from_json(&self.stats()?),
+            IndexRequest::Destroy { channel } => {
+                Response::from_json(&self.destroy(&channel).await?)
+            }
+        };
+        Ok(response?)
+    }
+
+    async fn run_alarm(&self) -> ApiResult<()> {
+        #[derive(Deserialize)]
+        struct Stale {
+            channel: String,
+            subdir: String,
+        }
+        let stale: Vec<Stale> = self
+            .sql()
+            .exec("SELECT channel, subdir FROM stale_repodata", None)?
+            .to_array()?;
+        for Stale { channel, subdir } in stale {
+            let _build = self.repodata_builds.lock().await;
+            self.build_repodata_if_stale(&channel, &subdir).await?;
+        }
+
+        let now = Date::now().as_millis();
+        if let Some(cutoff) = expiry_cutoff(now, self.config()?.shard_retention_ms) {
+            #[derive(Deserialize)]
+            struct Row {
+                key: String,
+            }
+            let expired: Vec<Row> = self
+                .sql()
+                .exec(
+                    "SELECT key FROM retired_shards WHERE retired_at <= ?",
+                    vec![millis(cutoff)?],
+                )?
+                .to_array()?;
+            if !expired.is_empty() {
+                let keys: Vec<String> = expired.into_iter().map(|row| row.key).collect();
+                self.bucket()?.delete_multiple(keys.clone()).await?;
+                for key in keys {
+                    self.sql()
+                        .exec("DELETE FROM retired_shards WHERE key = ?", vec![key.into()])?;
+                }
+            }
+        }
+        self.schedule_alarm().await
+    }
+
+    async fn commit(&self, request: CommitRequest) -> ApiResult<CommitOutcome> {
         let write = self.writes.lock().await;
-        let existing = self.stored(&request.subdir, &request.filename)?;
-        match existing {
-            Some((sha, record)) if sha == request.sha256 => {
-                drop(write);
-                // A retry of an upload whose build was cut short still gets its artifacts.
-                let repodata = self
-                    .bring_up_to_date(&request.channel, &request.subdir, false)
-                    .await?;
-                return Ok(CommitOutcome {
-                    status: CommitStatus::Unchanged,
-                    record: Some(record),
-                    repodata: Some(repodata),
-                });
-            }
-            Some(_) if !request.force => {
-                return Ok(CommitOutcome {
-                    status: CommitStatus::Conflict,
-                    record: None,
-                    repodata: None,
-                })
-            }
-            _ => {}
+        let stored = self.stored(&request.subdir, &request.filename)?;
+        let status = commit_status(
+            &request.subdir,
+            &request.filename,
+            stored.as_ref().map(|(sha256, _)| sha256.as_str()),
+            &request.sha256,
+            request.force,
+        )?;
+        if let (CommitStatus::Unchanged, Some((_, record))) = (status, stored) {
+            drop(write);
+            // A retry of an upload whose build was cut short still gets its artifacts.
+            let repodata = self
+                .bring_up_to_date(&request.channel, &request.subdir, false)
+                .await?;
+            return Ok(CommitOutcome {
+                status,
+                record,
+                repodata: Some(repodata),
+            });
         }
         // The object is in place before the record that names it.
         let key = file_key(&request.channel, &request.subdir, &request.filename);
@@ -385,7 +434,8 @@ impl ChannelIndex {
             .await?;
         // CEP 47: the server's time of indexing, in every record of every artifact.
         let now = Date::now().as_millis();
-        let mut record: Record = serde_json::from_str(&request.record)?;
+        let mut record: Record = serde_json::from_str(&request.record)
+            .map_err(|e| internal(format!("committed record: {e}")))?;
         record.indexed_timestamp = Some(now);
         let record = record_json(&record);
         self.sql().exec(
@@ -415,12 +465,12 @@ impl ChannelIndex {
         };
         Ok(CommitOutcome {
             status: CommitStatus::Created,
-            record: Some(record),
+            record,
             repodata,
         })
     }
 
-    async fn delete(&self, request: DeleteRequest) -> worker::Result<DeleteOutcome> {
+    async fn delete(&self, request: &DeleteRequest) -> ApiResult<DeleteOutcome> {
         let write = self.writes.lock().await;
         #[derive(Deserialize)]
         struct Row {
@@ -449,7 +499,7 @@ impl ChannelIndex {
         Ok(DeleteOutcome { deleted: true })
     }
 
-    async fn destroy(&self, request: ChannelRequest) -> worker::Result<DestroyOutcome> {
+    async fn destroy(&self, channel: &str) -> ApiResult<DestroyOutcome> {
         let _write = self.writes.lock().await;
         let _shards = self.shard_builds.lock().await;
         let _repodata = self.repodata_builds.lock().await;
@@ -465,10 +515,7 @@ impl ChannelIndex {
         self.state.storage().delete_alarm().await?;
         let bucket = self.bucket()?;
         let mut objects = 0;
-        for prefix in [
-            format!("{}/", request.channel),
-            format!(".staging/{}/", request.channel),
-        ] {
+        for prefix in [format!("{channel}/"), format!(".staging/{channel}/")] {
             loop {
                 let listed = bucket
                     .list()
@@ -488,7 +535,7 @@ impl ChannelIndex {
     }
 
     /// Marks every name and subdir changed and builds them all, waiting for each.
-    async fn rebuild(&self, channel: &str) -> worker::Result<Vec<String>> {
+    async fn rebuild(&self, channel: &str) -> ApiResult<Vec<String>> {
         #[derive(Deserialize)]
         struct Subdir {
             subdir: String,
@@ -517,18 +564,15 @@ impl ChannelIndex {
         Ok(subdirs)
     }
 
-    /// Rows per subdir, the subdirs whose repodata.json misses changes (since when), and the
-    /// memory this object's wasm instance has grown to (wasm memory never shrinks, so this is
-    /// the peak since the object was loaded).
-    fn stats(&self) -> worker::Result<Value> {
-        let stale: Vec<Value> = self
+    fn stats(&self) -> ApiResult<IndexStats> {
+        let stale_repodata = self
             .sql()
             .exec(
                 "SELECT subdir, since FROM stale_repodata ORDER BY subdir",
                 None,
             )?
             .to_array()?;
-        let subdirs: Vec<Value> = self
+        let subdirs = self
             .sql()
             .exec(
                 "SELECT subdir, COUNT(*) AS packages FROM packages GROUP BY subdir ORDER BY subdir",
@@ -536,13 +580,13 @@ impl ChannelIndex {
             )?
             .to_array()?;
         let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
-        let wasm_bytes = js_sys::ArrayBuffer::from(memory.buffer()).byte_length();
-        Ok(serde_json::json!({
-            "subdirs": subdirs,
-            "stale_repodata": stale,
-            "wasm_memory_bytes": wasm_bytes,
-            "sqlite_bytes": self.sql().database_size(),
-        }))
+        let wasm_memory_bytes = js_sys::ArrayBuffer::from(memory.buffer()).byte_length();
+        Ok(IndexStats {
+            subdirs,
+            stale_repodata,
+            wasm_memory_bytes: wasm_memory_bytes.into(),
+            sqlite_bytes: self.sql().database_size() as u64,
+        })
     }
 
     /// The sha256 and record stored for a file.
@@ -563,31 +607,26 @@ impl ChannelIndex {
     }
 
     /// Writes the package object from its source.
-    async fn place_object(
-        &self,
-        source: &ObjectSource,
-        to: &str,
-        filename: &str,
-    ) -> worker::Result<()> {
+    async fn place_object(&self, source: &ObjectSource, to: &str, filename: &str) -> ApiResult<()> {
         let bucket = self.bucket()?;
         let put = match source {
             ObjectSource::Inline { base64 } => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(base64)
-                    .map_err(|e| worker::Error::RustError(format!("inline package: {e}")))?;
+                    .map_err(|e| internal(format!("inline package: {e}")))?;
                 bucket.put(to, bytes)
             }
             ObjectSource::Staged { key } => {
-                let object = bucket.get(key).execute().await?.ok_or_else(|| {
-                    worker::Error::RustError(format!("staged upload {key} is gone"))
-                })?;
+                let object = bucket
+                    .get(key)
+                    .execute()
+                    .await?
+                    .ok_or_else(|| internal(format!("staged upload {key} is gone")))?;
                 let body = object
                     .body()
-                    .ok_or_else(|| worker::Error::RustError("staged upload has no body".into()))?;
+                    .ok_or_else(|| internal("staged upload has no body"))?;
                 let ResponseBody::Stream(stream) = body.response_body()? else {
-                    return Err(worker::Error::RustError(
-                        "staged upload is not a stream".into(),
-                    ));
+                    return Err(internal("staged upload is not a stream"));
                 };
                 bucket.put(to, stream)
             }
