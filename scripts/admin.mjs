@@ -92,6 +92,7 @@ function nativeAdmin() {
   if (!fresh) {
     // Stamped with the time the build started, so a source changed meanwhile counts as newer.
     const started = new Date();
+    if (!statSync(NATIVE, { throwIfNoEntry: false })) console.error("admin: building the admin command (cargo build --bin admin), once");
     const build = spawnSync("cargo", ["build", "--quiet", "--bin", "admin"], { cwd: ROOT, stdio: ["ignore", 2, 2] });
     if (build.status !== 0) {
       console.error("error: building the admin command failed (cargo build --bin admin)");
