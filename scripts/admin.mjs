@@ -1,7 +1,5 @@
 #!/usr/bin/env node
-// Admin tasks on condaflare's D1 database, through wrangler.
-//
-//   npm run admin -- [--remote] [--persist-to DIR] [--json] <command>
+// condaflare's admin command: `npm run admin -- [--remote] [--persist-to DIR] [--json] <command>`
 //
 //   user create <name> [--admin]        user list
 //   key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...
@@ -16,19 +14,29 @@
 //   member add <channel> <user> --role owner|member
 //   member remove <channel> <user>      member list <channel>
 //
-// Without --remote it works on the local state that `npm start` serves (.wrangler/state).
-// Keys are printed once; only their SHA-256 is stored. Changes made here reach running
-// Workers within their cache time (AUTH_CACHE_SECONDS, 30 by default).
+// Users, keys, channels and members are changed straight in D1 by the native `admin` binary
+// (src/bin/admin.rs), built here on first use and whenever the crate changed: it checks names,
+// makes keys and runs the Worker's own statements (src/directory.rs) through
+// `wrangler d1 execute`, so it works with no server running, on the local state that
+// `npm start` serves (.wrangler/state) or with --remote on the deployed database. This script
+// does the two commands that need the running Worker, which removes and writes R2 objects and
+// the index: `channel delete` and `import`.
+//
+// Keys are printed once; only their SHA-256 is stored. Changes made in D1 reach running Workers
+// within their cache time (AUTH_CACHE_SECONDS, 30 by default). Argument errors exit 2, other
+// failures 1, each with `error: ...` on stderr.
 
-import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync, statSync } from "node:fs";
-import { createHash, randomBytes } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
-const RESERVED_CHANNELS = new Set(["api", "t", "health"]);
+const TARGET = process.env.CARGO_TARGET_DIR ?? join(ROOT, "target");
+const NATIVE = join(TARGET, "debug", "admin");
+// Touched after each successful build: cargo leaves the binary alone when nothing it uses
+// changed (src/edge/ is wasm-only), so the binary's own time would ask for a build every time.
+const BUILT = join(TARGET, "debug", ".admin-built");
 
 class UsageError extends Error {}
 
@@ -64,42 +72,49 @@ function positional(args, count, usage) {
   return args;
 }
 
-function checkName(kind, name) {
-  if (!NAME.test(name) || name.includes("..")) {
-    throw new UsageError(
-      `invalid ${kind} name '${name}': use 1 to 64 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit`,
-    );
-  }
-  if (kind === "channel" && RESERVED_CHANNELS.has(name)) {
-    throw new UsageError(`the channel name '${name}' is reserved`);
-  }
+/// The newest modification time of the files the native binary is built from.
+function newestSource(path = join(ROOT, "src")) {
+  return readdirSync(path, { withFileTypes: true }).reduce((newest, entry) => {
+    const child = join(path, entry.name);
+    const time = entry.isDirectory() ? newestSource(child) : statSync(child).mtimeMs;
+    return Math.max(newest, time);
+  }, 0);
 }
 
-const sqlString = (text) => `'${String(text).replaceAll("'", "''")}'`;
+/// Builds the native binary (dev profile, like `cargo test`) unless it is newer than every
+/// source, and returns its path.
+function nativeAdmin() {
+  const inputs = ["Cargo.toml", "Cargo.lock", ".cargo/config.toml"].map(
+    (file) => statSync(join(ROOT, file), { throwIfNoEntry: false })?.mtimeMs ?? 0,
+  );
+  const built = statSync(BUILT, { throwIfNoEntry: false })?.mtimeMs ?? 0;
+  const fresh = built > 0 && statSync(NATIVE, { throwIfNoEntry: false }) && built >= Math.max(newestSource(), ...inputs);
+  if (!fresh) {
+    // Stamped with the time the build started, so a source changed meanwhile counts as newer.
+    const started = new Date();
+    if (!statSync(NATIVE, { throwIfNoEntry: false })) console.error("admin: building the admin command (cargo build --bin admin), once");
+    const build = spawnSync("cargo", ["build", "--quiet", "--bin", "admin"], { cwd: ROOT, stdio: ["ignore", 2, 2] });
+    if (build.status !== 0) {
+      console.error("error: building the admin command failed (cargo build --bin admin)");
+      process.exit(1);
+    }
+    writeFileSync(BUILT, "");
+    utimesSync(BUILT, started, started);
+  }
+  return NATIVE;
+}
 
-/// Runs SQL against D1 through wrangler and returns the rows of the last statement.
-function d1(flags, sql) {
-  const args = ["wrangler", "d1", "execute", "DB", "--json", "--command", sql];
-  if (flags.remote) args.push("--remote");
-  else {
-    args.push("--local");
-    if (flags.persistTo) args.push("--persist-to", flags.persistTo);
-  }
-  let output;
-  try {
-    output = execFileSync("npx", args, {
-      cwd: ROOT,
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
-    });
-  } catch (error) {
-    const detail = `${error.stdout ?? ""}${error.stderr ?? ""}`;
-    const constraint = detail.match(/(UNIQUE|FOREIGN KEY|CHECK) constraint failed[^"\n]*/);
-    throw new Error(constraint ? constraint[0] : detail.trim() || String(error));
-  }
-  const results = JSON.parse(output);
-  return results[results.length - 1]?.results ?? [];
+/// Runs the native binary with these arguments, its output passed through; returns its exit code.
+function native(args) {
+  const run = spawnSync(nativeAdmin(), args, { cwd: ROOT, stdio: "inherit" });
+  if (run.error) throw run.error;
+  return run.status ?? 1;
+}
+
+/// The channel name rule, from the native code the Worker shares.
+function checkChannelName(name) {
+  const status = native(["check-name", name]);
+  if (status !== 0) process.exit(status);
 }
 
 /// Calls the running Worker's API with the key in CONDAFLARE_API_KEY.
@@ -151,104 +166,13 @@ function tarEntry(name, data) {
   return Buffer.concat(parts);
 }
 
-function userId(flags, name) {
-  const rows = d1(flags, `SELECT id FROM users WHERE name = ${sqlString(name)}`);
-  if (rows.length === 0) throw new UsageError(`no user named '${name}'`);
-  return rows[0].id;
-}
-
-function newKey() {
-  const key = `cfk_${randomBytes(32).toString("base64url")}`;
-  return { key, hash: createHash("sha256").update(key).digest("hex"), prefix: key.slice(0, 12) };
-}
-
-const commands = {
-  "user create"(flags, args) {
-    const admin = option(args, "--admin", { boolean: true });
-    const [name] = positional(args, 1, "user create <name> [--admin]");
-    checkName("user", name);
-    const rows = d1(
-      flags,
-      `INSERT INTO users (name, is_admin, created_at) VALUES (${sqlString(name)}, ${admin ? 1 : 0}, ${Date.now()}) RETURNING id, name, is_admin`,
-    );
-    return { result: rows[0], text: `created user ${name}${admin ? " (site admin)" : ""}` };
-  },
-  "user list"(flags, args) {
-    positional(args, 0, "user list");
-    const rows = d1(flags, "SELECT id, name, is_admin, created_at FROM users ORDER BY name");
-    return { result: rows, text: rows.map((r) => `${r.id}\t${r.name}${r.is_admin ? "\tadmin" : ""}`).join("\n") };
-  },
-  "key create"(flags, args) {
-    const name = option(args, "--name") ?? "default";
-    const days = option(args, "--expires-days");
-    const readOnly = option(args, "--read-only", { boolean: true });
-    const channels = [];
-    for (let channel; (channel = option(args, "--channel")) !== null; ) {
-      checkName("channel", channel);
-      channels.push(channel);
-    }
-    const [user] = positional(args, 1, "key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...");
-    if (days !== null && !(Number(days) > 0)) throw new UsageError("--expires-days takes a positive number");
-    const expires = days === null ? "NULL" : String(Math.round(Date.now() + Number(days) * 86_400_000));
-    const scope = channels.length ? sqlString(JSON.stringify(channels)) : "NULL";
-    const id = userId(flags, user);
-    const { key, hash, prefix } = newKey();
-    const rows = d1(
-      flags,
-      `INSERT INTO api_keys (user_id, name, key_hash, prefix, created_at, expires_at, read_only, channels) VALUES (${id}, ${sqlString(name)}, ${sqlString(hash)}, ${sqlString(prefix)}, ${Date.now()}, ${expires}, ${readOnly ? 1 : 0}, ${scope}) RETURNING id`,
-    );
-    const limits = [readOnly && "read-only", channels.length && `only ${channels.join(", ")}`].filter(Boolean);
-    return {
-      result: { id: rows[0].id, user, name, key, read_only: readOnly, channels: channels.length ? channels : null },
-      text: `key ${rows[0].id} for ${user}${limits.length ? ` (${limits.join("; ")})` : ""}: ${key}\n(shown once: store it now; only its hash is kept)`,
-    };
-  },
-  "key revoke"(flags, args) {
-    const [id] = positional(args, 1, "key revoke <id>");
-    if (!/^\d+$/.test(id)) throw new UsageError("a key id is a number (see 'key list')");
-    const rows = d1(flags, `UPDATE api_keys SET revoked_at = ${Date.now()} WHERE id = ${id} AND revoked_at IS NULL RETURNING id`);
-    if (rows.length === 0) throw new UsageError(`no active key with id ${id}`);
-    return { result: { id: Number(id), revoked: true }, text: `revoked key ${id}` };
-  },
-  "key list"(flags, args) {
-    const [user] = args.length ? positional(args, 1, "key list [<user>]") : [null];
-    const where = user ? `WHERE u.name = ${sqlString(user)}` : "";
-    const rows = d1(
-      flags,
-      `SELECT k.id, u.name AS user, k.name, k.prefix, k.created_at, k.expires_at, k.revoked_at FROM api_keys k JOIN users u ON u.id = k.user_id ${where} ORDER BY k.id`,
-    );
-    const state = (r) => (r.revoked_at ? "revoked" : r.expires_at && r.expires_at < Date.now() ? "expired" : "active");
-    return { result: rows, text: rows.map((r) => `${r.id}\t${r.user}\t${r.name}\t${r.prefix}…\t${state(r)}`).join("\n") };
-  },
-  "channel create"(flags, args) {
-    const owner = option(args, "--owner");
-    const isPrivate = option(args, "--private", { boolean: true });
-    const [name] = positional(args, 1, "channel create <name> --owner <user> [--private]");
-    checkName("channel", name);
-    if (!owner) throw new UsageError("usage: channel create <name> --owner <user> [--private]");
-    const id = userId(flags, owner);
-    d1(
-      flags,
-      `INSERT INTO channels (name, private, created_at) VALUES (${sqlString(name)}, ${isPrivate ? 1 : 0}, ${Date.now()}); ` +
-        `INSERT INTO memberships (channel, user_id, role) VALUES (${sqlString(name)}, ${id}, 'owner')`,
-    );
-    return {
-      result: { name, private: isPrivate, owner },
-      text: `created ${isPrivate ? "private" : "public"} channel ${name}, owned by ${owner}`,
-    };
-  },
-  "channel visibility"(flags, args) {
-    const [name, visibility] = positional(args, 2, "channel visibility <name> public|private");
-    if (visibility !== "public" && visibility !== "private") throw new UsageError("visibility is public or private");
-    const rows = d1(flags, `UPDATE channels SET private = ${visibility === "private" ? 1 : 0} WHERE name = ${sqlString(name)} RETURNING name`);
-    if (rows.length === 0) throw new UsageError(`no channel named '${name}'`);
-    return { result: { name, private: visibility === "private" }, text: `${name} is now ${visibility}` };
-  },
+/// The commands that go through the running Worker.
+const workerCommands = {
   async "channel delete"(flags, args) {
     // Removing a channel's packages and index is the Worker's work, so this goes through its API.
     const url = option(args, "--url") ?? "http://127.0.0.1:8787";
     const [name] = positional(args, 1, "channel delete <name> [--url URL]");
-    checkName("channel", name);
+    checkChannelName(name);
     const body = await api(url, "DELETE", `/api/v1/channels/${name}`);
     return { result: body, text: `deleted channel ${name} (${body.objects_removed} objects)` };
   },
@@ -256,7 +180,7 @@ const commands = {
     const url = option(args, "--url") ?? "http://127.0.0.1:8787";
     const force = option(args, "--force", { boolean: true });
     const [channel, dir] = positional(args, 2, "import <channel> <dir> [--url URL] [--force]");
-    checkName("channel", channel);
+    checkChannelName(channel);
     if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`${dir} is not a directory`);
     // Requests stay under the server's upload limit (100 MB by default), and short enough to
     // answer well within a client's patience (and a Worker request's CPU budget).
@@ -288,50 +212,17 @@ const commands = {
       text: [`imported into ${channel}: ${totals.created} new, ${totals.unchanged} already there, ${totals.failed} refused`, ...failures].join("\n"),
     };
   },
-  "channel list"(flags, args) {
-    positional(args, 0, "channel list");
-    const rows = d1(flags, "SELECT name, private, created_at FROM channels ORDER BY name");
-    return { result: rows, text: rows.map((r) => `${r.name}\t${r.private ? "private" : "public"}`).join("\n") };
-  },
-  "member add"(flags, args) {
-    const role = option(args, "--role");
-    const [channel, user] = positional(args, 2, "member add <channel> <user> --role owner|member");
-    if (role !== "owner" && role !== "member") throw new UsageError("--role is owner or member");
-    const id = userId(flags, user);
-    const rows = d1(
-      flags,
-      `INSERT INTO memberships (channel, user_id, role) SELECT name, ${id}, '${role}' FROM channels WHERE name = ${sqlString(channel)} ` +
-        `ON CONFLICT (channel, user_id) DO UPDATE SET role = excluded.role RETURNING channel`,
-    );
-    if (rows.length === 0) throw new UsageError(`no channel named '${channel}'`);
-    return { result: { channel, user, role }, text: `${user} is now ${role} of ${channel}` };
-  },
-  "member remove"(flags, args) {
-    const [channel, user] = positional(args, 2, "member remove <channel> <user>");
-    const id = userId(flags, user);
-    const rows = d1(flags, `DELETE FROM memberships WHERE channel = ${sqlString(channel)} AND user_id = ${id} RETURNING role`);
-    if (rows.length === 0) throw new UsageError(`${user} is not a member of '${channel}'`);
-    return { result: { channel, user, removed: true }, text: `removed ${user} from ${channel}` };
-  },
-  "member list"(flags, args) {
-    const [channel] = positional(args, 1, "member list <channel>");
-    const rows = d1(
-      flags,
-      `SELECT u.name AS user, m.role FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.channel = ${sqlString(channel)} ORDER BY m.role, u.name`,
-    );
-    return { result: rows, text: rows.map((r) => `${r.user}\t${r.role}`).join("\n") };
-  },
 };
 
 async function main() {
-  const { flags, rest } = parseArgs(process.argv.slice(2));
-  const command = commands[rest.slice(0, 2).join(" ")] ?? (rest[0] === "import" ? commands.import : undefined);
-  if (!command) {
-    console.error(`usage: npm run admin -- [--remote] [--persist-to DIR] [--json] <command>\ncommands: ${Object.keys(commands).join(", ")}`);
-    process.exit(2);
-  }
+  const argv = process.argv.slice(2);
+  const { flags, rest } = parseArgs(argv);
+  const name = rest[0] === "import" ? "import" : rest.slice(0, 2).join(" ");
+  const command = workerCommands[name];
+  // Everything else, including unknown commands and their usage, is the native binary's.
+  if (!command) process.exit(native(argv));
   try {
-    const { result, text } = await command(flags, rest.slice(command === commands.import ? 1 : 2));
+    const { result, text } = await command(flags, rest.slice(name === "import" ? 1 : 2));
     console.log(flags.json ? JSON.stringify(result) : text);
   } catch (error) {
     console.error(`error: ${error.message}`);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure everything condaflare builds and runs with is installed: node packages (with
 # node 22), the wasm32 Rust target, clang (the zstd C library is compiled for wasm32),
-# worker-build and wasm-bindgen-cli. Installs only what is missing, so a second run is fast.
+# the shell linter (shellcheck, for npm test), worker-build and wasm-bindgen-cli.
+# Installs only what is missing, so a second run is fast.
 # Tools live outside the clone, in $CONDAFLARE_TOOLS (default ~/.cache/condaflare/tools).
 # Source it: it exports PATH and the variables worker-build reads.
 
@@ -29,9 +30,14 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     rustup target add wasm32-unknown-unknown >&2
 fi
 
-if ! command -v clang >/dev/null; then
-    say "installing clang"
-    as_root apt-get update -qq >&2 && as_root apt-get install -y -qq clang >&2
+# clang builds; shellcheck lints the shell scripts in npm test.
+missing=()
+for tool in clang shellcheck; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    as_root apt-get update -qq >&2 && as_root apt-get install -y -qq "${missing[@]}" >&2
 fi
 
 if [ "$("$TOOLS/bin/worker-build" --version 2>/dev/null)" != "$WORKER_BUILD_VERSION" ]; then

@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
-# npm test: native Rust tests, then end-to-end tests against the real Worker in workerd.
+# npm test: the checks, cheapest first (formatting, the scripts' lints, clippy on the native and
+# the wasm32 build), then the native Rust tests, then end-to-end tests against the real Worker
+# in workerd. Arguments go to pytest.
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 cd "$ROOT"
 
+echo "== formatting (cargo fmt --check)"
+cargo fmt --check
+
+echo "== script lints (eslint, shellcheck)"
+eslint scripts/*.mjs
+shellcheck scripts/*.sh bench/*.sh .ci/run
+
+echo "== clippy (native, then wasm32)"
+cargo clippy --quiet --all-targets -- -D warnings
+cargo clippy --quiet --target wasm32-unknown-unknown -- -D warnings
+
 echo "== native tests (cargo test)"
 cargo test --quiet
 
-echo "== building the Worker"
+echo "== building the Worker and the admin command"
 bash scripts/build.sh
+cargo build --quiet --bin admin
 
 VENV=$(bash scripts/test-venv.sh)
 

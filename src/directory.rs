@@ -218,12 +218,16 @@ pub fn members(channel: &str) -> Statement {
 }
 
 /// Makes `user_id` an owner or member of an existing channel. Returns the role, or no row
-/// when the channel does not exist or the change would demote its last owner.
+/// when the channel does not exist or the change would demote its last owner. Only a demotion
+/// is refused: a channel left without owners (its owners' users deleted) still takes members.
 pub fn put_member(channel: &str, user_id: i64, role: Role) -> Statement {
     Statement::new(
         "INSERT INTO memberships (channel, user_id, role) \
-         SELECT name, ?2, ?3 FROM channels WHERE name = ?1 AND (?3 = 'owner' OR EXISTS \
-         (SELECT 1 FROM memberships WHERE channel = ?1 AND role = 'owner' AND user_id != ?2)) \
+         SELECT name, ?2, ?3 FROM channels WHERE name = ?1 AND (?3 = 'owner' \
+         OR NOT EXISTS (SELECT 1 FROM memberships WHERE channel = ?1 AND user_id = ?2 \
+         AND role = 'owner') \
+         OR EXISTS (SELECT 1 FROM memberships WHERE channel = ?1 AND role = 'owner' \
+         AND user_id != ?2)) \
          ON CONFLICT (channel, user_id) DO UPDATE SET role = excluded.role RETURNING role",
         vec![channel.into(), user_id.into(), role.as_str().into()],
     )

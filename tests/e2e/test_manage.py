@@ -1,9 +1,11 @@
 """The management API and the matching admin commands."""
 
 
+import pytest
 import requests
 
 from conftest import PACKAGES, unique, upload_raw
+from harness import AdminError
 
 
 def test_whoami(server, owner):
@@ -134,6 +136,36 @@ def test_admin_commands_for_visibility_and_deletion(server, make_user):
     listed = server.admin("key", "list", admin.name)
     assert [k["name"] for k in listed] == ["tests"]
     assert all("key_hash" not in k for k in listed)
+
+
+def admin_refusal(server, *args: str) -> AdminError:
+    with pytest.raises(AdminError) as refused:
+        server.admin(*args)
+    return refused.value
+
+
+def test_admin_command_keeps_a_channel_owner(server):
+    """The admin command applies the API's rule: a channel keeps at least one owner."""
+    first, second, name = unique("first"), unique("second"), unique("kept")
+    for user in (first, second):
+        server.admin("user", "create", user)
+    server.admin("channel", "create", name, "--owner", first)
+    last_owner = f"error: {first} is the last owner of '{name}'; a channel must keep at least one owner"
+    for args in (("member", "remove", name, first), ("member", "add", name, first, "--role", "member")):
+        refused = admin_refusal(server, *args)
+        assert (refused.code, refused.message.splitlines()[-1]) == (1, last_owner), args
+    assert server.admin("member", "list", name) == [{"user": first, "role": "owner"}]
+
+    # Someone who is not a member is an argument error, as before.
+    refused = admin_refusal(server, "member", "remove", name, second)
+    assert (refused.code, refused.message.splitlines()[-1]) == (2, f"error: {second} is not a member of '{name}'")
+
+    # With a second owner, the first may step down, then leave; the second is then the last.
+    server.admin("member", "add", name, second, "--role", "owner")
+    assert server.admin("member", "add", name, first, "--role", "member") == {"channel": name, "user": first, "role": "member"}
+    assert server.admin("member", "remove", name, first) == {"channel": name, "user": first, "removed": True}
+    assert admin_refusal(server, "member", "remove", name, second).code == 1
+    assert server.admin("member", "list", name) == [{"user": second, "role": "owner"}]
 
 
 def test_storage_floor_endpoint(server, owner, make_user):

@@ -1,0 +1,618 @@
+//! The admin command's work on D1: users, keys, channels and memberships.
+//!
+//!   admin [--remote] [--persist-to DIR] [--json] <command>
+//!
+//!   user create <name> [--admin]        user list
+//!   key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...
+//!   key revoke <id>                     key list [<user>]
+//!   channel create <name> --owner <user> [--private]
+//!   channel visibility <name> public|private
+//!   channel list
+//!   member add <channel> <user> --role owner|member
+//!   member remove <channel> <user>      member list <channel>
+//!
+//! `npm run admin` (scripts/admin.mjs) builds this binary and hands these commands to it; the
+//! commands that need the running Worker (`channel delete`, `import`) stay in that script.
+//!
+//! Names are checked with `names`, keys made with `keys`, and every statement is one of
+//! `directory`'s, inlined for `npx wrangler d1 execute DB --json --command` on the local state
+//! (`--local`, with `--persist-to`) or the deployed database (`--remote`). The Worker runs the
+//! same statements, so the rules they carry (a channel keeps at least one owner) hold here too,
+//! and no server needs to run: this is how the first admin and key come to be.
+//!
+//! Argument errors, unknown users and channels exit 2; refusals and failures exit 1; both print
+//! `error: <sentence>` on stderr.
+
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use condaflare::access::Role;
+use condaflare::directory::{self, KeyListRow, MemberRow, NewKey, RoleRow, Statement, UserRow};
+use condaflare::error::{ApiError, ErrorCode};
+use condaflare::keys::{key_hash, key_prefix, new_key};
+use condaflare::names::check_channel_name;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+const USAGE: &str = "usage: npm run admin -- [--remote] [--persist-to DIR] [--json] <command>
+commands:
+  user create <name> [--admin]        user list
+  key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...
+  key revoke <id>                     key list [<user>]
+  channel create <name> --owner <user> [--private]
+  channel visibility <name> public|private
+  channel delete <name> [--url URL]   (through the running Worker; needs CONDAFLARE_API_KEY)
+  channel list
+  import <channel> <dir> [--url URL] [--force]  (through the running Worker; needs CONDAFLARE_API_KEY)
+  member add <channel> <user> --role owner|member
+  member remove <channel> <user>      member list <channel>";
+
+const DAY_MS: f64 = 86_400_000.0;
+
+/// Why a command did not do its work, and so how the process exits.
+#[derive(Debug)]
+enum Failure {
+    /// A wrong argument, or a user, channel or key that is not there: exit 2.
+    Usage(String),
+    /// A refusal (a taken name, a channel's last owner) or a failure of wrangler or D1: exit 1.
+    Failed(String),
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        match error.code {
+            ErrorCode::BadRequest | ErrorCode::InvalidName | ErrorCode::NotFound => {
+                Self::Usage(error.message)
+            }
+            _ => Self::Failed(error.message),
+        }
+    }
+}
+
+type Outcome<T> = Result<T, Failure>;
+
+fn usage<T>(message: impl Into<String>) -> Outcome<T> {
+    Err(Failure::Usage(message.into()))
+}
+
+/// What a command did: the JSON printed with `--json`, the text printed otherwise.
+struct Done {
+    result: Value,
+    text: String,
+}
+
+/// Where the statements run.
+struct Database {
+    remote: bool,
+    persist_to: Option<String>,
+}
+
+impl Database {
+    /// Runs the statements in one `wrangler d1 execute` and returns the rows of each.
+    fn run(&self, statements: &[Statement]) -> Outcome<Vec<Vec<Value>>> {
+        let sql = statements
+            .iter()
+            .map(Statement::inline)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut command = Command::new("npx");
+        command.args([
+            "wrangler",
+            "d1",
+            "execute",
+            "DB",
+            "--json",
+            "--command",
+            &sql,
+        ]);
+        if self.remote {
+            command.arg("--remote");
+        } else {
+            command.arg("--local");
+            if let Some(dir) = &self.persist_to {
+                command.args(["--persist-to", dir]);
+            }
+        }
+        let output = command
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Failure::Failed(format!("could not run npx wrangler: {e}")))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(Failure::Failed(wrangler_error(
+                &stdout,
+                &String::from_utf8_lossy(&output.stderr),
+            )));
+        }
+        let answers: Vec<Value> = serde_json::from_str(&stdout).map_err(|e| {
+            Failure::Failed(format!("unexpected answer from wrangler ({e}): {stdout}"))
+        })?;
+        Ok(answers
+            .into_iter()
+            .map(|answer| match answer.get("results") {
+                Some(Value::Array(rows)) => rows.clone(),
+                _ => Vec::new(),
+            })
+            .collect())
+    }
+
+    /// The rows of one statement.
+    fn rows(&self, statement: Statement) -> Outcome<Vec<Value>> {
+        Ok(self.run(&[statement])?.pop().unwrap_or_default())
+    }
+
+    /// The id of the user of that name.
+    fn user_id(&self, name: &str) -> Outcome<i64> {
+        let rows = self.rows(directory::user_by_name(name))?;
+        match first::<UserRow>(&rows)? {
+            Some(user) => Ok(user.id),
+            None => usage(format!("no user named '{name}'")),
+        }
+    }
+}
+
+/// The sentence of a failed `wrangler d1 execute`: the database's own message when there is
+/// one (`--json` puts it in `{"error": {"text": ...}}`), else whatever wrangler printed.
+fn wrangler_error(stdout: &str, stderr: &str) -> String {
+    let text = serde_json::from_str::<Value>(stdout.trim())
+        .ok()
+        .and_then(|v| v.pointer("/error/text")?.as_str().map(str::to_owned));
+    let detail = text.unwrap_or_else(|| format!("{stdout}{stderr}").trim().to_owned());
+    if detail.is_empty() {
+        "wrangler d1 execute failed".to_owned()
+    } else {
+        detail
+    }
+}
+
+/// The first row, read as `T`.
+fn first<T: DeserializeOwned>(rows: &[Value]) -> Outcome<Option<T>> {
+    rows.first().map(row::<T>).transpose()
+}
+
+fn row<T: DeserializeOwned>(value: &Value) -> Outcome<T> {
+    serde_json::from_value(value.clone())
+        .map_err(|e| Failure::Failed(format!("unexpected row from D1 ({e}): {value}")))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn check_channel(name: &str) -> Outcome<()> {
+    check_channel_name(name).map_err(Failure::Usage)
+}
+
+/// User names follow the channel name rule.
+fn check_user(name: &str) -> Outcome<()> {
+    check_channel_name(name).map_err(|e| Failure::Usage(e.replace("channel name", "user name")))
+}
+
+/// A command's arguments, from which options are taken out one by one.
+struct Args(Vec<String>);
+
+impl Args {
+    /// `--name value`: the value, taken out of the arguments.
+    fn option(&mut self, name: &str) -> Outcome<Option<String>> {
+        let Some(at) = self.0.iter().position(|a| a == name) else {
+            return Ok(None);
+        };
+        if at + 1 >= self.0.len() {
+            return usage(format!("{name} needs a value"));
+        }
+        let value = self.0.remove(at + 1);
+        self.0.remove(at);
+        Ok(Some(value))
+    }
+
+    /// A bare `--flag`: whether it was there.
+    fn flag(&mut self, name: &str) -> bool {
+        match self.0.iter().position(|a| a == name) {
+            Some(at) => {
+                self.0.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Exactly `N` arguments left.
+    fn positional<const N: usize>(self, synopsis: &str) -> Outcome<[String; N]> {
+        self.0
+            .try_into()
+            .or_else(|_| usage(format!("usage: {synopsis}")))
+    }
+}
+
+fn user_create(db: &Database, mut args: Args) -> Outcome<Done> {
+    let admin = args.flag("--admin");
+    let [name] = args.positional("user create <name> [--admin]")?;
+    check_user(&name)?;
+    let rows = db.rows(directory::create_user(&name, admin, now_ms()))?;
+    let Some(user) = first::<UserRow>(&rows)? else {
+        return Err(Failure::Failed(format!("a user named '{name}' exists")));
+    };
+    Ok(Done {
+        result: json!({ "id": user.id, "name": user.name, "is_admin": user.is_admin }),
+        text: format!(
+            "created user {name}{}",
+            if admin { " (site admin)" } else { "" }
+        ),
+    })
+}
+
+fn user_list(db: &Database, args: Args) -> Outcome<Done> {
+    let [] = args.positional("user list")?;
+    let rows = db.rows(directory::users())?;
+    let mut lines = Vec::new();
+    for value in &rows {
+        let user: UserRow = row(value)?;
+        let admin = if user.is_admin != 0 { "\tadmin" } else { "" };
+        lines.push(format!("{}\t{}{admin}", user.id, user.name));
+    }
+    Ok(Done {
+        result: Value::Array(rows),
+        text: lines.join("\n"),
+    })
+}
+
+fn key_create(db: &Database, mut args: Args) -> Outcome<Done> {
+    let name = args.option("--name")?.unwrap_or_else(|| "default".into());
+    let days = args.option("--expires-days")?;
+    let read_only = args.flag("--read-only");
+    let mut channels = Vec::new();
+    while let Some(channel) = args.option("--channel")? {
+        check_channel(&channel)?;
+        channels.push(channel);
+    }
+    let [user] = args.positional(
+        "key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...",
+    )?;
+    let now = now_ms();
+    let expires_at = match days {
+        None => None,
+        Some(days) => match days.trim().parse::<f64>() {
+            Ok(days) if days > 0.0 && days.is_finite() => {
+                Some((now as f64 + days * DAY_MS).round() as i64)
+            }
+            _ => return usage("--expires-days takes a positive number"),
+        },
+    };
+    let channels_json =
+        (!channels.is_empty()).then(|| serde_json::to_string(&channels).expect("names serialize"));
+    let user_id = db.user_id(&user)?;
+    let key = new_key();
+    let hash = key_hash(&key);
+    let rows = db.rows(directory::create_key(&NewKey {
+        user_id,
+        name: &name,
+        hash: &hash,
+        prefix: key_prefix(&key),
+        now,
+        expires_at,
+        read_only,
+        channels_json: channels_json.as_deref(),
+    }))?;
+    let id = rows
+        .first()
+        .and_then(|r| r.get("id"))
+        .and_then(Value::as_i64)
+        .ok_or_else(|| Failure::Failed("D1 returned no id for the new key".into()))?;
+    let mut limits = Vec::new();
+    if read_only {
+        limits.push("read-only".to_owned());
+    }
+    if !channels.is_empty() {
+        limits.push(format!("only {}", channels.join(", ")));
+    }
+    let limits = if limits.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", limits.join("; "))
+    };
+    Ok(Done {
+        text: format!(
+            "key {id} for {user}{limits}: {key}\n(shown once: store it now; only its hash is kept)"
+        ),
+        result: json!({
+            "id": id,
+            "user": user,
+            "name": name,
+            "key": key,
+            "read_only": read_only,
+            "channels": (!channels.is_empty()).then_some(channels),
+        }),
+    })
+}
+
+fn key_revoke(db: &Database, args: Args) -> Outcome<Done> {
+    let [id] = args.positional("key revoke <id>")?;
+    let key_id = match id.parse::<i64>() {
+        Ok(key_id) if id.bytes().all(|b| b.is_ascii_digit()) => key_id,
+        _ => return usage("a key id is a number (see 'key list')"),
+    };
+    // The admin command acts for the site: any user's key (`None`).
+    let rows = db.rows(directory::revoke_key(key_id, None, now_ms()))?;
+    if rows.is_empty() {
+        return usage(format!("no active key with id {key_id}"));
+    }
+    Ok(Done {
+        result: json!({ "id": key_id, "revoked": true }),
+        text: format!("revoked key {key_id}"),
+    })
+}
+
+fn key_list(db: &Database, args: Args) -> Outcome<Done> {
+    let user = match args.0.len() {
+        0 => None,
+        _ => {
+            let [user] = args.positional("key list [<user>]")?;
+            Some(user)
+        }
+    };
+    let rows = db.rows(directory::keys(user.as_deref()))?;
+    let now = now_ms() as f64;
+    let mut lines = Vec::new();
+    for value in &rows {
+        let key: KeyListRow = row(value)?;
+        let state = if key.revoked_at.is_some_and(|t| t != 0.0) {
+            "revoked"
+        } else if key.expires_at.is_some_and(|t| t != 0.0 && t < now) {
+            "expired"
+        } else {
+            "active"
+        };
+        lines.push(format!(
+            "{}\t{}\t{}\t{}…\t{state}",
+            key.id, key.user, key.name, key.prefix
+        ));
+    }
+    Ok(Done {
+        result: Value::Array(rows),
+        text: lines.join("\n"),
+    })
+}
+
+fn channel_create(db: &Database, mut args: Args) -> Outcome<Done> {
+    const SYNOPSIS: &str = "channel create <name> --owner <user> [--private]";
+    let owner = args.option("--owner")?;
+    let private = args.flag("--private");
+    let [name] = args.positional(SYNOPSIS)?;
+    check_channel(&name)?;
+    let Some(owner) = owner else {
+        return usage(format!("usage: {SYNOPSIS}"));
+    };
+    let owner_id = db.user_id(&owner)?;
+    // As the API does: the channel first, atomically refused when the name is taken, and only
+    // then its owner, so a taken name never gains one.
+    if db
+        .rows(directory::create_channel(&name, private, now_ms()))?
+        .is_empty()
+    {
+        return Err(Failure::Failed(format!("a channel named '{name}' exists")));
+    }
+    if db
+        .rows(directory::put_member(&name, owner_id, Role::Owner))?
+        .is_empty()
+    {
+        return Err(Failure::Failed(format!(
+            "created channel {name}, but could not make {owner} its owner"
+        )));
+    }
+    let visibility = if private { "private" } else { "public" };
+    Ok(Done {
+        result: json!({ "name": name, "private": private, "owner": owner }),
+        text: format!("created {visibility} channel {name}, owned by {owner}"),
+    })
+}
+
+fn channel_visibility(db: &Database, args: Args) -> Outcome<Done> {
+    let [name, visibility] = args.positional("channel visibility <name> public|private")?;
+    let private = match visibility.as_str() {
+        "public" => false,
+        "private" => true,
+        _ => return usage("visibility is public or private"),
+    };
+    check_channel(&name)?;
+    if db
+        .rows(directory::set_visibility(&name, private))?
+        .is_empty()
+    {
+        return usage(format!("no channel named '{name}'"));
+    }
+    Ok(Done {
+        result: json!({ "name": name, "private": private }),
+        text: format!("{name} is now {visibility}"),
+    })
+}
+
+fn channel_list(db: &Database, args: Args) -> Outcome<Done> {
+    let [] = args.positional("channel list")?;
+    let rows = db.rows(directory::all_channels())?;
+    let mut lines = Vec::new();
+    for value in &rows {
+        let channel: directory::ChannelRow = row(value)?;
+        let visibility = if channel.private != 0 {
+            "private"
+        } else {
+            "public"
+        };
+        lines.push(format!("{}\t{visibility}", channel.name));
+    }
+    Ok(Done {
+        result: Value::Array(rows),
+        text: lines.join("\n"),
+    })
+}
+
+/// Runs a membership change (`put_member` or `remove_member`) together with what explains a
+/// refusal: whether the channel exists and the user's role after the statement. The change
+/// carries the last-owner rule itself; when it returns no row, [`directory::membership_refusal`]
+/// says why.
+fn change_membership(
+    db: &Database,
+    change: Statement,
+    channel: &str,
+    user: &str,
+    user_id: i64,
+) -> Outcome<()> {
+    let answers = db.run(&[
+        change,
+        directory::channel(channel),
+        directory::role(channel, user_id),
+    ])?;
+    let [changed, channels, roles] = <[Vec<Value>; 3]>::try_from(answers)
+        .map_err(|_| Failure::Failed("wrangler answered for fewer statements than sent".into()))?;
+    if !changed.is_empty() {
+        return Ok(());
+    }
+    let role = first::<RoleRow>(&roles)?.and_then(|r| Role::parse(&r.role));
+    Err(directory::membership_refusal(channel, user, !channels.is_empty(), role).into())
+}
+
+fn member_add(db: &Database, mut args: Args) -> Outcome<Done> {
+    let role = args.option("--role")?;
+    let [channel, user] = args.positional("member add <channel> <user> --role owner|member")?;
+    let Some(role) = role.as_deref().and_then(Role::parse) else {
+        return usage("--role is owner or member");
+    };
+    check_channel(&channel)?;
+    let user_id = db.user_id(&user)?;
+    change_membership(
+        db,
+        directory::put_member(&channel, user_id, role),
+        &channel,
+        &user,
+        user_id,
+    )?;
+    let role = role.as_str();
+    Ok(Done {
+        result: json!({ "channel": channel, "user": user, "role": role }),
+        text: format!("{user} is now {role} of {channel}"),
+    })
+}
+
+fn member_remove(db: &Database, args: Args) -> Outcome<Done> {
+    let [channel, user] = args.positional("member remove <channel> <user>")?;
+    check_channel(&channel)?;
+    let user_id = db.user_id(&user)?;
+    change_membership(
+        db,
+        directory::remove_member(&channel, user_id),
+        &channel,
+        &user,
+        user_id,
+    )?;
+    Ok(Done {
+        result: json!({ "channel": channel, "user": user, "removed": true }),
+        text: format!("removed {user} from {channel}"),
+    })
+}
+
+fn member_list(db: &Database, args: Args) -> Outcome<Done> {
+    let [channel] = args.positional("member list <channel>")?;
+    let rows = db.rows(directory::members(&channel))?;
+    let mut lines = Vec::new();
+    for value in &rows {
+        let member: MemberRow = row(value)?;
+        lines.push(format!("{}\t{}", member.user, member.role));
+    }
+    Ok(Done {
+        result: Value::Array(rows),
+        text: lines.join("\n"),
+    })
+}
+
+/// `check-name <channel>`: the channel name rule, for the commands scripts/admin.mjs sends to
+/// the Worker.
+fn check_name(args: Args) -> Outcome<Done> {
+    let [name] = args.positional("check-name <channel>")?;
+    check_channel(&name)?;
+    Ok(Done {
+        result: Value::Null,
+        text: String::new(),
+    })
+}
+
+type Handler = fn(&Database, Args) -> Outcome<Done>;
+
+const COMMANDS: [(&str, Handler); 11] = [
+    ("user create", user_create),
+    ("user list", user_list),
+    ("key create", key_create),
+    ("key revoke", key_revoke),
+    ("key list", key_list),
+    ("channel create", channel_create),
+    ("channel visibility", channel_visibility),
+    ("channel list", channel_list),
+    ("member add", member_add),
+    ("member remove", member_remove),
+    ("member list", member_list),
+];
+
+fn main() -> ExitCode {
+    let mut remote = false;
+    let mut json = false;
+    let mut persist_to = None;
+    let mut rest = Vec::new();
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        match arg.as_str() {
+            "--remote" => remote = true,
+            "--json" => json = true,
+            "--persist-to" => match argv.next() {
+                Some(dir) => persist_to = Some(dir),
+                None => return fail(Failure::Usage("--persist-to needs a value".into())),
+            },
+            _ => rest.push(arg),
+        }
+    }
+    let db = Database { remote, persist_to };
+
+    let words = rest.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
+    let outcome = if rest.first().map(String::as_str) == Some("check-name") {
+        check_name(Args(rest.split_off(1)))
+    } else if let Some((_, handler)) = COMMANDS.iter().find(|(name, _)| *name == words) {
+        handler(&db, Args(rest.split_off(2)))
+    } else if words == "channel delete" || rest.first().map(String::as_str) == Some("import") {
+        Err(Failure::Usage(format!(
+            "'{words}' goes through the running Worker: use npm run admin -- {words} ..."
+        )))
+    } else {
+        let what = if words.is_empty() {
+            "no command given".to_owned()
+        } else {
+            format!("unknown command '{words}'")
+        };
+        eprintln!("error: {what}\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    match outcome {
+        Ok(Done { result, text }) => {
+            if json {
+                println!("{result}");
+            } else if !text.is_empty() || result != Value::Null {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(failure) => fail(failure),
+    }
+}
+
+fn fail(failure: Failure) -> ExitCode {
+    match failure {
+        Failure::Usage(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Failure::Failed(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}

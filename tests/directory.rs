@@ -1,0 +1,498 @@
+//! The directory's statements run against real SQLite with the D1 schema (migrations/*.sql),
+//! each scenario twice: with bound parameters, as the Worker runs them, and inlined, as the
+//! admin command hands them to `wrangler d1 execute`.
+
+use std::fs;
+use std::path::PathBuf;
+
+use condaflare::access::Role;
+use condaflare::directory::{self, *};
+use condaflare::error::ErrorCode;
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Bound,
+    Inlined,
+}
+
+struct Db {
+    conn: Connection,
+    mode: Mode,
+}
+
+impl Db {
+    /// A fresh in-memory database with every migration applied, in order.
+    fn new(mode: Mode) -> Self {
+        let conn = Connection::open_in_memory().unwrap();
+        // D1 enforces foreign keys.
+        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut migrations: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "sql"))
+            .collect();
+        migrations.sort();
+        assert!(!migrations.is_empty());
+        for path in migrations {
+            conn.execute_batch(&fs::read_to_string(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        Self { conn, mode }
+    }
+
+    /// The rows a statement returns, as JSON objects by column name (as D1 answers).
+    fn rows(&self, statement: &Statement) -> Vec<Value> {
+        let sql = match self.mode {
+            Mode::Bound => statement.sql.to_owned(),
+            Mode::Inlined => statement.inline(),
+        };
+        let mut prepared = self
+            .conn
+            .prepare(&sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        if let Mode::Bound = self.mode {
+            assert_eq!(prepared.parameter_count(), statement.params.len(), "{sql}");
+            for (at, param) in statement.params.iter().enumerate() {
+                let bound = match param {
+                    Param::Text(text) => prepared.raw_bind_parameter(at + 1, text),
+                    Param::Int(value) => prepared.raw_bind_parameter(at + 1, value),
+                    Param::Null => prepared.raw_bind_parameter(at + 1, rusqlite::types::Null),
+                };
+                bound.unwrap();
+            }
+        }
+        let columns: Vec<String> = prepared.column_names().map(str::to_owned).collect();
+        let mut rows = prepared.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().unwrap_or_else(|e| panic!("{sql}: {e}")) {
+            let mut object = serde_json::Map::new();
+            for (at, name) in columns.iter().enumerate() {
+                let value = match row.get_ref(at).unwrap() {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(i) => json!(i),
+                    ValueRef::Real(f) => json!(f),
+                    ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                    ValueRef::Blob(_) => panic!("no statement returns blobs"),
+                };
+                object.insert(name.clone(), value);
+            }
+            out.push(Value::Object(object));
+        }
+        out
+    }
+
+    /// The rows, read as the statement's row type (so its columns are checked too).
+    fn read<T: DeserializeOwned>(&self, statement: &Statement) -> Vec<T> {
+        self.rows(statement)
+            .into_iter()
+            .map(|row| serde_json::from_value(row.clone()).unwrap_or_else(|e| panic!("{e}: {row}")))
+            .collect()
+    }
+
+    fn user(&self, name: &str) -> i64 {
+        let users: Vec<UserRow> = self.read(&create_user(name, false, 1));
+        users[0].id
+    }
+
+    fn channel(&self, name: &str, owner: i64) {
+        assert_eq!(self.rows(&create_channel(name, false, 1)).len(), 1);
+        assert_eq!(
+            self.role_after(&put_member(name, owner, Role::Owner)),
+            Some("owner".into())
+        );
+    }
+
+    /// The role a membership statement returns, if it returns a row.
+    fn role_after(&self, statement: &Statement) -> Option<String> {
+        let rows: Vec<RoleRow> = self.read(statement);
+        assert!(rows.len() <= 1);
+        rows.into_iter().next().map(|r| r.role)
+    }
+
+    fn role(&self, channel: &str, user_id: i64) -> Option<String> {
+        self.role_after(&directory::role(channel, user_id))
+    }
+
+    fn key(&self, user_id: i64, name: &str) -> i64 {
+        let hash = format!("hash-of-{name}");
+        let rows = self.rows(&create_key(&NewKey {
+            user_id,
+            name,
+            hash: &hash,
+            prefix: "cfk_prefix12",
+            now: 5,
+            expires_at: None,
+            read_only: false,
+            channels_json: None,
+        }));
+        rows[0]["id"].as_i64().unwrap()
+    }
+}
+
+/// Runs a scenario on a fresh database in each mode.
+fn each_mode(scenario: impl Fn(&Db)) {
+    for mode in [Mode::Bound, Mode::Inlined] {
+        eprintln!("mode: {mode:?}");
+        scenario(&Db::new(mode));
+    }
+}
+
+#[test]
+fn the_last_owner_is_neither_removed_nor_demoted() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let bob = db.user("bob");
+        db.channel("team", ann);
+
+        assert_eq!(db.role_after(&remove_member("team", ann)), None);
+        assert_eq!(db.role_after(&put_member("team", ann, Role::Member)), None);
+        assert_eq!(db.role("team", ann), Some("owner".into()));
+        let why = membership_refusal("team", "ann", true, Some(Role::Owner));
+        assert_eq!(why.code, ErrorCode::LastOwner);
+        assert!(why.message.contains("last owner"), "{}", why.message);
+
+        // A member is not an owner: ann is still the last one.
+        assert_eq!(
+            db.role_after(&put_member("team", bob, Role::Member)),
+            Some("member".into())
+        );
+        assert_eq!(db.role_after(&remove_member("team", ann)), None);
+        assert_eq!(db.role_after(&put_member("team", ann, Role::Member)), None);
+        assert_eq!(db.role("team", ann), Some("owner".into()));
+
+        // Owner again: a no-op for the last owner, always allowed.
+        assert_eq!(
+            db.role_after(&put_member("team", ann, Role::Owner)),
+            Some("owner".into())
+        );
+    });
+}
+
+#[test]
+fn with_a_second_owner_the_first_may_go() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let bob = db.user("bob");
+        db.channel("team", ann);
+        assert_eq!(
+            db.role_after(&put_member("team", bob, Role::Member)),
+            Some("member".into())
+        );
+
+        // Promotion.
+        assert_eq!(
+            db.role_after(&put_member("team", bob, Role::Owner)),
+            Some("owner".into())
+        );
+        assert_eq!(db.role("team", bob), Some("owner".into()));
+
+        // Now ann may step down, then leave; bob is the last owner.
+        assert_eq!(
+            db.role_after(&put_member("team", ann, Role::Member)),
+            Some("member".into())
+        );
+        assert_eq!(
+            db.role_after(&remove_member("team", ann)),
+            Some("member".into())
+        );
+        assert_eq!(db.role("team", ann), None);
+        assert_eq!(db.role_after(&remove_member("team", bob)), None);
+        assert_eq!(db.role_after(&put_member("team", bob, Role::Member)), None);
+        assert_eq!(db.role("team", bob), Some("owner".into()));
+
+        let members: Vec<MemberRow> = db.read(&members("team"));
+        assert_eq!(members.len(), 1);
+        assert_eq!(
+            (members[0].user.as_str(), members[0].role.as_str()),
+            ("bob", "owner")
+        );
+    });
+}
+
+#[test]
+fn removing_a_non_member_returns_no_row() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let bob = db.user("bob");
+        db.channel("team", ann);
+        assert_eq!(db.role_after(&remove_member("team", bob)), None);
+        let why = membership_refusal("team", "bob", true, None);
+        assert_eq!(why.code, ErrorCode::NotFound);
+        assert_eq!(why.message, "bob is not a member of 'team'");
+    });
+}
+
+#[test]
+fn a_channel_without_owners_still_takes_members() {
+    // Deleting a user removes their memberships (ON DELETE CASCADE), which can leave a channel
+    // without owners; adding a member does not make that worse, and an owner repairs it.
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let bob = db.user("bob");
+        let cid = db.user("cid");
+        db.channel("team", ann);
+        db.conn
+            .execute("DELETE FROM users WHERE id = ?1", [ann])
+            .unwrap();
+        assert!(db.rows(&members("team")).is_empty());
+        assert_eq!(
+            db.role_after(&put_member("team", bob, Role::Member)),
+            Some("member".into())
+        );
+        assert_eq!(
+            db.role_after(&put_member("team", cid, Role::Owner)),
+            Some("owner".into())
+        );
+        assert_eq!(
+            db.role_after(&remove_member("team", bob)),
+            Some("member".into())
+        );
+    });
+}
+
+#[test]
+fn put_member_on_a_missing_channel_returns_no_row() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        for role in [Role::Owner, Role::Member] {
+            assert_eq!(db.role_after(&put_member("nowhere", ann, role)), None);
+        }
+        assert!(db.rows(&memberships_of(ann)).is_empty());
+        assert_eq!(
+            membership_refusal("nowhere", "ann", false, None).code,
+            ErrorCode::NotFound
+        );
+    });
+}
+
+#[test]
+fn a_taken_channel_name_returns_no_row() {
+    each_mode(|db| {
+        assert_eq!(
+            db.rows(&create_channel("team", true, 10)),
+            vec![json!({ "name": "team" })]
+        );
+        assert!(db.rows(&create_channel("team", false, 20)).is_empty());
+        let channels: Vec<ChannelRow> = db.read(&channel("team"));
+        assert_eq!(channels.len(), 1);
+        assert_eq!((channels[0].private, channels[0].created_at), (1, 10.0));
+
+        assert_eq!(db.rows(&set_visibility("team", false)).len(), 1);
+        let channels: Vec<ChannelRow> = db.read(&channel("team"));
+        assert_eq!(channels[0].private, 0);
+        assert!(db.rows(&set_visibility("nowhere", true)).is_empty());
+    });
+}
+
+#[test]
+fn a_taken_user_name_returns_no_row() {
+    each_mode(|db| {
+        let users: Vec<UserRow> = db.read(&create_user("ann", true, 7));
+        assert_eq!((users[0].name.as_str(), users[0].is_admin), ("ann", 1));
+        assert!(db.rows(&create_user("ann", false, 8)).is_empty());
+        let users: Vec<UserRow> = db.read(&user_by_name("ann"));
+        assert_eq!((users[0].is_admin, users[0].created_at), (1, 7.0));
+        db.user("bob");
+        let all: Vec<UserRow> = db.read(&directory::users());
+        let names: Vec<_> = all.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["ann", "bob"]);
+    });
+}
+
+#[test]
+fn deleting_a_channel_removes_its_memberships() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        db.channel("team", ann);
+        db.channel("other", ann);
+        for statement in delete_channel("team") {
+            db.rows(&statement);
+        }
+        assert!(db.rows(&channel("team")).is_empty());
+        let left: Vec<MembershipRow> = db.read(&memberships_of(ann));
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            (left[0].channel.as_str(), left[0].role.as_str()),
+            ("other", "owner")
+        );
+    });
+}
+
+#[test]
+fn revoking_a_key_is_scoped_to_its_owner_unless_none() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let bob = db.user("bob");
+        let anns = db.key(ann, "laptop");
+        let bobs = db.key(bob, "ci");
+
+        // Ann cannot revoke Bob's key; it stays valid.
+        assert!(db.rows(&revoke_key(bobs, Some(ann), 100)).is_empty());
+        assert_eq!(db.read::<KeyRow>(&key_by_hash("hash-of-ci")).len(), 1);
+
+        // Her own, yes; once.
+        assert_eq!(
+            db.rows(&revoke_key(anns, Some(ann), 100)),
+            vec![json!({ "id": anns })]
+        );
+        assert!(db.rows(&revoke_key(anns, Some(ann), 101)).is_empty());
+        assert!(db.rows(&key_by_hash("hash-of-laptop")).is_empty());
+
+        // An admin (no owner given) revokes anyone's.
+        assert_eq!(
+            db.rows(&revoke_key(bobs, None, 102)),
+            vec![json!({ "id": bobs })]
+        );
+        assert!(db.rows(&revoke_key(bobs, None, 103)).is_empty());
+        assert!(db.rows(&key_by_hash("hash-of-ci")).is_empty());
+        assert!(db.rows(&revoke_key(9999, None, 104)).is_empty());
+
+        let listed: Vec<KeyListRow> = db.read(&keys(None));
+        assert_eq!(
+            listed.iter().map(|k| k.revoked_at).collect::<Vec<_>>(),
+            [Some(100.0), Some(102.0)]
+        );
+    });
+}
+
+#[test]
+fn a_key_is_found_by_its_hash_with_its_user_and_limits() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let rows = db.rows(&create_key(&NewKey {
+            user_id: ann,
+            name: "ci",
+            hash: "h1",
+            prefix: "cfk_abcdefgh",
+            now: 5,
+            expires_at: Some(50),
+            read_only: true,
+            channels_json: Some(r#"["team"]"#),
+        }));
+        let id = rows[0]["id"].as_i64().unwrap();
+        let found: Vec<KeyRow> = db.read(&key_by_hash("h1"));
+        assert_eq!(found.len(), 1);
+        let key = &found[0];
+        assert_eq!(
+            (key.key_id, key.key_name.as_str(), key.user_id),
+            (id, "ci", ann)
+        );
+        assert_eq!((key.read_only, key.expires_at), (1, Some(50.0)));
+        assert_eq!(key.channels.as_deref(), Some(r#"["team"]"#));
+        assert_eq!((key.name.as_str(), key.is_admin), ("ann", 0));
+        assert!(db.rows(&key_by_hash("h2")).is_empty());
+    });
+}
+
+#[test]
+fn keys_of_everyone_or_of_one_user() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let bob = db.user("bob");
+        db.key(bob, "b1");
+        db.key(ann, "a1");
+        db.key(bob, "b2");
+
+        let all: Vec<KeyListRow> = db.read(&keys(None));
+        let all: Vec<_> = all
+            .iter()
+            .map(|k| (k.user.as_str(), k.name.as_str()))
+            .collect();
+        assert_eq!(all, [("bob", "b1"), ("ann", "a1"), ("bob", "b2")]);
+
+        let bobs: Vec<KeyListRow> = db.read(&keys(Some("bob")));
+        let bobs: Vec<_> = bobs.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(bobs, ["b1", "b2"]);
+        assert!(db.rows(&keys(Some("nobody"))).is_empty());
+
+        // Never the secret's hash.
+        for row in db.rows(&keys(None)) {
+            assert!(row.get("key_hash").is_none(), "{row}");
+        }
+    });
+}
+
+#[test]
+fn channels_with_the_role_of_one_user() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let bob = db.user("bob");
+        let cid = db.user("cid");
+        db.channel("alpha", ann);
+        db.channel("beta", bob);
+        db.channel("gamma", bob);
+        db.role_after(&put_member("beta", ann, Role::Member));
+        db.role_after(&put_member("gamma", cid, Role::Member));
+
+        let roles = |user: Option<i64>| -> Vec<(String, Option<String>)> {
+            db.read::<ChannelRoleRow>(&channels_with_role(user))
+                .into_iter()
+                .map(|c| (c.name, c.role))
+                .collect()
+        };
+        let named = |pairs: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
+            pairs
+                .iter()
+                .map(|(n, r)| (n.to_string(), r.map(str::to_owned)))
+                .collect()
+        };
+        // One row per channel whoever else is a member, in name order.
+        assert_eq!(
+            roles(Some(ann)),
+            named(&[
+                ("alpha", Some("owner")),
+                ("beta", Some("member")),
+                ("gamma", None)
+            ])
+        );
+        assert_eq!(
+            roles(Some(cid)),
+            named(&[("alpha", None), ("beta", None), ("gamma", Some("member"))])
+        );
+        assert_eq!(
+            roles(None),
+            named(&[("alpha", None), ("beta", None), ("gamma", None)])
+        );
+
+        let all: Vec<ChannelRow> = db.read(&all_channels());
+        assert_eq!(all.len(), 3);
+    });
+}
+
+#[test]
+fn members_list_owners_first() {
+    each_mode(|db| {
+        let zed = db.user("zed");
+        let amy = db.user("amy");
+        let bob = db.user("bob");
+        db.channel("team", zed);
+        db.role_after(&put_member("team", amy, Role::Member));
+        db.role_after(&put_member("team", bob, Role::Owner));
+        let listed: Vec<MemberRow> = db.read(&members("team"));
+        let listed: Vec<_> = listed
+            .iter()
+            .map(|m| (m.user.as_str(), m.role.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [("bob", "owner"), ("zed", "owner"), ("amy", "member")]
+        );
+    });
+}
+
+#[test]
+fn quotes_in_values_survive_inlining() {
+    each_mode(|db| {
+        let users: Vec<UserRow> = db.read(&create_user("o'brien", false, 1));
+        assert_eq!(users[0].name, "o'brien");
+        let found: Vec<UserRow> = db.read(&user_by_name("o'brien"));
+        assert_eq!(found.len(), 1);
+        // An injection attempt is just a name that is not there.
+        assert!(db.rows(&user_by_name("x' OR '1'='1")).is_empty());
+    });
+}
