@@ -16,6 +16,7 @@
 //! | POST   | /api/v1/keys                          | a key without limits         |
 //! | DELETE | /api/v1/keys/<id>                     | a key without limits (own keys; admins any) |
 //! | GET    | /api/v1/channels/<c>/stats            | site admins                  |
+//! | POST   | /api/v1/channels/<c>/rebuild          | site admins                  |
 
 use serde::{Deserialize, Serialize};
 use worker::{Date, Response};
