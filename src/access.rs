@@ -1,4 +1,5 @@
-//! Who may do what on a channel. Every route asks [`decide`]; nothing else grants access.
+//! Who may do what on a channel. Every route asks [`decide`] (listings through [`listed`]);
+//! nothing else grants access.
 //!
 //! | caller                        | read public | read private | write (upload, delete) | manage (members, settings) |
 //! |-------------------------------|-------------|--------------|------------------------|----------------------------|
@@ -105,10 +106,47 @@ pub fn decide(action: Action, private: bool, caller: Option<Caller>) -> Decision
     }
 }
 
-/// Creating channels and managing one's own keys needs a key without limits, so that a
-/// limited key cannot mint itself a broader one or reach past its channels.
-pub fn may_manage_account(read_only: bool, limited_to_channels: bool) -> bool {
-    !read_only && !limited_to_channels
+/// A signed-in user and the limits of the key they signed in with, before any channel is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyHolder<'a> {
+    pub is_admin: bool,
+    pub read_only: bool,
+    /// The channels the key is limited to; `None`: no limit.
+    pub channels: Option<&'a [String]>,
+}
+
+impl KeyHolder<'_> {
+    /// The holder as `channel` sees them, where their user has `role`.
+    pub fn on(&self, channel: &str, role: Option<Role>) -> Caller {
+        Caller {
+            is_admin: self.is_admin,
+            role,
+            scope: KeyScope {
+                read_only: self.read_only,
+                covers_channel: self
+                    .channels
+                    .is_none_or(|channels| channels.iter().any(|c| c == channel)),
+            },
+        }
+    }
+
+    /// Creating channels and managing one's own keys needs a key without limits, so that a
+    /// limited key cannot mint itself a broader one or reach past its channels.
+    pub fn may_manage_account(&self) -> bool {
+        !self.read_only && self.channels.is_none()
+    }
+}
+
+/// Whether a listing of channels shows `channel` to `holder` (`None`: anonymous): exactly
+/// when they may read it, so a listing names nothing its reader could not open.
+pub fn listed(
+    holder: Option<&KeyHolder>,
+    channel: &str,
+    private: bool,
+    role: Option<Role>,
+) -> bool {
+    let caller = holder.map(|holder| holder.on(channel, role));
+    decide(Action::Read, private, caller) == Decision::Allow
 }
 
 #[cfg(test)]
@@ -191,5 +229,59 @@ mod tests {
                 assert_eq!(decide(Action::Manage, private, caller), manage, "{who}");
             }
         }
+    }
+
+    #[test]
+    fn a_listing_shows_what_its_reader_may_read() {
+        let team = ["team".to_owned()];
+        let plain = |is_admin| KeyHolder {
+            is_admin,
+            read_only: false,
+            channels: None,
+        };
+        let for_team = |is_admin| KeyHolder {
+            is_admin,
+            read_only: true,
+            channels: Some(&team),
+        };
+        let member = Some(Role::Member);
+        // (who, holder, role in both channels, sees: public "open", private "team", private "other")
+        let rows = [
+            ("anonymous", None, None, [true, false, false]),
+            ("no role", Some(plain(false)), None, [true, false, false]),
+            ("member", Some(plain(false)), member, [true, true, true]),
+            ("admin", Some(plain(true)), None, [true, true, true]),
+            (
+                "member, key for team",
+                Some(for_team(false)),
+                member,
+                [true, true, false],
+            ),
+            (
+                "admin, key for team",
+                Some(for_team(true)),
+                None,
+                [true, true, false],
+            ),
+        ];
+        for (who, holder, role, [open, team, other]) in rows {
+            let holder = holder.as_ref();
+            assert_eq!(listed(holder, "open", false, role), open, "{who}");
+            assert_eq!(listed(holder, "team", true, role), team, "{who}");
+            assert_eq!(listed(holder, "other", true, role), other, "{who}");
+        }
+    }
+
+    #[test]
+    fn only_a_key_without_limits_manages_the_account() {
+        let team = ["team".to_owned()];
+        let holder = |read_only, channels| KeyHolder {
+            is_admin: true,
+            read_only,
+            channels,
+        };
+        assert!(holder(false, None).may_manage_account());
+        assert!(!holder(true, None).may_manage_account());
+        assert!(!holder(false, Some(&team[..])).may_manage_account());
     }
 }

@@ -9,19 +9,22 @@
 //! at the end, not once per package. The answer lists a result per package, and per subdir
 //! whether repodata.json holds them yet (see the channel index on freshness).
 
-use std::{cell::RefCell, collections::BTreeSet, future::Future, pin::Pin, rc::Rc};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    pin::Pin,
+    rc::Rc,
+};
 
 use futures_util::{stream, stream::FuturesOrdered, StreamExt};
-use serde_json::json;
-use worker::{ByteStream, Env, Request, Response};
+use serde::Serialize;
+use worker::{ByteStream, Response};
 
-use super::auth::authorize_change;
-use super::channel_index::ChannelIndexClient;
-use super::error::{ApiError, ApiResult};
-use super::upload::{
-    checked_length, force_requested, ingest, BodyStream, IncomingFile, Ingested, INLINE_BYTES,
-};
-use crate::access::Action;
+use super::channel_index::Freshness;
+use super::context::RequestContext;
+use super::error::{json, ApiError, ApiResult};
+use super::upload::{ingest, BodyStream, IncomingFile, Ingested, INLINE_BYTES};
 use crate::names::check_package_filename;
 use crate::package::{padding_for, TarEntryKind, TarHeader, TarPaths};
 
@@ -115,49 +118,90 @@ fn truncated() -> ApiError {
     ApiError::bad_request("the tar stream ends in the middle of an entry")
 }
 
-pub async fn import(
-    env: &Env,
-    mut req: Request,
-    path_token: Option<&str>,
-    channel_name: &str,
-) -> ApiResult<Response> {
-    let (caller, channel) =
-        authorize_change(env, &req, path_token, channel_name, Action::Write).await?;
-    let force = force_requested(&req)?;
-    checked_length(env, &req)?;
+/// What became of one package file of the tar.
+#[derive(Serialize)]
+struct PackageResult {
+    filename: String,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subdir: Option<String>,
+    /// Why it was refused, as `error` and `code`.
+    #[serde(flatten)]
+    refusal: Option<ApiError>,
+}
+
+impl PackageResult {
+    fn of(filename: String, outcome: ApiResult<Ingested>) -> Self {
+        match outcome {
+            Ok(ingested) => Self {
+                filename,
+                status: ingested.status,
+                subdir: Some(ingested.subdir),
+                refusal: None,
+            },
+            Err(error) => Self {
+                filename,
+                status: error.status(),
+                subdir: None,
+                refusal: Some(error),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Summary {
+    created: usize,
+    unchanged: usize,
+    failed: usize,
+    results: Vec<PackageResult>,
+    /// Per subdir, whether repodata.json holds the imported packages yet.
+    repodata_json: BTreeMap<String, Freshness>,
+}
+
+/// The answer of an import that broke off: the results up to where it did.
+#[derive(Serialize)]
+struct BrokenOff<'a> {
+    results: &'a [PackageResult],
+}
+
+pub async fn import(ctx: &mut RequestContext, channel_name: &str) -> ApiResult<Response> {
+    let write = ctx.open_channel_write(channel_name).await?;
+    let channel = &write.channel.name;
     let body = SharedBody(Rc::new(RefCell::new(Some(Body {
-        stream: req.stream()?,
+        stream: ctx.body_stream()?,
         buffered: Vec::new(),
         offset: 0,
     }))));
 
+    let ctx = &*ctx;
     let mut results = Vec::new();
     let mut subdirs = BTreeSet::new();
-    let outcome = read_members(env, &channel.name, &body, force, &mut results, &mut subdirs).await;
+    let outcome = read_members(ctx, channel, &body, write.force, &mut results, &mut subdirs).await;
     // Whatever was committed is built, even when the tar turned out broken further on.
-    let index = ChannelIndexClient::new(env, &channel.name)?;
-    let mut repodata = serde_json::Map::new();
-    for subdir in &subdirs {
-        let freshness = index.build(&channel.name, subdir).await?;
-        repodata.insert(subdir.clone(), freshness.as_str().into());
+    let index = ctx.channel_index(channel)?;
+    let mut repodata_json = BTreeMap::new();
+    for subdir in subdirs {
+        let freshness = index.build(channel, &subdir).await?;
+        repodata_json.insert(subdir, freshness);
     }
-    let count = |status: u16| results.iter().filter(|r| r["status"] == status).count();
-    let summary = json!({
-        "created": count(201),
-        "unchanged": count(200),
-        "failed": results.iter().filter(|r| r["status"].as_u64().unwrap_or(0) >= 400).count(),
-        "results": results,
-        "repodata_json": repodata,
-    });
     let status = outcome.as_ref().map_or_else(|e| e.status(), |()| 200);
-    super::log::change("import", &caller.name, &channel.name, status);
-    match outcome {
-        Ok(()) => Ok(Response::from_json(&summary)?),
-        Err(error) => {
-            let body = json!({ "error": error.message, "code": error.code, "results": summary["results"] });
-            Ok(Response::from_json(&body)?.with_status(error.status()))
-        }
+    super::log::change("import", &write.caller.name, channel, status);
+    if let Err(error) = outcome {
+        return Ok(super::error::response_with(
+            &error,
+            &BrokenOff { results: &results },
+        ));
     }
+    let count = |status: u16| results.iter().filter(|r| r.status == status).count();
+    let summary = Summary {
+        created: count(201),
+        unchanged: count(200),
+        failed: results.iter().filter(|r| r.status >= 400).count(),
+        results,
+        repodata_json,
+    };
+    json(200, &summary)
 }
 
 /// Packages whose commits may be under way at once. Small members are read whole, so the next
@@ -167,26 +211,21 @@ const IN_FLIGHT: usize = 8;
 type Outcome = (String, ApiResult<Ingested>);
 
 async fn read_members(
-    env: &Env,
+    ctx: &RequestContext,
     channel: &str,
     body: &SharedBody,
     force: bool,
-    results: &mut Vec<serde_json::Value>,
+    results: &mut Vec<PackageResult>,
     subdirs: &mut BTreeSet<String>,
 ) -> ApiResult<()> {
     let mut in_flight = FuturesOrdered::new();
-    let mut record = |(filename, result): Outcome| {
-        results.push(match result {
-            Ok(ingested) => {
-                subdirs.insert(ingested.subdir.clone());
-                json!({ "filename": filename, "status": ingested.status, "subdir": ingested.subdir })
-            }
-            Err(error) => {
-                json!({ "filename": filename, "status": error.status(), "error": error.message, "code": error.code })
-            }
-        })
+    let mut record = |(filename, outcome): Outcome| {
+        if let Ok(ingested) = &outcome {
+            subdirs.insert(ingested.subdir.clone());
+        }
+        results.push(PackageResult::of(filename, outcome));
     };
-    let read = read_tar(env, channel, body, force, &mut in_flight, &mut record).await;
+    let read = read_tar(ctx, channel, body, force, &mut in_flight, &mut record).await;
     // Every commit that started is seen through and reported, whatever ended the stream.
     while let Some(outcome) = in_flight.next().await {
         record(outcome);
@@ -195,7 +234,7 @@ async fn read_members(
 }
 
 async fn read_tar<'a>(
-    env: &'a Env,
+    ctx: &'a RequestContext,
     channel: &'a str,
     body: &SharedBody,
     force: bool,
@@ -248,7 +287,7 @@ async fn read_tar<'a>(
                         bytes,
                     };
                     let ingesting = async move {
-                        let result = ingest(env, channel, file, force, false).await;
+                        let result = ingest(ctx, channel, file, force, false).await;
                         (filename, result)
                     };
                     if small {

@@ -3,25 +3,33 @@
 //! They keep hot reads off D1: a verified key, a channel's visibility and a membership are
 //! looked up once per TTL per isolate instead of once per request. A change made through the
 //! Worker's API clears the entry in the isolate that made it; other isolates, and changes made
-//! straight in D1 by the admin command, are seen within the TTL (`AUTH_CACHE_SECONDS`,
-//! 30 by default).
+//! straight in D1 by the admin command, are seen within the TTL (`AUTH_CACHE_SECONDS`, read into
+//! [`Config::auth_cache_ms`]).
 
-use std::{cell::RefCell, collections::HashMap};
+use std::{cell::RefCell, collections::HashMap, future::Future, thread::LocalKey};
 
-use worker::{Date, Env};
+use worker::Date;
 
-const DEFAULT_TTL_MS: u64 = 30_000;
+use super::error::ApiResult;
+use crate::config::Config;
+
 /// Absences (unknown channel, unknown key) are trusted for at most this long.
 const MAX_MISS_TTL_MS: u64 = 5_000;
 const MAX_ENTRIES: usize = 10_000;
 
-/// The TTL configured for this deployment.
-pub fn ttl_ms(env: &Env) -> u64 {
-    env.var("AUTH_CACHE_SECONDS")
-        .ok()
-        .and_then(|v| v.to_string().parse::<f64>().ok())
-        .map(|seconds| (seconds * 1000.0) as u64)
-        .unwrap_or(DEFAULT_TTL_MS)
+/// The answer cached under `key`, or else `load`'s, which is then cached.
+pub async fn cached<V: Clone + 'static>(
+    cache: &'static LocalKey<TtlCache<V>>,
+    key: String,
+    config: &Config,
+    load: impl Future<Output = ApiResult<Option<V>>>,
+) -> ApiResult<Option<V>> {
+    if let Some(hit) = cache.with(|cache| cache.get(&key)) {
+        return Ok(hit);
+    }
+    let value = load.await?;
+    cache.with(|cache| cache.put(key, value.clone(), config.auth_cache_ms));
+    Ok(value)
 }
 
 pub struct TtlCache<V> {
@@ -36,14 +44,14 @@ impl<V: Clone> TtlCache<V> {
     }
 
     /// The cached answer, if fresh: `Some(None)` is a cached absence.
-    pub fn get(&self, key: &str) -> Option<Option<V>> {
+    fn get(&self, key: &str) -> Option<Option<V>> {
         let now = Date::now().as_millis();
         let entries = self.entries.borrow();
         let (value, expires) = entries.get(key)?;
         (*expires > now).then(|| value.clone())
     }
 
-    pub fn put(&self, key: String, value: Option<V>, ttl_ms: u64) {
+    fn put(&self, key: String, value: Option<V>, ttl_ms: u64) {
         let ttl = if value.is_some() {
             ttl_ms
         } else {

@@ -1,23 +1,28 @@
 //! `DELETE /api/v1/delete/<channel>/<subdir>/<filename>`: removes a package (owners only).
 
-use worker::{Env, Request, Response};
+use serde::Serialize;
+use worker::Response;
 
-use super::auth::authorize_change;
-use super::channel_index::{ChannelIndexClient, DeleteRequest};
-use super::error::{ApiError, ApiResult};
+use super::channel_index::DeleteRequest;
+use super::context::RequestContext;
+use super::error::{json, ApiError, ApiResult};
 use crate::access::Action;
 
+#[derive(Serialize)]
+struct Deleted {
+    /// `<channel>/<subdir>/<filename>`.
+    deleted: String,
+}
+
 pub async fn delete(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
+    ctx: &RequestContext,
     channel_name: &str,
     subdir: &str,
     filename: &str,
 ) -> ApiResult<Response> {
-    let (caller, channel) =
-        authorize_change(env, req, path_token, channel_name, Action::Write).await?;
-    let outcome = ChannelIndexClient::new(env, &channel.name)?
+    let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
+    let outcome = ctx
+        .channel_index(&channel.name)?
         .delete(&DeleteRequest {
             channel: channel.name.clone(),
             subdir: subdir.to_owned(),
@@ -36,7 +41,5 @@ pub async fn delete(
             "no file {subdir}/{filename} in channel '{channel_name}'"
         )));
     }
-    Ok(Response::from_json(
-        &serde_json::json!({ "deleted": path }),
-    )?)
+    json(200, &Deleted { deleted: path })
 }

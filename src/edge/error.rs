@@ -1,5 +1,7 @@
-//! Turning an [`ApiError`] into the answer the client gets, and platform failures into one.
+//! The API's answers: a JSON body, or an [`ApiError`] as the client gets it (platform failures
+//! become one, with the detail in the log).
 
+use serde::Serialize;
 use worker::{Headers, Response};
 
 pub use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -18,6 +20,26 @@ impl From<worker::Error> for ApiError {
 
 /// The answer for an error: its status, `{"error": ..., "code": ...}`, never cached.
 pub fn response(error: &ApiError) -> Response {
+    answer(error, error.to_json())
+}
+
+/// The answer for an error that still has something to report: `report`'s fields beside
+/// `error` and `code` (an import's results for the packages it got to).
+pub fn response_with(error: &ApiError, report: &impl Serialize) -> Response {
+    #[derive(Serialize)]
+    struct Body<'a, R> {
+        #[serde(flatten)]
+        error: &'a ApiError,
+        #[serde(flatten)]
+        report: &'a R,
+    }
+    match serde_json::to_string(&Body { error, report }) {
+        Ok(body) => answer(error, body),
+        Err(failure) => response(&internal(failure)),
+    }
+}
+
+fn answer(error: &ApiError, body: String) -> Response {
     let headers = Headers::new();
     // Header names and values here are constants, so setting them cannot fail.
     let _ = headers.set("Content-Type", "application/json");
@@ -28,5 +50,10 @@ pub fn response(error: &ApiError) -> Response {
     Response::builder()
         .with_status(error.status())
         .with_headers(headers)
-        .fixed(error.to_json().into_bytes())
+        .fixed(body.into_bytes())
+}
+
+/// A successful API answer: `body` as JSON, with `status`.
+pub fn json(status: u16, body: &impl Serialize) -> ApiResult<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
 }

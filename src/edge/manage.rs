@@ -16,130 +16,76 @@
 //! | POST   | /api/v1/keys                          | a key without limits         |
 //! | DELETE | /api/v1/keys/<id>                     | a key without limits (own keys; admins any) |
 //! | GET    | /api/v1/channels/<c>/stats            | site admins                  |
+//! | POST   | /api/v1/channels/<c>/rebuild          | site admins                  |
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use serde_json::json;
-use wasm_bindgen::JsValue;
-use worker::{D1Database, Date, Env, Request, Response};
+use serde::{Deserialize, Serialize};
+use worker::{Date, Response};
 
-use super::auth::{
-    authorize, authorize_change, find_channel, forget_channel, forget_key, principal,
-    require_principal, role, KeyInfo, Principal,
-};
-use super::channel_index::ChannelIndexClient;
-use super::error::{ApiError, ApiResult, ErrorCode};
-use crate::access::{Action, Role};
+use super::auth::{forget_channel, forget_key, key_channels, Channel, KeyInfo, Principal};
+use super::context::RequestContext;
+use super::error::{internal, json, ApiError, ApiResult, ErrorCode};
+use crate::access::{listed, Action, Role};
+use crate::directory::{self, ChannelRoleRow, KeyListRow, RoleRow, UserRow};
 use crate::keys::{key_hash, key_prefix, new_key};
 use crate::names::check_channel_name;
 
-const MAX_JSON_BODY: u64 = 64 * 1024;
-
-fn db(env: &Env) -> ApiResult<D1Database> {
-    Ok(env.d1("DB")?)
+/// A channel of the caller's and their role in it: a row of [`directory::memberships_of`],
+/// answered as it is read.
+#[derive(Deserialize, Serialize)]
+struct Membership {
+    channel: String,
+    role: String,
 }
 
-fn json_response(status: u16, value: &impl Serialize) -> ApiResult<Response> {
-    Ok(Response::from_json(value)?.with_status(status))
+#[derive(Serialize)]
+struct WhoAmI {
+    user: String,
+    is_admin: bool,
+    key: KeyInfo,
+    channels: Vec<Membership>,
 }
 
-/// Reads a small JSON body; 400 when it is not the expected shape.
-async fn json_body<T: DeserializeOwned>(req: &mut Request) -> ApiResult<T> {
-    let length: u64 = req
-        .headers()
-        .get("Content-Length")?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if length > MAX_JSON_BODY {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            "the JSON body is larger than 64 KiB",
-        ));
-    }
-    let text = req.text().await?;
-    if text.len() as u64 > MAX_JSON_BODY {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            "the JSON body is larger than 64 KiB",
-        ));
-    }
-    serde_json::from_str(&text)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
-}
-
-pub async fn whoami(env: &Env, req: &Request, path_token: Option<&str>) -> ApiResult<Response> {
-    let caller = require_principal(env, req, path_token).await?;
-    #[derive(Deserialize, Serialize)]
-    struct Membership {
-        channel: String,
-        role: String,
-    }
-    let memberships: Vec<Membership> = db(env)?
-        .prepare("SELECT channel, role FROM memberships WHERE user_id = ?1 ORDER BY channel")
-        .bind(&[JsValue::from(caller.user_id as f64)])?
-        .all()
-        .await?
-        .results()?;
-    json_response(
+pub async fn whoami(ctx: &RequestContext) -> ApiResult<Response> {
+    let caller = ctx.signed_in().await?;
+    let channels: Vec<Membership> = ctx
+        .db()?
+        .all(directory::memberships_of(caller.user_id))
+        .await?;
+    json(
         200,
-        &json!({
-            "user": caller.name,
-            "is_admin": caller.is_admin,
-            "key": caller.key,
-            "channels": memberships,
-        }),
+        &WhoAmI {
+            user: caller.name,
+            is_admin: caller.is_admin,
+            key: caller.key,
+            channels,
+        },
     )
 }
 
-#[derive(Deserialize, Serialize)]
-struct ChannelRow {
-    name: String,
-    private: i64,
-    created_at: f64,
+#[derive(Serialize)]
+struct Channels {
+    channels: Vec<Channel>,
 }
 
-fn channel_json(row: &ChannelRow) -> serde_json::Value {
-    json!({ "name": row.name, "private": row.private != 0, "created_at": row.created_at as u64 })
-}
-
-pub async fn list_channels(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
-) -> ApiResult<Response> {
-    let caller = principal(env, req, path_token).await?;
-    let rows: Vec<ChannelRow> = match &caller {
-        Some(p) if p.is_admin => db(env)?
-            .prepare("SELECT name, private, created_at FROM channels ORDER BY name")
-            .all()
-            .await?
-            .results()?,
-        Some(p) => db(env)?
-            .prepare(
-                "SELECT name, private, created_at FROM channels WHERE private = 0 \
-                 OR name IN (SELECT channel FROM memberships WHERE user_id = ?1) ORDER BY name",
-            )
-            .bind(&[JsValue::from(p.user_id as f64)])?
-            .all()
-            .await?
-            .results()?,
-        None => db(env)?
-            .prepare(
-                "SELECT name, private, created_at FROM channels WHERE private = 0 ORDER BY name",
-            )
-            .all()
-            .await?
-            .results()?,
-    };
-    // A key limited to some channels sees private channels only among those.
-    let visible = |row: &&ChannelRow| {
-        row.private == 0
-            || caller
-                .as_ref()
-                .and_then(|p| p.key.channels.as_ref())
-                .is_none_or(|scope| scope.contains(&row.name))
-    };
-    let channels: Vec<_> = rows.iter().filter(visible).map(channel_json).collect();
-    json_response(200, &json!({ "channels": channels }))
+/// Every channel the caller may read, as [`listed`] decides it row by row.
+pub async fn list_channels(ctx: &RequestContext) -> ApiResult<Response> {
+    let caller = ctx.caller().await?;
+    let rows: Vec<ChannelRoleRow> = ctx
+        .db()?
+        .all(directory::channels_with_role(
+            caller.as_ref().map(|p| p.user_id),
+        ))
+        .await?;
+    let holder = caller.as_ref().map(Principal::holder);
+    let channels = rows
+        .into_iter()
+        .filter(|row| {
+            let role = row.role.as_deref().and_then(Role::parse);
+            listed(holder.as_ref(), &row.name, row.private != 0, role)
+        })
+        .map(|row| Channel::from_columns(row.name, row.private, row.created_at))
+        .collect();
+    json(200, &Channels { channels })
 }
 
 #[derive(Deserialize)]
@@ -149,74 +95,56 @@ struct NewChannel {
     private: bool,
 }
 
-pub async fn create_channel(
-    env: &Env,
-    mut req: Request,
-    path_token: Option<&str>,
-) -> ApiResult<Response> {
-    let caller = require_principal(env, &req, path_token).await?;
+pub async fn create_channel(ctx: &mut RequestContext) -> ApiResult<Response> {
+    let caller = ctx.signed_in().await?;
     caller.require_unlimited_key()?;
-    let body: NewChannel = json_body(&mut req).await?;
+    let body: NewChannel = ctx.json_body().await?;
     check_channel_name(&body.name).map_err(ApiError::invalid_name)?;
-    let now = Date::now().as_millis() as f64;
-    let db = db(env)?;
-    let inserted = db
-        .prepare(
-            "INSERT INTO channels (name, private, created_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO NOTHING RETURNING name",
-        )
-        .bind(&[
-            JsValue::from(body.name.as_str()),
-            JsValue::from(i32::from(body.private)),
-            JsValue::from(now),
-        ])?
-        .first::<String>(Some("name"))
+    let now = Date::now().as_millis();
+    let db = ctx.db()?;
+    let created = db
+        .returns_row(directory::create_channel(
+            &body.name,
+            body.private,
+            now as i64,
+        ))
         .await?;
-    if inserted.is_none() {
+    if !created {
         return Err(ApiError::new(
             ErrorCode::AlreadyExists,
             format!("a channel named '{}' exists", body.name),
         ));
     }
-    db.prepare("INSERT INTO memberships (channel, user_id, role) VALUES (?1, ?2, 'owner')")
-        .bind(&[
-            JsValue::from(body.name.as_str()),
-            JsValue::from(caller.user_id as f64),
-        ])?
-        .run()
-        .await?;
+    // The channel exists and the caller becomes its owner: this cannot be refused.
+    let owner = directory::put_member(&body.name, caller.user_id, Role::Owner);
+    db.returns_row(owner).await?;
     forget_channel(&body.name);
     super::log::change("channel create", &caller.name, &body.name, 201);
-    json_response(
+    json(
         201,
-        &json!({ "name": body.name, "private": body.private, "created_at": now as u64 }),
+        &Channel {
+            name: body.name,
+            private: body.private,
+            created_at: now,
+        },
     )
 }
 
-pub async fn get_channel(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
-    name: &str,
-) -> ApiResult<Response> {
-    let channel = find_channel(env, name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no channel named '{name}'")))?;
-    let caller = principal(env, req, path_token).await?;
-    authorize(env, Action::Read, &channel, caller.as_ref()).await?;
+#[derive(Serialize)]
+struct ChannelDetails {
+    #[serde(flatten)]
+    channel: Channel,
+    your_role: Option<&'static str>,
+}
+
+pub async fn get_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+    let channel = ctx.channel(name).await?;
+    let caller = ctx.authorize(Action::Read, &channel).await?;
     let your_role = match &caller {
-        Some(p) => role(env, name, p.user_id).await?.map(Role::as_str),
+        Some(p) => ctx.role(name, p.user_id).await?.map(Role::as_str),
         None => None,
     };
-    json_response(
-        200,
-        &json!({
-            "name": channel.name,
-            "private": channel.private,
-            "created_at": channel.created_at,
-            "your_role": your_role,
-        }),
-    )
+    json(200, &ChannelDetails { channel, your_role })
 }
 
 #[derive(Deserialize)]
@@ -224,219 +152,197 @@ struct ChannelSettings {
     private: bool,
 }
 
-pub async fn update_channel(
-    env: &Env,
-    mut req: Request,
-    path_token: Option<&str>,
-    name: &str,
-) -> ApiResult<Response> {
-    let (caller, channel) = authorize_change(env, &req, path_token, name, Action::Manage).await?;
-    let body: ChannelSettings = json_body(&mut req).await?;
-    db(env)?
-        .prepare("UPDATE channels SET private = ?1 WHERE name = ?2")
-        .bind(&[JsValue::from(i32::from(body.private)), JsValue::from(name)])?
-        .run()
+pub async fn update_channel(ctx: &mut RequestContext, name: &str) -> ApiResult<Response> {
+    let (caller, channel) = ctx.authorize_change(name, Action::Manage).await?;
+    let body: ChannelSettings = ctx.json_body().await?;
+    let updated = ctx
+        .db()?
+        .returns_row(directory::set_visibility(name, body.private))
         .await?;
     forget_channel(name);
+    if !updated {
+        return Err(ApiError::not_found(format!("no channel named '{name}'")));
+    }
     super::log::change("channel update", &caller.name, name, 200);
-    json_response(
+    json(
         200,
-        &json!({ "name": name, "private": body.private, "created_at": channel.created_at }),
+        &Channel {
+            private: body.private,
+            ..channel
+        },
     )
+}
+
+#[derive(Serialize)]
+struct ChannelDeleted<'a> {
+    deleted: &'a str,
+    objects_removed: u64,
 }
 
 /// Removes the channel from D1 first (so it stops being served), then its index and objects.
-pub async fn delete_channel(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
-    name: &str,
-) -> ApiResult<Response> {
-    let (caller, channel) = authorize_change(env, req, path_token, name, Action::Manage).await?;
-    let db = db(env)?;
-    db.batch(vec![
-        db.prepare("DELETE FROM memberships WHERE channel = ?1")
-            .bind(&[JsValue::from(name)])?,
-        db.prepare("DELETE FROM channels WHERE name = ?1")
-            .bind(&[JsValue::from(name)])?,
-    ])
-    .await?;
+pub async fn delete_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+    let (caller, channel) = ctx.authorize_change(name, Action::Manage).await?;
+    ctx.db()?.batch(directory::delete_channel(name)).await?;
     forget_channel(name);
-    let removed = ChannelIndexClient::new(env, &channel.name)?
+    let removed = ctx
+        .channel_index(&channel.name)?
         .destroy(&channel.name)
         .await?;
     super::log::change("channel delete", &caller.name, name, 200);
-    json_response(
+    json(
         200,
-        &json!({ "deleted": name, "objects_removed": removed.objects }),
+        &ChannelDeleted {
+            deleted: name,
+            objects_removed: removed.objects,
+        },
     )
 }
 
-pub async fn list_members(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
-    name: &str,
-) -> ApiResult<Response> {
-    authorize_change(env, req, path_token, name, Action::Manage).await?;
-    #[derive(Deserialize, Serialize)]
-    struct Member {
-        user: String,
-        role: String,
-    }
-    let members: Vec<Member> = db(env)?
-        .prepare(
-            "SELECT u.name AS user, m.role FROM memberships m JOIN users u ON u.id = m.user_id \
-             WHERE m.channel = ?1 ORDER BY m.role DESC, u.name",
-        )
-        .bind(&[JsValue::from(name)])?
-        .all()
-        .await?
-        .results()?;
-    json_response(200, &json!({ "members": members }))
-}
-
-async fn user_id(env: &Env, user: &str) -> ApiResult<i64> {
-    db(env)?
-        .prepare("SELECT id FROM users WHERE name = ?1")
-        .bind(&[JsValue::from(user)])?
-        .first::<f64>(Some("id"))
-        .await?
-        .map(|id| id as i64)
-        .ok_or_else(|| ApiError::not_found(format!("no user named '{user}'")))
-}
-
-/// Refuses a change that would leave the channel without an owner.
-async fn keep_an_owner(env: &Env, channel: &str, user_id: i64) -> ApiResult<()> {
-    let other_owners = db(env)?
-        .prepare(
-            "SELECT COUNT(*) AS n FROM memberships WHERE channel = ?1 AND role = 'owner' AND user_id != ?2",
-        )
-        .bind(&[JsValue::from(channel), JsValue::from(user_id as f64)])?
-        .first::<f64>(Some("n"))
-        .await?
-        .unwrap_or(0.0);
-    if other_owners < 1.0 && role(env, channel, user_id).await? == Some(Role::Owner) {
-        return Err(ApiError::new(
-            ErrorCode::LastOwner,
-            "a channel must keep at least one owner",
-        ));
-    }
-    Ok(())
-}
-
-#[derive(Deserialize)]
-struct Membership {
+/// A member of a channel and their role: a row of [`directory::members`], answered as it is
+/// read.
+#[derive(Deserialize, Serialize)]
+struct Member {
+    user: String,
     role: String,
 }
 
-pub async fn put_member(
-    env: &Env,
-    mut req: Request,
-    path_token: Option<&str>,
-    name: &str,
+#[derive(Serialize)]
+struct Members {
+    members: Vec<Member>,
+}
+
+pub async fn list_members(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+    ctx.authorize_change(name, Action::Manage).await?;
+    let members: Vec<Member> = ctx.db()?.all(directory::members(name)).await?;
+    json(200, &Members { members })
+}
+
+async fn user_id(ctx: &RequestContext, user: &str) -> ApiResult<i64> {
+    let row: Option<UserRow> = ctx.db()?.first(directory::user_by_name(user)).await?;
+    row.map(|row| row.id)
+        .ok_or_else(|| ApiError::not_found(format!("no user named '{user}'")))
+}
+
+/// Why a guarded membership change returned no row, read from D1 as it is now.
+async fn membership_refusal(
+    ctx: &RequestContext,
+    channel: &str,
     user: &str,
-) -> ApiResult<Response> {
-    let (caller, _) = authorize_change(env, &req, path_token, name, Action::Manage).await?;
-    let body: Membership = json_body(&mut req).await?;
+    user_id: i64,
+) -> ApiResult<ApiError> {
+    let db = ctx.db()?;
+    let exists = db.returns_row(directory::channel(channel)).await?;
+    let role: Option<RoleRow> = db.first(directory::role(channel, user_id)).await?;
+    let role = role.and_then(|row| Role::parse(&row.role));
+    Ok(directory::membership_refusal(channel, user, exists, role))
+}
+
+#[derive(Deserialize)]
+struct NewRole {
+    role: String,
+}
+
+#[derive(Serialize)]
+struct MemberPut<'a> {
+    channel: &'a str,
+    user: &'a str,
+    role: &'static str,
+}
+
+#[derive(Serialize)]
+struct MemberRemoved<'a> {
+    channel: &'a str,
+    user: &'a str,
+    removed: bool,
+}
+
+pub async fn put_member(ctx: &mut RequestContext, name: &str, user: &str) -> ApiResult<Response> {
+    let (caller, _) = ctx.authorize_change(name, Action::Manage).await?;
+    let body: NewRole = ctx.json_body().await?;
     let role = Role::parse(&body.role)
         .ok_or_else(|| ApiError::bad_request("role must be 'owner' or 'member'"))?;
-    let id = user_id(env, user).await?;
-    if role != Role::Owner {
-        keep_an_owner(env, name, id).await?;
-    }
-    db(env)?
-        .prepare(
-            "INSERT INTO memberships (channel, user_id, role) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (channel, user_id) DO UPDATE SET role = excluded.role",
-        )
-        .bind(&[
-            JsValue::from(name),
-            JsValue::from(id as f64),
-            JsValue::from(role.as_str()),
-        ])?
-        .run()
+    let id = user_id(ctx, user).await?;
+    let changed = ctx
+        .db()?
+        .returns_row(directory::put_member(name, id, role))
         .await?;
+    if !changed {
+        return Err(membership_refusal(ctx, name, user, id).await?);
+    }
     forget_channel(name);
     super::log::change("member put", &caller.name, &format!("{name}/{user}"), 200);
-    json_response(
+    json(
         200,
-        &json!({ "channel": name, "user": user, "role": role.as_str() }),
+        &MemberPut {
+            channel: name,
+            user,
+            role: role.as_str(),
+        },
     )
 }
 
-pub async fn remove_member(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
-    name: &str,
-    user: &str,
-) -> ApiResult<Response> {
-    let (caller, _) = authorize_change(env, req, path_token, name, Action::Manage).await?;
-    let id = user_id(env, user).await?;
-    keep_an_owner(env, name, id).await?;
-    let removed = db(env)?
-        .prepare("DELETE FROM memberships WHERE channel = ?1 AND user_id = ?2 RETURNING role")
-        .bind(&[JsValue::from(name), JsValue::from(id as f64)])?
-        .first::<String>(Some("role"))
+pub async fn remove_member(ctx: &RequestContext, name: &str, user: &str) -> ApiResult<Response> {
+    let (caller, _) = ctx.authorize_change(name, Action::Manage).await?;
+    let id = user_id(ctx, user).await?;
+    let removed = ctx
+        .db()?
+        .returns_row(directory::remove_member(name, id))
         .await?;
-    forget_channel(name);
-    if removed.is_none() {
-        return Err(ApiError::not_found(format!(
-            "{user} is not a member of '{name}'"
-        )));
+    if !removed {
+        return Err(membership_refusal(ctx, name, user, id).await?);
     }
+    forget_channel(name);
     super::log::change(
         "member remove",
         &caller.name,
         &format!("{name}/{user}"),
         200,
     );
-    json_response(
+    json(
         200,
-        &json!({ "channel": name, "user": user, "removed": true }),
+        &MemberRemoved {
+            channel: name,
+            user,
+            removed: true,
+        },
     )
 }
 
-#[derive(Deserialize, Serialize)]
-struct KeyRow {
+/// A key as its owner sees it listed: never the secret.
+#[derive(Serialize)]
+struct ListedKey {
     id: i64,
     name: String,
     prefix: String,
-    read_only: i64,
-    channels: Option<String>,
-    created_at: f64,
-    expires_at: Option<f64>,
-    revoked_at: Option<f64>,
+    read_only: bool,
+    channels: Option<Vec<String>>,
+    created_at: u64,
+    expires_at: Option<u64>,
+    revoked: bool,
 }
 
-pub async fn list_keys(env: &Env, req: &Request, path_token: Option<&str>) -> ApiResult<Response> {
-    let caller = require_principal(env, req, path_token).await?;
-    let rows: Vec<KeyRow> = db(env)?
-        .prepare(
-            "SELECT id, name, prefix, read_only, channels, created_at, expires_at, revoked_at \
-             FROM api_keys WHERE user_id = ?1 ORDER BY id",
-        )
-        .bind(&[JsValue::from(caller.user_id as f64)])?
-        .all()
-        .await?
-        .results()?;
-    let keys: Vec<_> = rows
-        .iter()
-        .map(|row| {
-            json!({
-                "id": row.id,
-                "name": row.name,
-                "prefix": row.prefix,
-                "read_only": row.read_only != 0,
-                "channels": row.channels.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()),
-                "created_at": row.created_at as u64,
-                "expires_at": row.expires_at.map(|v| v as u64),
-                "revoked": row.revoked_at.is_some(),
-            })
+#[derive(Serialize)]
+struct Keys {
+    keys: Vec<ListedKey>,
+}
+
+pub async fn list_keys(ctx: &RequestContext) -> ApiResult<Response> {
+    let caller = ctx.signed_in().await?;
+    let rows: Vec<KeyListRow> = ctx.db()?.all(directory::keys(Some(&caller.name))).await?;
+    let keys = rows
+        .into_iter()
+        .map(|row| ListedKey {
+            id: row.id,
+            name: row.name,
+            prefix: row.prefix,
+            read_only: row.read_only != 0,
+            channels: key_channels(row.channels.as_deref()),
+            created_at: row.created_at as u64,
+            expires_at: row.expires_at.map(|at| at as u64),
+            revoked: row.revoked_at.is_some(),
         })
         .collect();
-    json_response(200, &json!({ "keys": keys }))
+    json(200, &Keys { keys })
 }
 
 #[derive(Deserialize)]
@@ -454,14 +360,23 @@ fn default_key_name() -> String {
     "default".into()
 }
 
-pub async fn create_key(
-    env: &Env,
-    mut req: Request,
-    path_token: Option<&str>,
-) -> ApiResult<Response> {
-    let caller: Principal = require_principal(env, &req, path_token).await?;
+/// The new key, shown this once, and what it may do.
+#[derive(Serialize)]
+struct CreatedKey {
+    key: String,
+    info: KeyInfo,
+}
+
+/// The `id` a `RETURNING id` statement gives back.
+#[derive(Deserialize)]
+struct Id {
+    id: i64,
+}
+
+pub async fn create_key(ctx: &mut RequestContext) -> ApiResult<Response> {
+    let caller = ctx.signed_in().await?;
     caller.require_unlimited_key()?;
-    let body: NewKey = json_body(&mut req).await?;
+    let body: NewKey = ctx.json_body().await?;
     let now = Date::now().as_millis();
     if body.name.is_empty() || body.name.len() > 100 {
         return Err(ApiError::bad_request("a key name has 1 to 100 characters"));
@@ -482,25 +397,28 @@ pub async fn create_key(
         }
     }
     let key = new_key();
-    let channels_json = body.channels.as_ref().map(|c| json!(c).to_string());
-    let id = db(env)?
-        .prepare(
-            "INSERT INTO api_keys (user_id, name, key_hash, prefix, created_at, expires_at, read_only, channels) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-        )
-        .bind(&[
-            JsValue::from(caller.user_id as f64),
-            JsValue::from(body.name.as_str()),
-            JsValue::from(key_hash(&key)),
-            JsValue::from(key_prefix(&key)),
-            JsValue::from(now as f64),
-            body.expires_at.map_or(JsValue::NULL, |at| JsValue::from(at as f64)),
-            JsValue::from(i32::from(body.read_only)),
-            channels_json.as_deref().map_or(JsValue::NULL, JsValue::from),
-        ])?
-        .first::<f64>(Some("id"))
+    let hash = key_hash(&key);
+    let channels_json = body
+        .channels
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(internal)?;
+    let statement = directory::create_key(&directory::NewKey {
+        user_id: caller.user_id,
+        name: &body.name,
+        hash: &hash,
+        prefix: key_prefix(&key),
+        now: now as i64,
+        expires_at: body.expires_at.map(|at| at as i64),
+        read_only: body.read_only,
+        channels_json: channels_json.as_deref(),
+    });
+    let Id { id } = ctx
+        .db()?
+        .first(statement)
         .await?
-        .ok_or_else(|| super::error::internal("key insert returned no id"))? as i64;
+        .ok_or_else(|| internal("key insert returned no id"))?;
     super::log::change("key create", &caller.name, &id.to_string(), 201);
     let info = KeyInfo {
         id,
@@ -509,84 +427,83 @@ pub async fn create_key(
         channels: body.channels,
         expires_at: body.expires_at,
     };
-    json_response(201, &json!({ "key": key, "info": info }))
+    json(201, &CreatedKey { key, info })
 }
 
-pub async fn revoke_key(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
-    id: &str,
-) -> ApiResult<Response> {
-    let caller = require_principal(env, req, path_token).await?;
+#[derive(Serialize)]
+struct RevokedKey {
+    id: i64,
+    revoked: bool,
+}
+
+pub async fn revoke_key(ctx: &RequestContext, id: &str) -> ApiResult<Response> {
+    let caller = ctx.signed_in().await?;
     caller.require_unlimited_key()?;
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_request("a key id is a number"))?;
-    let now = Date::now().as_millis() as f64;
-    let revoked = db(env)?
-        .prepare(
-            "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL \
-             AND (user_id = ?3 OR ?4) RETURNING id",
-        )
-        .bind(&[
-            JsValue::from(now),
-            JsValue::from(id as f64),
-            JsValue::from(caller.user_id as f64),
-            JsValue::from(i32::from(caller.is_admin)),
-        ])?
-        .first::<f64>(Some("id"))
+    // A site admin may revoke anyone's key; everyone else only their own.
+    let owner = (!caller.is_admin).then_some(caller.user_id);
+    let now = Date::now().as_millis() as i64;
+    let revoked = ctx
+        .db()?
+        .returns_row(directory::revoke_key(id, owner, now))
         .await?;
-    if revoked.is_none() {
+    if !revoked {
         return Err(ApiError::not_found(format!(
             "you have no active key with id {id}"
         )));
     }
     forget_key(id);
     super::log::change("key revoke", &caller.name, &id.to_string(), 200);
-    json_response(200, &json!({ "id": id, "revoked": true }))
+    json(200, &RevokedKey { id, revoked: true })
+}
+
+#[derive(Serialize)]
+struct ChannelStats<'a, S> {
+    channel: &'a str,
+    index: S,
 }
 
 /// `GET /api/v1/channels/<c>/stats`: what the channel's index holds and the memory its Durable
 /// Object has used. Site admins only: it is about the server, not the channel.
-pub async fn channel_stats(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
-    name: &str,
-) -> ApiResult<Response> {
-    admin_on_channel(env, req, path_token, name, "channel statistics").await?;
-    let stats = ChannelIndexClient::new(env, name)?.stats().await?;
-    json_response(200, &json!({ "channel": name, "index": stats }))
+pub async fn channel_stats(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+    admin_on_channel(ctx, name, "channel statistics").await?;
+    let index = ctx.channel_index(name)?.stats().await?;
+    json(
+        200,
+        &ChannelStats {
+            channel: name,
+            index,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct Rebuilt<'a> {
+    channel: &'a str,
+    rebuilt: Vec<String>,
 }
 
 /// Rebuilds every artifact of a channel from its stored records (after a change to how they
 /// are written, say); answers once all are written.
-pub async fn rebuild_channel(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
-    name: &str,
-) -> ApiResult<Response> {
-    let caller =
-        admin_on_channel(env, req, path_token, name, "rebuilding a channel's index").await?;
-    let rebuilt = ChannelIndexClient::new(env, name)?.rebuild(name).await?;
+pub async fn rebuild_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+    let caller = admin_on_channel(ctx, name, "rebuilding a channel's index").await?;
+    let rebuilt = ctx.channel_index(name)?.rebuild(name).await?;
     super::log::change("rebuild", &caller.name, name, 200);
-    json_response(200, &json!({ "channel": name, "rebuilt": rebuilt }))
+    json(
+        200,
+        &Rebuilt {
+            channel: name,
+            rebuilt,
+        },
+    )
 }
 
 /// The caller, if a site admin, of an operation on channel `name`, which must exist.
-async fn admin_on_channel(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
-    name: &str,
-    what: &str,
-) -> ApiResult<Principal> {
-    let caller = require_principal(env, req, path_token).await?;
+async fn admin_on_channel(ctx: &RequestContext, name: &str, what: &str) -> ApiResult<Principal> {
+    let caller = ctx.signed_in().await?;
     caller.require_admin(what)?;
-    find_channel(env, name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no channel named '{name}'")))?;
+    ctx.channel(name).await?;
     Ok(caller)
 }

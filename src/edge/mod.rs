@@ -10,12 +10,15 @@
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed
-//! before routing and never logged.
+//! before routing and never logged. Each request gets one [`RequestContext`]: its settings,
+//! its caller and the bindings; handlers take it and the names the route matched.
 
 mod auth;
 mod bulk;
 mod cache;
 mod channel_index;
+mod context;
+mod db;
 mod delete;
 mod error;
 mod log;
@@ -28,6 +31,7 @@ mod upload;
 use worker::{event, Context, Date, Env, Method, Request, Response};
 
 use crate::names::{check_channel_name, check_package_filename, check_subdir, ChannelFile};
+use context::RequestContext;
 use error::{ApiError, ApiResult, ErrorCode};
 
 #[event(fetch)]
@@ -36,10 +40,11 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     let method = req.method();
     let raw_path = req.path();
     let (path_token, path) = split_token(&raw_path);
-    let response = match route(&env, req, &method, path_token, path).await {
-        Ok(response) => response,
-        Err(error) => error::response(&error),
+    let answered = match RequestContext::new(env, req, path_token) {
+        Ok(mut ctx) => route(&mut ctx, &method, path).await,
+        Err(error) => Err(error),
     };
+    let response = answered.unwrap_or_else(|error| error::response(&error));
     log::request(
         method.as_ref(),
         path,
@@ -60,13 +65,7 @@ fn split_token(path: &str) -> (Option<&str>, &str) {
     (None, path)
 }
 
-async fn route(
-    env: &Env,
-    req: Request,
-    method: &Method,
-    path_token: Option<&str>,
-    path: &str,
-) -> ApiResult<Response> {
+async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResult<Response> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if let ["api", "v1", "channels", channel, ..] = segments.as_slice() {
         check_channel_name(channel).map_err(ApiError::invalid_name)?;
@@ -74,64 +73,56 @@ async fn route(
     match (method, segments.as_slice()) {
         (Method::Post, ["api", "v1", "upload", channel]) => {
             check_channel_name(channel).map_err(ApiError::invalid_name)?;
-            upload::upload(env, req, path_token, channel).await
+            upload::upload(ctx, channel).await
         }
         (Method::Post, ["api", "v1", "import", channel]) => {
             check_channel_name(channel).map_err(ApiError::invalid_name)?;
-            bulk::import(env, req, path_token, channel).await
+            bulk::import(ctx, channel).await
         }
         (Method::Delete, ["api", "v1", "delete", channel, subdir, filename]) => {
             check_channel_name(channel).map_err(ApiError::invalid_name)?;
             check_subdir(subdir).map_err(ApiError::invalid_name)?;
             check_package_filename(filename).map_err(ApiError::invalid_name)?;
-            delete::delete(env, &req, path_token, channel, subdir, filename).await
+            delete::delete(ctx, channel, subdir, filename).await
         }
-        (Method::Post, ["api", "v1", "debug", "put"]) => {
-            upload::bare_put(env, req, path_token).await
-        }
-        (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(env, &req, path_token).await,
-        (Method::Get, ["api", "v1", "channels"]) => {
-            manage::list_channels(env, &req, path_token).await
-        }
-        (Method::Post, ["api", "v1", "channels"]) => {
-            manage::create_channel(env, req, path_token).await
-        }
+        (Method::Post, ["api", "v1", "debug", "put"]) => upload::bare_put(ctx).await,
+        (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(ctx).await,
+        (Method::Get, ["api", "v1", "channels"]) => manage::list_channels(ctx).await,
+        (Method::Post, ["api", "v1", "channels"]) => manage::create_channel(ctx).await,
         (Method::Get, ["api", "v1", "channels", channel]) => {
-            manage::get_channel(env, &req, path_token, channel).await
+            manage::get_channel(ctx, channel).await
         }
         (Method::Patch, ["api", "v1", "channels", channel]) => {
-            manage::update_channel(env, req, path_token, channel).await
+            manage::update_channel(ctx, channel).await
         }
         (Method::Delete, ["api", "v1", "channels", channel]) => {
-            manage::delete_channel(env, &req, path_token, channel).await
+            manage::delete_channel(ctx, channel).await
         }
         (Method::Get, ["api", "v1", "channels", channel, "members"]) => {
-            manage::list_members(env, &req, path_token, channel).await
+            manage::list_members(ctx, channel).await
         }
         (Method::Get, ["api", "v1", "channels", channel, "stats"]) => {
-            manage::channel_stats(env, &req, path_token, channel).await
+            manage::channel_stats(ctx, channel).await
         }
         (Method::Post, ["api", "v1", "channels", channel, "rebuild"]) => {
-            manage::rebuild_channel(env, &req, path_token, channel).await
+            manage::rebuild_channel(ctx, channel).await
         }
         (Method::Put, ["api", "v1", "channels", channel, "members", user]) => {
-            manage::put_member(env, req, path_token, channel, user).await
+            manage::put_member(ctx, channel, user).await
         }
         (Method::Delete, ["api", "v1", "channels", channel, "members", user]) => {
-            manage::remove_member(env, &req, path_token, channel, user).await
+            manage::remove_member(ctx, channel, user).await
         }
-        (Method::Get, ["api", "v1", "keys"]) => manage::list_keys(env, &req, path_token).await,
-        (Method::Post, ["api", "v1", "keys"]) => manage::create_key(env, req, path_token).await,
-        (Method::Delete, ["api", "v1", "keys", id]) => {
-            manage::revoke_key(env, &req, path_token, id).await
-        }
+        (Method::Get, ["api", "v1", "keys"]) => manage::list_keys(ctx).await,
+        (Method::Post, ["api", "v1", "keys"]) => manage::create_key(ctx).await,
+        (Method::Delete, ["api", "v1", "keys", id]) => manage::revoke_key(ctx, id).await,
         (_, ["api", ..]) => Err(ApiError::not_found("no such API endpoint")),
         (Method::Get | Method::Head, [channel, subdir, rest @ ..]) if !rest.is_empty() => {
             let file = rest.join("/");
             let kind = ChannelFile::of(&file)
                 .filter(|_| check_channel_name(channel).is_ok() && check_subdir(subdir).is_ok())
                 .ok_or_else(|| ApiError::not_found(format!("no such file: {}", short(path))))?;
-            serve::serve_file(env, &req, path_token, channel, subdir, &file, kind).await
+            serve::serve_file(ctx, channel, subdir, &file, kind).await
         }
         (Method::Get | Method::Head, _) => Err(ApiError::not_found(format!(
             "no such file: {}",

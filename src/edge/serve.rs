@@ -1,8 +1,10 @@
-//! GET and HEAD of channel files: repodata and packages, straight from R2.
+//! GET and HEAD of channel files: repodata and packages, straight from R2 once the caller is
+//! authorized.
 
-use worker::{Bucket, Conditional, Date, DateInit, Env, Headers, Method, Request, Response};
+use worker::{Bucket, Conditional, Date, DateInit, Headers, Method, Request, Response};
 
-use super::auth::{authorize, find_channel, principal, Channel};
+use super::auth::Channel;
+use super::context::RequestContext;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::storage::file_key;
 use crate::access::Action;
@@ -18,27 +20,21 @@ const INDEX_CACHE: &str = "max-age=30";
 const SHARD_CACHE: &str = "max-age=31536000, immutable";
 
 pub async fn serve_file(
-    env: &Env,
-    req: &Request,
-    path_token: Option<&str>,
+    ctx: &RequestContext,
     channel_name: &str,
     subdir: &str,
     filename: &str,
     kind: ChannelFile,
 ) -> ApiResult<Response> {
-    let bucket = env.bucket("PACKAGES")?;
+    // Authorized before any byte is read. The channel's visibility and the key come from the
+    // isolate cache, so a public read stays one R2 read.
+    let channel = ctx.channel(channel_name).await?;
+    ctx.authorize(Action::Read, &channel).await?;
+
+    let req = ctx.req();
     let head_only = req.method() == Method::Head;
     let key = file_key(channel_name, subdir, filename);
-
-    // One R2 read; the channel's visibility and the key come from the isolate cache.
-    let fetched = fetch_object(&bucket, req, &key, head_only).await?;
-    let channel = find_channel(env, channel_name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no channel named '{channel_name}'")))?;
-    // Credentials are checked even where none are needed: a bad key is an error to report.
-    let caller = principal(env, req, path_token).await?;
-    authorize(env, Action::Read, &channel, caller.as_ref()).await?;
-
+    let fetched = fetch_object(&ctx.bucket()?, req, &key, head_only).await?;
     let cache_control = cache_control(&channel, kind);
     match fetched {
         Some(fetched) => respond(fetched, filename, &cache_control, head_only),

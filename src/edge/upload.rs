@@ -7,18 +7,15 @@
 
 use std::{cell::RefCell, pin::Pin, rc::Rc};
 
-use futures_util::{stream, Stream, StreamExt};
-use worker::{ByteStream, Env, FixedLengthStream, Request, Response};
-
-use super::auth::authorize_change;
 use base64::Engine;
+use futures_util::{stream, Stream, StreamExt};
+use serde::Serialize;
+use worker::{ByteStream, FixedLengthStream, Headers, Response};
 
-use super::channel_index::{
-    ChannelIndexClient, CommitRequest, CommitStatus, Freshness, ObjectSource,
-};
-use super::error::{ApiError, ApiResult, ErrorCode};
+use super::channel_index::{CommitRequest, CommitStatus, Freshness, ObjectSource};
+use super::context::RequestContext;
+use super::error::{json, ApiError, ApiResult, ErrorCode};
 use super::storage::{file_key, random_id, staging_key};
-use crate::access::Action;
 use crate::multipart::{Event, MultipartReader, PartHeaders};
 use crate::names::check_package_filename;
 use crate::package::{Package, PackageReader};
@@ -27,7 +24,6 @@ use crate::repodata::record_json;
 /// Chunks handed between JS and wasm are gathered to this size: crossing the boundary per
 /// 4 KiB network chunk costs more than the hashing.
 const CHUNK: usize = 256 * 1024;
-const DEFAULT_MAX_UPLOAD: u64 = 100 * 1024 * 1024;
 /// Files up to this size travel to the channel index inside the commit request rather than
 /// through a staging object: three R2 operations fewer for the many small packages.
 pub(super) const INLINE_BYTES: u64 = 1024 * 1024;
@@ -58,28 +54,20 @@ pub(super) struct Ingested {
 /// build already scheduled (`pending`); the shards always do.
 pub const REPODATA_FRESHNESS_HEADER: &str = "X-Repodata-Json";
 
-pub async fn upload(
-    env: &Env,
-    mut req: Request,
-    path_token: Option<&str>,
-    channel_name: &str,
-) -> ApiResult<Response> {
-    let (caller, channel) =
-        authorize_change(env, &req, path_token, channel_name, Action::Write).await?;
-
-    let force = force_requested(&req)?;
-    let length = checked_length(env, &req)?;
-    let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
-    let body = req.stream()?;
+pub async fn upload(ctx: &mut RequestContext, channel_name: &str) -> ApiResult<Response> {
+    let write = ctx.open_channel_write(channel_name).await?;
+    let channel = &write.channel.name;
+    let content_type = ctx.req().headers().get("Content-Type")?.unwrap_or_default();
+    let body = ctx.body_stream()?;
     let file = match MultipartReader::boundary_of(&content_type) {
-        Some(boundary) => multipart_file(body, boundary, length).await?,
-        None => raw_file(&req, body, length)?,
+        Some(boundary) => multipart_file(body, boundary, write.length).await?,
+        None => raw_file(ctx.req().headers(), body, write.length)?,
     };
     let filename = file.filename.clone();
-    let result = ingest(env, &channel.name, file, force, true).await;
+    let result = ingest(ctx, channel, file, write.force, true).await;
     let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status);
-    let path = format!("{}/{filename}", channel.name);
-    super::log::change("upload", &caller.name, &path, status);
+    let path = format!("{channel}/{filename}");
+    super::log::change("upload", &write.caller.name, &path, status);
     let ingested = result?;
     let freshness = ingested.repodata.unwrap_or(Freshness::Current);
     Ok(Response::builder()
@@ -88,7 +76,7 @@ pub async fn upload(
         .with_header(REPODATA_FRESHNESS_HEADER, freshness.as_str())?
         .with_header(
             "Location",
-            &format!("/{}", file_key(&channel.name, &ingested.subdir, &filename)),
+            &format!("/{}", file_key(channel, &ingested.subdir, &filename)),
         )?
         .fixed(ingested.record.into_bytes()))
 }
@@ -97,7 +85,7 @@ pub async fn upload(
 /// and commits it through the channel index (which rebuilds the artifacts unless `build` is
 /// false). The staging object is gone afterwards, whatever happened.
 pub(super) async fn ingest(
-    env: &Env,
+    ctx: &RequestContext,
     channel: &str,
     file: IncomingFile,
     force: bool,
@@ -126,10 +114,10 @@ pub(super) async fn ingest(
                 base64: base64::engine::general_purpose::STANDARD.encode(bytes),
             },
         };
-        return commit(env, channel, checked, finished(reader)?, force, build).await;
+        return commit(ctx, channel, checked, finished(reader)?, force, build).await;
     }
 
-    let bucket = env.bucket("PACKAGES")?;
+    let bucket = ctx.bucket()?;
     let staging = staging_key(channel, &random_id());
     let stored = bucket
         .put(&staging, FixedLengthStream::wrap(inspected, file.length))
@@ -144,7 +132,7 @@ pub(super) async fn ingest(
                     key: staging.clone(),
                 },
             };
-            commit(env, channel, checked, finished(reader)?, force, build).await
+            commit(ctx, channel, checked, finished(reader)?, force, build).await
         }
         Err(error) => {
             super::log::error(&format!("upload stream to staging failed: {error}"));
@@ -203,7 +191,7 @@ struct Checked<'a> {
 }
 
 async fn commit(
-    env: &Env,
+    ctx: &RequestContext,
     channel: &str,
     checked: Checked<'_>,
     reader: PackageReader,
@@ -226,7 +214,8 @@ async fn commit(
         metadata.map_err(|e| ApiError::invalid_package(format!("invalid package: {e}")))?;
     let package = Package::from_parts(checked.filename, &digests, metadata)
         .map_err(|e| ApiError::invalid_package(format!("invalid package: {e}")))?;
-    let outcome = ChannelIndexClient::new(env, channel)?
+    let outcome = ctx
+        .channel_index(channel)?
         .commit(&CommitRequest {
             channel: channel.to_owned(),
             source: checked.source,
@@ -253,49 +242,7 @@ async fn commit(
     })
 }
 
-/// `?force=true`: replace a file of the same name with other content.
-pub(super) fn force_requested(req: &Request) -> ApiResult<bool> {
-    Ok(req
-        .url()?
-        .query_pairs()
-        .any(|(k, v)| k == "force" && (v == "true" || v == "1")))
-}
-
-/// The request's Content-Length, within the upload limit (checked before the body is read).
-pub(super) fn checked_length(env: &Env, req: &Request) -> ApiResult<u64> {
-    let length = content_length(req)?;
-    let limit = max_upload_bytes(env);
-    if length > limit {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            format!("the upload is {length} bytes; this server accepts at most {limit}"),
-        ));
-    }
-    Ok(length)
-}
-
-fn content_length(req: &Request) -> ApiResult<u64> {
-    req.headers()
-        .get("Content-Length")?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::LengthRequired,
-                "send the upload with a Content-Length header",
-            )
-        })?
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::bad_request("Content-Length is not a number"))
-}
-
-fn max_upload_bytes(env: &Env) -> u64 {
-    env.var("MAX_UPLOAD_BYTES")
-        .ok()
-        .and_then(|v| v.to_string().parse().ok())
-        .unwrap_or(DEFAULT_MAX_UPLOAD)
-}
-
-fn required_header(headers: &worker::Headers, name: &str) -> ApiResult<String> {
+fn required_header(headers: &Headers, name: &str) -> ApiResult<String> {
     headers
         .get(name)?
         .map(|v| v.trim().to_owned())
@@ -303,8 +250,7 @@ fn required_header(headers: &worker::Headers, name: &str) -> ApiResult<String> {
         .ok_or_else(|| ApiError::bad_request(format!("the {name} header is missing")))
 }
 
-fn raw_file(req: &Request, body: ByteStream, length: u64) -> ApiResult<IncomingFile> {
-    let headers = req.headers();
+fn raw_file(headers: &Headers, body: ByteStream, length: u64) -> ApiResult<IncomingFile> {
     Ok(IncomingFile {
         filename: required_header(headers, "X-File-Name")?,
         sha256: Some(required_header(headers, "X-File-SHA256")?),
@@ -452,20 +398,24 @@ pub(super) fn inspect(
 
 /// `POST /api/v1/debug/put`: the floor the upload path is measured against — the body streamed
 /// into R2 as it is, with no hashing, reading or index, then deleted. Site admins only.
-pub async fn bare_put(env: &Env, req: Request, path_token: Option<&str>) -> ApiResult<Response> {
-    let caller = super::auth::require_principal(env, &req, path_token).await?;
-    caller.require_admin("the storage floor measurement")?;
-    let length = checked_length(env, &req)?;
+pub async fn bare_put(ctx: &RequestContext) -> ApiResult<Response> {
+    #[derive(Serialize)]
+    struct Stored {
+        bytes: u64,
+    }
+    ctx.signed_in()
+        .await?
+        .require_admin("the storage floor measurement")?;
+    let length = ctx.upload_length()?;
     let key = format!(".bench/{}", random_id());
-    let bucket = env.bucket("PACKAGES")?;
-    let body = req
+    let bucket = ctx.bucket()?;
+    let body = ctx
+        .req()
         .inner()
         .body()
         .ok_or_else(|| ApiError::bad_request("the request has no body"))?;
     let stored = bucket.put(&key, body).execute().await;
     bucket.delete(&key).await?;
     stored.map_err(|e| ApiError::bad_request(format!("the body could not be stored: {e}")))?;
-    Ok(Response::from_json(
-        &serde_json::json!({ "bytes": length }),
-    )?)
+    json(200, &Stored { bytes: length })
 }

@@ -1,0 +1,178 @@
+//! What one request carries through its handler, built once in `fetch`: the deployment's
+//! settings (read once), the request itself, the caller's key (verified at most once, and only
+//! when a handler asks), and typed access to the bindings. Handlers take a [`RequestContext`]
+//! and nothing else of the platform's; [`super::auth`] adds to it what the caller may do.
+
+use std::cell::OnceCell;
+
+use serde::de::DeserializeOwned;
+use worker::{Bucket, ByteStream, Env, Request};
+
+use super::auth::{self, Channel, Principal};
+use super::channel_index::ChannelIndexClient;
+use super::db::Db;
+use super::error::{internal, ApiError, ApiResult, ErrorCode};
+use crate::access::Action;
+use crate::config::Config;
+use crate::keys::PresentedCredentials;
+
+/// The management API's JSON bodies are small; anything larger is refused unread.
+const MAX_JSON_BODY: u64 = 64 * 1024;
+
+pub struct RequestContext {
+    env: Env,
+    req: Request,
+    config: Config,
+    /// The key of a `/t/<key>/` path prefix, which the router has already cut from the path.
+    path_token: Option<String>,
+    /// The caller once resolved (`Ok(None)`: no key presented), so a key is verified once.
+    caller: OnceCell<ApiResult<Option<Principal>>>,
+}
+
+/// What a request that writes packages into a channel knows before it reads its body.
+pub struct ChannelWrite {
+    pub caller: Principal,
+    pub channel: Channel,
+    /// `?force=true`: replace a file of the same name with other content.
+    pub force: bool,
+    /// The body's announced length, within the upload limit.
+    pub length: u64,
+}
+
+impl RequestContext {
+    /// The context of `req`; a malformed setting is a 500 (with the detail in the log), since
+    /// no request can be answered right under it.
+    pub fn new(env: Env, req: Request, path_token: Option<&str>) -> ApiResult<Self> {
+        let config = Config::from_vars(|name| env.var(name).ok().map(|value| value.to_string()))
+            .map_err(|message| internal(format!("configuration: {message}")))?;
+        Ok(Self {
+            env,
+            req,
+            config,
+            path_token: path_token.map(str::to_owned),
+            caller: OnceCell::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn req(&self) -> &Request {
+        &self.req
+    }
+
+    pub fn bucket(&self) -> ApiResult<Bucket> {
+        Ok(self.env.bucket("PACKAGES")?)
+    }
+
+    pub fn db(&self) -> ApiResult<Db> {
+        Ok(Db::new(self.env.d1("DB")?))
+    }
+
+    pub fn channel_index(&self, channel: &str) -> ApiResult<ChannelIndexClient> {
+        Ok(ChannelIndexClient::new(&self.env, channel)?)
+    }
+
+    /// The signed-in caller, if the request carries a key; 401 if it carries a bad one.
+    pub async fn caller(&self) -> ApiResult<Option<Principal>> {
+        if self.caller.get().is_none() {
+            let resolved = match self.presented_key() {
+                Ok(Some(key)) => auth::verify_key(self, &key).await.map(Some),
+                Ok(None) => Ok(None),
+                Err(error) => Err(error),
+            };
+            // Nothing else resolves the caller between the check and here: one request, one task.
+            let _ = self.caller.set(resolved);
+        }
+        self.caller.get().expect("resolved above").clone()
+    }
+
+    /// The signed-in caller; 401 when the request carries no key.
+    pub async fn signed_in(&self) -> ApiResult<Principal> {
+        self.caller().await?.ok_or_else(ApiError::unauthenticated)
+    }
+
+    fn presented_key(&self) -> ApiResult<Option<String>> {
+        let headers = self.req.headers();
+        let authorization = headers.get("Authorization")?;
+        let x_api_key = headers.get("X-API-Key")?;
+        PresentedCredentials {
+            path_token: self.path_token.as_deref(),
+            authorization: authorization.as_deref(),
+            x_api_key: x_api_key.as_deref(),
+        }
+        .key()
+    }
+
+    /// The opening of an upload or import: a key allowed to write to the channel, then the
+    /// query and the announced length, all before a byte of the body is read.
+    pub async fn open_channel_write(&self, channel: &str) -> ApiResult<ChannelWrite> {
+        let (caller, channel) = self.authorize_change(channel, Action::Write).await?;
+        Ok(ChannelWrite {
+            caller,
+            channel,
+            force: self.force_requested()?,
+            length: self.upload_length()?,
+        })
+    }
+
+    fn force_requested(&self) -> ApiResult<bool> {
+        Ok(self
+            .req
+            .url()?
+            .query_pairs()
+            .any(|(k, v)| k == "force" && (v == "true" || v == "1")))
+    }
+
+    /// The request's Content-Length, within the upload limit (checked before the body is read).
+    pub fn upload_length(&self) -> ApiResult<u64> {
+        let length: u64 = self
+            .req
+            .headers()
+            .get("Content-Length")?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::LengthRequired,
+                    "send the upload with a Content-Length header",
+                )
+            })?
+            .trim()
+            .parse()
+            .map_err(|_| ApiError::bad_request("Content-Length is not a number"))?;
+        let limit = self.config.max_upload_bytes;
+        if length > limit {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!("the upload is {length} bytes; this server accepts at most {limit}"),
+            ));
+        }
+        Ok(length)
+    }
+
+    /// The body as a stream of chunks.
+    pub fn body_stream(&mut self) -> ApiResult<ByteStream> {
+        Ok(self.req.stream()?)
+    }
+
+    /// A small JSON body; 400 when it is not the expected shape.
+    pub async fn json_body<T: DeserializeOwned>(&mut self) -> ApiResult<T> {
+        let too_large =
+            || ApiError::new(ErrorCode::TooLarge, "the JSON body is larger than 64 KiB");
+        let length: u64 = self
+            .req
+            .headers()
+            .get("Content-Length")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if length > MAX_JSON_BODY {
+            return Err(too_large());
+        }
+        let text = self.req.text().await?;
+        if text.len() as u64 > MAX_JSON_BODY {
+            return Err(too_large());
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
