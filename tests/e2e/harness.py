@@ -102,9 +102,10 @@ def running_server(state: Path, variables: dict[str, str] | None = None):
             if proc.poll() is not None:
                 raise RuntimeError(f"wrangler dev exited:\n{log_path.read_text()}")
             try:
-                requests.get(f"{url}/", timeout=1)
+                requests.get(f"{url}/", timeout=5)
                 break
-            except requests.ConnectionError:
+            # A busy machine may accept the connection before the Worker answers.
+            except (requests.ConnectionError, requests.Timeout):
                 if time.time() > deadline:
                     raise RuntimeError(f"wrangler dev did not start:\n{log_path.read_text()}")
                 time.sleep(0.3)
