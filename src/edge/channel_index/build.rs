@@ -100,13 +100,10 @@ impl ChannelIndex {
         struct Claimed {
             since: i64,
         }
-        let claimed: Vec<Claimed> = self
-            .sql()
-            .exec(
-                "DELETE FROM stale_repodata WHERE subdir = ? RETURNING since",
-                vec![subdir.into()],
-            )?
-            .to_array()?;
+        let claimed: Vec<Claimed> = self.rows(
+            "DELETE FROM stale_repodata WHERE subdir = ? RETURNING since",
+            vec![subdir.into()],
+        )?;
         let Some(Claimed { since }) = claimed.into_iter().next() else {
             return Ok(());
         };
@@ -132,12 +129,10 @@ impl ChannelIndex {
             name: String,
         }
         let names: Vec<String> = self
-            .sql()
-            .exec(
+            .rows::<Name>(
                 "SELECT name FROM dirty WHERE subdir = ?",
                 vec![subdir.into()],
             )?
-            .to_array::<Name>()?
             .into_iter()
             .map(|row| row.name)
             .collect();
@@ -174,20 +169,15 @@ impl ChannelIndex {
         let shard_key = |hex: &str| file_key(channel, subdir, &shards::shard_path(hex));
         let now = Date::now().as_millis();
         for name in names {
-            let rows: Vec<Row> = self
-                .sql()
-                .exec(
-                    "SELECT filename, record FROM packages WHERE subdir = ? AND name = ?",
-                    vec![subdir.into(), name.as_str().into()],
-                )?
-                .to_array()?;
+            let rows: Vec<Row> = self.rows(
+                "SELECT filename, record FROM packages WHERE subdir = ? AND name = ?",
+                vec![subdir.into(), name.as_str().into()],
+            )?;
             let old: Option<String> = self
-                .sql()
-                .exec(
+                .rows::<Current>(
                     "SELECT sha256 FROM shards WHERE subdir = ? AND name = ?",
                     vec![subdir.into(), name.as_str().into()],
                 )?
-                .to_array::<Current>()?
                 .into_iter()
                 .next()
                 .map(|row| row.sha256);
@@ -242,13 +232,10 @@ impl ChannelIndex {
             name: String,
             sha256: String,
         }
-        let entries: Vec<Entry> = self
-            .sql()
-            .exec(
-                "SELECT name, sha256 FROM shards WHERE subdir = ?",
-                vec![subdir.into()],
-            )?
-            .to_array()?;
+        let entries: Vec<Entry> = self.rows(
+            "SELECT name, sha256 FROM shards WHERE subdir = ?",
+            vec![subdir.into()],
+        )?;
         let index_key = file_key(channel, subdir, shards::INDEX_FILENAME);
         if !keeps_shard_index(subdir, entries.len()) {
             bucket.delete(index_key).await?;
@@ -301,20 +288,17 @@ impl ChannelIndex {
 
         let mut pages = Pages::default();
         while let Some(page) = pages.next() {
-            let rows: Vec<Row> = self
-                .sql()
-                .exec(
-                    "SELECT filename, record, run_exports FROM packages \
+            let rows: Vec<Row> = self.rows(
+                "SELECT filename, record, run_exports FROM packages \
                      WHERE subdir = ? AND filename > ? AND (filename GLOB '*.conda') = ? \
                      ORDER BY filename LIMIT ?",
-                    vec![
-                        subdir.into(),
-                        page.after.into(),
-                        SqlStorageValue::try_from_i64(page.conda.into())?,
-                        SqlStorageValue::try_from_i64(page.limit as i64)?,
-                    ],
-                )?
-                .to_array()?;
+                vec![
+                    subdir.into(),
+                    page.after.into(),
+                    SqlStorageValue::try_from_i64(page.conda.into())?,
+                    SqlStorageValue::try_from_i64(page.limit as i64)?,
+                ],
+            )?;
             for row in &rows {
                 out.repodata.push(&row.filename, &row.record);
                 out.run_exports.push(

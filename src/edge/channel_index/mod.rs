@@ -340,6 +340,15 @@ impl ChannelIndex {
         self.state.storage().sql()
     }
 
+    /// Every row a query returns.
+    fn rows<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        params: impl Into<Option<Vec<SqlStorageValue>>>,
+    ) -> worker::Result<Vec<T>> {
+        self.sql().exec(query, params)?.to_array()
+    }
+
     fn config(&self) -> ApiResult<Config> {
         self.config
             .clone()
@@ -372,10 +381,7 @@ impl ChannelIndex {
             channel: String,
             subdir: String,
         }
-        let stale: Vec<Stale> = self
-            .sql()
-            .exec("SELECT channel, subdir FROM stale_repodata", None)?
-            .to_array()?;
+        let stale: Vec<Stale> = self.rows("SELECT channel, subdir FROM stale_repodata", None)?;
         for Stale { channel, subdir } in stale {
             let _build = self.repodata_builds.lock().await;
             self.build_repodata_if_stale(&channel, &subdir).await?;
@@ -387,13 +393,10 @@ impl ChannelIndex {
             struct Row {
                 key: String,
             }
-            let expired: Vec<Row> = self
-                .sql()
-                .exec(
-                    "SELECT key FROM retired_shards WHERE retired_at <= ?",
-                    vec![millis(cutoff)?],
-                )?
-                .to_array()?;
+            let expired: Vec<Row> = self.rows(
+                "SELECT key FROM retired_shards WHERE retired_at <= ?",
+                vec![millis(cutoff)?],
+            )?;
             if !expired.is_empty() {
                 let keys: Vec<String> = expired.into_iter().map(|row| row.key).collect();
                 self.bucket()?.delete_multiple(keys.clone()).await?;
@@ -476,16 +479,13 @@ impl ChannelIndex {
         struct Row {
             name: String,
         }
-        let rows: Vec<Row> = self
-            .sql()
-            .exec(
-                "DELETE FROM packages WHERE subdir = ? AND filename = ? RETURNING name",
-                vec![
-                    request.subdir.as_str().into(),
-                    request.filename.as_str().into(),
-                ],
-            )?
-            .to_array()?;
+        let rows: Vec<Row> = self.rows(
+            "DELETE FROM packages WHERE subdir = ? AND filename = ? RETURNING name",
+            vec![
+                request.subdir.as_str().into(),
+                request.filename.as_str().into(),
+            ],
+        )?;
         let Some(row) = rows.into_iter().next() else {
             return Ok(DeleteOutcome { deleted: false });
         };
@@ -551,9 +551,7 @@ impl ChannelIndex {
                  SELECT DISTINCT subdir, ?, ? FROM packages",
                 vec![channel.into(), millis(Date::now().as_millis())?],
             )?;
-            self.sql()
-                .exec("SELECT subdir FROM stale_repodata ORDER BY subdir", None)?
-                .to_array::<Subdir>()?
+            self.rows::<Subdir>("SELECT subdir FROM stale_repodata ORDER BY subdir", None)?
                 .into_iter()
                 .map(|row| row.subdir)
                 .collect()
@@ -565,20 +563,14 @@ impl ChannelIndex {
     }
 
     fn stats(&self) -> ApiResult<IndexStats> {
-        let stale_repodata = self
-            .sql()
-            .exec(
-                "SELECT subdir, since FROM stale_repodata ORDER BY subdir",
-                None,
-            )?
-            .to_array()?;
-        let subdirs = self
-            .sql()
-            .exec(
-                "SELECT subdir, COUNT(*) AS packages FROM packages GROUP BY subdir ORDER BY subdir",
-                None,
-            )?
-            .to_array()?;
+        let stale_repodata = self.rows(
+            "SELECT subdir, since FROM stale_repodata ORDER BY subdir",
+            None,
+        )?;
+        let subdirs = self.rows(
+            "SELECT subdir, COUNT(*) AS packages FROM packages GROUP BY subdir ORDER BY subdir",
+            None,
+        )?;
         let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
         let wasm_memory_bytes = js_sys::ArrayBuffer::from(memory.buffer()).byte_length();
         Ok(IndexStats {
@@ -596,13 +588,10 @@ impl ChannelIndex {
             sha256: String,
             record: String,
         }
-        let rows: Vec<Row> = self
-            .sql()
-            .exec(
-                "SELECT sha256, record FROM packages WHERE subdir = ? AND filename = ?",
-                vec![subdir.into(), filename.into()],
-            )?
-            .to_array()?;
+        let rows: Vec<Row> = self.rows(
+            "SELECT sha256, record FROM packages WHERE subdir = ? AND filename = ?",
+            vec![subdir.into(), filename.into()],
+        )?;
         Ok(rows.into_iter().next().map(|row| (row.sha256, row.record)))
     }
 
