@@ -104,7 +104,8 @@ def running_server(state: Path, variables: dict[str, str] | None = None):
             try:
                 requests.get(f"{url}/", timeout=1)
                 break
-            except requests.ConnectionError:
+            # A loaded machine may accept the connection before the Worker answers in time.
+            except (requests.ConnectionError, requests.Timeout):
                 if time.time() > deadline:
                     raise RuntimeError(f"wrangler dev did not start:\n{log_path.read_text()}")
                 time.sleep(0.3)
