@@ -102,9 +102,9 @@ def running_server(state: Path, variables: dict[str, str] | None = None):
             if proc.poll() is not None:
                 raise RuntimeError(f"wrangler dev exited:\n{log_path.read_text()}")
             try:
-                requests.get(f"{url}/", timeout=5)
+                requests.get(f"{url}/", timeout=1)
                 break
-            # A busy machine may accept the connection before the Worker answers.
+            # A loaded machine may accept the connection before the Worker answers in time.
             except (requests.ConnectionError, requests.Timeout):
                 if time.time() > deadline:
                     raise RuntimeError(f"wrangler dev did not start:\n{log_path.read_text()}")
