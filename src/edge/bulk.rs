@@ -24,7 +24,7 @@ use worker::{ByteStream, Response};
 use super::channel_index::Freshness;
 use super::context::RequestContext;
 use super::error::{json, ApiError, ApiResult};
-use super::upload::{ingest, BodyStream, IncomingFile, Ingested, INLINE_BYTES};
+use super::upload::{ingest, short_body, BodyStream, IncomingFile, Ingested, INLINE_BYTES};
 use crate::names::check_package_filename;
 use crate::package::{padding_for, TarEntryKind, TarHeader, TarPaths};
 
@@ -34,6 +34,8 @@ struct Body {
     buffered: Vec<u8>,
     /// Bytes handed out so far.
     offset: u64,
+    /// The request's Content-Length: a body that stops short of it was cut off.
+    announced: u64,
 }
 
 /// Shared between the import loop and the stream of the member being stored. The body is taken
@@ -42,8 +44,9 @@ struct Body {
 struct SharedBody(Rc<RefCell<Option<Body>>>);
 
 impl SharedBody {
-    /// Up to `max` next bytes; `None` at the end of the body.
-    async fn take(&self, max: usize) -> worker::Result<Option<Vec<u8>>> {
+    /// Up to `max` next bytes; `None` at the end of the body. A body that breaks off (an
+    /// error of the stream, or its end before the announced length) is an incomplete body.
+    async fn take(&self, max: usize) -> ApiResult<Option<Vec<u8>>> {
         let mut body = self
             .0
             .borrow_mut()
@@ -62,7 +65,9 @@ impl SharedBody {
                 body.offset += chunk.len() as u64;
                 Ok(Some(chunk))
             }
-            other => other,
+            Ok(None) if body.offset < body.announced => Err(short_body(body.announced)),
+            Ok(None) => Ok(None),
+            Err(_) => Err(short_body(body.announced)),
         };
         *self.0.borrow_mut() = Some(body);
         out
@@ -107,7 +112,7 @@ impl SharedBody {
                         Some((Ok(chunk), left))
                     }
                     Ok(None) => Some((Err(worker::Error::RustError("body ended".into())), 0)),
-                    Err(error) => Some((Err(error), 0)),
+                    Err(error) => Some((Err(worker::Error::RustError(error.message)), 0)),
                 }
             }
         }))
@@ -172,6 +177,7 @@ pub async fn import(ctx: &mut RequestContext, channel_name: &str) -> ApiResult<R
         stream: ctx.body_stream()?,
         buffered: Vec::new(),
         offset: 0,
+        announced: write.length,
     }))));
 
     let ctx = &*ctx;

@@ -39,12 +39,26 @@ pub struct ChannelWrite {
     pub length: u64,
 }
 
+/// A header value with a control character other than tab (RFC 9110 allows none) is refused
+/// before any route sees it: workerd itself refuses only a NUL, in plain text.
+fn refuse_control_characters(req: &Request) -> ApiResult<()> {
+    for (name, value) in req.headers().entries() {
+        if value.chars().any(|c| c.is_ascii_control() && c != '\t') {
+            return Err(ApiError::bad_request(format!(
+                "the {name} header contains a control character"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl RequestContext {
     /// The context of `req`; a malformed setting is a 500 (with the detail in the log), since
     /// no request can be answered right under it.
     pub fn new(env: Env, req: Request, path_token: Option<&str>) -> ApiResult<Self> {
         let config = Config::from_vars(|name| env.var(name).ok().map(|value| value.to_string()))
             .map_err(|message| internal(format!("configuration: {message}")))?;
+        refuse_control_characters(&req)?;
         Ok(Self {
             env,
             req,

@@ -148,7 +148,7 @@ pub(super) async fn ingest(
     result
 }
 
-fn short_body(length: u64) -> ApiError {
+pub(super) fn short_body(length: u64) -> ApiError {
     ApiError::new(
         ErrorCode::IncompleteBody,
         format!("the body ended before the {length} bytes announced arrived"),
@@ -271,10 +271,12 @@ async fn multipart_file(
     let closing_len = boundary.len() as u64 + 8; // "\r\n--" boundary "--\r\n"
     let mut consumed = 0u64;
     loop {
+        // The stream fails only when the client's connection breaks off mid-body.
         let chunk = body
             .next()
             .await
-            .transpose()?
+            .transpose()
+            .map_err(|_| short_body(total_length))?
             .ok_or_else(|| ApiError::bad_request("the multipart body has no 'file' part"))?;
         consumed += chunk.len() as u64;
         let events = reader.feed(&chunk).map_err(ApiError::bad_request)?;
