@@ -28,6 +28,8 @@ class Server:
     url: str
     state: Path
     log_path: Path
+    # wrangler dev's process group (workerd runs in it).
+    pgid: int
 
     def admin(self, *args: str, env: dict | None = None) -> dict | list:
         """Runs `npm run admin` (scripts/admin.mjs) against this server's local state."""
@@ -61,6 +63,38 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def worker_address(self) -> tuple[str, int]:
+        """The Worker's own socket behind wrangler dev's proxy, where a request gets the
+        Worker's answer as at the edge, not the proxy's (which answers `500 Network connection
+        lost` for any body cut short). Found among workerd's listening sockets as the one, other
+        than the public port, that answers like the Worker."""
+        inodes = set()
+        for proc in Path("/proc").iterdir():
+            try:
+                if not proc.name.isdigit() or os.getpgid(int(proc.name)) != self.pgid:
+                    continue
+                if (proc / "comm").read_text().strip() != "workerd":
+                    continue
+                for fd in (proc / "fd").iterdir():
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+            except OSError:
+                continue
+        public = int(self.url.rsplit(":", 1)[1])
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            port = int(fields[1].split(":")[1], 16)
+            if fields[3] != "0A" or fields[9] not in inodes or port == public:  # 0A: LISTEN
+                continue
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/api/v1/whoami", timeout=5)
+            except requests.RequestException:
+                continue
+            if answer.headers.get("WWW-Authenticate") == 'Bearer realm="condaflare"':
+                return ("127.0.0.1", port)
+        raise RuntimeError("the Worker's own socket was not found")
 
 
 class AdminError(Exception):
@@ -109,7 +143,7 @@ def running_server(state: Path, variables: dict[str, str] | None = None):
                 if time.time() > deadline:
                     raise RuntimeError(f"wrangler dev did not start:\n{log_path.read_text()}")
                 time.sleep(0.3)
-        yield Server(url=url, state=state, log_path=log_path)
+        yield Server(url=url, state=state, log_path=log_path, pgid=proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
