@@ -98,9 +98,10 @@ pub struct CheckReport {
 #[derive(Debug, Default)]
 pub struct Check {
     findings: BTreeMap<Kind, Finding>,
-    /// (subdir, name) whose shard a repair rebuilds; the shards row goes first for a name whose
-    /// shard object is missing, since its rows would otherwise build "the same shard" again.
+    /// (subdir, name) whose shard a repair rebuilds.
     pub marks: BTreeSet<(String, String)>,
+    /// (subdir, name) whose shards row a repair removes first: their shard object is missing,
+    /// and against the row their rows would build "the same shard" and write nothing.
     pub forget_shards: BTreeSet<(String, String)>,
     /// Subdirs whose monolithic files a repair rebuilds.
     pub stale: BTreeSet<String>,
