@@ -11,6 +11,9 @@
 //   import <channel> <dir> [--url URL] [--force]  (uploads every package file under <dir>, e.g. a
 //                                        channel laid out by subdir, through the running Worker;
 //                                        needs CONDAFLARE_API_KEY)
+//   check <channel> [--repair] [--url URL]  (the consistency check of a channel's objects, rows
+//                                        and index files, through the running Worker; needs a
+//                                        site admin's CONDAFLARE_API_KEY)
 //   member add <channel> <user> --role owner|member
 //   member remove <channel> <user>      member list <channel>
 //
@@ -20,7 +23,7 @@
 // `wrangler d1 execute`, so it works with no server running, on the local state that
 // `npm start` serves (.wrangler/state) or with --remote on the deployed database. This script
 // does the two commands that need the running Worker, which removes and writes R2 objects and
-// the index: `channel delete` and `import`.
+// the index: `channel delete`, `import` and `check`.
 //
 // Keys are printed once; only their SHA-256 is stored. Changes made in D1 reach running Workers
 // within their cache time (AUTH_CACHE_SECONDS, 30 by default). Argument errors exit 2, other
@@ -212,17 +215,45 @@ const workerCommands = {
       text: [`imported into ${channel}: ${totals.created} new, ${totals.unchanged} already there, ${totals.failed} refused`, ...failures].join("\n"),
     };
   },
+  async check(flags, args) {
+    const url = option(args, "--url") ?? "http://127.0.0.1:8787";
+    const repair = option(args, "--repair", { boolean: true });
+    const [channel] = positional(args, 1, "check <channel> [--repair] [--url URL]");
+    checkChannelName(channel);
+    const report = await api(url, "POST", `/api/v1/channels/${channel}/check${repair ? "?repair=true" : ""}`);
+    return { result: report, text: checkText(report) };
+  },
 };
+
+/// A check's report as lines: each kind found with its count and examples, the pending work and
+/// what a repair did.
+function checkText(report) {
+  const lines = [`${report.channel}: ${report.consistent ? "consistent" : "inconsistent"}`];
+  for (const [kind, { count, examples }] of Object.entries(report.findings)) {
+    lines.push(`  ${kind}: ${count}`, ...examples.map((example) => `    ${example}`));
+  }
+  const { dirty_names: dirty, stale_subdirs: stale } = report.pending;
+  if (dirty > 0 || stale.length > 0) lines.push(`  pending: ${dirty} names to build, stale subdirs: ${stale.join(", ") || "none"}`);
+  const repaired = report.repaired;
+  if (repaired) {
+    lines.push(
+      `  repaired: ${repaired.names_marked} names marked, rebuilt: ${repaired.subdirs_rebuilt.join(", ") || "nothing"}, ` +
+        `${repaired.objects_deleted} orphan objects and ${repaired.staging_deleted} staging objects deleted`,
+    );
+  }
+  return lines.join("\n");
+}
 
 async function main() {
   const argv = process.argv.slice(2);
   const { flags, rest } = parseArgs(argv);
-  const name = rest[0] === "import" ? "import" : rest.slice(0, 2).join(" ");
+  const single = rest[0] === "import" || rest[0] === "check";
+  const name = single ? rest[0] : rest.slice(0, 2).join(" ");
   const command = workerCommands[name];
   // Everything else, including unknown commands and their usage, is the native binary's.
   if (!command) process.exit(native(argv));
   try {
-    const { result, text } = await command(flags, rest.slice(name === "import" ? 1 : 2));
+    const { result, text } = await command(flags, rest.slice(single ? 1 : 2));
     console.log(flags.json ? JSON.stringify(result) : text);
   } catch (error) {
     console.error(`error: ${error.message}`);

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod config;
+pub mod consistency;
 pub mod directory;
 pub mod error;
 pub mod http_rules;

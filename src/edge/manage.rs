@@ -17,6 +17,7 @@
 //! | DELETE | /api/v1/keys/<id>                     | a key without limits (own keys; admins any) |
 //! | GET    | /api/v1/channels/<c>/stats            | site admins                  |
 //! | POST   | /api/v1/channels/<c>/rebuild          | site admins                  |
+//! | POST   | /api/v1/channels/<c>/check            | site admins (`?repair=true`, `?staging_grace_seconds=N`) |
 
 use serde::{Deserialize, Serialize};
 use worker::{Date, Response};
@@ -25,6 +26,7 @@ use super::auth::{forget_channel, forget_key, key_channels, Channel, KeyInfo, Pr
 use super::context::RequestContext;
 use super::error::{internal, json, ApiError, ApiResult, ErrorCode};
 use crate::access::{listed, Action, Role};
+use crate::consistency::{CheckOptions, CheckReport};
 use crate::directory::{self, ChannelRoleRow, KeyListRow, RoleRow, UserRow};
 use crate::keys::{key_hash, key_prefix, new_key};
 use crate::names::check_channel_name;
@@ -496,6 +498,32 @@ pub async fn rebuild_channel(ctx: &RequestContext, name: &str) -> ApiResult<Resp
         &Rebuilt {
             channel: name,
             rebuilt,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct Checked<'a> {
+    channel: &'a str,
+    #[serde(flatten)]
+    report: CheckReport,
+}
+
+/// `POST /api/v1/channels/<c>/check`: the consistency check of a channel's objects, rows and
+/// artifacts (see [`crate::consistency`]); with `?repair=true` it also fixes what it can.
+pub async fn check_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+    let caller = admin_on_channel(ctx, name, "checking a channel").await?;
+    let options =
+        CheckOptions::from_query(ctx.req().url()?.query_pairs()).map_err(ApiError::bad_request)?;
+    let report = ctx.channel_index(name)?.check(name, options).await?;
+    if options.repair {
+        super::log::change("repair", &caller.name, name, 200);
+    }
+    json(
+        200,
+        &Checked {
+            channel: name,
+            report,
         },
     )
 }

@@ -107,6 +107,9 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
         (Method::Post, ["api", "v1", "channels", channel, "rebuild"]) => {
             manage::rebuild_channel(ctx, channel).await
         }
+        (Method::Post, ["api", "v1", "channels", channel, "check"]) => {
+            manage::check_channel(ctx, channel).await
+        }
         (Method::Put, ["api", "v1", "channels", channel, "members", user]) => {
             manage::put_member(ctx, channel, user).await
         }

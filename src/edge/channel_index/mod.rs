@@ -27,6 +27,7 @@
 //! at most the build in progress plus one more, and a burst of uploads costs two builds.
 
 mod build;
+mod check;
 
 use std::borrow::Cow;
 
@@ -202,6 +203,12 @@ enum IndexRequest<'a> {
     Stats,
     /// Removes every row and object of the channel; answers a [`DestroyOutcome`].
     Destroy { channel: Cow<'a, str> },
+    /// Compares objects, rows and artifacts, repairing if asked; answers a
+    /// [`crate::consistency::CheckReport`].
+    Check {
+        channel: Cow<'a, str>,
+        options: crate::consistency::CheckOptions,
+    },
 }
 
 /// The Worker's handle on one channel's index.
@@ -370,6 +377,9 @@ impl ChannelIndex {
             IndexRequest::Stats => Response::from_json(&self.stats()?),
             IndexRequest::Destroy { channel } => {
                 Response::from_json(&self.destroy(&channel).await?)
+            }
+            IndexRequest::Check { channel, options } => {
+                Response::from_json(&self.check(&channel, options).await?)
             }
         };
         Ok(response?)
