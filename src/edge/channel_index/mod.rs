@@ -17,8 +17,38 @@
 //! - `repodata_builds` lets one build of the monolithic files (repodata.json, its .zst,
 //!   run_exports.json) run at a time; a change that finds it taken does not wait for it.
 //!
-//! `destroy` holds all three. The alarm takes `repodata_builds` for each subdir it builds, and
-//! deletes superseded shards once `SHARD_RETENTION_SECONDS` have passed.
+//! `destroy` holds all three. The alarm takes `repodata_builds` for each subdir it builds,
+//! `writes` while it finishes cut-short object changes, and deletes superseded shards once
+//! `SHARD_RETENTION_SECONDS` have passed.
+//!
+//! Crashes: the process may die at any await, and what the storage writes made in one
+//! synchronous stretch hold is committed together (R2 writes are separate). Each step leaves, at
+//! every such instant, a state that the next step or the alarm finishes or undoes:
+//! - The alarm is set (to [`RECOVERY_MS`] ahead) before any mark or intent it would finish is
+//!   stored, so every prefix of a change has one; it finishes marks and intents only when no
+//!   request of the instance is in progress (after a restart, none is), and the first alarm of
+//!   an instance deletes the channel's staging objects older than `STAGING_GRACE_SECONDS` that
+//!   no commit of it is reading: all an upload that died before committing can leave.
+//! - Commit: the intent to place the object is stored (with the removal of a record it
+//!   replaces, and that name's marks) before the object is written, and the record, its marks
+//!   and the end of the intent in one stretch after, so a cut-short commit leaves an object no
+//!   record names under an intent, which the alarm deletes once the artifacts are built.
+//! - Retry of the same bytes: it re-marks the name dirty and brings the subdir up to date, so
+//!   the shards hold the package (a shard rebuilt with unchanged bytes costs only the shard
+//!   index); repodata.json needs no mark, since the record was stored with its stale mark, and
+//!   that mark is released only by a monolithic build that read the rows after it.
+//! - Delete: the record's removal, the intent to remove the object and the marks are stored in
+//!   one stretch; the object goes only once the artifacts are built without the record, and the
+//!   intent after it, so a cut-short delete is finished by the alarm the same way.
+//! - Shard build: marks are claimed by number and released only after the shards and the shard
+//!   index are written, each only if no change marked its name again meanwhile; each shard is
+//!   written before the row naming it, so a cut-short build leaves the marks for the next one.
+//! - Monolithic build: the stale mark is released only after repodata.json.zst, repodata.json
+//!   and run_exports.json are complete, each replaced whole, so a cut-short build leaves the
+//!   previous files and the mark.
+//! - Shard retirement: a superseded shard is listed as retired in the stretch that names its
+//!   successor, and the alarm deletes expired shards before their rows, so a cut-short
+//!   deletion is repeated.
 //!
 //! Freshness: a change answers once it is in the shards and the shard index. It also waits for
 //! the monolithic files when no build of them is running (a quiet channel reads its own writes
