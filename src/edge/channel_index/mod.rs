@@ -509,6 +509,9 @@ impl ChannelIndex {
             {
                 self.sweep_staging(&channel).await?;
             }
+        } else {
+            // No request named the channel yet: nothing to sweep under, and no sweep to wait for.
+            self.sweep_at.set(None);
         }
 
         let now = Date::now().as_millis();
