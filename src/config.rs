@@ -14,6 +14,9 @@ pub struct Config {
     pub shard_retention_ms: u64,
     /// Part size of streamed artifact writes (`R2_PART_BYTES`; R2's minimum is 5 MiB).
     pub r2_part_bytes: usize,
+    /// How old a staging object must be before the channel index deletes it as left over from
+    /// an upload that died (`STAGING_GRACE_SECONDS`); longer than any upload takes to commit.
+    pub staging_grace_ms: u64,
 }
 
 impl Default for Config {
@@ -24,6 +27,7 @@ impl Default for Config {
             auth_cache_ms: 30_000,
             shard_retention_ms: 7 * 24 * 3600 * 1000,
             r2_part_bytes: 8 * 1024 * 1024,
+            staging_grace_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -49,6 +53,7 @@ impl Config {
             auth_cache_ms: seconds("AUTH_CACHE_SECONDS", defaults.auth_cache_ms)?,
             shard_retention_ms: seconds("SHARD_RETENTION_SECONDS", defaults.shard_retention_ms)?,
             r2_part_bytes: number("R2_PART_BYTES")?.map_or(defaults.r2_part_bytes, |v| v as usize),
+            staging_grace_ms: seconds("STAGING_GRACE_SECONDS", defaults.staging_grace_ms)?,
         })
     }
 }
@@ -78,12 +83,14 @@ mod tests {
             ("AUTH_CACHE_SECONDS", "0.5"),
             ("SHARD_RETENTION_SECONDS", "3"),
             ("R2_PART_BYTES", "5242880"),
+            ("STAGING_GRACE_SECONDS", "2"),
         ]))
         .unwrap();
         assert_eq!(config.max_upload_bytes, 1000);
         assert_eq!(config.auth_cache_ms, 500);
         assert_eq!(config.shard_retention_ms, 3000);
         assert_eq!(config.r2_part_bytes, 5 * 1024 * 1024);
+        assert_eq!(config.staging_grace_ms, 2000);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What a channel's index decides, apart from where it keeps its rows and objects: whether a
 //! commit creates, keeps or refuses a file; which shard a changed package name gets and which
-//! one retires; when a retired shard expires; when the alarm is due; and in which pages the
-//! monolithic files read the rows. The Durable Object (`edge::channel_index`) carries these
+//! one retires; when a retired shard expires; when a build releases its claim on a mark; what
+//! becomes of an object whose change was cut short; which staging objects are left over; when
+//! the alarm is due; and in which pages the monolithic files read the rows. The Durable Object (`edge::channel_index`) carries these
 //! decisions out with SQL and R2.
 
 use serde::{Deserialize, Serialize};
@@ -91,19 +92,103 @@ pub fn expiry_cutoff(now: u64, retention_ms: u64) -> Option<u64> {
     now.checked_sub(retention_ms)
 }
 
-/// When the alarm has work: now if some subdir's monolithic files miss a change (the alarm
-/// builds them), else when the oldest retired shard expires; `None` with nothing to do.
-pub fn alarm_due(
-    now: u64,
-    stale_repodata: bool,
-    oldest_retired: Option<u64>,
-    retention_ms: u64,
-) -> Option<u64> {
-    if stale_repodata {
-        Some(now)
-    } else {
-        oldest_retired.map(|retired_at| expires_at(retired_at, retention_ms))
+/// How long after a change, or after an object starts, the alarm looks for work a request left
+/// unfinished: long enough for a request to finish its own work, so that the alarm steps in only
+/// for one that died (or failed) and does not race the live ones.
+pub const RECOVERY_MS: u64 = 5_000;
+
+/// What the alarm has to do, as the Durable Object finds it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AlarmWork {
+    /// A change answered before the monolithic files held it, a build of them being under way:
+    /// the alarm builds them next, as soon as it can.
+    pub behind: bool,
+    /// Marks (dirty names, stale subdirs) or object intents are held: their request releases
+    /// them, or, if it died or failed, the alarm finishes them after [`RECOVERY_MS`].
+    pub unfinished: bool,
+    /// When the staging objects are next swept.
+    pub sweep_at: Option<u64>,
+    /// When the oldest retired shard retired.
+    pub oldest_retired: Option<u64>,
+}
+
+/// When the alarm is due: the earliest of its pending tasks (the next monolithic build now, the
+/// recovery of unfinished work shortly, a sweep, the expiry of the oldest retired shard);
+/// `None` with nothing to do.
+pub fn alarm_due(now: u64, work: AlarmWork, retention_ms: u64) -> Option<u64> {
+    [
+        work.behind.then_some(now),
+        work.unfinished.then_some(now.saturating_add(RECOVERY_MS)),
+        work.sweep_at,
+        work.oldest_retired
+            .map(|retired_at| expires_at(retired_at, retention_ms)),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
+/// Whether a build may release its claim on a mark (a dirty name, a stale subdir) once what it
+/// built is durable: only if the mark is still the one it claimed. A change during the build
+/// marks again with a newer number, which the next build must see.
+pub fn releases(claimed: i64, current: Option<i64>) -> bool {
+    current == Some(claimed)
+}
+
+/// What a package object was about to undergo when its request started: written before the
+/// R2 write, cleared once the rows agree with the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectIntent {
+    /// A commit was moving the object into place.
+    Place,
+    /// A delete had removed the record and was to remove the object.
+    Remove,
+}
+
+impl ObjectIntent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectIntent::Place => "place",
+            ObjectIntent::Remove => "remove",
+        }
     }
+}
+
+/// Whether the object of an intent found unfinished stays: only if a record names it (the
+/// intent is then stale: a later commit put the file back). Otherwise no record will name it,
+/// and it goes once the artifacts no longer list it.
+pub fn keeps_object(_intent: ObjectIntent, recorded: bool) -> bool {
+    recorded
+}
+
+/// A staging object, as a sweep sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staged<'a> {
+    pub key: &'a str,
+    /// When it was written (epoch milliseconds).
+    pub uploaded: u64,
+    /// Whether a request of this object is committing from it.
+    pub in_flight: bool,
+}
+
+/// The staging objects a sweep deletes: those written `grace_ms` or more before `now` and not
+/// in flight, which only an upload that died can have left. Also when the next sweep is due:
+/// when the youngest kept one (not in flight: those are deleted by their upload) expires.
+pub fn sweep_staging<'a>(
+    objects: &[Staged<'a>],
+    now: u64,
+    grace_ms: u64,
+) -> (Vec<&'a str>, Option<u64>) {
+    let expiry = |object: &Staged| object.uploaded.saturating_add(grace_ms);
+    let idle = objects.iter().filter(|object| !object.in_flight);
+    let expired = idle
+        .clone()
+        .filter(|object| expiry(object) <= now)
+        .map(|object| object.key)
+        .collect();
+    let next = idle.map(expiry).filter(|&at| at > now).min();
+    (expired, next)
 }
 
 /// Whether the alarm must be set to `due`, given the one already set: an earlier alarm stays,
@@ -330,19 +415,122 @@ mod tests {
     }
 
     #[test]
-    fn the_alarm_is_due_now_while_repodata_is_stale() {
-        assert_eq!(alarm_due(5_000, true, Some(1_000), 60_000), Some(5_000));
-        assert_eq!(alarm_due(5_000, true, None, 60_000), Some(5_000));
+    fn the_alarm_is_due_now_when_a_change_is_behind() {
+        let work = AlarmWork {
+            behind: true,
+            unfinished: true,
+            oldest_retired: Some(1_000),
+            ..AlarmWork::default()
+        };
+        assert_eq!(alarm_due(5_000, work, 60_000), Some(5_000));
     }
 
     #[test]
-    fn otherwise_the_alarm_is_due_when_the_oldest_retired_shard_expires() {
-        assert_eq!(alarm_due(5_000, false, Some(1_000), 60_000), Some(61_000));
+    fn unfinished_work_is_recovered_after_the_delay_unless_something_is_due_sooner() {
+        let work = AlarmWork {
+            unfinished: true,
+            ..AlarmWork::default()
+        };
+        assert_eq!(alarm_due(5_000, work, 60_000), Some(5_000 + RECOVERY_MS));
+        let sweep_first = AlarmWork {
+            sweep_at: Some(6_000),
+            ..work
+        };
+        assert_eq!(alarm_due(5_000, sweep_first, 60_000), Some(6_000));
+    }
+
+    #[test]
+    fn otherwise_the_alarm_is_due_at_the_next_sweep_or_shard_expiry() {
+        let retired = AlarmWork {
+            oldest_retired: Some(1_000),
+            ..AlarmWork::default()
+        };
+        assert_eq!(alarm_due(5_000, retired, 60_000), Some(61_000));
+        let both = AlarmWork {
+            sweep_at: Some(90_000),
+            ..retired
+        };
+        assert_eq!(alarm_due(5_000, both, 60_000), Some(61_000));
     }
 
     #[test]
     fn with_nothing_to_do_no_alarm_is_due() {
-        assert_eq!(alarm_due(5_000, false, None, 60_000), None);
+        assert_eq!(alarm_due(5_000, AlarmWork::default(), 60_000), None);
+    }
+
+    /// Marks as the Durable Object numbers them: a mark of a marked name takes a number above
+    /// every one held, and a build claims the numbers it read.
+    #[derive(Default)]
+    struct Marks(BTreeMap<&'static str, i64>);
+
+    impl Marks {
+        fn mark(&mut self, name: &'static str) {
+            let next = self.0.values().max().map_or(1, |max| max + 1);
+            self.0.insert(name, next);
+        }
+
+        fn claim(&self) -> Vec<(&'static str, i64)> {
+            self.0.iter().map(|(name, mark)| (*name, *mark)).collect()
+        }
+
+        fn release(&mut self, claimed: &[(&'static str, i64)]) {
+            for (name, mark) in claimed {
+                if releases(*mark, self.0.get(name).copied()) {
+                    self.0.remove(name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_claim_is_released_after_its_build_unless_marked_again_meanwhile() {
+        let mut marks = Marks::default();
+        marks.mark("a");
+        marks.mark("b");
+        let claimed = marks.claim();
+        // While the build runs, b changes again: the next build must see it.
+        marks.mark("b");
+        marks.release(&claimed);
+        assert_eq!(marks.claim(), vec![("b", 3)]);
+        marks.release(&marks.claim());
+        assert!(marks.claim().is_empty());
+    }
+
+    #[test]
+    fn a_build_that_dies_releases_nothing() {
+        let mut marks = Marks::default();
+        marks.mark("a");
+        let _claimed = marks.claim();
+        // The process dies before the release: the mark is there for the next build.
+        assert_eq!(marks.claim(), vec![("a", 1)]);
+    }
+
+    #[test]
+    fn an_unfinished_object_stays_only_if_a_record_names_it() {
+        for intent in [ObjectIntent::Place, ObjectIntent::Remove] {
+            assert!(keeps_object(intent, true));
+            assert!(!keeps_object(intent, false));
+        }
+    }
+
+    #[test]
+    fn a_sweep_deletes_expired_idle_staging_objects_and_comes_back_for_the_rest() {
+        let staged = |key, uploaded, in_flight| Staged {
+            key,
+            uploaded,
+            in_flight,
+        };
+        let objects = [
+            staged("old", 1_000, false),
+            staged("exactly", 4_000, false),
+            staged("committing", 1_000, true),
+            staged("young", 9_000, false),
+            staged("younger", 9_500, false),
+        ];
+        let (expired, next) = sweep_staging(&objects, 10_000, 6_000);
+        assert_eq!(expired, vec!["old", "exactly"]);
+        assert_eq!(next, Some(15_000));
+        assert_eq!(sweep_staging(&objects[..3], 10_000, 6_000).1, None);
     }
 
     #[test]

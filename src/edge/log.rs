@@ -38,6 +38,18 @@ pub fn build(channel: &str, subdir: &str, bytes: usize, json_parts: usize, zstd_
     }));
 }
 
+/// A change a request left unfinished, finished by the channel index's alarm: the object was
+/// kept (a record names it) or deleted.
+pub fn recovered(intent: &str, key: &str, kept: bool) {
+    line(json!({
+        "time": Date::now().as_millis(),
+        "event": "recovered",
+        "intent": intent,
+        "key": key,
+        "object": if kept { "kept" } else { "deleted" },
+    }));
+}
+
 pub fn error(message: &str) {
     console_error!(
         "{}",

@@ -107,30 +107,48 @@ class AdminError(Exception):
 @contextmanager
 def running_server(state: Path, variables: dict[str, str] | None = None):
     """Applies the migrations to `state`, serves the built Worker on it, and stops it after."""
-    log_path = state / "wrangler.log"
-    subprocess.run(
-        ["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", str(state)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    var_args = [arg for name, value in (variables or {}).items() for arg in ("--var", f"{name}:{value}")]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [
-                "wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", str(port),
-                "--inspector-port", str(free_port()), "--persist-to", str(state),
-                *var_args, "--log-level", "log", "--show-interactive-dev-session=false",
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    server = KillableServer(state, variables)
     try:
+        yield server.start()
+    finally:
+        server.stop(signal.SIGTERM)
+
+
+class KillableServer:
+    """`wrangler dev` on `state`, which can be killed (the whole process group, as a crash
+    would) and started again on the same state and port."""
+
+    def __init__(self, state: Path, variables: dict[str, str] | None = None):
+        self.state = state
+        self.variables = variables or {}
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        subprocess.run(
+            ["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", str(state)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> Server:
+        log_path = self.state / "wrangler.log"
+        var_args = [arg for name, value in self.variables.items() for arg in ("--var", f"{name}:{value}")]
+        # Appended to, so that a restarted server's log follows the killed one's.
+        with open(log_path, "a") as log:
+            proc = subprocess.Popen(
+                [
+                    "wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", str(self.port),
+                    "--inspector-port", str(free_port()), "--persist-to", str(self.state),
+                    *var_args, "--log-level", "log", "--show-interactive-dev-session=false",
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.proc = proc
+        url = f"http://127.0.0.1:{self.port}"
         deadline = time.time() + 90
         while True:
             if proc.poll() is not None:
@@ -141,12 +159,19 @@ def running_server(state: Path, variables: dict[str, str] | None = None):
             # A loaded machine may accept the connection before the Worker answers in time.
             except (requests.ConnectionError, requests.Timeout):
                 if time.time() > deadline:
+                    self.stop(signal.SIGKILL)
                     raise RuntimeError(f"wrangler dev did not start:\n{log_path.read_text()}")
                 time.sleep(0.3)
-        yield Server(url=url, state=state, log_path=log_path, pgid=proc.pid)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        return Server(url=url, state=self.state, log_path=log_path, pgid=proc.pid)
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        """Sends `sig` to the server's whole process group (SIGKILL: a crash) and waits for it."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        os.killpg(proc.pid, sig)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -9,7 +9,8 @@ use super::super::object_writer::ObjectWriter;
 use super::super::storage::file_key;
 use super::{metadata, millis, ChannelIndex, Freshness};
 use crate::index_plan::{
-    alarm_due, keeps_shard_index, moves_alarm, shard_update, Pages, ShardUpdate,
+    alarm_due, keeps_shard_index, moves_alarm, releases, shard_update, AlarmWork, Pages,
+    ShardUpdate,
 };
 use crate::repodata::{run_exports_entry, IndexWriter, REPODATA_ZSTD_LEVEL};
 use crate::shards::{self, build_index, build_shard};
@@ -81,7 +82,12 @@ impl ChannelIndex {
             self.repodata_builds.try_lock()
         };
         if build.is_none() {
-            self.schedule_alarm().await?;
+            self.behind.set(true);
+            self.schedule_alarm(AlarmWork {
+                behind: true,
+                ..AlarmWork::default()
+            })
+            .await?;
             return Ok(Freshness::Pending);
         }
         self.build_repodata_if_stale(channel, subdir).await?;
@@ -89,70 +95,68 @@ impl ChannelIndex {
     }
 
     /// Builds the monolithic files of `subdir` if they miss a change; the caller holds
-    /// `repodata_builds`. The mark is claimed before the first row is read, so a change that
-    /// lands during the build marks the subdir again for the next one.
+    /// `repodata_builds`. The mark is claimed (its number read) before the first row is read
+    /// and released only once the files are written and if no change marked the subdir again
+    /// meanwhile: a build that fails or dies leaves it for the next one.
     pub(super) async fn build_repodata_if_stale(
         &self,
         channel: &str,
         subdir: &str,
     ) -> ApiResult<()> {
-        #[derive(Deserialize)]
-        struct Claimed {
-            since: i64,
-        }
-        let claimed: Vec<Claimed> = self.rows(
-            "DELETE FROM stale_repodata WHERE subdir = ? RETURNING since",
-            vec![subdir.into()],
-        )?;
-        let Some(Claimed { since }) = claimed.into_iter().next() else {
+        let Some(claimed) = self.stale_mark(subdir)? else {
             return Ok(());
         };
-        let built = self.build_monolithic(channel, subdir).await;
-        if built.is_err() {
+        self.build_monolithic(channel, subdir).await?;
+        if releases(claimed, self.stale_mark(subdir)?) {
             self.sql().exec(
-                "INSERT OR IGNORE INTO stale_repodata (subdir, channel, since) VALUES (?, ?, ?)",
-                vec![
-                    subdir.into(),
-                    channel.into(),
-                    SqlStorageValue::try_from_i64(since)?,
-                ],
+                "DELETE FROM stale_repodata WHERE subdir = ?",
+                vec![subdir.into()],
             )?;
         }
-        built
+        Ok(())
     }
 
-    /// Rewrites the shards of the names marked dirty, then the shard index; the caller holds
-    /// `shard_builds`. With no name marked, everything is written already.
-    async fn build_shards(&self, channel: &str, subdir: &str) -> ApiResult<()> {
-        #[derive(Deserialize)]
-        struct Name {
-            name: String,
-        }
-        let names: Vec<String> = self
-            .rows::<Name>(
-                "SELECT name FROM dirty WHERE subdir = ?",
+    fn stale_mark(&self, subdir: &str) -> worker::Result<Option<i64>> {
+        Ok(self
+            .rows::<Mark>(
+                "SELECT subdir AS name, mark FROM stale_repodata WHERE subdir = ?",
                 vec![subdir.into()],
             )?
             .into_iter()
-            .map(|row| row.name)
-            .collect();
-        if names.is_empty() {
+            .next()
+            .map(|row| row.mark))
+    }
+
+    /// The names of `subdir` marked dirty, with their mark numbers.
+    fn dirty_marks(&self, subdir: &str) -> worker::Result<Vec<Mark>> {
+        self.rows(
+            "SELECT name, mark FROM dirty WHERE subdir = ?",
+            vec![subdir.into()],
+        )
+    }
+
+    /// Rewrites the shards of the names marked dirty, then the shard index; the caller holds
+    /// `shard_builds`. With no name marked, everything is written already. The marks are
+    /// released only once the shard index is written, each only if no change marked its name
+    /// again meanwhile, so a build that fails or dies leaves them for the next one.
+    async fn build_shards(&self, channel: &str, subdir: &str) -> ApiResult<()> {
+        let claimed = self.dirty_marks(subdir)?;
+        if claimed.is_empty() {
             return Ok(());
         }
-        // Claimed in the same synchronous step: a change that lands while the shards are
-        // written marks its name again for the next build.
-        self.sql()
-            .exec("DELETE FROM dirty WHERE subdir = ?", vec![subdir.into()])?;
-        let written = self.write_shards(channel, subdir, &names).await;
-        if written.is_err() {
-            for name in &names {
+        let names: Vec<String> = claimed.iter().map(|mark| mark.name.clone()).collect();
+        self.write_shards(channel, subdir, &names).await?;
+        let current = self.dirty_marks(subdir)?;
+        for Mark { name, mark } in claimed {
+            let now = current.iter().find(|c| c.name == name).map(|c| c.mark);
+            if releases(mark, now) {
                 self.sql().exec(
-                    "INSERT OR IGNORE INTO dirty (subdir, name) VALUES (?, ?)",
-                    vec![subdir.into(), name.as_str().into()],
+                    "DELETE FROM dirty WHERE subdir = ? AND name = ?",
+                    vec![subdir.into(), name.into()],
                 )?;
             }
         }
-        written
+        self.schedule_alarm(AlarmWork::default()).await
     }
 
     async fn write_shards(&self, channel: &str, subdir: &str, names: &[String]) -> ApiResult<()> {
@@ -251,7 +255,7 @@ impl ChannelIndex {
                 .execute()
                 .await?;
         }
-        self.schedule_alarm().await
+        Ok(())
     }
 
     /// repodata.json (and its .zst) and run_exports.json, from every row of the subdir.
@@ -314,24 +318,32 @@ impl ChannelIndex {
         Ok(())
     }
 
-    /// Sets the alarm for the next thing due, unless an earlier alarm will run first.
-    pub(super) async fn schedule_alarm(&self) -> ApiResult<()> {
+    /// Sets the alarm for the next thing due, given what the caller knows besides the rows
+    /// (`known`), unless an earlier alarm will run first.
+    pub(super) async fn schedule_alarm(&self, known: AlarmWork) -> ApiResult<()> {
         #[derive(Deserialize)]
         struct Pending {
-            stale: i64,
+            unfinished: i64,
             oldest: Option<u64>,
         }
         let pending = self
             .sql()
             .exec(
-                "SELECT EXISTS (SELECT 1 FROM stale_repodata) AS stale, \
+                "SELECT EXISTS (SELECT 1 FROM stale_repodata) \
+                   OR EXISTS (SELECT 1 FROM dirty) \
+                   OR EXISTS (SELECT 1 FROM pending_objects) AS unfinished, \
                  (SELECT MIN(retired_at) FROM retired_shards) AS oldest",
                 None,
             )?
             .one::<Pending>()?;
+        let work = AlarmWork {
+            behind: known.behind,
+            unfinished: known.unfinished || pending.unfinished != 0,
+            sweep_at: self.sweep_at.get(),
+            oldest_retired: pending.oldest,
+        };
         let now = Date::now().as_millis();
-        let retention_ms = self.config()?.shard_retention_ms;
-        let Some(due) = alarm_due(now, pending.stale != 0, pending.oldest, retention_ms) else {
+        let Some(due) = alarm_due(now, work, self.config()?.shard_retention_ms) else {
             return Ok(());
         };
         let storage = self.state.storage();
@@ -341,4 +353,11 @@ impl ChannelIndex {
         }
         Ok(())
     }
+}
+
+/// A mark a build claims: a dirty name, or a stale subdir (as `name`), with its number.
+#[derive(Deserialize)]
+struct Mark {
+    name: String,
+    mark: i64,
 }

@@ -17,8 +17,38 @@
 //! - `repodata_builds` lets one build of the monolithic files (repodata.json, its .zst,
 //!   run_exports.json) run at a time; a change that finds it taken does not wait for it.
 //!
-//! `destroy` holds all three. The alarm takes `repodata_builds` for each subdir it builds, and
-//! deletes superseded shards once `SHARD_RETENTION_SECONDS` have passed.
+//! `destroy` holds all three. The alarm takes `repodata_builds` for each subdir it builds,
+//! `writes` while it finishes cut-short object changes, and deletes superseded shards once
+//! `SHARD_RETENTION_SECONDS` have passed.
+//!
+//! Crashes: the process may die at any await, and what the storage writes made in one
+//! synchronous stretch hold is committed together (R2 writes are separate). Each step leaves, at
+//! every such instant, a state that the next step or the alarm finishes or undoes:
+//! - The alarm is set (to [`RECOVERY_MS`] ahead) before any mark or intent it would finish is
+//!   stored, so every prefix of a change has one; it finishes marks and intents only when no
+//!   request of the instance is in progress (after a restart, none is), and the first alarm of
+//!   an instance deletes the channel's staging objects older than `STAGING_GRACE_SECONDS` that
+//!   no commit of it is reading: all an upload that died before committing can leave.
+//! - Commit: the intent to place the object is stored (with the removal of a record it
+//!   replaces, and that name's marks) before the object is written, and the record, its marks
+//!   and the end of the intent in one stretch after, so a cut-short commit leaves an object no
+//!   record names under an intent, which the alarm deletes once the artifacts are built.
+//! - Retry of the same bytes: it re-marks the name dirty and brings the subdir up to date, so
+//!   the shards hold the package (a shard rebuilt with unchanged bytes costs only the shard
+//!   index); repodata.json needs no mark, since the record was stored with its stale mark, and
+//!   that mark is released only by a monolithic build that read the rows after it.
+//! - Delete: the record's removal, the intent to remove the object and the marks are stored in
+//!   one stretch; the object goes only once the artifacts are built without the record, and the
+//!   intent after it, so a cut-short delete is finished by the alarm the same way.
+//! - Shard build: marks are claimed by number and released only after the shards and the shard
+//!   index are written, each only if no change marked its name again meanwhile; each shard is
+//!   written before the row naming it, so a cut-short build leaves the marks for the next one.
+//! - Monolithic build: the stale mark is released only after repodata.json.zst, repodata.json
+//!   and run_exports.json are complete, each replaced whole, so a cut-short build leaves the
+//!   previous files and the mark.
+//! - Shard retirement: a superseded shard is listed as retired in the stretch that names its
+//!   successor, and the alarm deletes expired shards before their rows, so a cut-short
+//!   deletion is repeated.
 //!
 //! Freshness: a change answers once it is in the shards and the shard index. It also waits for
 //! the monolithic files when no build of them is running (a quiet channel reads its own writes
@@ -30,6 +60,8 @@ mod build;
 mod check;
 
 use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 
 use base64::Engine;
 use futures_util::lock::Mutex;
@@ -41,10 +73,13 @@ use worker::{
 };
 
 use super::error::{internal, ApiResult};
-use super::storage::file_key;
+use super::storage::{file_key, staging_key};
 use crate::config::Config;
 pub use crate::index_plan::CommitStatus;
-use crate::index_plan::{commit_status, expiry_cutoff};
+use crate::index_plan::{
+    commit_status, expiry_cutoff, keeps_object, sweep_staging, AlarmWork, ObjectIntent, Staged,
+    RECOVERY_MS,
+};
 use crate::names::ChannelFile;
 use crate::repodata::{record_json, Record};
 
@@ -52,10 +87,12 @@ use crate::repodata::{record_json, Record};
 /// package name; `dirty` the names whose shard must be rewritten by the next build (kept in
 /// storage, so a restart between a change and its build loses nothing); `retired_shards` the
 /// superseded shards, deleted by the alarm once clients can no longer hold an index naming them;
-/// `stale_repodata` the subdirs whose monolithic files miss a change, since when, and the channel
-/// name the alarm builds them under (an object does not know its own name). The index
-/// by name serves shard builds, which read one name's rows.
-const SCHEMA: [&str; 6] = [
+/// `stale_repodata` the subdirs whose monolithic files miss a change, and since when. A mark
+/// (dirty or stale) carries a number, higher than any held when it was set, so that a build
+/// releases only the marks it built. `pending_objects` the package objects a change was about
+/// to write or remove; `channel_name` the name the alarm works under (an object does not know
+/// its own name). The index by name serves shard builds, which read one name's rows.
+const SCHEMA: [&str; 10] = [
     "CREATE TABLE IF NOT EXISTS packages (
         subdir TEXT NOT NULL,
         filename TEXT NOT NULL,
@@ -73,13 +110,25 @@ const SCHEMA: [&str; 6] = [
         PRIMARY KEY (subdir, name)
     )",
     "CREATE TABLE IF NOT EXISTS dirty (
-        subdir TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (subdir, name)
+        subdir TEXT NOT NULL, name TEXT NOT NULL, mark INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (subdir, name)
     )",
     "CREATE TABLE IF NOT EXISTS retired_shards (
         key TEXT PRIMARY KEY, retired_at INTEGER NOT NULL
     )",
     "CREATE TABLE IF NOT EXISTS stale_repodata (
-        subdir TEXT PRIMARY KEY, channel TEXT NOT NULL, since INTEGER NOT NULL
+        subdir TEXT PRIMARY KEY, channel TEXT NOT NULL, since INTEGER NOT NULL,
+        mark INTEGER NOT NULL DEFAULT 0
+    )",
+    // For objects created before marks were numbered; fails harmlessly once the column exists.
+    "ALTER TABLE dirty ADD COLUMN mark INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE stale_repodata ADD COLUMN mark INTEGER NOT NULL DEFAULT 0",
+    "CREATE TABLE IF NOT EXISTS pending_objects (
+        key TEXT PRIMARY KEY, action TEXT NOT NULL, subdir TEXT NOT NULL,
+        filename TEXT NOT NULL, since INTEGER NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS channel_name (
+        id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL
     )",
 ];
 
@@ -211,6 +260,21 @@ enum IndexRequest<'a> {
     },
 }
 
+impl IndexRequest<'_> {
+    /// The channel the request names, if it names one.
+    fn channel(&self) -> Option<&str> {
+        match self {
+            IndexRequest::Commit(request) => Some(&request.channel),
+            IndexRequest::Delete(request) => Some(&request.channel),
+            IndexRequest::Build { channel, .. }
+            | IndexRequest::Rebuild { channel }
+            | IndexRequest::Destroy { channel }
+            | IndexRequest::Check { channel, .. } => Some(channel),
+            IndexRequest::Stats => None,
+        }
+    }
+}
+
 /// The Worker's handle on one channel's index.
 pub struct ChannelIndexClient {
     stub: worker::Stub,
@@ -292,6 +356,28 @@ pub struct ChannelIndex {
     writes: Mutex<()>,
     shard_builds: Mutex<()>,
     repodata_builds: Mutex<()>,
+    /// Requests of this instance in progress: with none, every mark and intent is left over
+    /// from a request that died or failed, and the alarm finishes it.
+    live: Cell<u32>,
+    /// A change answered `pending`: the alarm builds the monolithic files next.
+    behind: Cell<bool>,
+    /// The staging objects commits of this instance are reading, which a sweep leaves alone.
+    in_flight: RefCell<HashSet<String>>,
+    /// When the alarm next sweeps the channel's staging objects: shortly after the instance
+    /// starts (whatever an upload that died with the last one left), then while young ones
+    /// remain.
+    sweep_at: Cell<Option<u64>>,
+    /// Whether this instance has stored the channel's name.
+    named: Cell<bool>,
+}
+
+/// Runs its closure when dropped: ends a request's count in `live`, or its hold on a key.
+struct OnDrop<F: Fn()>(F);
+
+impl<F: Fn()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
 }
 
 impl DurableObject for ChannelIndex {
@@ -309,6 +395,11 @@ impl DurableObject for ChannelIndex {
             writes: Mutex::new(()),
             shard_builds: Mutex::new(()),
             repodata_builds: Mutex::new(()),
+            live: Cell::new(0),
+            behind: Cell::new(false),
+            in_flight: RefCell::new(HashSet::new()),
+            sweep_at: Cell::new(Some(Date::now().as_millis() + RECOVERY_MS)),
+            named: Cell::new(false),
         }
     }
 
@@ -323,8 +414,9 @@ impl DurableObject for ChannelIndex {
         Ok(answer.unwrap_or_else(|error| super::error::response(&error)))
     }
 
-    /// Builds the monolithic files that miss changes, deletes the superseded shards whose
-    /// retention has passed, and sets the next alarm. A failure is logged where it happens and
+    /// Finishes what requests left unfinished (when none is in progress), builds the
+    /// monolithic files that miss changes, sweeps left-over staging objects, deletes the
+    /// superseded shards whose retention has passed, and sets the next alarm. A failure is logged where it happens and
     /// the runtime retries the alarm.
     async fn alarm(&self) -> worker::Result<Response> {
         self.run_alarm()
@@ -363,6 +455,16 @@ impl ChannelIndex {
     }
 
     async fn answer(&self, request: IndexRequest<'_>) -> ApiResult<Response> {
+        self.live.set(self.live.get() + 1);
+        let _live = OnDrop(|| self.live.set(self.live.get() - 1));
+        if let Some(channel) = request.channel() {
+            if !self.named.replace(true) {
+                self.sql().exec(
+                    "INSERT OR REPLACE INTO channel_name (id, name) VALUES (0, ?)",
+                    vec![channel.into()],
+                )?;
+            }
+        }
         let response = match request {
             IndexRequest::Commit(request) => {
                 Response::from_json(&self.commit(request.into_owned()).await?)
@@ -387,14 +489,40 @@ impl ChannelIndex {
 
     async fn run_alarm(&self) -> ApiResult<()> {
         #[derive(Deserialize)]
-        struct Stale {
-            channel: String,
+        struct Subdir {
             subdir: String,
         }
-        let stale: Vec<Stale> = self.rows("SELECT channel, subdir FROM stale_repodata", None)?;
-        for Stale { channel, subdir } in stale {
-            let _build = self.repodata_builds.lock().await;
-            self.build_repodata_if_stale(&channel, &subdir).await?;
+        // With no request in progress, every mark and intent is unfinished work of one that
+        // died or failed; otherwise the live requests finish their own.
+        let recover = self.live.get() == 0;
+        let behind = self.behind.replace(false);
+        if let Some(channel) = self.channel_name()? {
+            if recover {
+                self.finish_intents(&channel).await?;
+            }
+            let marked = if recover {
+                "SELECT subdir FROM dirty UNION SELECT subdir FROM stale_repodata"
+            } else {
+                "SELECT subdir FROM stale_repodata"
+            };
+            for Subdir { subdir } in self.rows(marked, None)? {
+                if recover {
+                    self.bring_up_to_date(&channel, &subdir, true).await?;
+                } else if behind {
+                    let _build = self.repodata_builds.lock().await;
+                    self.build_repodata_if_stale(&channel, &subdir).await?;
+                }
+            }
+            if self
+                .sweep_at
+                .get()
+                .is_some_and(|at| at <= Date::now().as_millis())
+            {
+                self.sweep_staging(&channel).await?;
+            }
+        } else {
+            // No request named the channel yet: nothing to sweep under, and no sweep to wait for.
+            self.sweep_at.set(None);
         }
 
         let now = Date::now().as_millis();
@@ -416,10 +544,114 @@ impl ChannelIndex {
                 }
             }
         }
-        self.schedule_alarm().await
+        self.schedule_alarm(AlarmWork {
+            behind: self.behind.get(),
+            ..AlarmWork::default()
+        })
+        .await
+    }
+
+    /// The channel this object indexes, once a request has named it.
+    fn channel_name(&self) -> worker::Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            name: String,
+        }
+        Ok(self
+            .rows::<Row>(
+                "SELECT name FROM channel_name \
+                 UNION ALL SELECT channel AS name FROM stale_repodata LIMIT 1",
+                None,
+            )?
+            .into_iter()
+            .next()
+            .map(|row| row.name))
+    }
+
+    /// Finishes the object changes whose request died or failed: an object no record names
+    /// goes, once the artifacts are built without it.
+    async fn finish_intents(&self, channel: &str) -> ApiResult<()> {
+        #[derive(Deserialize)]
+        struct Intent {
+            key: String,
+            action: ObjectIntent,
+            subdir: String,
+            filename: String,
+        }
+        let _write = self.writes.lock().await;
+        let intents: Vec<Intent> = self.rows(
+            "SELECT key, action, subdir, filename FROM pending_objects",
+            None,
+        )?;
+        for intent in intents {
+            let recorded = self.stored(&intent.subdir, &intent.filename)?.is_some();
+            if !keeps_object(intent.action, recorded) {
+                self.bring_up_to_date(channel, &intent.subdir, true).await?;
+                self.bucket()?.delete(&intent.key).await?;
+            }
+            self.sql().exec(
+                "DELETE FROM pending_objects WHERE key = ?",
+                vec![intent.key.as_str().into()],
+            )?;
+            super::log::recovered(intent.action.as_str(), &intent.key, recorded);
+        }
+        Ok(())
+    }
+
+    /// Deletes the channel's staging objects that only an upload that died can have left, and
+    /// notes when to come back for the younger ones.
+    async fn sweep_staging(&self, channel: &str) -> ApiResult<()> {
+        let bucket = self.bucket()?;
+        let grace_ms = self.config()?.staging_grace_ms;
+        let mut next: Option<u64> = None;
+        let mut cursor = None;
+        loop {
+            let mut list = bucket.list().prefix(staging_key(channel, "")).limit(1000);
+            if let Some(cursor) = cursor.take() {
+                list = list.cursor(cursor);
+            }
+            let listed = list.execute().await?;
+            let objects: Vec<(String, u64)> = listed
+                .objects()
+                .iter()
+                .map(|object| (object.key(), object.uploaded().as_millis()))
+                .collect();
+            let expired: Vec<String> = {
+                let in_flight = self.in_flight.borrow();
+                let staged: Vec<Staged> = objects
+                    .iter()
+                    .map(|(key, uploaded)| Staged {
+                        key,
+                        uploaded: *uploaded,
+                        in_flight: in_flight.contains(key),
+                    })
+                    .collect();
+                let (expired, later) = sweep_staging(&staged, Date::now().as_millis(), grace_ms);
+                next = next.into_iter().chain(later).min();
+                expired.into_iter().map(str::to_owned).collect()
+            };
+            if !expired.is_empty() {
+                bucket.delete_multiple(expired).await?;
+            }
+            cursor = listed.cursor().filter(|_| listed.truncated());
+            if cursor.is_none() {
+                break;
+            }
+        }
+        self.sweep_at.set(next);
+        Ok(())
     }
 
     async fn commit(&self, request: CommitRequest) -> ApiResult<CommitOutcome> {
+        let _reading = match &request.source {
+            ObjectSource::Staged { key } => {
+                self.in_flight.borrow_mut().insert(key.clone());
+                Some(OnDrop(|| {
+                    self.in_flight.borrow_mut().remove(key);
+                }))
+            }
+            ObjectSource::Inline { .. } => None,
+        };
         let write = self.writes.lock().await;
         let stored = self.stored(&request.subdir, &request.filename)?;
         let status = commit_status(
@@ -429,9 +661,18 @@ impl ChannelIndex {
             &request.sha256,
             request.force,
         )?;
+        // Set before the marks and intent it would finish, so no prefix of this commit lacks it.
+        self.schedule_alarm(AlarmWork {
+            unfinished: true,
+            ..AlarmWork::default()
+        })
+        .await?;
+        let replaces = stored.is_some();
         if let (CommitStatus::Unchanged, Some((_, record))) = (status, stored) {
+            // A retry heals its package: its name is re-marked (rebuilding a shard whose bytes
+            // are unchanged writes only the shard index) and the subdir brought up to date.
+            self.mark_dirty(&request.subdir, &request.name)?;
             drop(write);
-            // A retry of an upload whose build was cut short still gets its artifacts.
             let repodata = self
                 .bring_up_to_date(&request.channel, &request.subdir, false)
                 .await?;
@@ -441,8 +682,26 @@ impl ChannelIndex {
                 repodata: Some(repodata),
             });
         }
-        // The object is in place before the record that names it.
         let key = file_key(&request.channel, &request.subdir, &request.filename);
+        // The intent is stored before the object is written, and a replaced record goes with
+        // it: whatever is in place if this commit dies, no record names it and the alarm
+        // deletes it.
+        self.intend(
+            &key,
+            ObjectIntent::Place,
+            &request.subdir,
+            &request.filename,
+        )?;
+        if replaces {
+            self.sql().exec(
+                "DELETE FROM packages WHERE subdir = ? AND filename = ?",
+                vec![
+                    request.subdir.as_str().into(),
+                    request.filename.as_str().into(),
+                ],
+            )?;
+            self.mark_changed(&request.channel, &request.subdir, &request.name)?;
+        }
         self.place_object(&request.source, &key, &request.filename)
             .await?;
         // CEP 47: the server's time of indexing, in every record of every artifact.
@@ -451,6 +710,8 @@ impl ChannelIndex {
             .map_err(|e| internal(format!("committed record: {e}")))?;
         record.indexed_timestamp = Some(now);
         let record = record_json(&record);
+        // One synchronous stretch, so stored together: the record, its marks, and the end of
+        // the intent.
         self.sql().exec(
             "INSERT OR REPLACE INTO packages \
              (subdir, filename, name, sha256, record, run_exports, about, indexed_at) \
@@ -467,6 +728,10 @@ impl ChannelIndex {
             ],
         )?;
         self.mark_changed(&request.channel, &request.subdir, &request.name)?;
+        self.sql().exec(
+            "DELETE FROM pending_objects WHERE key = ?",
+            vec![key.as_str().into()],
+        )?;
         drop(write);
         let repodata = if request.build {
             Some(
@@ -485,10 +750,17 @@ impl ChannelIndex {
 
     async fn delete(&self, request: &DeleteRequest) -> ApiResult<DeleteOutcome> {
         let write = self.writes.lock().await;
+        self.schedule_alarm(AlarmWork {
+            unfinished: true,
+            ..AlarmWork::default()
+        })
+        .await?;
         #[derive(Deserialize)]
         struct Row {
             name: String,
         }
+        // The record goes, and the intent to remove its object and the marks are stored, in
+        // one synchronous stretch.
         let rows: Vec<Row> = self.rows(
             "DELETE FROM packages WHERE subdir = ? AND filename = ? RETURNING name",
             vec![
@@ -499,12 +771,22 @@ impl ChannelIndex {
         let Some(row) = rows.into_iter().next() else {
             return Ok(DeleteOutcome { deleted: false });
         };
+        let key = file_key(&request.channel, &request.subdir, &request.filename);
+        self.intend(
+            &key,
+            ObjectIntent::Remove,
+            &request.subdir,
+            &request.filename,
+        )?;
         self.mark_changed(&request.channel, &request.subdir, &row.name)?;
         // The record leaves every artifact before its object goes.
         self.bring_up_to_date(&request.channel, &request.subdir, true)
             .await?;
-        let key = file_key(&request.channel, &request.subdir, &request.filename);
-        self.bucket()?.delete(key).await?;
+        self.bucket()?.delete(&key).await?;
+        self.sql().exec(
+            "DELETE FROM pending_objects WHERE key = ?",
+            vec![key.as_str().into()],
+        )?;
         drop(write);
         Ok(DeleteOutcome { deleted: true })
     }
@@ -519,6 +801,7 @@ impl ChannelIndex {
             "dirty",
             "retired_shards",
             "stale_repodata",
+            "pending_objects",
         ] {
             self.sql().exec(&format!("DELETE FROM {table}"), None)?;
         }
@@ -552,13 +835,25 @@ impl ChannelIndex {
         }
         let subdirs: Vec<String> = {
             let _write = self.writes.lock().await;
+            self.schedule_alarm(AlarmWork {
+                unfinished: true,
+                ..AlarmWork::default()
+            })
+            .await?;
+            // Numbered above every held mark, so that no build under way releases them.
             self.sql().exec(
-                "INSERT OR IGNORE INTO dirty (subdir, name) SELECT DISTINCT subdir, name FROM packages",
+                "INSERT INTO dirty (subdir, name, mark) \
+                 SELECT DISTINCT subdir, name, (SELECT COALESCE(MAX(mark), 0) + 1 FROM dirty) \
+                 FROM packages WHERE true \
+                 ON CONFLICT (subdir, name) DO UPDATE SET mark = excluded.mark",
                 None,
             )?;
             self.sql().exec(
-                "INSERT OR IGNORE INTO stale_repodata (subdir, channel, since) \
-                 SELECT DISTINCT subdir, ?, ? FROM packages",
+                "INSERT INTO stale_repodata (subdir, channel, since, mark) \
+                 SELECT DISTINCT subdir, ?, ?, \
+                   (SELECT COALESCE(MAX(mark), 0) + 1 FROM stale_repodata) \
+                 FROM packages WHERE true \
+                 ON CONFLICT (subdir) DO UPDATE SET mark = excluded.mark",
                 vec![channel.into(), millis(Date::now().as_millis())?],
             )?;
             self.rows::<Subdir>("SELECT subdir FROM stale_repodata ORDER BY subdir", None)?
@@ -638,15 +933,48 @@ impl ChannelIndex {
 
     /// Records that `name` in `subdir` changed: its shard and the monolithic files are stale.
     fn mark_changed(&self, channel: &str, subdir: &str, name: &str) -> worker::Result<()> {
+        self.mark_dirty(subdir, name)?;
         self.sql().exec(
-            "INSERT OR IGNORE INTO dirty (subdir, name) VALUES (?, ?)",
-            vec![subdir.into(), name.into()],
-        )?;
-        self.sql().exec(
-            "INSERT OR IGNORE INTO stale_repodata (subdir, channel, since) VALUES (?, ?, ?)",
+            "INSERT INTO stale_repodata (subdir, channel, since, mark) \
+             VALUES (?, ?, ?, (SELECT COALESCE(MAX(mark), 0) + 1 FROM stale_repodata)) \
+             ON CONFLICT (subdir) DO UPDATE SET mark = excluded.mark",
             vec![
                 subdir.into(),
                 channel.into(),
+                millis(Date::now().as_millis())?,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Marks `name`'s shard stale, numbered above every mark held: a build under way, which
+    /// claimed an older number, leaves it for the next one.
+    fn mark_dirty(&self, subdir: &str, name: &str) -> worker::Result<()> {
+        self.sql().exec(
+            "INSERT INTO dirty (subdir, name, mark) \
+             VALUES (?, ?, (SELECT COALESCE(MAX(mark), 0) + 1 FROM dirty)) \
+             ON CONFLICT (subdir, name) DO UPDATE SET mark = excluded.mark",
+            vec![subdir.into(), name.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Stores what is about to happen to a package object, before it does.
+    fn intend(
+        &self,
+        key: &str,
+        intent: ObjectIntent,
+        subdir: &str,
+        filename: &str,
+    ) -> worker::Result<()> {
+        self.sql().exec(
+            "INSERT OR REPLACE INTO pending_objects (key, action, subdir, filename, since) \
+             VALUES (?, ?, ?, ?, ?)",
+            vec![
+                key.into(),
+                intent.as_str().into(),
+                subdir.into(),
+                filename.into(),
                 millis(Date::now().as_millis())?,
             ],
         )?;
