@@ -14,6 +14,7 @@
 //   check <channel> [--repair] [--url URL]  (the consistency check of a channel's objects, rows
 //                                        and index files, through the running Worker; needs a
 //                                        site admin's CONDAFLARE_API_KEY)
+//   check --all [--repair] [--url URL]  (every channel in turn; exits 1 if any is inconsistent)
 //   member add <channel> <user> --role owner|member
 //   member remove <channel> <user>      member list <channel>
 //
@@ -218,9 +219,26 @@ const workerCommands = {
   async check(flags, args) {
     const url = option(args, "--url") ?? "http://127.0.0.1:8787";
     const repair = option(args, "--repair", { boolean: true });
+    const all = option(args, "--all", { boolean: true });
+    const query = repair ? "?repair=true" : "";
+    if (all) {
+      positional(args, 0, "check --all [--repair] [--url URL]");
+      // A site admin sees every channel, private ones included.
+      const { channels } = await api(url, "GET", "/api/v1/channels");
+      const reports = [];
+      for (const { name } of channels) reports.push(await api(url, "POST", `/api/v1/channels/${name}/check${query}`));
+      const consistent = reports.every((report) => report.consistent);
+      const inconsistent = reports.filter((report) => !report.consistent).length;
+      return {
+        result: { consistent, channels: reports },
+        text: [...reports.map(checkText), `${reports.length} channels checked, ${inconsistent} inconsistent`].join("\n"),
+        // Scripts and cron jobs can tell a damaged deployment by the exit code alone.
+        status: consistent ? 0 : 1,
+      };
+    }
     const [channel] = positional(args, 1, "check <channel> [--repair] [--url URL]");
     checkChannelName(channel);
-    const report = await api(url, "POST", `/api/v1/channels/${channel}/check${repair ? "?repair=true" : ""}`);
+    const report = await api(url, "POST", `/api/v1/channels/${channel}/check${query}`);
     return { result: report, text: checkText(report) };
   },
 };
@@ -253,8 +271,9 @@ async function main() {
   // Everything else, including unknown commands and their usage, is the native binary's.
   if (!command) process.exit(native(argv));
   try {
-    const { result, text } = await command(flags, rest.slice(single ? 1 : 2));
+    const { result, text, status = 0 } = await command(flags, rest.slice(single ? 1 : 2));
     console.log(flags.json ? JSON.stringify(result) : text);
+    process.exitCode = status;
   } catch (error) {
     console.error(`error: ${error.message}`);
     process.exit(error instanceof UsageError ? 2 : 1);

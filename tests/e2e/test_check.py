@@ -10,9 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from artifacts import get
 from conftest import upload_raw
-from harness import ROOT, running_server
+from harness import ROOT, AdminError, running_server
 from pkgbuild import build_tar_bz2
 
 
@@ -113,6 +115,10 @@ def test_check_reports_damage_and_repair_fixes_it(tmp_path):
         assert found["findings"]["record_without_object"]["examples"] == [f"noarch/{packages['beta'][0]}: no object"]
         assert found["findings"]["repodata_mismatch"]["examples"] == ["linux-64/repodata.json: differs"]
         assert found["findings"]["stale_staging"]["examples"] == [f".staging/{CHANNEL}/old-upload"]
+        # `check --all` checks every channel and exits 1 when any is inconsistent.
+        with pytest.raises(AdminError) as failed:
+            server.admin("check", "--all", "--url", server.url, env=env)
+        assert failed.value.code == 1
         # The API answers the same; without --json the command prints each kind and its count.
         assert counts(check(server, admin)) == counts(found)
         text = subprocess.run(
@@ -147,4 +153,7 @@ def test_check_reports_damage_and_repair_fixes_it(tmp_path):
         assert clean["consistent"] and clean["findings"] == {}, clean
 
         assert clean["pending"] == {"dirty_names": 0, "stale_subdirs": []}
+        everything = server.admin("check", "--all", "--url", server.url, env=env)
+        assert everything["consistent"]
+        assert [report["channel"] for report in everything["channels"]] == [CHANNEL]
         assert clean["repaired"] == {"names_marked": 0, "subdirs_rebuilt": [], "objects_deleted": 0, "staging_deleted": 0}
