@@ -3,6 +3,7 @@ orphan something, then started again on the same state: nothing acknowledged is 
 package object is left without its record, and no staging object is left behind."""
 
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from artifacts import INDEX_FILES, get, records_from_shards
+from artifacts import INDEX_FILES, get, records_from_shards, wait_for_repodata
 from conftest import upload_raw
 from harness import KillableServer
 from pkgbuild import build_tar_bz2
@@ -181,3 +182,162 @@ def test_a_staging_object_left_by_a_kill_is_swept_after_a_restart(crashable, lar
         lambda: not [key for key in server.r2_keys() if key.startswith(".staging/")],
         message="the staging object is still there",
     )
+
+
+# The rounds `npm test` runs; `CRASH_ROUNDS` raises them (`npm run crash` runs 20).
+CRASH_ROUNDS = int(os.environ.get("CRASH_ROUNDS", "4"))
+# Set to replay a failed run: its seed is printed.
+CRASH_SEED = int(os.environ.get("CRASH_SEED", str(random.SystemRandom().randrange(1 << 32))))
+# A few names, so that uploads, deletes and builds of one round share shards.
+ROUND_NAMES = ("rone", "rtwo", "rthree", "rfour", "rfive")
+UPLOADS_PER_ROUND = 10
+DELETES_PER_ROUND = 3
+
+
+def check_report(server, admin_key: str) -> dict:
+    response = server.api("POST", f"channels/{CHANNEL}/check", admin_key)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashable):
+    """Round after round, uploads, deletes and a rebuild run together against one channel and
+    the server is killed (`kill -9` of its process group) at a random moment: after a random
+    number of answers, or a random time into the round. After each restart, every acknowledged
+    upload not deleted since is in its shard, every acknowledged delete is gone, the check finds
+    no record without its object, one `check --repair` leaves nothing to report, and
+    repodata.json catches up with the shards."""
+    rng = random.Random(CRASH_SEED)
+    print(f"\ncrash rounds: {CRASH_ROUNDS}, seed {CRASH_SEED} (CRASH_SEED={CRASH_SEED} replays it)")
+    server = crashable.start()
+    auth = open_channel(server)
+    server.admin("user", "create", "root", "--admin")
+    admin_key = server.admin("key", "create", "root")["key"]
+    admin_env = {"CONDAFLARE_API_KEY": admin_key}
+
+    present: set[str] = set()  # acknowledged uploads not deleted since
+    deleted: set[str] = set()  # acknowledged deletes
+    summaries: list[str] = []
+    failures: list[str] = []
+
+    for round_number in range(CRASH_ROUNDS):
+        # Records of 30 KB make each build take a while, so that kills land inside them.
+        uploads = [
+            build_tar_bz2(rng.choice(ROUND_NAMES), version=f"{round_number}.{i}",
+                          index_overrides={"description": "r" * 30_000})
+            for i in range(UPLOADS_PER_ROUND)
+        ]
+        deletes = rng.sample(sorted(present), min(DELETES_PER_ROUND, len(present)))
+        # Until its answer comes, a delete may or may not have happened.
+        present -= set(deletes)
+        answers: dict[str, int | str] = {}
+        lock = threading.Lock()
+
+        def upload(filename, data):
+            try:
+                status = upload_raw(server, CHANNEL, filename, data, headers=auth).status_code
+            except requests.RequestException:
+                status = "none"
+            with lock:
+                answers[f"upload {filename}"] = status
+
+        def delete(filename):
+            try:
+                status = server.api("DELETE", f"delete/{CHANNEL}/noarch/{filename}", headers=auth).status_code
+            except requests.RequestException:
+                status = "none"
+            with lock:
+                answers[f"delete {filename}"] = status
+
+        def rebuild():
+            try:
+                status = server.api("POST", f"channels/{CHANNEL}/rebuild", admin_key).status_code
+            except requests.RequestException:
+                status = "none"
+            with lock:
+                answers["rebuild"] = status
+
+        work = [(upload, package) for package in uploads] + [(delete, (f,)) for f in deletes] + [(rebuild, ())]
+        rng.shuffle(work)
+        total = len(work)
+        # Killed just after the k-th answer, while the others are in flight, or at a random time.
+        if rng.random() < 0.6:
+            after_answers, after_seconds = rng.randint(1, total - 1), rng.uniform(0, 0.05)
+            moment = f"{after_seconds * 1000:.0f} ms after answer {after_answers} of {total}"
+        else:
+            after_answers, after_seconds = 0, rng.uniform(0.05, 2.0)
+            moment = f"{after_seconds:.2f} s in"
+        pool = ThreadPoolExecutor(max_workers=total)
+        started = time.monotonic()
+        for function, args in work:
+            pool.submit(function, *args)
+        if after_answers:
+            deadline = started + 60
+            while len(answers) < after_answers and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(after_seconds)
+        else:
+            time.sleep(max(0.0, started + after_seconds - time.monotonic()))
+        crashable.stop()
+        pool.shutdown(wait=True)
+
+        acknowledged = {key.split(" ", 1)[1] for key, status in answers.items()
+                        if key.startswith("upload ") and status in (200, 201)}
+        gone = {key.split(" ", 1)[1] for key, status in answers.items() if key.startswith("delete ") and status == 200}
+        unexpected = {key: status for key, status in answers.items() if status not in (200, 201, "none")}
+        if unexpected:
+            failures.append(f"round {round_number}: unexpected answers {unexpected}")
+        present |= acknowledged
+        deleted |= gone
+
+        server = crashable.start()
+        # The restarted object's alarm builds whatever the killed one had marked.
+        state = {}
+
+        def settled():
+            state["shards"] = set(records_from_shards(server, CHANNEL, "noarch")["packages"])
+            return present <= state["shards"] and not deleted & state["shards"]
+
+        deadline = time.monotonic() + 30
+        while not settled() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not present <= state["shards"]:
+            failures.append(f"round {round_number}: acknowledged uploads missing from their shards: "
+                            f"{sorted(present - state['shards'])}")
+        if deleted & state["shards"]:
+            failures.append(f"round {round_number}: acknowledged deletes still in shards: {sorted(deleted & state['shards'])}")
+
+        found = check_report(server, admin_key)
+        kinds = {kind: finding["count"] for kind, finding in found["findings"].items()}
+        if kinds.get("record_without_object"):
+            failures.append(f"round {round_number}: records without objects: {found['findings']['record_without_object']}")
+        repaired = server.admin("check", CHANNEL, "--repair", "--url", server.url, env=admin_env)
+        after = check_report(server, admin_key)
+        if not after["consistent"]:
+            failures.append(f"round {round_number}: after one repair the check still finds {after['findings']}")
+        objects = package_objects(server)
+        if not present <= objects or deleted & objects:
+            failures.append(f"round {round_number}: objects missing {sorted(present - objects)}, "
+                            f"left {sorted(deleted & objects)}")
+
+        wait_for_repodata(server, CHANNEL)
+        in_repodata = listed(server)[0]
+        if not present <= in_repodata or deleted & in_repodata:
+            failures.append(f"round {round_number}: repodata.json misses {sorted(present - in_repodata)}, "
+                            f"still lists {sorted(deleted & in_repodata)}")
+
+        summary = (
+            f"round {round_number}: killed {moment}; {len(answers)} of {total} answered "
+            f"({len(acknowledged)} uploads, {len(gone)} deletes, rebuild {answers.get('rebuild', 'none')}); "
+            f"check before repair: {kinds or 'nothing'}, pending {found['pending']}; "
+            f"repair: {repaired['repaired']}"
+        )
+        print(summary)
+        summaries.append(summary)
+
+    found_before = {}
+    for summary in summaries:
+        found_before[summary.split(":")[0]] = summary.split("check before repair: ")[1].split(";")[0]
+    print(f"{CRASH_ROUNDS} rounds, seed {CRASH_SEED}: {len(present)} packages present, {len(deleted)} deleted; "
+          f"found before repair: {found_before}")
+    assert not failures, "\n".join([f"seed {CRASH_SEED}", *failures, *summaries])
