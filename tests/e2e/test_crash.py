@@ -215,6 +215,7 @@ def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashab
     admin_key = server.admin("key", "create", "root")["key"]
     admin_env = {"CONDAFLARE_API_KEY": admin_key}
 
+    round_seconds = 1.5  # how long a round's work took, last time all of it was answered
     present: set[str] = set()  # acknowledged uploads not deleted since
     deleted: set[str] = set()  # acknowledged deletes
     summaries: list[str] = []
@@ -231,31 +232,35 @@ def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashab
         # Until its answer comes, a delete may or may not have happened.
         present -= set(deletes)
         answers: dict[str, int | str] = {}
+        answered_at: list[float] = []  # seconds into the round
         lock = threading.Lock()
+
+        def record(what, status):
+            with lock:
+                answers[what] = status
+                if status != "none":
+                    answered_at.append(time.monotonic() - started)
 
         def upload(filename, data):
             try:
                 status = upload_raw(server, CHANNEL, filename, data, headers=auth).status_code
             except requests.RequestException:
                 status = "none"
-            with lock:
-                answers[f"upload {filename}"] = status
+            record(f"upload {filename}", status)
 
         def delete(filename):
             try:
                 status = server.api("DELETE", f"delete/{CHANNEL}/noarch/{filename}", headers=auth).status_code
             except requests.RequestException:
                 status = "none"
-            with lock:
-                answers[f"delete {filename}"] = status
+            record(f"delete {filename}", status)
 
         def rebuild():
             try:
                 status = server.api("POST", f"channels/{CHANNEL}/rebuild", admin_key).status_code
             except requests.RequestException:
                 status = "none"
-            with lock:
-                answers["rebuild"] = status
+            record("rebuild", status)
 
         work = [(upload, package) for package in uploads] + [(delete, (f,)) for f in deletes] + [(rebuild, ())]
         rng.shuffle(work)
@@ -265,7 +270,8 @@ def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashab
             after_answers, after_seconds = rng.randint(1, total - 1), rng.uniform(0, 0.05)
             moment = f"{after_seconds * 1000:.0f} ms after answer {after_answers} of {total}"
         else:
-            after_answers, after_seconds = 0, rng.uniform(0.05, 2.0)
+            # Within the time a round takes when nothing kills it.
+            after_answers, after_seconds = 0, rng.uniform(0.02, 1.0) * round_seconds
             moment = f"{after_seconds:.2f} s in"
         pool = ThreadPoolExecutor(max_workers=total)
         started = time.monotonic()
@@ -280,6 +286,8 @@ def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashab
             time.sleep(max(0.0, started + after_seconds - time.monotonic()))
         crashable.stop()
         pool.shutdown(wait=True)
+        if len(answered_at) == total:
+            round_seconds = max(answered_at)
 
         acknowledged = {key.split(" ", 1)[1] for key, status in answers.items()
                         if key.startswith("upload ") and status in (200, 201)}
@@ -291,7 +299,12 @@ def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashab
         deleted |= gone
 
         server = crashable.start()
-        # The restarted object's alarm builds whatever the killed one had marked.
+        # At once, before the restarted object's alarm has finished what the killed one left.
+        found = check_report(server, admin_key)
+        kinds = {kind: finding["count"] for kind, finding in found["findings"].items()}
+        if kinds.get("record_without_object"):
+            failures.append(f"round {round_number}: records without objects: {found['findings']['record_without_object']}")
+        # The alarm builds whatever the killed object had marked.
         state = {}
 
         def settled():
@@ -307,10 +320,6 @@ def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashab
         if deleted & state["shards"]:
             failures.append(f"round {round_number}: acknowledged deletes still in shards: {sorted(deleted & state['shards'])}")
 
-        found = check_report(server, admin_key)
-        kinds = {kind: finding["count"] for kind, finding in found["findings"].items()}
-        if kinds.get("record_without_object"):
-            failures.append(f"round {round_number}: records without objects: {found['findings']['record_without_object']}")
         repaired = server.admin("check", CHANNEL, "--repair", "--url", server.url, env=admin_env)
         after = check_report(server, admin_key)
         if not after["consistent"]:
@@ -320,14 +329,18 @@ def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashab
             failures.append(f"round {round_number}: objects missing {sorted(present - objects)}, "
                             f"left {sorted(deleted & objects)}")
 
-        wait_for_repodata(server, CHANNEL)
+        try:
+            wait_for_repodata(server, CHANNEL, timeout=30)
+        except AssertionError as error:
+            failures.append(f"round {round_number}: {error}")
         in_repodata = listed(server)[0]
         if not present <= in_repodata or deleted & in_repodata:
             failures.append(f"round {round_number}: repodata.json misses {sorted(present - in_repodata)}, "
                             f"still lists {sorted(deleted & in_repodata)}")
 
         summary = (
-            f"round {round_number}: killed {moment}; {len(answers)} of {total} answered "
+            f"round {round_number}: killed {moment}; {len(answered_at)} of {total} answered "
+            f"(from {min(answered_at, default=0):.2f} to {max(answered_at, default=0):.2f} s) "
             f"({len(acknowledged)} uploads, {len(gone)} deletes, rebuild {answers.get('rebuild', 'none')}); "
             f"check before repair: {kinds or 'nothing'}, pending {found['pending']}; "
             f"repair: {repaired['repaired']}"
