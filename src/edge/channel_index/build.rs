@@ -9,7 +9,7 @@ use super::super::object_writer::ObjectWriter;
 use super::super::storage::file_key;
 use super::{metadata, millis, ChannelIndex, Freshness};
 use crate::index_plan::{
-    alarm_due, keeps_shard_index, moves_alarm, releases, shard_update, AlarmWork, Pages,
+    alarm_due, keeps_shard_index, moves_alarm, releases, shard_update, AlarmWork, Page, Pages,
     ShardUpdate,
 };
 use crate::repodata::{run_exports_entry, IndexWriter, REPODATA_ZSTD_LEVEL};
@@ -61,7 +61,30 @@ impl Monolithic<'_> {
     }
 }
 
+/// A row as the monolithic files list it.
+#[derive(Deserialize)]
+pub(super) struct PageRow {
+    pub filename: String,
+    pub record: String,
+    pub run_exports: Option<String>,
+}
+
 impl ChannelIndex {
+    /// One page of a subdir's rows, in the order repodata.json lists them.
+    pub(super) fn page_rows(&self, subdir: &str, page: &Page<'_>) -> ApiResult<Vec<PageRow>> {
+        Ok(self.rows(
+            "SELECT filename, record, run_exports FROM packages \
+             WHERE subdir = ? AND filename > ? AND (filename GLOB '*.conda') = ? \
+             ORDER BY filename LIMIT ?",
+            vec![
+                subdir.into(),
+                page.after.into(),
+                SqlStorageValue::try_from_i64(page.conda.into())?,
+                SqlStorageValue::try_from_i64(page.limit as i64)?,
+            ],
+        )?)
+    }
+
     /// Brings the artifacts of `subdir` up to date with its rows: the shards of changed names
     /// and the shard index always, the monolithic files if no build of them is running or if
     /// `wait` (otherwise the alarm builds them next, and this answers `Pending`).
@@ -263,12 +286,6 @@ impl ChannelIndex {
     /// Memory stays bounded whatever the subdir's size: rows are read a page at a time, the
     /// documents are handed on every [`FLUSH_BYTES`], and each object holds at most one part.
     async fn build_monolithic(&self, channel: &str, subdir: &str) -> ApiResult<()> {
-        #[derive(Deserialize)]
-        struct Row {
-            filename: String,
-            record: String,
-            run_exports: Option<String>,
-        }
         let bucket = self.bucket()?;
         let part_bytes = self.config()?.r2_part_bytes;
         let object = |name: &str, content_type| {
@@ -292,17 +309,7 @@ impl ChannelIndex {
 
         let mut pages = Pages::default();
         while let Some(page) = pages.next() {
-            let rows: Vec<Row> = self.rows(
-                "SELECT filename, record, run_exports FROM packages \
-                     WHERE subdir = ? AND filename > ? AND (filename GLOB '*.conda') = ? \
-                     ORDER BY filename LIMIT ?",
-                vec![
-                    subdir.into(),
-                    page.after.into(),
-                    SqlStorageValue::try_from_i64(page.conda.into())?,
-                    SqlStorageValue::try_from_i64(page.limit as i64)?,
-                ],
-            )?;
+            let rows = self.page_rows(subdir, &page)?;
             for row in &rows {
                 out.repodata.push(&row.filename, &row.record);
                 out.run_exports.push(

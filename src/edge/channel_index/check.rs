@@ -345,29 +345,13 @@ impl ChannelIndex {
         listing: &Listing,
         check: &mut Check,
     ) -> ApiResult<()> {
-        #[derive(Deserialize)]
-        struct Row {
-            filename: String,
-            record: String,
-            run_exports: Option<String>,
-        }
         let mut repodata = IndexWriter::repodata(subdir);
         let mut run_exports = IndexWriter::run_exports(subdir);
         let (mut repodata_hash, mut run_exports_hash) = (Sha256::new(), Sha256::new());
         let mut any_rows = false;
         let mut pages = Pages::default();
         while let Some(page) = pages.next() {
-            let rows: Vec<Row> = self.rows(
-                "SELECT filename, record, run_exports FROM packages \
-                     WHERE subdir = ? AND filename > ? AND (filename GLOB '*.conda') = ? \
-                     ORDER BY filename LIMIT ?",
-                vec![
-                    subdir.into(),
-                    page.after.into(),
-                    SqlStorageValue::try_from_i64(page.conda.into())?,
-                    SqlStorageValue::try_from_i64(page.limit as i64)?,
-                ],
-            )?;
+            let rows = self.page_rows(subdir, &page)?;
             for row in &rows {
                 repodata.push(&row.filename, &row.record);
                 run_exports.push(
