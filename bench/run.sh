@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # npm run bench [-- <name>...]: builds the Worker, installs wrk, nginx and quetz if missing, and
-# runs the named benches (all of them by default): serve, publish, scale. Each prints its
+# runs the named benches (all of them by default): serve, publish, scale, check. Each prints its
 # figures next to a baseline measured in the same run. The solve comparison needs the 100k-record
-# channel that scale builds, so it is scale's last part (`solve` is another name for it).
+# channel that scale builds, so it is scale's last part (`solve` is another name for it). check
+# times the consistency check on a 100k-record channel against a full rebuild of it
+# (CHECK_PACKAGES / CHECK_NAMES for a smaller one).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/setup.sh"
 cd "$ROOT"
@@ -18,7 +20,7 @@ VENV=$(bash scripts/test-venv.sh)
 bash bench/quetz-venv.sh >/dev/null
 
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(serve publish scale)
+[ ${#benches[@]} -gt 0 ] || benches=(serve publish scale check)
 for bench in "${benches[@]}"; do
     [ "$bench" = solve ] && bench=scale
     echo "== bench: $bench"

@@ -13,10 +13,6 @@ use crate::names::{ChannelFile, INDEX_FILES};
 /// How many examples each kind of disagreement reports.
 pub const EXAMPLES: usize = 5;
 
-/// How old a staging object must be before the check calls it stale: older than any upload
-/// still in progress.
-pub const DEFAULT_STAGING_GRACE_SECONDS: u64 = 3600;
-
 /// A kind of disagreement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -246,12 +242,11 @@ impl Check {
         self.orphans.push(key);
     }
 
-    /// A staging object uploaded at `uploaded` (ms): stale once the grace period has passed.
-    pub fn staging(&mut self, key: String, uploaded: u64, now: u64, grace_ms: u64) {
-        if uploaded.saturating_add(grace_ms) <= now {
-            self.found(Kind::StaleStaging, "", key.clone());
-            self.staging.push(key);
-        }
+    /// A staging object that only an upload that died can have left: the one the alarm's sweep
+    /// would delete ([`crate::index_plan::sweep_staging`], `STAGING_GRACE_SECONDS`).
+    pub fn stale_staging(&mut self, key: String) {
+        self.found(Kind::StaleStaging, "", key.clone());
+        self.staging.push(key);
     }
 
     /// The subdirs a repair rebuilds: those with a rebuildable finding or a name to build.
@@ -344,31 +339,26 @@ pub fn read_shard_index(compressed: &[u8]) -> Result<BTreeMap<String, String>, S
         .collect()
 }
 
-/// The check's options, from the request's query: `repair=true|1`, `staging_grace_seconds=N`.
+/// The check's options, from the request's query: `repair=true|1|false|0`. How old a stale
+/// staging object is, is not an option: the check and the alarm's sweep read the one setting,
+/// `STAGING_GRACE_SECONDS`, so the check reports what the sweep would delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckOptions {
     pub repair: bool,
-    pub staging_grace_seconds: u64,
 }
 
 impl CheckOptions {
     pub fn from_query<K: AsRef<str>, V: AsRef<str>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, String> {
-        let mut options = CheckOptions {
-            repair: false,
-            staging_grace_seconds: DEFAULT_STAGING_GRACE_SECONDS,
-        };
+        let mut options = CheckOptions { repair: false };
         for (key, value) in pairs {
-            let value = value.as_ref();
-            match key.as_ref() {
-                "repair" => options.repair = value == "true" || value == "1",
-                "staging_grace_seconds" => {
-                    options.staging_grace_seconds = value.parse().map_err(|_| {
-                        format!("staging_grace_seconds must be a whole number, not {value:?}")
-                    })?
-                }
-                _ => {}
+            if key.as_ref() == "repair" {
+                options.repair = match value.as_ref() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => return Err(format!("repair must be true or false, not {other:?}")),
+                };
             }
         }
         Ok(options)
@@ -400,7 +390,6 @@ mod tests {
         check.shard_index("linux-64", &BTreeMap::new(), None);
         check.document("noarch", "repodata.json", Some([1; 32]), [1; 32]);
         check.record("noarch", "a-1-0.conda", Some(10), Some(10));
-        check.staging(".staging/c/x".into(), 1_000, 2_000, 5_000);
         let report = check.report(Pending::default());
         assert!(report.consistent);
         assert!(report.findings.is_empty());
@@ -461,8 +450,7 @@ mod tests {
         check.record("noarch", "a-1-0.conda", Some(10), None);
         check.record("noarch", "b-1-0.conda", Some(10), Some(9));
         check.orphan("c/noarch/z-1-0.conda".into());
-        check.staging(".staging/c/old".into(), 1_000, 10_000, 5_000);
-        check.staging(".staging/c/new".into(), 9_000, 10_000, 5_000);
+        check.stale_staging(".staging/c/old".into());
         let report = check.report(Pending::default());
         assert!(!report.consistent);
         assert_eq!(report.findings[&Kind::RepodataMismatch].count, 2);
@@ -545,15 +533,14 @@ mod tests {
         let none: [(&str, &str); 0] = [];
         assert_eq!(
             CheckOptions::from_query(none).unwrap(),
-            CheckOptions {
-                repair: false,
-                staging_grace_seconds: 3600
-            }
+            CheckOptions { repair: false }
         );
-        let options =
-            CheckOptions::from_query([("repair", "true"), ("staging_grace_seconds", "2")]).unwrap();
-        assert!(options.repair);
-        assert_eq!(options.staging_grace_seconds, 2);
-        assert!(CheckOptions::from_query([("staging_grace_seconds", "-1")]).is_err());
+        assert!(
+            CheckOptions::from_query([("repair", "true")])
+                .unwrap()
+                .repair
+        );
+        assert!(!CheckOptions::from_query([("repair", "0")]).unwrap().repair);
+        assert!(CheckOptions::from_query([("repair", "yes")]).is_err());
     }
 }

@@ -17,7 +17,7 @@
 //! | DELETE | /api/v1/keys/<id>                     | a key without limits (own keys; admins any) |
 //! | GET    | /api/v1/channels/<c>/stats            | site admins                  |
 //! | POST   | /api/v1/channels/<c>/rebuild          | site admins                  |
-//! | POST   | /api/v1/channels/<c>/check            | site admins (`?repair=true`, `?staging_grace_seconds=N`) |
+//! | POST   | /api/v1/channels/<c>/check            | site admins (`?repair=true`) |
 
 use serde::{Deserialize, Serialize};
 use worker::{Date, Response};

@@ -15,6 +15,10 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
+# The checkout whose built Worker (build/, wrangler.toml, migrations/) the server runs: this one,
+# or another commit's worktree (built there with `npm run build`) given in CONDAFLARE_WORKER_DIR,
+# to run the same tests against older code, e.g. to show that a test fails there.
+WORKER_DIR = Path(os.environ.get("CONDAFLARE_WORKER_DIR", ROOT)).resolve()
 
 
 def free_port() -> int:
@@ -54,12 +58,12 @@ class Server:
                 keys.update(conn.execute("SELECT key, size FROM _mf_objects").fetchall())
         return keys
 
-    def api(self, method: str, path: str, key: str | None = None, **kwargs) -> requests.Response:
+    def api(self, method: str, path: str, key: str | None = None, timeout: float = 30, **kwargs) -> requests.Response:
         """A call to the management API, with the key as Bearer token."""
         headers = kwargs.pop("headers", {})
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        return requests.request(method, f"{self.url}/api/v1/{path}", headers=headers, timeout=30, **kwargs)
+        return requests.request(method, f"{self.url}/api/v1/{path}", headers=headers, timeout=timeout, **kwargs)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -125,7 +129,7 @@ class KillableServer:
         self.proc: subprocess.Popen | None = None
         subprocess.run(
             ["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", str(state)],
-            cwd=ROOT,
+            cwd=WORKER_DIR,
             check=True,
             capture_output=True,
         )
@@ -141,7 +145,7 @@ class KillableServer:
                     "--inspector-port", str(free_port()), "--persist-to", str(self.state),
                     *var_args, "--log-level", "log", "--show-interactive-dev-session=false",
                 ],
-                cwd=ROOT,
+                cwd=WORKER_DIR,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

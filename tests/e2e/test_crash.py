@@ -59,24 +59,27 @@ def in_background(server, filename, data, auth) -> threading.Thread:
     return thread
 
 
-def kill_when(crashable, server, appears, timeout: float = 60) -> None:
-    """Kills the server as soon as an R2 key for which `appears` holds is stored."""
+def kill_when(crashable, server, holds, timeout: float = 60) -> dict[str, int]:
+    """Kills the server as soon as `holds` is true of the R2 keys stored; returns those keys."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if any(appears(key) for key in server.r2_keys()):
+            keys = server.r2_keys()
+            if holds(keys):
                 break
         except sqlite3.OperationalError:  # the store is being written
             pass
-        assert time.monotonic() < deadline, "the key never appeared"
+        assert time.monotonic() < deadline, "the keys never appeared"
         time.sleep(0.002)
     crashable.stop()
+    return keys
 
 
-def eventually(check, timeout: float = 40, message: str = "") -> None:
+def eventually(check, timeout: float = 40, message=lambda: "") -> None:
+    """Waits for `check` to hold; `message` says, when it never does, what was last seen."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, message
+        assert time.monotonic() < deadline, message()
         time.sleep(0.5)
 
 
@@ -87,22 +90,37 @@ def listed(server, subdir: str = "noarch") -> tuple[set[str], set[str]]:
     return repodata, set(records_from_shards(server, CHANNEL, subdir)["packages"])
 
 
-def package_objects(server) -> set[str]:
+def package_objects_in(keys) -> set[str]:
     return {
-        key.split("/", 2)[2] for key in server.r2_keys()
+        key.split("/", 2)[2] for key in keys
         if key.startswith(f"{CHANNEL}/noarch/") and key.split("/", 2)[2] not in INDEX_FILES and "/shards/" not in key
     }
 
 
+def package_objects(server) -> set[str]:
+    return package_objects_in(server.r2_keys())
+
+
+def shard_keys(keys) -> list[str]:
+    return [key for key in keys if key.startswith(f"{CHANNEL}/noarch/shards/")]
+
+
 def test_acknowledged_and_retried_uploads_survive_a_kill_during_a_burst(crashable):
-    """A burst of uploads, the server killed in the middle; after a restart, the clients retry
-    what was not acknowledged and one more upload comes: every package is in its shard and in
-    repodata.json, which agree. Whether the kill lands inside a shard build varies from run to
-    run, so this catches a lost mark only in some runs."""
+    """A burst of 50 uploads of distinct names, the server killed the moment a shard is stored
+    while at least 5 stored packages have none yet: a shard build is then under way with more
+    names to write (the window in which a build that claims its names before writing them
+    loses them). After a restart, the clients retry what was not acknowledged and one more
+    upload comes: every package is in its shard and in repodata.json, which agree."""
     server = crashable.start()
     auth = open_channel(server)
-    # Records of 100 KB make builds take a while, so that the kill finds some under way.
-    packages = [build_tar_bz2(f"burst{i}", index_overrides={"description": "b" * 100_000}) for i in range(50)]
+    # Records of 150 KB of text that compresses poorly make each shard slow to build (zstd 19),
+    # so that uploads pile up while one is built and the next build has many names to write.
+    text = random.Random(0)
+    packages = [
+        build_tar_bz2(f"burst{i}", index_overrides={
+            "description": "".join(text.choices("abcdefghijklmnopqrstuvwxyz ", k=150_000))})
+        for i in range(50)
+    ]
     acknowledged: list[str] = []
 
     def upload(package):
@@ -115,17 +133,20 @@ def test_acknowledged_and_retried_uploads_survive_a_kill_during_a_burst(crashabl
             acknowledged.append(filename)
 
     pool = ThreadPoolExecutor(max_workers=len(packages))
-    for package in packages:
-        pool.submit(upload, package)
-    deadline = time.monotonic() + 60
-    # Killed at the first answer, when builds are under way. Coalesced builds may answer the
-    # whole burst at once on a quiet machine; the restart, retries and checks below hold either way.
-    while not acknowledged:
-        assert time.monotonic() < deadline, "no upload was acknowledged"
-        time.sleep(0.002)
-    crashable.stop()
+    futures = [pool.submit(upload, package) for package in packages]
+    shards_seen = [0]
+
+    def mid_build(keys) -> bool:
+        shards, waiting = len(shard_keys(keys)), len(package_objects_in(keys)) - len(shard_keys(keys))
+        appeared, shards_seen[0] = shards > shards_seen[0], shards
+        # Should the burst end without such a moment (every build keeping up), the kill comes
+        # after it, and the test checks the restart alone.
+        return appeared and waiting >= 5 or all(future.done() for future in futures)
+
+    keys = kill_when(crashable, server, mid_build)
     pool.shutdown(wait=True)
-    print(f"{len(acknowledged)} of {len(packages)} uploads acknowledged before the kill")
+    print(f"\nkilled with {len(shard_keys(keys))} shards and {len(package_objects_in(keys))} package objects "
+          f"stored; {len(acknowledged)} of {len(packages)} uploads acknowledged")
 
     server = crashable.start()
     # What a client does with an upload that got no answer: it sends it again.
@@ -142,8 +163,8 @@ def test_acknowledged_and_retried_uploads_survive_a_kill_during_a_burst(crashabl
         state["repodata"], state["shards"] = listed(server)
         return state["repodata"] == state["shards"] == everything
 
-    eventually(complete, message=f"missing from repodata.json: {everything - state.get('repodata', set())}, "
-               f"from the shards: {everything - state.get('shards', set())}")
+    eventually(complete, message=lambda: f"missing from repodata.json: {sorted(everything - state['repodata'])}, "
+               f"from the shards: {sorted(everything - state['shards'])}")
 
 
 def test_no_object_is_left_without_its_record_after_a_kill_during_a_commit(crashable, large_package):
@@ -153,7 +174,7 @@ def test_no_object_is_left_without_its_record_after_a_kill_during_a_commit(crash
     auth = open_channel(server)
     filename, data = large_package
     in_background(server, filename, data, auth)
-    kill_when(crashable, server, lambda key: key == f"{CHANNEL}/noarch/{filename}")
+    kill_when(crashable, server, lambda keys: f"{CHANNEL}/noarch/{filename}" in keys)
 
     server = crashable.start()
     other, other_data = build_tar_bz2("other")
@@ -163,7 +184,7 @@ def test_no_object_is_left_without_its_record_after_a_kill_during_a_commit(crash
         repodata, shards = listed(server)
         return package_objects(server) == repodata == shards
 
-    eventually(agree, message=f"objects {package_objects(server)} against records {listed(server)}")
+    eventually(agree, message=lambda: f"objects {package_objects(server)} against records {listed(server)}")
 
 
 def test_a_staging_object_left_by_a_kill_is_swept_after_a_restart(crashable, large_package):
@@ -173,7 +194,7 @@ def test_a_staging_object_left_by_a_kill_is_swept_after_a_restart(crashable, lar
     auth = open_channel(server)
     filename, data = large_package
     in_background(server, filename, data, auth)
-    kill_when(crashable, server, lambda key: key.startswith(f".staging/{CHANNEL}/"))
+    kill_when(crashable, server, lambda keys: any(key.startswith(f".staging/{CHANNEL}/") for key in keys))
     assert [key for key in server.r2_keys() if key.startswith(".staging/")]
 
     server = crashable.start()
@@ -181,7 +202,7 @@ def test_a_staging_object_left_by_a_kill_is_swept_after_a_restart(crashable, lar
     assert upload_raw(server, CHANNEL, other, other_data, headers=auth).status_code == 201
     eventually(
         lambda: not [key for key in server.r2_keys() if key.startswith(".staging/")],
-        message="the staging object is still there",
+        message=lambda: "the staging object is still there",
     )
 
 

@@ -6,6 +6,17 @@
 //! they are read; names and subdirs with a build pending are left out (the next build redoes
 //! them) and reported as such. The repair keeps `writes` until it is done, so an orphan it
 //! deletes cannot be a commit's object placed an instant before its row.
+//!
+//! A repair racing the alarm's recovery of a cut-short commit or delete (an intent whose
+//! object no record names) deletes no live object and loses no record: the alarm finishes
+//! intents under `writes` too, so one of the two runs wholly before the other; each decides
+//! from what it read under its own hold (the repair: the listing and rows of this check; the
+//! alarm: whether a row names the intent's file); neither deletes a row; and the object both
+//! may delete is one no row names, deleted twice harmlessly. An upload that makes that file
+//! live again takes `writes` as well, so it either precedes the check (its row is then read,
+//! and the object is no orphan) or follows the repair (and writes the object anew). Stale
+//! staging objects are those the alarm's sweep deletes (the same rule and
+//! `STAGING_GRACE_SECONDS`, sparing the ones a commit is reading).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +33,7 @@ use super::{millis, ChannelIndex, ChannelIndexClient, IndexRequest};
 use crate::consistency::{
     read_shard_index, Check, CheckOptions, CheckReport, Object, Pending, Repaired,
 };
-use crate::index_plan::Pages;
+use crate::index_plan::{sweep_staging, Pages, Staged};
 use crate::repodata::{run_exports_entry, IndexWriter};
 use crate::shards::{build_shard, INDEX_FILENAME};
 
@@ -85,7 +96,7 @@ impl ChannelIndex {
             let _shards = self.shard_builds.lock().await;
             let _repodata = self.repodata_builds.lock().await;
             let pending = self.pending()?;
-            self.compare(channel, options, &pending, &mut check).await?;
+            self.compare(channel, &pending, &mut check).await?;
             pending
         };
         let mut report = check.report(pending);
@@ -120,16 +131,9 @@ impl ChannelIndex {
         })
     }
 
-    async fn compare(
-        &self,
-        channel: &str,
-        options: CheckOptions,
-        pending: &Pending,
-        check: &mut Check,
-    ) -> ApiResult<()> {
+    async fn compare(&self, channel: &str, pending: &Pending, check: &mut Check) -> ApiResult<()> {
         let bucket = self.bucket()?;
         let now = Date::now().as_millis();
-        let grace_ms = options.staging_grace_seconds.saturating_mul(1000);
         let mut listing = Listing::default();
         let mut subdirs = BTreeSet::new();
         let prefix = format!("{channel}/");
@@ -155,10 +159,26 @@ impl ChannelIndex {
             }
         })
         .await?;
+        let mut staged: Vec<(String, u64)> = Vec::new();
         list(&bucket, &format!(".staging/{channel}/"), |object| {
-            check.staging(object.key(), object.uploaded().as_millis(), now, grace_ms);
+            staged.push((object.key(), object.uploaded().as_millis()));
         })
         .await?;
+        // The sweep's own rule and setting, so the check reports what the sweep deletes.
+        let stale: Vec<String> = {
+            let in_flight = self.in_flight.borrow();
+            let objects: Vec<Staged> = staged
+                .iter()
+                .map(|(key, uploaded)| Staged {
+                    key,
+                    uploaded: *uploaded,
+                    in_flight: in_flight.contains(key),
+                })
+                .collect();
+            let (expired, _) = sweep_staging(&objects, now, self.config()?.staging_grace_ms);
+            expired.into_iter().map(str::to_owned).collect()
+        };
+        stale.into_iter().for_each(|key| check.stale_staging(key));
 
         self.compare_records(channel, &mut listing, check)?;
 
