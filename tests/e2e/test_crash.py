@@ -105,12 +105,19 @@ def shard_keys(keys) -> list[str]:
     return [key for key in keys if key.startswith(f"{CHANNEL}/noarch/shards/")]
 
 
-def test_acknowledged_and_retried_uploads_survive_a_kill_during_a_burst(crashable):
-    """A burst of 50 uploads of distinct names, the server killed the moment a shard is stored
-    while at least 5 stored packages have none yet: a shard build is then under way with more
-    names to write (the window in which a build that claims its names before writing them
-    loses them). After a restart, the clients retry what was not acknowledged and one more
-    upload comes: every package is in its shard and in repodata.json, which agree."""
+def report(capsys, line: str) -> None:
+    """Prints past pytest's capture, so that `npm test` shows what a crash test did."""
+    with capsys.disabled():
+        print(line, flush=True)
+
+
+def test_acknowledged_and_retried_uploads_survive_a_kill_during_a_burst(crashable, capsys):
+    """A burst of 50 uploads of distinct names, the server killed half a shard's build time
+    after a shard is stored while at least 5 stored packages have none yet: a shard build is
+    then under way with names claimed and not yet written (the window in which a build that
+    claims its names before writing them loses them). After a restart, the clients retry what
+    was not acknowledged and one more upload comes: every package is in its shard and in
+    repodata.json, which agree."""
     server = crashable.start()
     auth = open_channel(server)
     # Records of 150 KB of text that compresses poorly make each shard slow to build (zstd 19),
@@ -134,19 +141,26 @@ def test_acknowledged_and_retried_uploads_survive_a_kill_during_a_burst(crashabl
 
     pool = ThreadPoolExecutor(max_workers=len(packages))
     futures = [pool.submit(upload, package) for package in packages]
-    shards_seen = [0]
+    seen = {"shards": 0, "at": time.monotonic(), "kill_at": None}
 
     def mid_build(keys) -> bool:
+        now = time.monotonic()
         shards, waiting = len(shard_keys(keys)), len(package_objects_in(keys)) - len(shard_keys(keys))
-        appeared, shards_seen[0] = shards > shards_seen[0], shards
+        if seen["kill_at"] is None and shards > seen["shards"]:
+            if waiting >= 5:
+                # Half a shard's time after it was stored: inside the next shard of the same
+                # build, or, if it was the build's last, inside the next build, which claims the
+                # waiting names at once.
+                seen["kill_at"] = now + min(now - seen["at"], 1.0) / 2
+            seen["shards"], seen["at"] = shards, now
         # Should the burst end without such a moment (every build keeping up), the kill comes
         # after it, and the test checks the restart alone.
-        return appeared and waiting >= 5 or all(future.done() for future in futures)
+        return (seen["kill_at"] is not None and now >= seen["kill_at"]) or all(f.done() for f in futures)
 
     keys = kill_when(crashable, server, mid_build)
     pool.shutdown(wait=True)
-    print(f"\nkilled with {len(shard_keys(keys))} shards and {len(package_objects_in(keys))} package objects "
-          f"stored; {len(acknowledged)} of {len(packages)} uploads acknowledged")
+    report(capsys, f"\nburst: killed with {len(shard_keys(keys))} shards and {len(package_objects_in(keys))} "
+                   f"package objects stored; {len(acknowledged)} of {len(packages)} uploads acknowledged")
 
     server = crashable.start()
     # What a client does with an upload that got no answer: it sends it again.
@@ -222,7 +236,7 @@ def check_report(server, admin_key: str) -> dict:
     return response.json()
 
 
-def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashable):
+def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashable, capsys):
     """Round after round, uploads, deletes and a rebuild run together against one channel and
     the server is killed (`kill -9` of its process group) at a random moment: after a random
     number of answers, or a random time into the round. After each restart, every acknowledged
@@ -230,7 +244,7 @@ def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashab
     no record without its object, one `check --repair` leaves nothing to report, and
     repodata.json catches up with the shards."""
     rng = random.Random(CRASH_SEED)
-    print(f"\ncrash rounds: {CRASH_ROUNDS}, seed {CRASH_SEED} (CRASH_SEED={CRASH_SEED} replays it)")
+    report(capsys, f"\ncrash rounds: {CRASH_ROUNDS}, seed {CRASH_SEED} (CRASH_SEED={CRASH_SEED} replays it)")
     server = crashable.start()
     auth = open_channel(server)
     server.admin("user", "create", "root", "--admin")
@@ -367,12 +381,12 @@ def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashab
             f"check before repair: {kinds or 'nothing'}, pending {found['pending']}; "
             f"repair: {repaired['repaired']}"
         )
-        print(summary)
+        report(capsys, summary)
         summaries.append(summary)
 
     found_before = {}
     for summary in summaries:
         found_before[summary.split(":")[0]] = summary.split("check before repair: ")[1].split(";")[0]
-    print(f"{CRASH_ROUNDS} rounds, seed {CRASH_SEED}: {len(present)} packages present, {len(deleted)} deleted; "
-          f"found before repair: {found_before}")
+    report(capsys, f"{CRASH_ROUNDS} rounds, seed {CRASH_SEED}: {len(present)} packages present, "
+                   f"{len(deleted)} deleted; found before repair: {found_before}")
     assert not failures, "\n".join([f"seed {CRASH_SEED}", *failures, *summaries])
