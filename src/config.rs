@@ -14,8 +14,9 @@ pub struct Config {
     pub shard_retention_ms: u64,
     /// Part size of streamed artifact writes (`R2_PART_BYTES`; R2's minimum is 5 MiB).
     pub r2_part_bytes: usize,
-    /// How old a staging object must be before the channel index deletes it as left over from
-    /// an upload that died (`STAGING_GRACE_SECONDS`); longer than any upload takes to commit.
+    /// How old a staging object must be before the channel index's sweep deletes it as left
+    /// over from an upload that died, and the consistency check reports it as stale
+    /// (`STAGING_GRACE_SECONDS`); longer than any upload takes to commit.
     pub staging_grace_ms: u64,
 }
 
