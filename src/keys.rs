@@ -134,7 +134,7 @@ mod tests {
     /// characters that may include `_`, then as many of `[a-zA-Z0-9-]` as follow.
     fn libmamba_split_token(url: &str) -> Option<(String, &str)> {
         let start = url.find("/t/")? + 3;
-        let rest = url[start..].as_bytes();
+        let rest = &url.as_bytes()[start..];
         let head = rest
             .iter()
             .take(2)
