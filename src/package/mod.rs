@@ -287,9 +287,9 @@ fn check_match_specs(field: &str, specs: &[String]) -> Result<(), PackageError> 
     Ok(())
 }
 
-/// A `.conda` file's components are named for its file name: conda and rattler extract
-/// `info-<stem>.tar.zst` and `pkg-<stem>.tar.zst` and fail on a file whose components are
-/// named otherwise.
+/// A `.conda` file's components are named for its file name: conda's extractor
+/// (conda-package-handling) opens `info-<stem>.tar.zst` and `pkg-<stem>.tar.zst` by name and
+/// fails on a file whose components are named otherwise.
 fn check_component_names(filename: &str, components: &ComponentNames) -> Result<(), PackageError> {
     let stem = filename.strip_suffix(".conda").unwrap_or(filename);
     for (found, kind) in [(&components.info, "info"), (&components.payload, "pkg")] {
