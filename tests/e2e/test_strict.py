@@ -31,12 +31,12 @@ def malformed_packages() -> list[tuple[str, str, bytes, str]]:
         (
             "components named for another file",
             *build_conda("strict-stem", component_stem="other-1.0-0"),
-            "pkg-other-1.0-0.tar.zst",
+            "info-other-1.0-0.tar.zst",
         ),
         (
-            "info component named for another version",
+            "components named for another version",
             *build_conda("strict-info", version="2.0", component_stem="strict-info-1.0-0"),
-            "strict-info-1.0-0.tar.zst",
+            "info-strict-info-1.0-0.tar.zst",
         ),
     ]
 
