@@ -39,10 +39,9 @@ def test_new_keys_fit_the_token_grammar_and_work_in_every_form(server, make_user
             assert answer.json()["user"] == user.name
 
 
-def test_a_key_of_the_earlier_format_keeps_working(server, make_user):
-    user = make_user()
-    # A key as the earlier format made them (32 bytes; these begin with `_`, which conda and
-    # mamba cut a `/t/` token at), put in place of the user's key straight in D1.
+def give_key_of_the_earlier_format(server, user) -> str:
+    """Replaces `user`'s key, straight in D1, by one as the earlier format made them (32 bytes
+    of URL-safe base64; this one begins with `_`, where conda and mamba end a `/t/` token)."""
     random_part = b"\xff\xef" + hashlib.sha256(user.name.encode()).digest()[:30]
     old_key = "cfk_" + base64.urlsafe_b64encode(random_part).decode().rstrip("=")
     assert old_key.startswith("cfk__") and len(old_key) == 47
@@ -57,6 +56,13 @@ def test_a_key_of_the_earlier_format_keeps_working(server, make_user):
         check=True,
         capture_output=True,
     )
+    return old_key
+
+
+def test_a_key_of_the_earlier_format_keeps_working(server, make_user):
+    user = make_user()
+    old_key = give_key_of_the_earlier_format(server, user)
+    # Sent as is (curl does), even the path form works: the Worker takes the token up to `/`.
     for form in ("bearer", "basic", "x-api-key", "token-in-path"):
         answer = whoami(server, old_key, form)
         assert answer.status_code == 200, (form, answer.text)

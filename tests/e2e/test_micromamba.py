@@ -14,11 +14,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
-from artifacts import repodata
 from conftest import unique, upload_raw
 from harness import ROOT
 from pkgbuild import build_conda, build_tar_bz2
+from test_keys import give_key_of_the_earlier_format
 
 CLIENTS = Path(os.environ.get("CONDAFLARE_CLIENTS", ROOT.parent / "shared" / "clients"))
 MICROMAMBA = CLIENTS / "micromamba" / "run"
@@ -62,11 +63,13 @@ def micromamba_create(tmp_path: Path, channel_url: str, auth: dict | None = None
     return done, prefix
 
 
-def assert_installed(server, channel: str, done, prefix: Path, contents: dict[str, tuple[str, bytes]]) -> None:
+def assert_installed(server, owner, channel: str, done, prefix: Path, contents: dict[str, tuple[str, bytes]]) -> None:
     """Each package's file is in the prefix with its bytes, and conda-meta holds its record,
-    with the checksums the channel serves and the file it installed."""
+    with the checksums the channel serves (read with the owner's key) and the file it installed."""
     assert done.returncode == 0, done.stdout + done.stderr
-    served = repodata(server, channel, "noarch")
+    answer = requests.get(f"{server.url}/{channel}/noarch/repodata.json", headers=owner.auth, timeout=30)
+    assert answer.status_code == 200, answer.text
+    served = answer.json()
     for filename, (path, data) in contents.items():
         assert (prefix / path).read_bytes() == data, path
         section = "packages.conda" if filename.endswith(".conda") else "packages"
@@ -105,7 +108,7 @@ def private_channel(server, owner) -> str:
 def test_public_channel(server, owner, channel, tmp_path):
     contents = publish(server, owner, channel)
     done, prefix = micromamba_create(tmp_path, f"{server.url}/{channel}")
-    assert_installed(server, channel, done, prefix, contents)
+    assert_installed(server, owner, channel, done, prefix, contents)
 
 
 @pytest.mark.parametrize("form", ["BearerToken", "BasicHTTPAuthentication", "CondaToken", "/t/<key>/"])
@@ -117,7 +120,7 @@ def test_private_channel(server, owner, make_user, private_channel, tmp_path, fo
     server.admin("member", "add", private_channel, reader.name, "--role", "member")
     path, auth = auth_forms(host_of(server), reader.key)[form]
     done, prefix = micromamba_create(tmp_path, f"{server.url}/{path}{private_channel}", auth)
-    assert_installed(server, private_channel, done, prefix, contents)
+    assert_installed(server, owner, private_channel, done, prefix, contents)
 
 
 @pytest.mark.parametrize("form", ["BearerToken", "BasicHTTPAuthentication", "CondaToken", "/t/<key>/", "no key"])
@@ -127,4 +130,23 @@ def test_private_channel_refuses_a_wrong_key(server, owner, private_channel, tmp
     path, auth = auth_forms(host_of(server), wrong).get(form, ("", None))
     done, prefix = micromamba_create(tmp_path, f"{server.url}/{path}{private_channel}", auth)
     assert done.returncode != 0, done.stdout
+    assert not (prefix / "conda-meta").exists()
+
+
+def test_a_key_of_the_earlier_format_works_in_the_auth_file_not_in_the_url(server, owner, make_user, private_channel, tmp_path):
+    """Why keys changed format: mamba ends a `/t/` token at its first `_`."""
+    contents = publish(server, owner, private_channel)
+    reader = make_user()
+    server.admin("member", "add", private_channel, reader.name, "--role", "member")
+    old_key = give_key_of_the_earlier_format(server, reader)
+    forms = auth_forms(host_of(server), old_key)
+
+    path, auth = forms["BearerToken"]
+    done, prefix = micromamba_create(tmp_path / "bearer", f"{server.url}/{path}{private_channel}", auth)
+    assert_installed(server, owner, private_channel, done, prefix, contents)
+
+    path, auth = forms["/t/<key>/"]
+    done, prefix = micromamba_create(tmp_path / "url", f"{server.url}/{path}{private_channel}", auth)
+    assert done.returncode != 0
+    assert f"Failed to parse URL \"{server.url}_" in done.stdout + done.stderr, done.stdout + done.stderr
     assert not (prefix / "conda-meta").exists()
