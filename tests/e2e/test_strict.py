@@ -4,6 +4,7 @@ is refused with 422 naming the offending value, by the upload and by the bulk im
 leaves no object and no record behind."""
 
 import io
+import random
 import tarfile
 
 import pytest
@@ -27,6 +28,12 @@ def malformed_packages() -> list[tuple[str, str, bytes, str]]:
             "depends of a .conda",
             *build_conda("strict-conda-depends", depends=["baz <=>1"]),
             "baz <=>1",
+        ),
+        (
+            # Over 1 MiB: streamed into a staging object before it is judged.
+            "depends of a large .conda",
+            *build_conda("strict-large", depends=["qux >=>=3"], files={"share/blob": random.Random(0).randbytes(1_300_000)}),
+            "qux >=>=3",
         ),
         (
             "components named for another file",
