@@ -280,11 +280,22 @@ fn check_match_specs(field: &str, specs: &[String]) -> Result<(), PackageError> 
     for spec in specs {
         MatchSpec::from_str(spec, ParseStrictness::Lenient).map_err(|e| {
             PackageError::Invalid(format!(
-                "info/index.json: the {field} entry '{spec}' is not a valid match spec ({e})"
+                "info/index.json: the {field} entry '{}' is not a valid match spec ({})",
+                shortened(spec),
+                shortened(&e.to_string())
             ))
         })?;
     }
     Ok(())
+}
+
+/// A value quoted in an error, cut to keep the answer short.
+fn shortened(value: &str) -> String {
+    const MAX_CHARS: usize = 100;
+    match value.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_owned(),
+    }
 }
 
 /// A `.conda` file's components are named for its file name: conda's extractor
@@ -296,7 +307,8 @@ fn check_component_names(filename: &str, components: &ComponentNames) -> Result<
         let expected = format!("{kind}-{stem}.tar.zst");
         if *found != expected {
             return Err(PackageError::Invalid(format!(
-                "the .conda file's component '{found}' is named for another file; for '{filename}' it must be '{expected}'"
+                "the .conda file's component '{}' is named for another file; for '{filename}' it must be '{expected}'",
+                shortened(found)
             )));
         }
     }
@@ -420,6 +432,10 @@ mod tests {
                 assert!(got.is_ok(), "{field} {spec}: {got:?}");
             }
         }
+        let long = format!("foo >={}", "=".repeat(100_000));
+        let err = package(&index("depends", &long), "a-1.0-0.conda").unwrap_err();
+        assert!(err.to_string().len() < 400, "{err}");
+        assert!(err.to_string().contains(&format!("'{}…'", &long[..100])));
         for spec in ["foo >=>=1", "bar ==<<2", "foo <=>1", "", "foo >=1 ["] {
             for field in ["depends", "constrains"] {
                 let err = package(&index(field, spec), "a-1.0-0.conda").unwrap_err();
