@@ -272,10 +272,10 @@ impl Package {
     }
 }
 
-/// Every entry must be a match spec, read as clients read the `depends` and `constrains` of
-/// repodata: rattler's solver parses them leniently, and so does this check. Lenient parsing
-/// still refuses what no reading makes sense of (`foo >=>=1`); strict parsing would also
-/// refuse forms that old packages carry and every client accepts (nano's `ncurses 5.9`).
+/// Every entry must be a match spec, parsed in the lenient mode, the one meant for existing
+/// metadata in historical syntax. It still refuses what no reading makes sense of
+/// (`foo >=>=1`); the strict mode would also refuse forms that old packages carry and clients
+/// install (nano's `ncurses 5.9`).
 fn check_match_specs(field: &str, specs: &[String]) -> Result<(), PackageError> {
     for spec in specs {
         MatchSpec::from_str(spec, ParseStrictness::Lenient).map_err(|e| {
