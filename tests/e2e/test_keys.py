@@ -3,6 +3,7 @@ keys of the earlier format (`cfk_` + URL-safe base64) keep working in every head
 
 import base64
 import hashlib
+import os
 import re
 import subprocess
 
@@ -55,6 +56,7 @@ def give_key_of_the_earlier_format(server, user) -> str:
         cwd=ROOT,
         check=True,
         capture_output=True,
+        env={**os.environ, "WRANGLER_SEND_METRICS": "false", "CLOUDFLARE_CF_FETCH_ENABLED": "false"},
     )
     return old_key
 
