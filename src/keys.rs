@@ -11,14 +11,36 @@ use crate::error::{ApiError, ApiResult};
 /// How many leading characters of a key are stored for recognition.
 pub const PREFIX_CHARS: usize = 12;
 
-/// A new API key: a recognizable prefix and 256 random bits.
+/// What every new key starts with, so a key is recognizable wherever it turns up.
+pub const KEY_PREFIX: &str = "cfk-";
+
+/// The characters of a key's random part. Letters and digits are what every client carries
+/// unchanged: conda's and libmamba's `/t/<token>/` parsers end a token at the first character
+/// outside `[A-Za-z0-9-]` (libmamba also takes `_`, but only as one of the first two), URL
+/// userinfo needs no escaping for them, and neither do JSON auth files or headers.
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// 43 characters of 62 carry 43 × log2(62) ≈ 256.03 random bits, as many as keys had before.
+const RANDOM_CHARS: usize = 43;
+
+/// A new API key: [`KEY_PREFIX`] and [`RANDOM_CHARS`] characters drawn uniformly from
+/// [`ALPHABET`].
 pub fn new_key() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the platform provides randomness");
-    format!(
-        "cfk_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    // 248 = 4 × 62: bytes below it map onto the alphabet evenly; the rest are drawn again.
+    const UNBIASED_BELOW: u8 = 248;
+    let mut key = String::with_capacity(KEY_PREFIX.len() + RANDOM_CHARS);
+    key.push_str(KEY_PREFIX);
+    let mut bytes = [0u8; 64];
+    while key.len() < KEY_PREFIX.len() + RANDOM_CHARS {
+        getrandom::fill(&mut bytes).expect("the platform provides randomness");
+        for byte in bytes.iter().filter(|&&b| b < UNBIASED_BELOW) {
+            if key.len() == KEY_PREFIX.len() + RANDOM_CHARS {
+                break;
+            }
+            key.push(char::from(ALPHABET[usize::from(byte % 62)]));
+        }
+    }
+    key
 }
 
 /// The SHA-256 under which a key is stored.
@@ -87,11 +109,89 @@ mod tests {
     fn keys_are_random_prefixed_and_stored_as_hashes() {
         let (one, two) = (new_key(), new_key());
         assert_ne!(one, two);
-        assert!(one.starts_with("cfk_"));
+        assert!(one.starts_with("cfk-"));
         assert_eq!(one.len(), 4 + 43);
         assert_eq!(key_hash(&one).len(), 64);
         assert_eq!(key_prefix(&one), &one[..12]);
         assert_eq!(key_prefix("short"), "short");
+    }
+
+    /// The token conda finds in a URL, and the URL it fetches without it: `split_anaconda_token`
+    /// in conda/common/url.py, `re.search(r"/t/([a-zA-Z0-9-]*)", url)` then
+    /// `url.replace("/t/" + token, "", 1)`.
+    fn conda_split_token(url: &str) -> Option<(String, &str)> {
+        let start = url.find("/t/")? + 3;
+        let rest = &url[start..];
+        let len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(rest.len());
+        let token = &rest[..len];
+        Some((url.replacen(&format!("/t/{token}"), "", 1), token))
+    }
+
+    /// The same for libmamba 1.5 (its `token_regex`, in libmamba/src/core/util.cpp):
+    /// `/t/([a-zA-Z0-9-_]{0,2}[a-zA-Z0-9-]*)`, searched with greedy quantifiers, so up to two
+    /// characters that may include `_`, then as many of `[a-zA-Z0-9-]` as follow.
+    fn libmamba_split_token(url: &str) -> Option<(String, &str)> {
+        let start = url.find("/t/")? + 3;
+        let rest = &url.as_bytes()[start..];
+        let head = rest
+            .iter()
+            .take(2)
+            .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .count();
+        let tail = rest[head..]
+            .iter()
+            .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'-')
+            .count();
+        let token = &url[start..start + head + tail];
+        Some((url.replacen(&format!("/t/{token}"), "", 1), token))
+    }
+
+    /// RFC 3986 `unreserved`: what a URL's userinfo (Basic credentials in the URL) carries
+    /// without percent-encoding.
+    fn url_unreserved(key: &str) -> bool {
+        key.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    }
+
+    #[test]
+    fn new_keys_survive_every_client_grammar() {
+        let mut seen = std::collections::HashSet::new();
+        let mut characters = std::collections::HashSet::new();
+        for _ in 0..5_000 {
+            let key = new_key();
+            let url = format!("http://127.0.0.1:8787/t/{key}/team/noarch/repodata.json");
+            let expected = "http://127.0.0.1:8787/team/noarch/repodata.json".to_owned();
+            assert_eq!(conda_split_token(&url), Some((expected.clone(), &*key)));
+            assert_eq!(libmamba_split_token(&url), Some((expected, &*key)));
+            assert!(url_unreserved(&key), "{key}");
+            assert_eq!(serde_json::to_string(&key).unwrap(), format!("\"{key}\""));
+            assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + RANDOM_CHARS);
+            characters.extend(key[KEY_PREFIX.len()..].chars());
+            assert!(seen.insert(key), "a key came twice");
+        }
+        // Every character of the alphabet is drawn: none is lost to the mapping of bytes.
+        assert_eq!(characters.len(), 62);
+    }
+
+    #[test]
+    fn keys_of_the_old_format_break_the_token_parsers() {
+        // What `cfk_` + URL-safe base64 keys did in a `/t/` URL: both parsers cut the token at
+        // the underscore and fetch a URL with the rest of the key glued to the host.
+        let url = "http://127.0.0.1:8940/t/cfk_8UfB-x_y/team";
+        assert_eq!(
+            conda_split_token(url),
+            Some(("http://127.0.0.1:8940_8UfB-x_y/team".to_owned(), "cfk"))
+        );
+        assert_eq!(
+            libmamba_split_token(url),
+            Some(("http://127.0.0.1:8940_8UfB-x_y/team".to_owned(), "cfk"))
+        );
+        // libmamba takes an underscore among a token's first two characters, conda does not.
+        assert_eq!(libmamba_split_token("/t/_a-b/c").map(|t| t.1), Some("_a-b"));
+        assert_eq!(conda_split_token("/t/_a-b/c").map(|t| t.1), Some(""));
+        assert!(!url_unreserved("cfk+abc/="));
     }
 
     #[test]

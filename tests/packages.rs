@@ -8,7 +8,7 @@ use condaflare::{
     package::{Package, PackageError, PackageReader},
     repodata::{record_json, run_exports_entry, IndexWriter},
 };
-use rattler_conda_types::package::CondaArchiveType;
+use rattler_conda_types::{package::CondaArchiveType, MatchSpec, ParseStrictness};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -26,8 +26,11 @@ fn files_in(dir: &str) -> Vec<PathBuf> {
 
 fn read_package(path: &PathBuf, chunk: usize) -> Result<Package, PackageError> {
     let filename = path.file_name().unwrap().to_str().unwrap();
+    read_bytes(filename, &fs::read(path).unwrap(), chunk)
+}
+
+fn read_bytes(filename: &str, bytes: &[u8], chunk: usize) -> Result<Package, PackageError> {
     let archive_type = CondaArchiveType::try_from(filename).unwrap();
-    let bytes = fs::read(path).unwrap();
     let mut reader = PackageReader::new(archive_type);
     for part in bytes.chunks(chunk) {
         reader.update(part);
@@ -208,5 +211,68 @@ fn repodata_of_fixtures_equals_conda_index() {
         let path = fixtures().join(format!("reference/conda-index/{subdir}/run_exports.json"));
         let reference: Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
         assert_eq!(ours, reference, "run_exports.json of {subdir}");
+    }
+}
+
+/// The match specs of every fixture pass the lenient parse the check uses; the strict one
+/// would refuse an old package every client installs, which is why the check is lenient.
+#[test]
+fn every_fixture_spec_parses_leniently_and_strict_would_refuse_one() {
+    let mut strict_refusals = Vec::new();
+    for path in files_in("packages") {
+        let package = read_package(&path, 65536).unwrap();
+        let record = serde_json::to_value(&package.record).unwrap();
+        for field in ["depends", "constrains"] {
+            for spec in record[field].as_array().into_iter().flatten() {
+                let spec = spec.as_str().unwrap();
+                assert!(
+                    MatchSpec::from_str(spec, ParseStrictness::Lenient).is_ok(),
+                    "{spec}"
+                );
+                if MatchSpec::from_str(spec, ParseStrictness::Strict).is_err() {
+                    strict_refusals.push(format!("{} {spec}", package.filename));
+                }
+            }
+        }
+    }
+    assert_eq!(strict_refusals, ["nano-2.4.1-0.tar.bz2 ncurses 5.9"]);
+}
+
+/// A fixture `.conda` rewritten with its zip entries renamed by `rename`.
+fn renamed_components(source: &str, rename: impl Fn(&str) -> String) -> Vec<u8> {
+    use std::io::{Cursor, Read, Write};
+    let bytes = fs::read(fixtures().join("packages").join(source)).unwrap();
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        writer.start_file(rename(entry.name()), stored).unwrap();
+        writer.write_all(&data).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+#[test]
+fn conda_components_named_for_another_file_are_refused() {
+    let source = "zlib-1.2.11-h7b6447c_3.conda";
+    // The same entries, names unchanged: read as the fixture is.
+    let same = renamed_components(source, str::to_owned);
+    assert!(read_bytes(source, &same, 4096).is_ok());
+    for kind in ["info-", "pkg-"] {
+        let bytes = renamed_components(source, |name| {
+            if name.starts_with(kind) {
+                name.replace("zlib-1.2.11-h7b6447c_3", "zlib-1.2.11-other_3")
+            } else {
+                name.to_owned()
+            }
+        });
+        let err = read_bytes(source, &bytes, 4096).unwrap_err();
+        let expected =
+            format!("component '{kind}zlib-1.2.11-other_3.tar.zst' is named for another file");
+        assert!(err.to_string().contains(&expected), "{err}");
     }
 }

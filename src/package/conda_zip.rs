@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use super::tar_scan::{InfoFiles, TarScanner};
-use super::PackageError;
+use super::{ComponentNames, PackageError};
 
 const LOCAL_HEADER: u32 = 0x0403_4b50;
 const CENTRAL_HEADER: u32 = 0x0201_4b50;
@@ -46,7 +46,9 @@ pub struct CondaScanner {
     buf: Vec<u8>,
     metadata: Option<Vec<u8>>,
     info: Option<InfoFiles>,
-    has_payload: bool,
+    /// The zip entry names of the info and payload components, once met.
+    info_name: Option<String>,
+    payload_name: Option<String>,
     entries: u64,
 }
 
@@ -57,7 +59,8 @@ impl Default for CondaScanner {
             buf: Vec::new(),
             metadata: None,
             info: None,
-            has_payload: false,
+            info_name: None,
+            payload_name: None,
             entries: 0,
         }
     }
@@ -105,7 +108,7 @@ impl CondaScanner {
         Ok(())
     }
 
-    pub fn finish(self) -> Result<(Vec<u8>, InfoFiles), PackageError> {
+    pub fn finish(self) -> Result<(Vec<u8>, InfoFiles, ComponentNames), PackageError> {
         let State::CentralDirectory { tail } = &self.state else {
             return Err(PackageError::Corrupt(
                 "the zip archive is truncated (no central directory)".into(),
@@ -124,18 +127,22 @@ impl CondaScanner {
                 ))
             }
         }
-        let info = self.info.ok_or_else(|| {
-            PackageError::Invalid("the .conda file has no info-*.tar.zst component".into())
-        })?;
-        if !self.has_payload {
+        let (Some(info), Some(info_name)) = (self.info, self.info_name) else {
             return Err(PackageError::Invalid(
-                "the .conda file has no pkg-*.tar.zst component".into(),
+                "the .conda file has no info-*.tar.zst component".into(),
             ));
-        }
+        };
+        let payload_name = self.payload_name.ok_or_else(|| {
+            PackageError::Invalid("the .conda file has no pkg-*.tar.zst component".into())
+        })?;
         let metadata = self
             .metadata
             .ok_or_else(|| PackageError::Invalid("the .conda file has no metadata.json".into()))?;
-        Ok((metadata, info))
+        let components = ComponentNames {
+            info: info_name,
+            payload: payload_name,
+        };
+        Ok((metadata, info, components))
     }
 
     /// How many header bytes the current entry needs: the fixed part, then its name and extra.
@@ -210,16 +217,18 @@ impl CondaScanner {
                     "the .conda file holds metadata.json twice".into(),
                 ))
             }
-            Component::Info if self.info.is_some() => {
+            Component::Info if self.info_name.is_some() => {
                 return Err(PackageError::Invalid(
                     "the .conda file holds more than one info component".into(),
                 ))
             }
-            Component::Payload if self.has_payload => {
+            Component::Payload if self.payload_name.is_some() => {
                 return Err(PackageError::Invalid(
                     "the .conda file holds more than one pkg component".into(),
                 ))
             }
+            Component::Info => self.info_name = Some(name),
+            Component::Payload => self.payload_name = Some(name),
             _ => {}
         }
         self.state = State::Data {
@@ -237,8 +246,7 @@ impl CondaScanner {
         match component {
             Component::Metadata => self.metadata = Some(data),
             Component::Info => self.info = Some(scan_info_component(&data)?),
-            Component::Payload => self.has_payload = true,
-            Component::Other => {}
+            Component::Payload | Component::Other => {}
         }
         self.state = State::Header;
         Ok(())

@@ -13,7 +13,7 @@ use rattler_conda_types::{
     package::{
         ArchiveIdentifier, CondaArchiveIdentifier, CondaArchiveType, IndexJson, PackageMetadata,
     },
-    PackageName,
+    MatchSpec, PackageName, ParseStrictness,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -90,6 +90,15 @@ enum Scanner {
 #[derive(Debug, Clone)]
 pub struct ArchiveMetadata {
     pub info: InfoFiles,
+    /// The names of a `.conda` file's info and payload components; `None` for a `.tar.bz2`.
+    pub components: Option<ComponentNames>,
+}
+
+/// The zip entry names of a `.conda` file's two tar components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentNames {
+    pub info: String,
+    pub payload: String,
 }
 
 /// Hashes a package file and extracts its metadata in one pass over its bytes.
@@ -135,12 +144,16 @@ impl PackageReader {
         } else {
             self.scanner.and_then(|scanner| match scanner {
                 Scanner::Conda(scanner) => {
-                    let (metadata_json, info) = scanner.finish()?;
+                    let (metadata_json, info, components) = scanner.finish()?;
                     check_conda_metadata(&metadata_json)?;
-                    Ok(ArchiveMetadata { info })
+                    Ok(ArchiveMetadata {
+                        info,
+                        components: Some(components),
+                    })
                 }
                 Scanner::TarBz2(scanner) => Ok(ArchiveMetadata {
                     info: scanner.finish()?,
+                    components: None,
                 }),
             })
         };
@@ -218,7 +231,16 @@ impl Package {
                 "the file name does not match info/index.json, which describes '{described}'"
             )));
         }
+        if let Some(components) = &metadata.components {
+            check_component_names(filename, components)?;
+        }
         let subdir = subdir_of(&index)?;
+        for (field, specs) in [
+            ("depends", &index.depends),
+            ("constrains", &index.constrains),
+        ] {
+            check_match_specs(field, specs)?;
+        }
 
         for key in DROPPED_INDEX_KEYS {
             fields.remove(key);
@@ -248,6 +270,49 @@ impl Package {
             about,
         })
     }
+}
+
+/// Every entry must be a match spec, parsed in the lenient mode, the one meant for existing
+/// metadata in historical syntax. It still refuses what no reading makes sense of
+/// (`foo >=>=1`); the strict mode would also refuse forms that old packages carry and clients
+/// install (nano's `ncurses 5.9`).
+fn check_match_specs(field: &str, specs: &[String]) -> Result<(), PackageError> {
+    for spec in specs {
+        MatchSpec::from_str(spec, ParseStrictness::Lenient).map_err(|e| {
+            PackageError::Invalid(format!(
+                "info/index.json: the {field} entry '{}' is not a valid match spec ({})",
+                shortened(spec),
+                shortened(&e.to_string())
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// A value quoted in an error, cut to keep the answer short.
+fn shortened(value: &str) -> String {
+    const MAX_CHARS: usize = 100;
+    match value.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_owned(),
+    }
+}
+
+/// A `.conda` file's components are named for its file name: conda's extractor
+/// (conda-package-handling) opens `info-<stem>.tar.zst` and `pkg-<stem>.tar.zst` by name and
+/// fails on a file whose components are named otherwise.
+fn check_component_names(filename: &str, components: &ComponentNames) -> Result<(), PackageError> {
+    let stem = filename.strip_suffix(".conda").unwrap_or(filename);
+    for (found, kind) in [(&components.info, "info"), (&components.payload, "pkg")] {
+        let expected = format!("{kind}-{stem}.tar.zst");
+        if *found != expected {
+            return Err(PackageError::Invalid(format!(
+                "the .conda file's component '{}' is named for another file; for '{filename}' it must be '{expected}'",
+                shortened(found)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn parse_json(path: &str, bytes: &[u8]) -> Result<Value, PackageError> {
@@ -296,7 +361,14 @@ mod tests {
             index: Some(index_json.as_bytes().to_vec()),
             ..InfoFiles::default()
         };
-        Package::from_parts(filename, &digests, ArchiveMetadata { info })
+        Package::from_parts(
+            filename,
+            &digests,
+            ArchiveMetadata {
+                info,
+                components: None,
+            },
+        )
     }
 
     #[test]
@@ -333,6 +405,99 @@ mod tests {
             "{err}"
         );
         assert!(package(index, "a-1.0-h_0.zip").is_err());
+    }
+
+    #[test]
+    fn depends_and_constrains_must_be_match_specs() {
+        let index = |field: &str, spec: &str| {
+            serde_json::json!({
+                "name": "a", "version": "1.0", "build": "0", "build_number": 0,
+                "noarch": "generic", field: ["python >=3.8", spec],
+            })
+            .to_string()
+        };
+        // Forms packages carry and clients accept, old-style ones included.
+        for spec in [
+            "ncurses 5.9",
+            "python 2.7*",
+            "foo >=1.*",
+            "foo 1.0 0",
+            "foo >=1,<2|>3",
+            "__glibc >=2.17",
+            "libgcc-ng >=7.3.0",
+            "zlib >=1.2.11,<1.3.0a0",
+        ] {
+            for field in ["depends", "constrains"] {
+                let got = package(&index(field, spec), "a-1.0-0.conda");
+                assert!(got.is_ok(), "{field} {spec}: {got:?}");
+            }
+        }
+        let long = format!("foo >={}", "=".repeat(100_000));
+        let err = package(&index("depends", &long), "a-1.0-0.conda").unwrap_err();
+        assert!(err.to_string().len() < 400, "{err}");
+        assert!(err.to_string().contains(&format!("'{}…'", &long[..100])));
+        for spec in ["foo >=>=1", "bar ==<<2", "foo <=>1", "", "foo >=1 ["] {
+            for field in ["depends", "constrains"] {
+                let err = package(&index(field, spec), "a-1.0-0.conda").unwrap_err();
+                assert!(
+                    err.to_string().contains(&format!(
+                        "the {field} entry '{spec}' is not a valid match spec"
+                    )),
+                    "{err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn conda_components_must_be_named_for_the_file() {
+        let index =
+            r#"{"name":"a","version":"1.0","build":"h_0","build_number":0,"noarch":"generic"}"#;
+        let read = |info: &str, payload: &str| {
+            Package::from_parts(
+                "a-1.0-h_0.conda",
+                &Digests {
+                    sha256: "ab".repeat(32),
+                    md5: "cd".repeat(16),
+                    size: 42,
+                },
+                ArchiveMetadata {
+                    info: InfoFiles {
+                        index: Some(index.as_bytes().to_vec()),
+                        ..InfoFiles::default()
+                    },
+                    components: Some(ComponentNames {
+                        info: info.into(),
+                        payload: payload.into(),
+                    }),
+                },
+            )
+        };
+        assert!(read("info-a-1.0-h_0.tar.zst", "pkg-a-1.0-h_0.tar.zst").is_ok());
+        for (info, payload, named) in [
+            (
+                "info-b-1.0-h_0.tar.zst",
+                "pkg-a-1.0-h_0.tar.zst",
+                "info-b-1.0-h_0.tar.zst",
+            ),
+            (
+                "info-a-1.0-h_0.tar.zst",
+                "pkg-a-1.0-h_1.tar.zst",
+                "pkg-a-1.0-h_1.tar.zst",
+            ),
+            (
+                "info-a-1.0-h_0.conda.tar.zst",
+                "pkg-a-1.0-h_0.tar.zst",
+                "info-a-1.0-h_0.conda.tar.zst",
+            ),
+        ] {
+            let err = read(info, payload).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("component '{named}' is named for another file")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,14 @@
-"""Builds small, real .tar.bz2 conda packages for tests: info/ metadata first, then files."""
+"""Builds small, real conda packages for tests: .tar.bz2 (info/ metadata first, then files) and
+.conda (metadata.json and the info and pkg components, each a tar.zst)."""
 
 import bz2
 import hashlib
 import io
 import json
 import tarfile
+import zipfile
+
+import zstandard
 
 
 def build_tar_bz2(
@@ -17,6 +21,37 @@ def build_tar_bz2(
     index_overrides: dict | None = None,
 ) -> tuple[str, bytes]:
     """Returns (filename, bytes) of a package whose index.json says what the arguments say."""
+    entries = package_entries(name, version, build, subdir, depends, files, index_overrides)
+    return f"{name}-{version}-{build}.tar.bz2", bz2.compress(tar_of(entries))
+
+
+def build_conda(
+    name: str,
+    version: str = "1.0",
+    build: str = "0",
+    subdir: str = "noarch",
+    depends: list[str] | None = None,
+    files: dict[str, bytes] | None = None,
+    index_overrides: dict | None = None,
+    component_stem: str | None = None,
+) -> tuple[str, bytes]:
+    """Returns (filename, bytes) of a .conda package; its components are named for
+    `component_stem` (by default, as they must be, for the file's own stem)."""
+    stem = f"{name}-{version}-{build}"
+    entries = package_entries(name, version, build, subdir, depends, files, index_overrides)
+    info = [(path, data) for path, data in entries if path.startswith("info/")]
+    payload = [(path, data) for path, data in entries if not path.startswith("info/")]
+    compress = zstandard.ZstdCompressor().compress
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+        archive.writestr(f"pkg-{component_stem or stem}.tar.zst", compress(tar_of(payload)))
+        archive.writestr(f"info-{component_stem or stem}.tar.zst", compress(tar_of(info)))
+    return f"{stem}.conda", raw.getvalue()
+
+
+def package_entries(name, version, build, subdir, depends, files, index_overrides) -> list[tuple[str, bytes]]:
+    """The paths and bytes of a package: info/index.json, paths.json and files, then `files`."""
     files = files or {}
     index = {
         "name": name,
@@ -43,12 +78,15 @@ def build_tar_bz2(
         ],
         "paths_version": 1,
     }
-    entries = [
+    return [
         ("info/index.json", json.dumps(index).encode()),
         ("info/paths.json", json.dumps(paths).encode()),
         ("info/files", "".join(f"{p}\n" for p in sorted(files)).encode()),
         *sorted(files.items()),
     ]
+
+
+def tar_of(entries: list[tuple[str, bytes]]) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for path, data in entries:
@@ -56,4 +94,4 @@ def build_tar_bz2(
             info.size = len(data)
             info.mtime = 1700000000
             tar.addfile(info, io.BytesIO(data))
-    return f"{name}-{version}-{build}.tar.bz2", bz2.compress(raw.getvalue())
+    return raw.getvalue()

@@ -78,7 +78,7 @@ def test_keys(server, make_user):
     created = server.api("POST", "keys", user.key, json={"name": "ci", "read_only": True})
     assert created.status_code == 201
     new_key = created.json()["key"]
-    assert new_key.startswith("cfk_") and len(new_key) >= 4 + 43
+    assert new_key.startswith("cfk-") and len(new_key) >= 4 + 43
     info = created.json()["info"]
     assert info["read_only"] is True
 
