@@ -4,6 +4,7 @@
 //! Worker glue in [`worker`] is built for wasm32 only.
 
 pub mod access;
+pub mod browse;
 pub mod config;
 pub mod consistency;
 pub mod directory;

@@ -10,7 +10,7 @@ use worker::Date;
 
 use super::cache::{cached, TtlCache};
 use super::context::RequestContext;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use crate::access::{decide, Action, Decision, KeyHolder, Role};
 use crate::directory::{self, ChannelRow, KeyRow, RoleRow, SessionRow};
 use crate::keys::key_hash;
@@ -233,6 +233,31 @@ impl RequestContext {
                     "only an owner of this channel, with a key that may write to it, may change it"
                 }
             })),
+        }
+    }
+
+    /// The channel named `name` if the caller may read it. Otherwise a 404 that says the same
+    /// whether the channel is missing or private, so nothing tells whether it exists. A bad
+    /// key is still a 401, before the channel is looked at.
+    pub async fn readable_channel(&self, name: &str) -> ApiResult<Channel> {
+        self.caller().await?;
+        let hidden =
+            || ApiError::not_found("no such channel, or it is private and you may not read it");
+        let channel = match self.channel(name).await {
+            Err(error) if error.code == ErrorCode::NotFound => return Err(hidden()),
+            found => found?,
+        };
+        match self.authorize(Action::Read, &channel).await {
+            Ok(_) => Ok(channel),
+            Err(error)
+                if matches!(
+                    error.code,
+                    ErrorCode::Unauthenticated | ErrorCode::Forbidden
+                ) =>
+            {
+                Err(hidden())
+            }
+            Err(error) => Err(error),
         }
     }
 

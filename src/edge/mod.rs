@@ -9,12 +9,14 @@
 //! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`) | [`serve::serve_file`] |
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
 //! | POST, GET, DELETE | /api/v1/session (a browser's sign-in)   | [`session`]        |
+//! | GET         | /api/v1/channels/<c>/packages…, /api/v1/server | [`browse`]     |
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed
 //! before routing and never logged. Each request gets one [`RequestContext`]: its settings,
 //! its caller and the bindings; handlers take it and the names the route matched.
 
 mod auth;
+mod browse;
 mod bulk;
 mod cache;
 mod channel_index;
@@ -92,6 +94,13 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
         (Method::Post, ["api", "v1", "session"]) => session::sign_in(ctx).await,
         (Method::Get, ["api", "v1", "session"]) => session::current(ctx).await,
         (Method::Delete, ["api", "v1", "session"]) => session::sign_out(ctx).await,
+        (Method::Get, ["api", "v1", "server"]) => browse::server_info(ctx).await,
+        (Method::Get, ["api", "v1", "channels", channel, "packages"]) => {
+            browse::list_packages(ctx, channel).await
+        }
+        (Method::Get, ["api", "v1", "channels", channel, "packages", name]) => {
+            browse::package(ctx, channel, name).await
+        }
         (Method::Get, ["api", "v1", "channels"]) => manage::list_channels(ctx).await,
         (Method::Post, ["api", "v1", "channels"]) => manage::create_channel(ctx).await,
         (Method::Get, ["api", "v1", "channels", channel]) => {
