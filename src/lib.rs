@@ -15,6 +15,7 @@ pub mod multipart;
 pub mod names;
 pub mod package;
 pub mod repodata;
+pub mod session;
 pub mod shards;
 
 #[cfg(target_arch = "wasm32")]

@@ -8,6 +8,7 @@
 //! | DELETE      | /api/v1/delete/<channel>/<subdir>/<filename> | [`delete::delete`] |
 //! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`) | [`serve::serve_file`] |
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
+//! | POST, GET, DELETE | /api/v1/session (a browser's sign-in)   | [`session`]        |
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed
 //! before routing and never logged. Each request gets one [`RequestContext`]: its settings,
@@ -25,6 +26,7 @@ mod log;
 mod manage;
 mod object_writer;
 mod serve;
+mod session;
 mod storage;
 mod upload;
 
@@ -87,6 +89,9 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
         }
         (Method::Post, ["api", "v1", "debug", "put"]) => upload::bare_put(ctx).await,
         (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(ctx).await,
+        (Method::Post, ["api", "v1", "session"]) => session::sign_in(ctx).await,
+        (Method::Get, ["api", "v1", "session"]) => session::current(ctx).await,
+        (Method::Delete, ["api", "v1", "session"]) => session::sign_out(ctx).await,
         (Method::Get, ["api", "v1", "channels"]) => manage::list_channels(ctx).await,
         (Method::Post, ["api", "v1", "channels"]) => manage::create_channel(ctx).await,
         (Method::Get, ["api", "v1", "channels", channel]) => {
