@@ -150,20 +150,23 @@ def test_sign_in_create_channel_and_drop_packages(server, tab, make_user):
 
     page.get_by_role("link", name="+ Add").click()
     expect(page).to_have_url(f"{server.url}/{name}/upload")
-    corrupt = (FIXTURES / "corrupt" / "bad_package.tar.bz2").read_bytes()
+    # A .conda whose parts are not at the zip's root: its name passes, its content does not.
+    corrupt_name = "ca-certificates-2024.7.4-hbcca054_0.conda"
+    corrupt = (FIXTURES / "corrupt" / corrupt_name).read_bytes()
     valid = ["dummy-package-1.0-0.tar.bz2", "zlib-1.2.11-h7b6447c_3.conda"]
     drop_files(
         page,
         "#dropzone",
-        [(f, (PACKAGES / f).read_bytes()) for f in valid] + [("bad_package.tar.bz2", corrupt)],
+        [(f, (PACKAGES / f).read_bytes()) for f in valid] + [(corrupt_name, corrupt)],
     )
     expect(page.locator("#uploads .upload.stored")).to_have_count(2)
     expect(page.locator("#uploads .upload.failed")).to_have_count(1)
     # The error shown is the server's own sentence for these bytes.
-    refused = upload_raw(server, name, "bad_package.tar.bz2", corrupt, headers=user.auth)
+    refused = upload_raw(server, name, corrupt_name, corrupt, headers=user.auth)
     assert refused.status_code == 422
     failed = page.locator("#uploads .upload.failed")
-    expect(failed).to_contain_text("bad_package.tar.bz2")
+    expect(failed).to_contain_text(corrupt_name)
+    expect(failed.locator(".status")).to_have_text("refused (422)")
     expect(failed.locator(".error-text")).to_have_text(refused.json()["error"])
     for filename in valid:
         row = page.locator("#uploads .upload.stored", has_text=filename)

@@ -78,13 +78,13 @@ function enqueue(channel, file, maxBytes, queue) {
   const row = h('li', { class: 'upload pending' }, h('div', { class: 'upload-head' }, data(file.name, 'data filename'), h('span', { class: 'muted' }, bytes(file.size)), status), bar, verdict);
   queue.appendChild(row);
   const finish = (kind, label, ...detail) => {
+    bar.remove();
     row.className = `upload ${kind}`;
     status.textContent = label;
     put(verdict, ...detail);
   };
   const problem = precheck(file, maxBytes);
   if (problem) {
-    bar.remove();
     finish('failed', 'not sent', h('p', { class: 'error-text' }, problem));
     return;
   }
@@ -132,7 +132,6 @@ async function send(channel, file, status, bar, finish) {
   });
   xhr.send(file);
   await done;
-  bar.value = 100;
   if (xhr.status === 0) {
     finish('failed', 'failed', h('p', { class: 'error-text' }, 'The connection broke off; nothing was stored. Try again.'));
     return;
