@@ -327,7 +327,8 @@ def test_signing_out_hides_a_private_channel(server, tab, owner):
 
     sign_in(tab, owner.key, owner.name)
     page.goto("/")
-    expect(page.locator("#channel-list").get_by_role("link", name=private)).to_be_visible()
+    listed = page.locator("#channel-list tbody tr", has_text=private)
+    expect(listed.locator("td")).to_have_text([private, "private", "owner", "1", "just now"])
     page.goto(f"/{private}")
     expect(page.locator("#packages")).to_contain_text("other-package")
 
