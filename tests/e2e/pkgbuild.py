@@ -15,8 +15,10 @@ def build_tar_bz2(
     depends: list[str] | None = None,
     files: dict[str, bytes] | None = None,
     index_overrides: dict | None = None,
+    info_files: dict[str, bytes] | None = None,
 ) -> tuple[str, bytes]:
-    """Returns (filename, bytes) of a package whose index.json says what the arguments say."""
+    """Returns (filename, bytes) of a package whose index.json says what the arguments say;
+    `info_files` adds more of info/ (such as `info/about.json`)."""
     files = files or {}
     index = {
         "name": name,
@@ -47,6 +49,7 @@ def build_tar_bz2(
         ("info/index.json", json.dumps(index).encode()),
         ("info/paths.json", json.dumps(paths).encode()),
         ("info/files", "".join(f"{p}\n" for p in sorted(files)).encode()),
+        *sorted((info_files or {}).items()),
         *sorted(files.items()),
     ]
     raw = io.BytesIO()
