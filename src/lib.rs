@@ -15,6 +15,7 @@ pub mod keys;
 pub mod multipart;
 pub mod names;
 pub mod package;
+pub mod pages;
 pub mod repodata;
 pub mod session;
 pub mod shards;

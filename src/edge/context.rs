@@ -6,7 +6,7 @@
 use std::cell::OnceCell;
 
 use serde::de::DeserializeOwned;
-use worker::{Bucket, ByteStream, Env, Request};
+use worker::{Bucket, ByteStream, Env, Fetcher, Request};
 
 use super::auth::{self, Channel, Principal};
 use super::channel_index::ChannelIndexClient;
@@ -87,6 +87,16 @@ impl RequestContext {
 
     pub fn db(&self) -> ApiResult<Db> {
         Ok(Db::new(self.env.d1("DB")?))
+    }
+
+    /// The web app's static files.
+    pub fn assets(&self) -> ApiResult<Fetcher> {
+        Ok(self.env.assets("ASSETS")?)
+    }
+
+    /// Whether the key came in the path (`/t/<key>/...`).
+    pub fn has_path_token(&self) -> bool {
+        self.path_token.is_some()
     }
 
     pub fn channel_index(&self, channel: &str) -> ApiResult<ChannelIndexClient> {

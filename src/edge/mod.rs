@@ -10,6 +10,9 @@
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
 //! | POST, GET, DELETE | /api/v1/session (a browser's sign-in)   | [`session`]        |
 //! | GET         | /api/v1/channels/<c>/packages…, /api/v1/server | [`browse`]     |
+//! | GET (Accept: text/html) | the web app's page URLs: `/`, `/<channel>`… | [`pages::shell`] |
+//!
+//! The web app's static files (`/-/<file>`) never reach the Worker: Static Assets serves them.
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed
 //! before routing and never logged. Each request gets one [`RequestContext`]: its settings,
@@ -27,6 +30,7 @@ mod error;
 mod log;
 mod manage;
 mod object_writer;
+mod pages;
 mod serve;
 mod session;
 mod storage;
@@ -70,6 +74,9 @@ fn split_token(path: &str) -> (Option<&str>, &str) {
 }
 
 async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResult<Response> {
+    if let Some(page) = pages::requested(ctx, method, path)? {
+        return pages::shell(ctx, page).await;
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if let ["api", "v1", "channels", channel, ..] = segments.as_slice() {
         check_channel_name(channel).map_err(ApiError::invalid_name)?;

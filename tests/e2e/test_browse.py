@@ -6,6 +6,7 @@ not read them: 404, with nothing of the channel in the body."""
 import hashlib
 import io
 import tarfile
+import time
 
 import pytest
 import requests
@@ -223,3 +224,80 @@ def test_channel_list_figures(server, world, make_user):
     deleted = requests.delete(f"{server.url}/api/v1/delete/{fresh}/noarch/{FLASK.name}", headers=owner.auth, timeout=30)
     assert deleted.status_code == 200
     assert {c["name"]: c for c in server.api("GET", "channels").json()["channels"]}[fresh]["package_count"] == 0
+
+
+HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def page(server, path, cookies=None, headers=None) -> requests.Response:
+    return requests.get(f"{server.url}{path}", headers={**HTML, **(headers or {})}, cookies=cookies, timeout=30)
+
+
+def test_pages_are_the_shell_with_security_headers(server, world):
+    shell = requests.get(f"{server.url}/-/shell.html", timeout=30)
+    assert shell.status_code == 200 and b"/-/app.js" in shell.content
+    public = world["public"]
+    for path in ["/", "/-/signin", "/-/keys", f"/{public}", f"/{public}/packages/flask", f"/{public}/upload", f"/{public}/members", f"/{public}/settings"]:
+        answer = page(server, path)
+        assert answer.status_code == 200, path
+        assert answer.content == shell.content, path
+        assert answer.headers["Content-Type"] == "text/html; charset=utf-8"
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers[name] == value, (path, name)
+
+
+def test_clients_without_html_get_what_they_got_before(server, world):
+    public = world["public"]
+    for path in ["/", f"/{public}", f"/{public}/packages/flask", f"/{public}/upload"]:
+        answer = requests.get(f"{server.url}{path}", headers={"Accept": "application/json"}, timeout=30)
+        assert answer.status_code == 404, path
+        assert answer.json()["code"] == "not_found"
+        assert "Content-Security-Policy" not in answer.headers
+    # A package link opened in a browser downloads the package.
+    download = page(server, f"/{public}/noarch/{FLASK.name}")
+    assert download.status_code == 200 and download.content == FLASK.read_bytes()
+    repodata = page(server, f"/{public}/noarch/repodata.json")
+    assert repodata.status_code == 200 and "flask" in str(repodata.json()["packages"])
+    # A conda URL with its key, opened in a browser, is not a page either.
+    with_token = page(server, f"/t/{world['owner'].key}/{public}")
+    assert with_token.status_code == 404 and with_token.json()["code"] == "not_found"
+
+
+def test_hidden_channel_pages_are_404_without_names(server, world):
+    private = world["private"]
+    shell = requests.get(f"{server.url}/-/shell.html", timeout=30).content
+    outsider_session = {"condaflare_session": requests.post(f"{server.url}/api/v1/session", json={"key": world["outsider"].key}, timeout=30).cookies["condaflare_session"]}
+    member_session = {"condaflare_session": requests.post(f"{server.url}/api/v1/session", json={"key": world["member"].key}, timeout=30).cookies["condaflare_session"]}
+    for path in [f"/{private}", f"/{private}/packages/flask", f"/{private}/settings", f"/{unique('none')}"]:
+        for cookies in (None, outsider_session, {"condaflare_session": "A" * 43}):
+            answer = page(server, path, cookies)
+            assert answer.status_code == 404, (path, cookies)
+            assert answer.content == shell
+            assert private.encode() not in answer.content and b"flask" not in answer.content
+            assert answer.headers["X-Frame-Options"] == "DENY"
+    for path in [f"/{private}", f"/{private}/packages/flask"]:
+        assert page(server, path, member_session).status_code == 200
+
+
+def test_static_files_do_not_run_the_worker(server):
+    marker = unique("marker")
+    app = requests.get(f"{server.url}/-/app.js", params={"m": marker}, timeout=30)
+    assert app.status_code == 200
+    assert app.headers["X-Content-Type-Options"] == "nosniff"
+    assert "script-src 'self'" in app.headers["Content-Security-Policy"]
+    assert page(server, "/", headers={"X-Marker": marker}).status_code == 200
+    requests.get(f"{server.url}/api/v1/server", params={"m": marker}, timeout=30)
+    # The Worker logs every request it answers (without the query): the API call is there,
+    # the static file is not.
+    deadline = time.time() + 10
+    while '"path":"/api/v1/server"' not in server.log() and time.time() < deadline:
+        time.sleep(0.2)
+    assert '"path":"/api/v1/server"' in server.log()
+    assert '"path":"/-/app.js"' not in server.log()
