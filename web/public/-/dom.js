@@ -53,7 +53,7 @@ export function longText(text, limit = 600, cls = 'long') {
   const label = () => `show more (${(value.length - end).toLocaleString('en')} characters left)`;
   more.textContent = label();
   more.addEventListener('click', () => {
-    const next = Math.min(value.length, end + 20000);
+    const next = Math.min(value.length, end + 100000);
     shown.appendChild(document.createTextNode(value.slice(end, next)));
     end = next;
     if (end >= value.length) more.remove();
