@@ -201,6 +201,7 @@ def test_search_and_open_the_package_page(server, tab, owner, channel):
         "other-package-0.2-0.tar.bz2",
         "test-package-0.1-0.tar.bz2",
         "zlib-1.2.11-h7b6447c_3.conda",
+        "zlib-1.2.11-h62dcd97_3.tar.bz2",
         "flask-0.11.1-py_0.tar.bz2",
     ]
     data = {filename: upload_fixture(server, channel, owner, filename) for filename in names}
@@ -212,6 +213,16 @@ def test_search_and_open_the_package_page(server, tab, owner, channel):
     expect(page.locator(".count")).to_have_text("5 packages")
     expect(page.locator(".install")).to_contain_text(f"micromamba install -c {server.url}/{channel}")
     screenshot(tab, "channel.png")
+
+    # A package with about.json: summary, license, homepage (an http link), one file per subdir.
+    page.get_by_role("link", name="zlib").click()
+    expect(page.locator(".overview .summary")).to_have_text("Massively spiffy yet delicately unobtrusive compression library")
+    expect(page.locator(".overview").get_by_role("link", name="http://zlib.net/")).to_have_attribute("href", "http://zlib.net/")
+    expect(page.locator("section.subdir h2")).to_have_count(2)
+    assert sorted(page.locator("section.subdir h2").all_text_contents()) == ["linux-64", "win-64"]
+    expect(page.locator("article.file", has_text="zlib-1.2.11-h7b6447c_3.conda")).to_contain_text("libgcc-ng >=7.3.0")
+    screenshot(tab, "package.png")
+    page.go_back()
 
     page.get_by_label("search packages").fill("package")
     expect(rows).to_have_count(3)
@@ -239,7 +250,6 @@ def test_search_and_open_the_package_page(server, tab, owner, channel):
     download = files.nth(0).get_by_role("link", name="Download")
     expect(download).to_have_attribute("href", f"/{channel}/{subdir}/{newest}")
     assert page.request.get(download.get_attribute("href")).body() == data[newest]
-    screenshot(tab, "package.png")
 
     # An owner deletes a file, after confirming.
     oldest = files.nth(1)
