@@ -51,7 +51,7 @@ pub async fn sign_in(ctx: &mut RequestContext) -> ApiResult<Response> {
     let expires_at = principal
         .key
         .expires_at
-        .map_or(u64::MAX, |at| at)
+        .unwrap_or(u64::MAX)
         .min(now + ctx.config().session_ms);
     let id = new_session_id();
     let db = ctx.db()?;
