@@ -449,6 +449,13 @@ def test_hostile_package_renders_as_text(server, tab, owner, channel):
     )
     assert isolated and all(isolated)
     expect(page.locator(".file").first).to_contain_text(SCRIPT)  # the license of index.json
+
+    # On a phone's width too, neither page grows sideways.
+    page.set_viewport_size({"width": 390, "height": 800})
+    for url in (f"/{channel}", f"/{channel}/packages/index.html"):
+        page.goto(url)
+        expect(page.locator("#packages, .overview").first).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, url
     tab.assert_clean()
 
 
