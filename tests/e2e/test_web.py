@@ -4,7 +4,9 @@ With CONDAFLARE_SCREENSHOTS=<directory> (`npm run screenshots`), the tests also 
 channel, package and upload pages as PNG files there (docs/screenshots/ in the README)."""
 
 import base64
+import io
 import json
+import tarfile
 import os
 import re
 import shutil
@@ -224,6 +226,13 @@ def test_search_and_open_the_package_page(server, tab, owner, channel):
     screenshot(tab, "package.png")
     page.go_back()
 
+    # A subdir chip filters, and the address says so.
+    page.get_by_role("group", name="subdirs").get_by_role("button", name="noarch").click()
+    expect(page).to_have_url(f"{server.url}/{channel}?subdir=noarch")
+    expect(rows.locator("td.name-cell a")).to_have_text(["flask"])
+    page.get_by_role("group", name="subdirs").get_by_role("button", name="all subdirs").click()
+    expect(rows).to_have_count(5)
+
     page.get_by_label("search packages").fill("package")
     expect(rows).to_have_count(3)
     expect(rows.locator("td.name-cell a")).to_have_text(["dummy-package", "other-package", "test-package"])
@@ -341,6 +350,15 @@ def test_signing_out_hides_a_private_channel(server, tab, owner):
     expect(listed.locator("td")).to_have_text([private, "private", "owner", "1", re.compile(r"just now|ago")])
     page.goto(f"/{private}")
     expect(page.locator("#packages")).to_contain_text("other-package")
+    # How to install from a private channel: each client's way of carrying the key.
+    install = page.locator(".install")
+    host = server.url.removeprefix("http://")
+    expect(install).to_contain_text(f'"{host}": {{')
+    expect(install).to_contain_text('"type": "BearerToken"')
+    install.get_by_role("tab", name="pixi").click()
+    expect(install).to_contain_text("pixi auth login 127.0.0.1 --token <api key>")
+    install.get_by_role("tab", name="conda").click()
+    expect(install).to_contain_text(f"conda install -c {server.url}/t/<api key>/{private} other-package")
 
     page.get_by_role("button", name="Sign out").click()
     expect(page.locator("#nav").get_by_role("link", name="Sign in")).to_be_visible()
@@ -355,6 +373,43 @@ def test_signing_out_hides_a_private_channel(server, tab, owner):
         expect(page.get_by_text("Not found")).to_be_visible()
         assert private not in page.locator("main").inner_text()
         assert "other-package" not in page.locator("main").inner_text()
+    tab.assert_clean()
+
+
+def test_paging_through_a_channel(server, tab, owner, channel):
+    page = tab.page
+    names = [f"page-{i:03}" for i in range(57)]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for filename, data in (build_tar_bz2(name) for name in names):
+            info = tarfile.TarInfo(filename)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    imported = requests.post(
+        f"{server.url}/api/v1/import/{channel}",
+        data=raw.getvalue(),
+        headers={**owner.auth, "Content-Type": "application/x-tar"},
+        timeout=120,
+    )
+    assert imported.status_code == 200 and imported.json()["created"] == len(names), imported.text
+
+    page.goto(f"/{channel}")
+    links = page.locator("#packages td.name-cell a")
+    expect(links).to_have_count(50)
+    expect(page.locator(".count")).to_have_text("57 packages")
+    expect(links).to_have_text(names[:50])
+    page.get_by_role("button", name="Next page").click()
+    expect(links).to_have_text(names[50:])
+    assert "cursor=" in page.url
+    expect(page.get_by_role("button", name="Next page")).to_have_count(0)
+    # The page is in the address: a reload shows it again, and back returns to the first.
+    page.reload()
+    expect(links).to_have_text(names[50:])
+    page.go_back()
+    expect(links).to_have_count(50)
+    page.go_forward()
+    page.get_by_role("button", name="First page").click()
+    expect(links).to_have_text(names[:50])
     tab.assert_clean()
 
 
