@@ -175,6 +175,12 @@ def test_sign_in_create_channel_and_drop_packages(server, tab, make_user):
         expect(row.locator(".hash")).to_have_text(sha256_of((PACKAGES / filename).read_bytes()))
     screenshot(tab, "upload.png")
 
+    # The same bytes again: the server's 200, shown as such.
+    drop_files(page, "#dropzone", [(valid[0], (PACKAGES / valid[0]).read_bytes())])
+    again = page.locator("#uploads .upload.unchanged")
+    expect(again).to_have_count(1)
+    expect(again.locator(".status")).to_have_text("already there")
+
     assert repodata_files(server, name, "osx-64") == {"dummy-package-1.0-0.tar.bz2"}
     assert repodata_files(server, name, "linux-64") == {"zlib-1.2.11-h7b6447c_3.conda"}
     tab.assert_clean()

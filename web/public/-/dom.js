@@ -126,6 +126,7 @@ export function failure(error, retry) {
     { class: 'state error', role: 'alert' },
     h('p', { class: 'state-title' }, 'Something went wrong'),
     h('p', { class: 'message' }, error.message || String(error)),
+    error.status === 401 ? h('p', {}, h('a', { href: '/-/signin?next=' + encodeURIComponent(location.pathname + location.search), class: 'button primary' }, 'Sign in again')) : null,
     retry ? h('button', { type: 'button', onclick: retry }, 'Try again') : null,
   );
 }
