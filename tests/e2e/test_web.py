@@ -139,7 +139,12 @@ def test_sign_in_create_channel_and_drop_packages(server, tab, make_user):
     page.get_by_label("API key").fill("cfk_" + "x" * 43)
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#signin .message")).to_contain_text("not valid")
-    sign_in(tab, user.key, user.name)
+    # After signing in, only a path of this site is followed.
+    page.goto("/-/signin?next=" + "/%5Cevil.example/x")
+    page.get_by_label("API key").fill(user.key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#nav .user")).to_contain_text(user.name)
+    expect(page).to_have_url(f"{server.url}/")
     assert page.request.get("/api/v1/session").json()["user"] == user.name
 
     name = unique("web")
@@ -379,6 +384,13 @@ def test_signing_out_hides_a_private_channel(server, tab, owner):
         expect(page.get_by_text("Not found")).to_be_visible()
         assert private not in page.locator("main").inner_text()
         assert "other-package" not in page.locator("main").inner_text()
+
+    # "Sign in?" from there leads back to the channel once signed in.
+    page.get_by_role("link", name="Sign in?").click()
+    page.get_by_label("API key").fill(owner.key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{server.url}/{private}/packages/other-package")
+    expect(page.locator("article.file")).to_contain_text("other-package-0.2-0.tar.bz2")
     tab.assert_clean()
 
 
