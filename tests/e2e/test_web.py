@@ -440,6 +440,7 @@ def test_channel_settings_visibility_and_delete(server, tab, owner):
     page.get_by_label("Private").check()
     page.get_by_role("button", name="Save visibility").click()
     expect(page.locator("#visibility .message")).to_contain_text("now private")
+    expect(page.locator(".channel-head .badge").first).to_have_text("private")
     assert server.api("GET", f"channels/{name}", owner.key).json()["private"] is True
 
     delete = page.get_by_role("button", name="Delete this channel")
