@@ -6,10 +6,10 @@ channel, package and upload pages as PNG files there (docs/screenshots/ in the R
 import base64
 import io
 import json
-import tarfile
 import os
 import re
 import shutil
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ RTL = "evil\u202egnp.exe"
 @pytest.fixture(scope="session")
 def browser():
     with sync_playwright() as playwright:
-        # Running as root in a container: chromium's sandbox needs user namespaces it lacks.
+        # Chromium's sandbox needs user namespaces, which containers (and root) do not give it.
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser
         browser.close()
