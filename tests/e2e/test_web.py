@@ -327,6 +327,15 @@ def test_a_new_read_only_key_is_shown_once(server, tab, make_user, channel):
     secret = page.locator("#new-key .secret")
     expect(secret).to_have_text(re.compile(r"^cfk_[A-Za-z0-9_-]{43}$"))
     key = secret.text_content()
+    # The copy button puts exactly the key on the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.locator("#new-key").get_by_role("button", name="Copy").click()
+    # (The button writes asynchronously: read until it has, for at most 10 s.)
+    for _ in range(100):
+        if page.evaluate("navigator.clipboard.readText()") == key:
+            break
+        page.wait_for_timeout(100)
+    assert page.evaluate("navigator.clipboard.readText()") == key
     row = page.locator("#keys tbody tr", has_text="ci-readonly")
     expect(row).to_contain_text("read-only")
 
