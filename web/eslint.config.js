@@ -8,4 +8,8 @@ module.exports = [
     files: ["public/-/**/*.js"],
     languageOptions: { sourceType: "module", globals: globals.browser },
   },
+  {
+    files: ["eslint.config.js"],
+    languageOptions: { sourceType: "commonjs", globals: globals.node },
+  },
 ];

@@ -49,17 +49,20 @@ export function longText(text, limit = 600, cls = 'long') {
   const shown = h('bdi', {}, value.slice(0, limit));
   if (value.length <= limit) return h('span', { class: cls }, shown);
   let end = limit;
+  const ellipsis = h('span', { class: 'muted' }, '… ');
   const more = h('button', { type: 'button', class: 'link more' });
   const label = () => `show more (${(value.length - end).toLocaleString('en')} characters left)`;
   more.textContent = label();
   more.addEventListener('click', () => {
-    const next = Math.min(value.length, end + 20000);
+    const next = Math.min(value.length, end + 100000);
     shown.appendChild(document.createTextNode(value.slice(end, next)));
     end = next;
-    if (end >= value.length) more.remove();
-    else more.textContent = label();
+    if (end >= value.length) {
+      ellipsis.remove();
+      more.remove();
+    } else more.textContent = label();
   });
-  return h('span', { class: cls }, shown, '… ', more);
+  return h('span', { class: cls }, shown, ellipsis, more);
 }
 
 /** A piece of data on one line: isolated from the text around it, cut off by CSS when long. */
@@ -123,6 +126,7 @@ export function failure(error, retry) {
     { class: 'state error', role: 'alert' },
     h('p', { class: 'state-title' }, 'Something went wrong'),
     h('p', { class: 'message' }, error.message || String(error)),
+    error.status === 401 ? h('p', {}, h('a', { href: '/-/signin?next=' + encodeURIComponent(location.pathname + location.search), class: 'button primary' }, 'Sign in again')) : null,
     retry ? h('button', { type: 'button', onclick: retry }, 'Try again') : null,
   );
 }

@@ -9,6 +9,12 @@ const PAGE = 50;
 export async function render(view, ctx) {
   const [name] = ctx.params;
   put(view, loading('the channel'));
+  const filters = { q: ctx.search.get('q') || '', subdir: ctx.search.get('subdir') || '', cursor: ctx.search.get('cursor') || '' };
+  const packagesOf = (channelName) =>
+    api('GET', `channels/${encodeURIComponent(channelName)}/packages` + query({ q: filters.q, subdir: filters.subdir, cursor: filters.cursor, limit: PAGE }));
+  // The first page of packages is asked for with the channel's details, not after them.
+  let firstPage = packagesOf(name);
+  firstPage.catch(() => {});
   const channel = await loadChannel(name);
   if (!channel) {
     document.title = 'Not found · condaflare';
@@ -17,7 +23,6 @@ export async function render(view, ctx) {
   }
   document.title = `${channel.name} · condaflare`;
 
-  const filters = { q: ctx.search.get('q') || '', subdir: ctx.search.get('subdir') || '', cursor: ctx.search.get('cursor') || '' };
   const search = h('input', { type: 'search', name: 'q', value: filters.q, placeholder: 'Search packages by name', autocomplete: 'off', 'aria-label': 'search packages', maxlength: 200 });
   const subdirs = h('div', { class: 'chips', role: 'group', 'aria-label': 'subdirs' });
   const results = h('section', { class: 'card results' });
@@ -55,7 +60,8 @@ export async function render(view, ctx) {
     const mine = ++latest;
     put(results, loading('packages'));
     try {
-      const answer = await api('GET', `channels/${encodeURIComponent(channel.name)}/packages` + query({ q: filters.q, subdir: filters.subdir, cursor: filters.cursor, limit: PAGE }));
+      const answer = await (firstPage || packagesOf(channel.name));
+      firstPage = null;
       if (mine !== latest) return;
       for (const p of answer.packages) for (const s of p.subdirs || []) knownSubdirs.add(s);
       if (filters.subdir) knownSubdirs.add(filters.subdir);

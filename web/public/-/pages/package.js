@@ -80,7 +80,7 @@ function fileView(channel, r, manage, reload) {
     h(
       'div',
       { class: 'file-head' },
-      h('h3', {}, data(r.version, 'data version'), ' ', h('span', { class: 'build' }, data(r.build)), h('span', { class: 'muted' }, ` #${r.build_number}`)),
+      h('h3', {}, data(r.version, 'data version'), ' ', h('span', { class: 'build' }, 'build ', data(r.build))),
       h('a', { href, class: 'button', download: '' }, 'Download'),
       manage
         ? confirmButton('Delete', ['Delete ', h('bdi', {}, r.filename), ' for everyone?'], async () => {
@@ -94,6 +94,8 @@ function fileView(channel, r, manage, reload) {
       { class: 'facts' },
       h('dt', {}, 'File'),
       h('dd', {}, data(r.filename)),
+      h('dt', {}, 'Build number'),
+      h('dd', {}, String(r.build_number ?? '')),
       h('dt', {}, 'Size'),
       h('dd', {}, bytes(r.size)),
       h('dt', {}, 'SHA-256'),

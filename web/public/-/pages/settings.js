@@ -19,6 +19,7 @@ export async function render(view, ctx) {
     return;
   }
   const url = `channels/${encodeURIComponent(channel.name)}`;
+  let header = channelHeader(channel, ctx.session, 'settings');
 
   const visibilityMessage = h('p', { class: 'message', role: 'alert' });
   const choice = (value, label, hint) =>
@@ -39,6 +40,9 @@ export async function render(view, ctx) {
     try {
       await api('PATCH', url, { private: priv });
       channel.private = priv;
+      const fresh = channelHeader(channel, ctx.session, 'settings');
+      header.replaceWith(fresh);
+      header = fresh;
       put(visibilityMessage, h('span', { class: 'ok-text' }, `The channel is now ${priv ? 'private' : 'public'}.`));
     } catch (error) {
       put(visibilityMessage, error.message);
@@ -72,5 +76,5 @@ export async function render(view, ctx) {
     }
   });
 
-  put(view, channelHeader(channel, ctx.session, 'settings'), visibility, danger);
+  put(view, header, visibility, danger);
 }

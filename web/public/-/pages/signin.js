@@ -23,13 +23,23 @@ export async function render(view, ctx) {
       const session = await api('POST', 'session', { key: key.value.trim() });
       key.value = '';
       ctx.setSession(session);
-      const next = ctx.search.get('next');
-      // Only a path of this site: never an address elsewhere.
-      ctx.navigate(next && next.startsWith('/') && !next.startsWith('//') ? next : '/');
+      ctx.navigate(nextPath(ctx.search.get('next')));
     } catch (error) {
       put(message, error.status === 401 ? 'That key is not valid (unknown, revoked or expired).' : error.message);
     }
   });
   put(view, form);
   key.focus();
+}
+
+/** Where to go after signing in: a path of this site only, never an address elsewhere. */
+function nextPath(next) {
+  if (!next) return '/';
+  let url;
+  try {
+    url = new URL(next, location.origin);
+  } catch {
+    return '/';
+  }
+  return url.origin === location.origin ? url.pathname + url.search : '/';
 }
