@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # npm run bench [-- <name>...]: builds the Worker, installs wrk, nginx and quetz if missing, and
-# runs the named benches (all of them by default): serve, publish, scale, check. Each prints its
+# runs the named benches (serve, publish, scale, check by default; web when named). Each prints its
 # figures next to a baseline measured in the same run. The solve comparison needs the 100k-record
 # channel that scale builds, so it is scale's last part (`solve` is another name for it). check
 # times the consistency check on a 100k-record channel against a full rebuild of it

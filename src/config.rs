@@ -18,6 +18,8 @@ pub struct Config {
     /// over from an upload that died, and the consistency check reports it as stale
     /// (`STAGING_GRACE_SECONDS`); longer than any upload takes to commit.
     pub staging_grace_ms: u64,
+    /// How long a browser session lasts at most (`SESSION_HOURS`); never beyond its key's expiry.
+    pub session_ms: u64,
 }
 
 impl Default for Config {
@@ -29,6 +31,7 @@ impl Default for Config {
             shard_retention_ms: 7 * 24 * 3600 * 1000,
             r2_part_bytes: 8 * 1024 * 1024,
             staging_grace_ms: 24 * 3600 * 1000,
+            session_ms: 12 * 3600 * 1000,
         }
     }
 }
@@ -55,6 +58,9 @@ impl Config {
             shard_retention_ms: seconds("SHARD_RETENTION_SECONDS", defaults.shard_retention_ms)?,
             r2_part_bytes: number("R2_PART_BYTES")?.map_or(defaults.r2_part_bytes, |v| v as usize),
             staging_grace_ms: seconds("STAGING_GRACE_SECONDS", defaults.staging_grace_ms)?,
+            session_ms: number("SESSION_HOURS")?.map_or(defaults.session_ms, |hours| {
+                (hours * 3600.0 * 1000.0) as u64
+            }),
         })
     }
 }
@@ -85,6 +91,7 @@ mod tests {
             ("SHARD_RETENTION_SECONDS", "3"),
             ("R2_PART_BYTES", "5242880"),
             ("STAGING_GRACE_SECONDS", "2"),
+            ("SESSION_HOURS", "0.5"),
         ]))
         .unwrap();
         assert_eq!(config.max_upload_bytes, 1000);
@@ -92,6 +99,7 @@ mod tests {
         assert_eq!(config.shard_retention_ms, 3000);
         assert_eq!(config.r2_part_bytes, 5 * 1024 * 1024);
         assert_eq!(config.staging_grace_ms, 2000);
+        assert_eq!(config.session_ms, 1800 * 1000);
     }
 
     #[test]

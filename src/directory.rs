@@ -109,6 +109,76 @@ pub fn key_by_hash(hash: &str) -> Statement {
     )
 }
 
+/// A live session with its key and user (see [`session_by_hash`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionRow {
+    pub session_expires_at: f64,
+    pub key_id: i64,
+    pub key_name: String,
+    pub read_only: i64,
+    pub channels: Option<String>,
+    pub expires_at: Option<f64>,
+    pub user_id: i64,
+    pub name: String,
+    pub is_admin: i64,
+}
+
+impl SessionRow {
+    /// The key the session acts with, as [`key_by_hash`] would have read it.
+    pub fn key(self) -> KeyRow {
+        KeyRow {
+            key_id: self.key_id,
+            key_name: self.key_name,
+            read_only: self.read_only,
+            channels: self.channels,
+            expires_at: self.expires_at,
+            user_id: self.user_id,
+            name: self.name,
+            is_admin: self.is_admin,
+        }
+    }
+}
+
+/// The session whose id hashes to `hash`, unless it or its key was revoked. Expiry is the
+/// caller's to check (against its own clock).
+pub fn session_by_hash(hash: &str) -> Statement {
+    Statement::new(
+        "SELECT s.expires_at AS session_expires_at, k.id AS key_id, k.name AS key_name, \
+         k.read_only, k.channels, k.expires_at, k.user_id, u.name, u.is_admin \
+         FROM sessions s JOIN api_keys k ON k.id = s.key_id JOIN users u ON u.id = k.user_id \
+         WHERE s.id_hash = ?1 AND s.revoked_at IS NULL AND k.revoked_at IS NULL",
+        vec![hash.into()],
+    )
+}
+
+/// Starts a session of an active key. Returns its row `id`, or no row when the key was revoked
+/// meanwhile.
+pub fn create_session(hash: &str, key_id: i64, now: i64, expires_at: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO sessions (id_hash, user_id, key_id, created_at, expires_at) \
+         SELECT ?1, user_id, id, ?3, ?4 FROM api_keys WHERE id = ?2 AND revoked_at IS NULL \
+         RETURNING id",
+        vec![hash.into(), key_id.into(), now.into(), expires_at.into()],
+    )
+}
+
+/// Ends a session (sign-out). Returns its key's id, or no row when there was no live session.
+pub fn end_session(hash: &str, now: i64) -> Statement {
+    Statement::new(
+        "UPDATE sessions SET revoked_at = ?2 WHERE id_hash = ?1 AND revoked_at IS NULL \
+         RETURNING key_id",
+        vec![hash.into(), now.into()],
+    )
+}
+
+/// Forgets sessions that expired: they can never be used again.
+pub fn delete_expired_sessions(now: i64) -> Statement {
+    Statement::new(
+        "DELETE FROM sessions WHERE expires_at <= ?1",
+        vec![now.into()],
+    )
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChannelRow {
     pub name: String,
@@ -130,22 +200,34 @@ pub fn all_channels() -> Statement {
     )
 }
 
-/// A channel with the role a user has in it, if any.
+/// A channel with the role a user has in it, if any, and its figures.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChannelRoleRow {
     pub name: String,
     pub private: i64,
     pub created_at: f64,
     pub role: Option<String>,
+    pub package_count: i64,
+    pub last_upload: Option<f64>,
 }
 
 /// Every channel with `user_id`'s role in each (none for `None`), for listings that the
 /// access policy then filters.
 pub fn channels_with_role(user_id: Option<i64>) -> Statement {
     Statement::new(
-        "SELECT c.name, c.private, c.created_at, m.role FROM channels c \
+        "SELECT c.name, c.private, c.created_at, m.role, c.package_count, c.last_upload \
+         FROM channels c \
          LEFT JOIN memberships m ON m.channel = c.name AND m.user_id = ?1 ORDER BY c.name",
         vec![user_id.into()],
+    )
+}
+
+/// Stores what the channel's index holds after a change: how many package files, and when the
+/// newest was indexed (milliseconds; `None` when there is none).
+pub fn set_channel_figures(name: &str, package_count: i64, last_upload: Option<i64>) -> Statement {
+    Statement::new(
+        "UPDATE channels SET package_count = ?2, last_upload = ?3 WHERE name = ?1",
+        vec![name.into(), package_count.into(), last_upload.into()],
     )
 }
 
@@ -405,6 +487,11 @@ mod tests {
             keys(Some("u")),
             create_key(&key),
             revoke_key(1, None, 0),
+            session_by_hash("h"),
+            create_session("h", 1, 0, 1),
+            end_session("h", 0),
+            delete_expired_sessions(0),
+            set_channel_figures("c", 1, None),
         ];
         for statement in statements {
             // Inlining panics on a placeholder without a parameter.

@@ -4,6 +4,7 @@
 //! Worker glue in [`worker`] is built for wasm32 only.
 
 pub mod access;
+pub mod browse;
 pub mod config;
 pub mod consistency;
 pub mod directory;
@@ -14,7 +15,9 @@ pub mod keys;
 pub mod multipart;
 pub mod names;
 pub mod package;
+pub mod pages;
 pub mod repodata;
+pub mod session;
 pub mod shards;
 
 #[cfg(target_arch = "wasm32")]

@@ -496,3 +496,64 @@ fn quotes_in_values_survive_inlining() {
         assert!(db.rows(&user_by_name("x' OR '1'='1")).is_empty());
     });
 }
+
+#[test]
+fn a_session_acts_with_its_key_until_it_or_the_key_ends() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let key = db.key(ann, "laptop");
+        let started: Vec<Value> = db.rows(&create_session("s1", key, 10, 1000));
+        assert_eq!(started.len(), 1);
+        let found: Vec<SessionRow> = db.read(&session_by_hash("s1"));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].session_expires_at, 1000.0);
+        let key_row = found[0].clone().key();
+        assert_eq!((key_row.key_id, key_row.name.as_str()), (key, "ann"));
+        assert_eq!(key_row.key_name, "laptop");
+        // A forged id is just a session that is not there.
+        assert!(db.rows(&session_by_hash("s2")).is_empty());
+
+        // Sign-out ends it, once.
+        let ended: Vec<Value> = db.rows(&end_session("s1", 20));
+        assert_eq!(ended, vec![json!({"key_id": key})]);
+        assert!(db.rows(&end_session("s1", 21)).is_empty());
+        assert!(db.rows(&session_by_hash("s1")).is_empty());
+
+        // Revoking the key ends its other sessions.
+        assert_eq!(db.rows(&create_session("s3", key, 30, 1000)).len(), 1);
+        assert_eq!(db.rows(&session_by_hash("s3")).len(), 1);
+        assert_eq!(db.rows(&revoke_key(key, Some(ann), 40)).len(), 1);
+        assert!(db.rows(&session_by_hash("s3")).is_empty());
+        // And a revoked key starts none.
+        assert!(db.rows(&create_session("s4", key, 50, 1000)).is_empty());
+        assert!(db.rows(&create_session("s5", 999, 50, 1000)).is_empty());
+    });
+}
+
+#[test]
+fn expired_sessions_are_forgotten() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let key = db.key(ann, "laptop");
+        db.rows(&create_session("old", key, 10, 100));
+        db.rows(&create_session("new", key, 10, 1000));
+        db.rows(&delete_expired_sessions(100));
+        assert!(db.rows(&session_by_hash("old")).is_empty());
+        assert_eq!(db.rows(&session_by_hash("new")).len(), 1);
+    });
+}
+
+#[test]
+fn channel_figures_are_listed_with_the_role() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        db.channel("alpha", ann);
+        let listed: Vec<ChannelRoleRow> = db.read(&channels_with_role(Some(ann)));
+        assert_eq!((listed[0].package_count, listed[0].last_upload), (0, None));
+        db.rows(&set_channel_figures("alpha", 7, Some(1234)));
+        let listed: Vec<ChannelRoleRow> = db.read(&channels_with_role(Some(ann)));
+        assert_eq!(listed[0].package_count, 7);
+        assert_eq!(listed[0].last_upload, Some(1234.0));
+        assert_eq!(listed[0].role.as_deref(), Some("owner"));
+    });
+}

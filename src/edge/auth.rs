@@ -10,10 +10,11 @@ use worker::Date;
 
 use super::cache::{cached, TtlCache};
 use super::context::RequestContext;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use crate::access::{decide, Action, Decision, KeyHolder, Role};
-use crate::directory::{self, ChannelRow, KeyRow, RoleRow};
+use crate::directory::{self, ChannelRow, KeyRow, RoleRow, SessionRow};
 use crate::keys::key_hash;
+use crate::session::session_hash;
 
 /// A signed-in user, and the key they signed in with.
 #[derive(Debug, Clone)]
@@ -22,6 +23,9 @@ pub struct Principal {
     pub name: String,
     pub is_admin: bool,
     pub key: KeyInfo,
+    /// When the browser session this caller signed in with ends (milliseconds since the
+    /// epoch); `None` when the request carried the key itself.
+    pub session_expires_at: Option<u64>,
 }
 
 /// What is known of a key besides its owner.
@@ -70,6 +74,12 @@ impl Principal {
             ))
         }
     }
+
+    /// Whether neither the key nor the session it signed in with has expired at `now`.
+    fn live_at(&self, now: u64) -> bool {
+        self.key.expires_at.is_none_or(|at| at > now)
+            && self.session_expires_at.is_none_or(|at| at > now)
+    }
 }
 
 /// A channel as D1 knows it, and as the API describes it.
@@ -105,7 +115,18 @@ pub fn forget_channel(channel: &str) {
     ROLES.with(|cache| cache.forget_where(|key, _| !key.starts_with(&prefix)));
 }
 
-/// Drops a key this isolate verified, after it was revoked through the API.
+/// Drops a session this isolate verified, after it ended through the API.
+pub fn forget_session(hash: &str) {
+    KEYS.with(|cache| cache.forget(&session_cache_key(hash)));
+}
+
+/// Sessions are cached with the keys, so that revoking a key forgets its sessions too.
+fn session_cache_key(hash: &str) -> String {
+    format!("session:{hash}")
+}
+
+/// Drops a key this isolate verified, and the sessions started with it, after it was revoked
+/// through the API.
 pub fn forget_key(key_id: i64) {
     KEYS.with(|cache| {
         cache.forget_where(|_, principal| principal.as_ref().is_none_or(|p| p.key.id != key_id))
@@ -123,8 +144,25 @@ pub(super) async fn verify_key(ctx: &RequestContext, key: &str) -> ApiResult<Pri
     .await?;
     let now = Date::now().as_millis();
     principal
-        .filter(|p| p.key.expires_at.is_none_or(|at| at > now))
+        .filter(|p| p.live_at(now))
         .ok_or_else(|| ApiError::invalid_key("invalid, expired or revoked API key"))
+}
+
+/// The user behind a session id (the hash of which D1 holds), with the limits of the key the
+/// session was started with; `None` for a session that is unknown, ended, expired, or whose
+/// key was revoked or expired. Expiry is checked on every call, cached or not.
+pub(super) async fn verify_session(ctx: &RequestContext, id: &str) -> ApiResult<Option<Principal>> {
+    let hash = session_hash(id);
+    let principal = cached(&KEYS, session_cache_key(&hash), ctx.config(), async {
+        let row: Option<SessionRow> = ctx.db()?.first(directory::session_by_hash(&hash)).await?;
+        Ok(row.map(|row| Principal {
+            session_expires_at: Some(row.session_expires_at as u64),
+            ..principal_of(row.key())
+        }))
+    })
+    .await?;
+    let now = Date::now().as_millis();
+    Ok(principal.filter(|p| p.live_at(now)))
 }
 
 fn principal_of(row: KeyRow) -> Principal {
@@ -139,6 +177,7 @@ fn principal_of(row: KeyRow) -> Principal {
             channels: key_channels(row.channels.as_deref()),
             expires_at: row.expires_at.map(|at| at as u64),
         },
+        session_expires_at: None,
     }
 }
 
@@ -194,6 +233,31 @@ impl RequestContext {
                     "only an owner of this channel, with a key that may write to it, may change it"
                 }
             })),
+        }
+    }
+
+    /// The channel named `name` if the caller may read it. Otherwise a 404 that says the same
+    /// whether the channel is missing or private, so nothing tells whether it exists. A bad
+    /// key is still a 401, before the channel is looked at.
+    pub async fn readable_channel(&self, name: &str) -> ApiResult<Channel> {
+        self.caller().await?;
+        let hidden =
+            || ApiError::not_found("no such channel, or it is private and you may not read it");
+        let channel = match self.channel(name).await {
+            Err(error) if error.code == ErrorCode::NotFound => return Err(hidden()),
+            found => found?,
+        };
+        match self.authorize(Action::Read, &channel).await {
+            Ok(_) => Ok(channel),
+            Err(error)
+                if matches!(
+                    error.code,
+                    ErrorCode::Unauthenticated | ErrorCode::Forbidden
+                ) =>
+            {
+                Err(hidden())
+            }
+            Err(error) => Err(error),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::cell::OnceCell;
 
 use serde::de::DeserializeOwned;
-use worker::{Bucket, ByteStream, Env, Request};
+use worker::{Bucket, ByteStream, Env, Fetcher, Request};
 
 use super::auth::{self, Channel, Principal};
 use super::channel_index::ChannelIndexClient;
@@ -15,6 +15,7 @@ use super::error::{internal, ApiError, ApiResult, ErrorCode};
 use crate::access::Action;
 use crate::config::Config;
 use crate::keys::PresentedCredentials;
+use crate::session::{from_another_site, refused_as_cross_site, session_from_cookies};
 
 /// The management API's JSON bodies are small; anything larger is refused unread.
 const MAX_JSON_BODY: u64 = 64 * 1024;
@@ -52,6 +53,10 @@ fn refuse_control_characters(req: &Request) -> ApiResult<()> {
     Ok(())
 }
 
+fn cross_site_refused() -> ApiError {
+    ApiError::forbidden("cross-site request refused")
+}
+
 impl RequestContext {
     /// The context of `req`; a malformed setting is a 500 (with the detail in the log), since
     /// no request can be answered right under it.
@@ -84,16 +89,28 @@ impl RequestContext {
         Ok(Db::new(self.env.d1("DB")?))
     }
 
+    /// The web app's static files.
+    pub fn assets(&self) -> ApiResult<Fetcher> {
+        Ok(self.env.assets("ASSETS")?)
+    }
+
+    /// Whether the key came in the path (`/t/<key>/...`).
+    pub fn has_path_token(&self) -> bool {
+        self.path_token.is_some()
+    }
+
     pub fn channel_index(&self, channel: &str) -> ApiResult<ChannelIndexClient> {
         Ok(ChannelIndexClient::new(&self.env, channel)?)
     }
 
-    /// The signed-in caller, if the request carries a key; 401 if it carries a bad one.
+    /// The signed-in caller, if the request carries a key (401 if it carries a bad one) or
+    /// else a live session cookie. A key wins over a cookie. A cookie that names no live
+    /// session counts as none: a browser cannot drop an HttpOnly cookie by itself.
     pub async fn caller(&self) -> ApiResult<Option<Principal>> {
         if self.caller.get().is_none() {
             let resolved = match self.presented_key() {
                 Ok(Some(key)) => auth::verify_key(self, &key).await.map(Some),
-                Ok(None) => Ok(None),
+                Ok(None) => self.session_caller().await,
                 Err(error) => Err(error),
             };
             // Nothing else resolves the caller between the check and here: one request, one task.
@@ -105,6 +122,59 @@ impl RequestContext {
     /// The signed-in caller; 401 when the request carries no key.
     pub async fn signed_in(&self) -> ApiResult<Principal> {
         self.caller().await?.ok_or_else(ApiError::unauthenticated)
+    }
+
+    /// The session id in the request's cookie, if it carries one.
+    pub fn session_id(&self) -> ApiResult<Option<String>> {
+        let cookies = self.req.headers().get("Cookie")?;
+        Ok(cookies
+            .as_deref()
+            .and_then(session_from_cookies)
+            .map(str::to_owned))
+    }
+
+    /// The caller of the request's session cookie, if it names a live session; 403 when the
+    /// request would change something and does not come from this server's own pages.
+    pub async fn session_caller(&self) -> ApiResult<Option<Principal>> {
+        let Some(id) = self.session_id()? else {
+            return Ok(None);
+        };
+        let principal = auth::verify_session(self, &id).await?;
+        if principal.is_some() {
+            self.refuse_cross_site()?;
+        }
+        Ok(principal)
+    }
+
+    /// 403 for a request that may change something and whose `Origin` is not the request's
+    /// own (see [`refused_as_cross_site`]).
+    fn refuse_cross_site(&self) -> ApiResult<()> {
+        let origin = self.req.headers().get("Origin")?;
+        let own = self.own_origin()?;
+        if refused_as_cross_site(self.req.method().as_ref(), origin.as_deref(), &own) {
+            return Err(cross_site_refused());
+        }
+        Ok(())
+    }
+
+    /// 403 for a request that says it comes from a page of another site (see
+    /// [`from_another_site`]).
+    pub fn refuse_other_sites(&self) -> ApiResult<()> {
+        let origin = self.req.headers().get("Origin")?;
+        if from_another_site(origin.as_deref(), &self.own_origin()?) {
+            return Err(cross_site_refused());
+        }
+        Ok(())
+    }
+
+    /// `scheme://host[:port]` of the request's URL.
+    fn own_origin(&self) -> ApiResult<String> {
+        Ok(self.req.url()?.origin().ascii_serialization())
+    }
+
+    /// Whether the request came over https (cookies are then marked `Secure`).
+    pub fn is_https(&self) -> ApiResult<bool> {
+        Ok(self.req.url()?.scheme() == "https")
     }
 
     fn presented_key(&self) -> ApiResult<Option<String>> {

@@ -4,7 +4,7 @@
 //! | method | path                                  | who                          |
 //! |--------|---------------------------------------|------------------------------|
 //! | GET    | /api/v1/whoami                        | any valid key                |
-//! | GET    | /api/v1/channels                      | anyone (lists what they may read) |
+//! | GET    | /api/v1/channels                      | anyone (lists what they may read, with role and figures) |
 //! | POST   | /api/v1/channels                      | a key without limits         |
 //! | GET    | /api/v1/channels/<c>                  | readers of the channel       |
 //! | PATCH  | /api/v1/channels/<c>                  | owners (`{"private": bool}`) |
@@ -66,7 +66,19 @@ pub async fn whoami(ctx: &RequestContext) -> ApiResult<Response> {
 
 #[derive(Serialize)]
 struct Channels {
-    channels: Vec<Channel>,
+    channels: Vec<ListedChannel>,
+}
+
+/// A channel as the channel list shows it: with the caller's role and the figures its index
+/// last reported (see `channel_index::browse`), so the list costs one D1 query.
+#[derive(Serialize)]
+struct ListedChannel {
+    #[serde(flatten)]
+    channel: Channel,
+    role: Option<String>,
+    package_count: i64,
+    /// When the newest package was indexed (milliseconds since the epoch).
+    last_upload: Option<u64>,
 }
 
 /// Every channel the caller may read, as [`listed`] decides it row by row.
@@ -85,7 +97,12 @@ pub async fn list_channels(ctx: &RequestContext) -> ApiResult<Response> {
             let role = row.role.as_deref().and_then(Role::parse);
             listed(holder.as_ref(), &row.name, row.private != 0, role)
         })
-        .map(|row| Channel::from_columns(row.name, row.private, row.created_at))
+        .map(|row| ListedChannel {
+            channel: Channel::from_columns(row.name, row.private, row.created_at),
+            role: row.role,
+            package_count: row.package_count,
+            last_upload: row.last_upload.map(|at| at as u64),
+        })
         .collect();
     json(200, &Channels { channels })
 }

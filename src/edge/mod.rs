@@ -8,12 +8,18 @@
 //! | DELETE      | /api/v1/delete/<channel>/<subdir>/<filename> | [`delete::delete`] |
 //! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`) | [`serve::serve_file`] |
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
+//! | POST, GET, DELETE | /api/v1/session (a browser's sign-in)   | [`session`]        |
+//! | GET         | /api/v1/channels/<c>/packages…, /api/v1/server | [`browse`]     |
+//! | GET (Accept: text/html) | the web app's page URLs: `/`, `/<channel>`… | [`pages::shell`] |
+//!
+//! The web app's static files (`/-/<file>`) never reach the Worker: Static Assets serves them.
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed
 //! before routing and never logged. Each request gets one [`RequestContext`]: its settings,
 //! its caller and the bindings; handlers take it and the names the route matched.
 
 mod auth;
+mod browse;
 mod bulk;
 mod cache;
 mod channel_index;
@@ -24,7 +30,9 @@ mod error;
 mod log;
 mod manage;
 mod object_writer;
+mod pages;
 mod serve;
+mod session;
 mod storage;
 mod upload;
 
@@ -66,6 +74,9 @@ fn split_token(path: &str) -> (Option<&str>, &str) {
 }
 
 async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResult<Response> {
+    if let Some(page) = pages::requested(ctx, method, path)? {
+        return pages::shell(ctx, page).await;
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if let ["api", "v1", "channels", channel, ..] = segments.as_slice() {
         check_channel_name(channel).map_err(ApiError::invalid_name)?;
@@ -87,6 +98,16 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
         }
         (Method::Post, ["api", "v1", "debug", "put"]) => upload::bare_put(ctx).await,
         (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(ctx).await,
+        (Method::Post, ["api", "v1", "session"]) => session::sign_in(ctx).await,
+        (Method::Get, ["api", "v1", "session"]) => session::current(ctx).await,
+        (Method::Delete, ["api", "v1", "session"]) => session::sign_out(ctx).await,
+        (Method::Get, ["api", "v1", "server"]) => browse::server_info(ctx).await,
+        (Method::Get, ["api", "v1", "channels", channel, "packages"]) => {
+            browse::list_packages(ctx, channel).await
+        }
+        (Method::Get, ["api", "v1", "channels", channel, "packages", name]) => {
+            browse::package(ctx, channel, name).await
+        }
         (Method::Get, ["api", "v1", "channels"]) => manage::list_channels(ctx).await,
         (Method::Post, ["api", "v1", "channels"]) => manage::create_channel(ctx).await,
         (Method::Get, ["api", "v1", "channels", channel]) => {

@@ -19,9 +19,11 @@ def build_tar_bz2(
     depends: list[str] | None = None,
     files: dict[str, bytes] | None = None,
     index_overrides: dict | None = None,
+    info_files: dict[str, bytes] | None = None,
 ) -> tuple[str, bytes]:
-    """Returns (filename, bytes) of a package whose index.json says what the arguments say."""
-    entries = package_entries(name, version, build, subdir, depends, files, index_overrides)
+    """Returns (filename, bytes) of a package whose index.json says what the arguments say;
+    `info_files` adds more of info/ (such as `info/about.json`)."""
+    entries = package_entries(name, version, build, subdir, depends, files, index_overrides, info_files)
     return f"{name}-{version}-{build}.tar.bz2", bz2.compress(tar_of(entries))
 
 
@@ -34,11 +36,12 @@ def build_conda(
     files: dict[str, bytes] | None = None,
     index_overrides: dict | None = None,
     component_stem: str | None = None,
+    info_files: dict[str, bytes] | None = None,
 ) -> tuple[str, bytes]:
     """Returns (filename, bytes) of a .conda package; its components are named for
     `component_stem` (by default, as they must be, for the file's own stem)."""
     stem = f"{name}-{version}-{build}"
-    entries = package_entries(name, version, build, subdir, depends, files, index_overrides)
+    entries = package_entries(name, version, build, subdir, depends, files, index_overrides, info_files)
     info = [(path, data) for path, data in entries if path.startswith("info/")]
     payload = [(path, data) for path, data in entries if not path.startswith("info/")]
     compress = zstandard.ZstdCompressor().compress
@@ -50,8 +53,11 @@ def build_conda(
     return f"{stem}.conda", raw.getvalue()
 
 
-def package_entries(name, version, build, subdir, depends, files, index_overrides) -> list[tuple[str, bytes]]:
-    """The paths and bytes of a package: info/index.json, paths.json and files, then `files`."""
+def package_entries(
+    name, version, build, subdir, depends, files, index_overrides, info_files=None
+) -> list[tuple[str, bytes]]:
+    """The paths and bytes of a package: info/index.json, paths.json and files, then
+    `info_files`, then `files`."""
     files = files or {}
     index = {
         "name": name,
@@ -82,6 +88,7 @@ def package_entries(name, version, build, subdir, depends, files, index_override
         ("info/index.json", json.dumps(index).encode()),
         ("info/paths.json", json.dumps(paths).encode()),
         ("info/files", "".join(f"{p}\n" for p in sorted(files)).encode()),
+        *sorted((info_files or {}).items()),
         *sorted(files.items()),
     ]
 

@@ -56,6 +56,7 @@
 //! the next build as soon as the running one ends, so under load repodata.json lags a change by
 //! at most the build in progress plus one more, and a burst of uploads costs two builds.
 
+mod browse;
 mod build;
 mod check;
 
@@ -258,6 +259,15 @@ enum IndexRequest<'a> {
         channel: Cow<'a, str>,
         options: crate::consistency::CheckOptions,
     },
+    /// Answers a [`crate::browse::PackagePage`].
+    Browse {
+        query: Cow<'a, crate::browse::BrowseQuery>,
+    },
+    /// Answers the [`crate::browse::PackageRecords`] of a name, or `null` if it has none.
+    Package {
+        channel: Cow<'a, str>,
+        name: Cow<'a, str>,
+    },
 }
 
 impl IndexRequest<'_> {
@@ -269,8 +279,9 @@ impl IndexRequest<'_> {
             IndexRequest::Build { channel, .. }
             | IndexRequest::Rebuild { channel }
             | IndexRequest::Destroy { channel }
-            | IndexRequest::Check { channel, .. } => Some(channel),
-            IndexRequest::Stats => None,
+            | IndexRequest::Check { channel, .. }
+            | IndexRequest::Package { channel, .. } => Some(channel),
+            IndexRequest::Stats | IndexRequest::Browse { .. } => None,
         }
     }
 }
@@ -324,6 +335,30 @@ impl ChannelIndexClient {
     pub async fn destroy(&self, channel: &str) -> ApiResult<DestroyOutcome> {
         self.call(&IndexRequest::Destroy {
             channel: channel.into(),
+        })
+        .await
+    }
+
+    /// One page of the channel's package names.
+    pub async fn browse(
+        &self,
+        query: &crate::browse::BrowseQuery,
+    ) -> ApiResult<crate::browse::PackagePage> {
+        self.call(&IndexRequest::Browse {
+            query: Cow::Borrowed(query),
+        })
+        .await
+    }
+
+    /// Every file of one name; `None` when the channel has none.
+    pub async fn package(
+        &self,
+        channel: &str,
+        name: &str,
+    ) -> ApiResult<Option<crate::browse::PackageRecords>> {
+        self.call(&IndexRequest::Package {
+            channel: channel.into(),
+            name: name.into(),
         })
         .await
     }
@@ -384,7 +419,7 @@ impl DurableObject for ChannelIndex {
     fn new(state: State, env: Env) -> Self {
         // Creating the tables is synchronous and idempotent; if it failed, every later query
         // would fail with the reason.
-        for statement in SCHEMA {
+        for statement in SCHEMA.iter().chain(&browse::SCHEMA) {
             let _ = state.storage().sql().exec(statement, None);
         }
         let config = Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
@@ -465,6 +500,15 @@ impl ChannelIndex {
                 )?;
             }
         }
+        // Changes that leave the channel's figures changed, to report once they are stored.
+        let changed = match &request {
+            IndexRequest::Commit(commit) if commit.build => Some(commit.channel.clone()),
+            IndexRequest::Delete(delete) => Some(delete.channel.clone()),
+            IndexRequest::Build { channel, .. } | IndexRequest::Rebuild { channel } => {
+                Some(channel.to_string())
+            }
+            _ => None,
+        };
         let response = match request {
             IndexRequest::Commit(request) => {
                 Response::from_json(&self.commit(request.into_owned()).await?)
@@ -483,7 +527,14 @@ impl ChannelIndex {
             IndexRequest::Check { channel, options } => {
                 Response::from_json(&self.check(&channel, options).await?)
             }
+            IndexRequest::Browse { query } => Response::from_json(&self.browse(&query)?),
+            IndexRequest::Package { channel, name } => {
+                Response::from_json(&self.package(&channel, &name)?)
+            }
         };
+        if let Some(channel) = changed {
+            self.report_figures(&channel).await;
+        }
         Ok(response?)
     }
 

@@ -1,0 +1,50 @@
+//! The browse API the web app's pages read (see [`crate::browse`]), answered from the
+//! channel's index under the channel's read policy, and what the server tells the pages of
+//! itself.
+//!
+//! | method | path                                  | answers |
+//! |--------|---------------------------------------|---------|
+//! | GET    | /api/v1/channels/<c>/packages         | names with summary figures (`?q=&subdir=&cursor=&limit=`) |
+//! | GET    | /api/v1/channels/<c>/packages/<name>  | every file of a name, newest first |
+//! | GET    | /api/v1/server                        | `{"max_upload_bytes"}` |
+//!
+//! A private channel the caller may not read is a 404, the same as a missing one.
+
+use serde::Serialize;
+use worker::Response;
+
+use super::context::RequestContext;
+use super::error::{json, ApiError, ApiResult};
+use crate::browse::BrowseQuery;
+
+pub async fn list_packages(ctx: &RequestContext, channel: &str) -> ApiResult<Response> {
+    let query =
+        BrowseQuery::from_query(ctx.req().url()?.query_pairs()).map_err(ApiError::bad_request)?;
+    let channel = ctx.readable_channel(channel).await?;
+    let page = ctx.channel_index(&channel.name)?.browse(&query).await?;
+    json(200, &page)
+}
+
+pub async fn package(ctx: &RequestContext, channel: &str, name: &str) -> ApiResult<Response> {
+    let channel = ctx.readable_channel(channel).await?;
+    let records = ctx
+        .channel_index(&channel.name)?
+        .package(&channel.name, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no package of that name in this channel"))?;
+    json(200, &records)
+}
+
+#[derive(Serialize)]
+struct ServerInfo {
+    max_upload_bytes: u64,
+}
+
+pub async fn server_info(ctx: &RequestContext) -> ApiResult<Response> {
+    json(
+        200,
+        &ServerInfo {
+            max_upload_bytes: ctx.config().max_upload_bytes,
+        },
+    )
+}

@@ -1,0 +1,119 @@
+//! `/api/v1/session`: a browser signs in with an API key and gets a session cookie (see
+//! [`crate::session`]).
+//!
+//! | method | does |
+//! |--------|------|
+//! | POST   | `{"key": "<api key>"}` → 201, the session and `Set-Cookie`; 401 for a bad key |
+//! | GET    | the cookie's session, or 401 |
+//! | DELETE | ends the cookie's session and clears the cookie: 204 |
+
+use serde::{Deserialize, Serialize};
+use worker::{Date, Response};
+
+use super::auth::{self, forget_session, KeyInfo, Principal};
+use super::context::RequestContext;
+use super::error::{json, ApiError, ApiResult, ErrorCode};
+use crate::directory;
+use crate::session::{cleared_cookie, new_session_id, session_cookie, session_hash};
+
+#[derive(Deserialize)]
+struct SignIn {
+    key: String,
+}
+
+/// What the pages know of their session.
+#[derive(Serialize)]
+struct SessionBody {
+    user: String,
+    is_admin: bool,
+    /// Milliseconds since the epoch.
+    expires_at: u64,
+    key: KeyInfo,
+}
+
+impl SessionBody {
+    fn of(principal: Principal, expires_at: u64) -> Self {
+        Self {
+            user: principal.name,
+            is_admin: principal.is_admin,
+            expires_at,
+            key: principal.key,
+        }
+    }
+}
+
+pub async fn sign_in(ctx: &mut RequestContext) -> ApiResult<Response> {
+    ctx.refuse_other_sites()?;
+    let body: SignIn = ctx.json_body().await?;
+    let principal = auth::verify_key(ctx, body.key.trim()).await?;
+    let now = Date::now().as_millis();
+    // A session never outlives its key.
+    let expires_at = principal
+        .key
+        .expires_at
+        .unwrap_or(u64::MAX)
+        .min(now + ctx.config().session_ms);
+    let id = new_session_id();
+    let db = ctx.db()?;
+    db.batch([directory::delete_expired_sessions(now as i64)])
+        .await?;
+    let started = db
+        .returns_row(directory::create_session(
+            &session_hash(&id),
+            principal.key.id,
+            now as i64,
+            expires_at as i64,
+        ))
+        .await?;
+    if !started {
+        return Err(ApiError::invalid_key("invalid, expired or revoked API key"));
+    }
+    super::log::change(
+        "session start",
+        &principal.name,
+        &principal.key.id.to_string(),
+        201,
+    );
+    let cookie = session_cookie(&id, (expires_at - now) / 1000, ctx.is_https()?);
+    let mut response = json(201, &SessionBody::of(principal, expires_at))?;
+    response.headers_mut().set("Set-Cookie", &cookie)?;
+    response.headers_mut().set("Cache-Control", "no-store")?;
+    Ok(response)
+}
+
+pub async fn current(ctx: &RequestContext) -> ApiResult<Response> {
+    let principal = ctx.session_caller().await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "no session: sign in with an API key",
+        )
+    })?;
+    let expires_at = principal.session_expires_at.unwrap_or_default();
+    let mut response = json(200, &SessionBody::of(principal, expires_at))?;
+    response.headers_mut().set("Cache-Control", "no-store")?;
+    Ok(response)
+}
+
+/// Ends the cookie's session, if it names a live one, and clears the cookie either way.
+pub async fn sign_out(ctx: &RequestContext) -> ApiResult<Response> {
+    if let Some(principal) = ctx.session_caller().await? {
+        let id = ctx.session_id()?.unwrap_or_default();
+        let hash = session_hash(&id);
+        let now = Date::now().as_millis() as i64;
+        ctx.db()?
+            .batch([directory::end_session(&hash, now)])
+            .await?;
+        forget_session(&hash);
+        super::log::change(
+            "session end",
+            &principal.name,
+            &principal.key.id.to_string(),
+            204,
+        );
+    }
+    let mut response = Response::empty()?.with_status(204);
+    response
+        .headers_mut()
+        .set("Set-Cookie", &cleared_cookie(ctx.is_https()?))?;
+    Ok(response)
+}

@@ -1,0 +1,46 @@
+// What the channel pages share: the channel's details, its header with tabs, and who may do what.
+import { h, data, path } from './dom.js';
+import { api } from './api.js';
+
+/** The channel's details, or null when it does not exist or the caller may not read it. */
+export async function loadChannel(name) {
+  try {
+    return await api('GET', 'channels/' + encodeURIComponent(name));
+  } catch (error) {
+    if ([400, 401, 403, 404].includes(error.status)) return null;
+    throw error;
+  }
+}
+
+/** Whether the session may change the channel (upload, delete, members, settings). */
+export function canManage(session, channel) {
+  if (!session) return false;
+  const key = session.key || {};
+  if (key.read_only) return false;
+  if (Array.isArray(key.channels) && !key.channels.includes(channel.name)) return false;
+  return channel.your_role === 'owner' || session.is_admin === true;
+}
+
+export function channelHeader(channel, session, active) {
+  const manage = canManage(session, channel);
+  const tab = (id, href, label) => h('a', { href, class: id === active ? 'tab active' : 'tab', 'aria-current': id === active ? 'page' : null }, label);
+  return h(
+    'div',
+    { class: 'channel-head' },
+    h(
+      'div',
+      { class: 'page-head' },
+      h('h1', {}, data(channel.name, 'data title')),
+      channel.private ? h('span', { class: 'badge private' }, 'private') : h('span', { class: 'badge' }, 'public'),
+      channel.your_role ? h('span', { class: 'badge role' }, channel.your_role) : null,
+    ),
+    h(
+      'nav',
+      { class: 'tabs', 'aria-label': 'channel' },
+      tab('packages', path(channel.name), 'Packages'),
+      manage ? tab('upload', path(channel.name, 'upload'), '+ Add') : null,
+      manage ? tab('members', path(channel.name, 'members'), 'Members') : null,
+      manage ? tab('settings', path(channel.name, 'settings'), 'Settings') : null,
+    ),
+  );
+}

@@ -1,0 +1,80 @@
+// `/<channel>/settings` (owners): visibility, and deleting the channel (type its name).
+import { h, put, loading, empty } from '../dom.js';
+import { api } from '../api.js';
+import { loadChannel, channelHeader, canManage } from '../channel-common.js';
+import { notFound } from './notfound.js';
+
+export async function render(view, ctx) {
+  const [name] = ctx.params;
+  put(view, loading('the channel'));
+  const channel = await loadChannel(name);
+  if (!channel) {
+    document.title = 'Not found · condaflare';
+    put(view, notFound(ctx));
+    return;
+  }
+  document.title = `Settings · ${channel.name} · condaflare`;
+  if (!canManage(ctx.session, channel)) {
+    put(view, channelHeader(channel, ctx.session, 'settings'), empty('Only the channel’s owners change its settings.'));
+    return;
+  }
+  const url = `channels/${encodeURIComponent(channel.name)}`;
+  let header = channelHeader(channel, ctx.session, 'settings');
+
+  const visibilityMessage = h('p', { class: 'message', role: 'alert' });
+  const choice = (value, label, hint) =>
+    h('label', { class: 'radio' }, h('input', { type: 'radio', name: 'visibility', value, checked: channel.private === (value === 'private') }), h('span', {}, h('strong', {}, label), ' — ', hint));
+  const visibility = h(
+    'form',
+    { class: 'card', id: 'visibility' },
+    h('h2', {}, 'Visibility'),
+    choice('public', 'Public', 'anyone can read and install; only owners change it.'),
+    choice('private', 'Private', 'only members and owners see it; to everyone else it does not exist.'),
+    h('button', { type: 'submit', class: 'primary' }, 'Save visibility'),
+    visibilityMessage,
+  );
+  visibility.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const priv = visibility.elements.visibility.value === 'private';
+    put(visibilityMessage);
+    try {
+      await api('PATCH', url, { private: priv });
+      channel.private = priv;
+      const fresh = channelHeader(channel, ctx.session, 'settings');
+      header.replaceWith(fresh);
+      header = fresh;
+      put(visibilityMessage, h('span', { class: 'ok-text' }, `The channel is now ${priv ? 'private' : 'public'}.`));
+    } catch (error) {
+      put(visibilityMessage, error.message);
+    }
+  });
+
+  const typed = h('input', { name: 'confirm', autocomplete: 'off', 'aria-label': 'type the channel name to confirm', placeholder: channel.name });
+  const remove = h('button', { type: 'submit', class: 'danger', disabled: true }, 'Delete this channel');
+  const deleteMessage = h('p', { class: 'message', role: 'alert' });
+  typed.addEventListener('input', () => {
+    remove.disabled = typed.value !== channel.name;
+  });
+  const danger = h(
+    'form',
+    { class: 'card danger-zone', id: 'delete-channel' },
+    h('h2', {}, 'Delete the channel'),
+    h('p', {}, 'This removes every package, its index and its members. It cannot be undone. Type the channel’s name to confirm:'),
+    h('div', { class: 'row' }, typed, remove),
+    deleteMessage,
+  );
+  danger.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    if (typed.value !== channel.name) return;
+    remove.disabled = true;
+    try {
+      await api('DELETE', url);
+      ctx.navigate('/');
+    } catch (error) {
+      put(deleteMessage, error.message);
+      remove.disabled = false;
+    }
+  });
+
+  put(view, header, visibility, danger);
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# npm run screenshots: runs the browser tests that show the channel, package and upload pages
+# against a freshly built Worker and saves those pages as PNG files in docs/screenshots/.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/setup.sh"
+cd "$ROOT"
+
+bash scripts/build.sh
+cargo build --quiet --bin admin
+VENV=$(bash scripts/test-venv.sh)
+CONDAFLARE_SCREENSHOTS="$ROOT/docs/screenshots" "$VENV/bin/python" -m pytest tests/e2e/test_web.py \
+    -p no:cacheprovider -q -k "drop_packages or package_page"
+echo "screenshots: $(ls "$ROOT"/docs/screenshots/*.png)"
