@@ -1,4 +1,5 @@
-// ESLint over the admin and build scripts: the recommended rules, with node's globals.
+// ESLint over the admin and build scripts (node) and the web app's modules (browser): the
+// recommended rules.
 const js = require("@eslint/js");
 const globals = require("globals");
 
@@ -7,5 +8,9 @@ module.exports = [
   {
     files: ["scripts/*.mjs"],
     languageOptions: { globals: globals.node },
+  },
+  {
+    files: ["web/public/-/**/*.js"],
+    languageOptions: { sourceType: "module", globals: globals.browser },
   },
 ];

@@ -9,9 +9,9 @@ cd "$ROOT"
 echo "== formatting (cargo fmt --check)"
 cargo fmt --check
 
-echo "== script lints (eslint, shellcheck)"
-eslint scripts/*.mjs
-shellcheck scripts/*.sh bench/*.sh .ci/run
+echo "== lints (eslint over scripts and the web app, shellcheck)"
+eslint scripts/*.mjs web/public
+shellcheck scripts/*.sh bench/*.sh web/*.sh .ci/run
 
 echo "== clippy (native, then wasm32)"
 cargo clippy --quiet --all-targets -- -D warnings
