@@ -4,6 +4,7 @@
 //! Worker glue in [`worker`] is built for wasm32 only.
 
 pub mod access;
+pub mod attestation;
 pub mod config;
 pub mod consistency;
 pub mod directory;
@@ -14,6 +15,7 @@ pub mod keys;
 pub mod multipart;
 pub mod names;
 pub mod package;
+pub mod publish;
 pub mod repodata;
 pub mod shards;
 
