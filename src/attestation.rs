@@ -38,8 +38,8 @@ pub fn sigs_document(text: &[u8], sha256_hex: &str) -> Result<String, String> {
             "the attestation is larger than {MAX_ATTESTATION_BYTES} bytes"
         ));
     }
-    let value: Value = serde_json::from_slice(text)
-        .map_err(|e| format!("the attestation is not JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_slice(text).map_err(|e| format!("the attestation is not JSON: {e}"))?;
     let bundles = match value {
         Value::Array(bundles) if !bundles.is_empty() => bundles,
         Value::Array(_) => return Err("the attestation is an empty array".into()),
@@ -71,7 +71,9 @@ fn check_bundle(bundle: &Value, sha256_hex: &str) -> Result<(), String> {
     match (bundle.get("dsseEnvelope"), bundle.get("messageSignature")) {
         (Some(envelope), None) => check_envelope(envelope, sha256_hex),
         (None, Some(signature)) => check_message_signature(signature, sha256_hex),
-        _ => Err("the Sigstore bundle needs exactly one of dsseEnvelope and messageSignature".into()),
+        _ => {
+            Err("the Sigstore bundle needs exactly one of dsseEnvelope and messageSignature".into())
+        }
     }
 }
 
@@ -99,11 +101,8 @@ fn check_envelope(envelope: &Value, sha256_hex: &str) -> Result<(), String> {
             "the bundle's dsseEnvelope.payloadType is not {IN_TOTO_PAYLOAD_TYPE}"
         ));
     }
-    if !envelope
-        .get("signatures")
-        .and_then(Value::as_array)
-        .is_some_and(|s| !s.is_empty())
-    {
+    let signatures = envelope.get("signatures").and_then(Value::as_array);
+    if signatures.is_none_or(Vec::is_empty) {
         return Err("the bundle's dsseEnvelope has no signatures".into());
     }
     let payload = decode_base64(envelope.get("payload"), "dsseEnvelope.payload")?;

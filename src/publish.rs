@@ -2,6 +2,7 @@
 //! (rattler-build, pixi: `rattler_upload`) speak them: quetz, Artifactory and anaconda.org.
 //! Each is an adapter onto the one upload path; what is pure logic lives here.
 
+use rattler_conda_types::{PackageName, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
@@ -58,9 +59,30 @@ pub fn check_labels(labels: &[String]) -> Result<(), String> {
     }
 }
 
+/// A package name as anaconda.org's API paths carry it.
+pub fn check_name(name: &str) -> Result<(), String> {
+    name.parse::<PackageName>()
+        .map(|_| ())
+        .map_err(|_| format!("'{}' is not a package name", short(name)))
+}
+
+/// A version as anaconda.org's API paths carry it.
+pub fn check_version(version: &str) -> Result<(), String> {
+    version
+        .parse::<Version>()
+        .map(|_| ())
+        .map_err(|_| format!("'{}' is not a version", short(version)))
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
 /// A file as anaconda.org's API paths name it: `<owner>/<name>/<version>/<subdir>/<filename>`.
 /// The file name must be the package's, so the path cannot put a file under another package.
 pub fn check_dist_path(name: &str, version: &str, filename: &str) -> Result<(), String> {
+    check_name(name)?;
+    check_version(version)?;
     let expected = format!("{name}-{version}-");
     if filename.starts_with(&expected) {
         Ok(())
@@ -183,6 +205,10 @@ mod tests {
         assert!(check_dist_path("zlib", "1.2.11", "zlib-1.2.11-h7b6447c_3.conda").is_ok());
         assert!(check_dist_path("zlib", "1.2.11", "zlib-1.2.1-h7b6447c_3.conda").is_err());
         assert!(check_dist_path("zlib", "1.2", "zlibx-1.2-0.conda").is_err());
+        assert!(check_dist_path("Zlib!", "1.2", "Zlib!-1.2-0.conda").is_err());
+        assert!(check_dist_path("zlib", "1..2", "zlib-1..2-0.conda").is_err());
+        assert!(check_name("python-dateutil").is_ok());
+        assert!(check_version("2024.7.4").is_ok());
     }
 
     #[test]
@@ -197,7 +223,10 @@ mod tests {
         };
         assert!(ticket.check("c", 999).is_ok());
         assert!(ticket.check("c", 1_000).unwrap_err().contains("expired"));
-        assert!(ticket.check("d", 0).unwrap_err().contains("another channel"));
+        assert!(ticket
+            .check("d", 0)
+            .unwrap_err()
+            .contains("another channel"));
         let back: UploadTicket =
             serde_json::from_str(&serde_json::to_string(&ticket).unwrap()).unwrap();
         assert_eq!(back, ticket);
@@ -206,7 +235,10 @@ mod tests {
     #[test]
     fn a_shard_gives_a_file_sha256() {
         let sha = "ab".repeat(32);
-        let record = format!(r#"{{"name":"a","sha256":"{sha}","md5":"{}"}}"#, "cd".repeat(16));
+        let record = format!(
+            r#"{{"name":"a","sha256":"{sha}","md5":"{}"}}"#,
+            "cd".repeat(16)
+        );
         let shard = crate::shards::build_shard([("a-1-0.conda", record.as_str())]);
         assert_eq!(shard_sha256(&shard.bytes, "a-1-0.conda"), Ok(Some(sha)));
         assert_eq!(shard_sha256(&shard.bytes, "a-1-0.tar.bz2"), Ok(None));

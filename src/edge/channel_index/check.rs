@@ -170,7 +170,10 @@ impl ChannelIndex {
 
         // Attestations go with their package's object; without it, they attest nothing.
         for (subdir, filename) in std::mem::take(&mut listing.attestations) {
-            if !listing.packages.contains_key(&(subdir.clone(), filename.clone())) {
+            if !listing
+                .packages
+                .contains_key(&(subdir.clone(), filename.clone()))
+            {
                 check.orphan(file_key(channel, &subdir, &sigs_filename(&filename)));
             }
         }
