@@ -658,8 +658,9 @@ fn part_naming(headers: &PartHeaders) -> ApiResult<(String, String)> {
     Ok((filename, sha256))
 }
 
-/// The rest of the file part's content, ending where the part ends; the body after it is left
-/// in `after`.
+/// The rest of the file part's content, ending where the part ends. The body after it is
+/// left in `after` as soon as the part's end is read, in the same step as its last bytes: a
+/// consumer that stops once it has the announced length still leaves it there.
 fn file_part_rest(
     body: ByteStream,
     reader: MultipartReader,
@@ -667,19 +668,20 @@ fn file_part_rest(
     beyond: Vec<Event>,
     after: Rc<RefCell<Option<AfterFile>>>,
 ) -> impl Stream<Item = worker::Result<Vec<u8>>> {
-    let state = Some((body, reader, ended, beyond));
+    let state = if ended {
+        *after.borrow_mut() = Some(AfterFile {
+            body,
+            reader,
+            events: beyond,
+        });
+        None
+    } else {
+        Some((body, reader))
+    };
     stream::unfold(state, move |state| {
         let after = after.clone();
         async move {
-            let (mut body, mut reader, ended, beyond) = state?;
-            if ended {
-                *after.borrow_mut() = Some(AfterFile {
-                    body,
-                    reader,
-                    events: beyond,
-                });
-                return None;
-            }
+            let (mut body, mut reader) = state?;
             let chunk = match body.next().await {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(error)) => return Some((Err(error), None)),
@@ -699,7 +701,15 @@ fn file_part_rest(
                     other => beyond.push(other),
                 }
             }
-            Some((Ok(data), Some((body, reader, ended, beyond))))
+            if ended {
+                *after.borrow_mut() = Some(AfterFile {
+                    body,
+                    reader,
+                    events: beyond,
+                });
+                return Some((Ok(data), None));
+            }
+            Some((Ok(data), Some((body, reader))))
         }
     })
 }

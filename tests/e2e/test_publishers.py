@@ -7,6 +7,7 @@ import bz2
 import hashlib
 import io
 import json
+import random
 import tarfile
 import time
 
@@ -303,6 +304,22 @@ def test_an_attestation_is_stored_served_and_deleted_with_its_package(server, ow
     assert deleted.status_code == 200
     assert requests.get(sigs_url, timeout=30).status_code == 404
     assert stored_keys(server, channel) and not [k for k in stored_keys(server, channel) if filename in k]
+
+
+def test_an_attestation_after_a_staged_file_part(server, owner, channel):
+    # Over 1 MiB the file streams into a staging object; the attestation part after it is
+    # still read, and judged, before the package is committed.
+    filename, data = package("bulky", random.Random(7).randbytes(1_500_000))
+    assert len(data) > 1024 * 1024
+    garbage = upload_with_attestation(server, channel, filename, data, owner.key, '{"bundle": 1}')
+    assert garbage.status_code == 400
+    assert_nothing_stored(server, channel)
+    bundle = dsse_bundle(sha256_of(data))
+    response = upload_with_attestation(server, channel, filename, data, owner.key, json.dumps(bundle))
+    assert response.status_code == 201, response.text
+    assert requests.get(f"{server.url}/{channel}/noarch/{filename}.v0.sigs", timeout=30).json() == [bundle]
+    assert served(server, channel, "noarch", filename) == data
+    assert_channel_consistent(server, channel)
 
 
 def test_a_forced_replacement_drops_the_old_attestation(server, owner, channel):

@@ -107,12 +107,14 @@ pub async fn stage(
     }
     let channel = channel.name;
     match stored_sha256(ctx, &channel, subdir, name, filename).await? {
-        Some(stored) if stored != sha256 => return Err(ApiError::new(
-            ErrorCode::AlreadyExists,
-            format!(
+        Some(stored) if stored != sha256 => {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!(
                 "{subdir}/{filename} exists with other content; upload with --force to replace it"
             ),
-        )),
+            ))
+        }
         _ => {}
     }
     let ticket_id = random_id();
