@@ -10,7 +10,7 @@
 //! | POST        | /api/channels/<channel>/upload/<filename> (quetz) | [`publish::quetz::upload`] |
 //! | PUT         | /<channel>/<subdir>/<filename> (Artifactory)  | [`publish::artifactory::deploy`] |
 //! | (see there) | /api/anaconda/{package,release,stage,transfer,commit,dist}/… | [`publish::anaconda`] |
-//! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`) | [`serve::serve_file`] |
+//! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`, `<package>.v0.sigs`) | [`serve::serve_file`] |
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed

@@ -65,13 +65,22 @@ pub async fn upload(ctx: &mut RequestContext, channel_name: &str) -> ApiResult<R
     let (file, form) = match MultipartReader::boundary_of(&content_type) {
         Some(boundary) => {
             let (file, form) = multipart_file(body, boundary, write.length, None).await?;
-            (file, Some(form))
+            (Upload::Form(file), Some(form))
         }
-        None => (raw_file(ctx.req().headers(), body, write.length)?, None),
+        None => (
+            Upload::Raw(raw_file(ctx.req().headers(), body, write.length)?),
+            None,
+        ),
     };
-    let filename = file.filename.clone();
+    let filename = match &file {
+        Upload::Form(file) => file.filename.clone(),
+        Upload::Raw(file) => file.filename.clone(),
+    };
     let result = async {
-        let received = receive(ctx, &channel, file).await?;
+        let received = match file {
+            Upload::Form(file) => file.receive(ctx, &channel).await?,
+            Upload::Raw(file) => receive(ctx, &channel, file).await?,
+        };
         // The attestation is judged before the package is committed, so a bad one leaves
         // nothing behind; the file part comes first in rattler's form, so the rest is read now.
         let attestation = match form {
@@ -102,6 +111,12 @@ pub async fn upload(ctx: &mut RequestContext, channel_name: &str) -> ApiResult<R
         status,
     );
     stored_response(&channel, &filename, &result?)
+}
+
+/// A prefix.dev upload's file, in either of its body forms.
+enum Upload {
+    Raw(IncomingFile),
+    Form(FormFile),
 }
 
 /// The answer to a stored upload: the record as JSON, whether repodata.json holds it yet, and
@@ -569,20 +584,47 @@ impl FormRest {
     }
 }
 
+/// The `file` part of a multipart body.
+pub(super) struct FormFile {
+    filename: String,
+    sha256: String,
+    /// The part's Content-Length header, or its length when it ended in the first chunk read;
+    /// otherwise unknown, since other parts may follow it.
+    length: Option<u64>,
+    bytes: BodyStream,
+}
+
+impl FormFile {
+    /// Receives the file, streamed to staging when its length is known, else as it comes.
+    pub async fn receive(self, ctx: &RequestContext, channel: &str) -> ApiResult<Received> {
+        match self.length {
+            Some(length) => {
+                let file = IncomingFile {
+                    filename: self.filename,
+                    sha256: Some(self.sha256),
+                    length,
+                    bytes: self.bytes,
+                };
+                receive(ctx, channel, file).await
+            }
+            None => {
+                receive_unsized(ctx, channel, self.filename, Some(self.sha256), self.bytes).await
+            }
+        }
+    }
+}
+
 /// Reads a multipart body up to the start of its `file` part and returns that part's content
-/// as a stream. Its length is the part's Content-Length header, or else what remains of the
-/// body less the closing boundary (the file being the last part). The file's name and SHA-256
-/// are its part's `X-File-Name` and `X-File-SHA256` headers, unless `named` gives them.
+/// as a stream. The file's name and SHA-256 are its part's `X-File-Name` and `X-File-SHA256`
+/// headers, unless `named` gives them.
 pub(super) async fn multipart_file(
     mut body: ByteStream,
     boundary: &str,
     total_length: u64,
     named: Option<(String, String)>,
-) -> ApiResult<(IncomingFile, FormRest)> {
+) -> ApiResult<(FormFile, FormRest)> {
     let mut reader = MultipartReader::new(boundary);
     let mut before = SmallParts::default();
-    let closing_len = boundary.len() as u64 + 8; // "\r\n--" boundary "--\r\n"
-    let mut consumed = 0u64;
     loop {
         // The stream fails only when the client's connection breaks off mid-body.
         let chunk = body
@@ -591,7 +633,6 @@ pub(super) async fn multipart_file(
             .transpose()
             .map_err(|_| short_body(total_length))?
             .ok_or_else(|| ApiError::bad_request("the multipart body has no 'file' part"))?;
-        consumed += chunk.len() as u64;
         let mut events = reader.feed(&chunk).map_err(ApiError::bad_request)?;
         let Some(start) = events
             .iter()
@@ -615,17 +656,12 @@ pub(super) async fn multipart_file(
                 other => beyond.push(other),
             }
         }
-        let data_start = consumed - reader.buffered() as u64 - first.len() as u64;
         let length = match headers.get("content-length") {
-            Some(value) => value.parse().map_err(|_| {
+            Some(value) => Some(value.parse().map_err(|_| {
                 ApiError::bad_request("the file part's Content-Length is not a number")
-            })?,
-            None if ended => first.len() as u64,
-            None => total_length
-                .checked_sub(data_start + closing_len)
-                .ok_or_else(|| {
-                    ApiError::bad_request("the multipart body is shorter than announced")
-                })?,
+            })?),
+            None if ended => Some(first.len() as u64),
+            None => None,
         };
         let (filename, sha256) = match named {
             Some(named) => named,
@@ -634,9 +670,9 @@ pub(super) async fn multipart_file(
         let after = Rc::new(RefCell::new(None));
         let rest = file_part_rest(body, reader, ended, beyond, after.clone());
         let bytes = stream::iter([Ok(first)]).chain(rest);
-        let file = IncomingFile {
+        let file = FormFile {
             filename,
-            sha256: Some(sha256),
+            sha256,
             length,
             bytes: Box::pin(bytes),
         };

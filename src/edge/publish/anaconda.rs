@@ -23,7 +23,7 @@ use worker::{Date, Response};
 use super::super::context::RequestContext;
 use super::super::error::{internal, json, ApiError, ApiResult, ErrorCode};
 use super::super::storage::{file_key, random_id, staging_key};
-use super::super::upload::{multipart_file, receive, stored_response};
+use super::super::upload::{multipart_file, stored_response};
 use crate::access::Action;
 use crate::consistency::read_shard_index;
 use crate::multipart::MultipartReader;
@@ -176,7 +176,7 @@ pub async fn transfer(
     let naming = Some((ticket.filename.clone(), ticket.sha256.clone()));
     let result = async {
         let (file, _form) = multipart_file(body, &boundary, length, naming).await?;
-        let mut received = receive(ctx, &ticket.channel, file).await?;
+        let mut received = file.receive(ctx, &ticket.channel).await?;
         received.expect_subdir(&ticket.subdir);
         received.commit(ctx, &ticket.channel, false, true).await
     }
