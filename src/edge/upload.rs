@@ -268,7 +268,7 @@ pub(super) async fn receive_unsized(
         let chunk = chunk.map_err(|_| {
             ApiError::new(
                 ErrorCode::IncompleteBody,
-                "the body broke off before its end",
+                "the body ended before it was complete",
             )
         })?;
         total += chunk.len() as u64;
@@ -574,7 +574,7 @@ impl FormRest {
             let chunk = chunk.map_err(|_| {
                 ApiError::new(
                     ErrorCode::IncompleteBody,
-                    "the body broke off before its end",
+                    "the body ended before it was complete",
                 )
             })?;
             let events = reader.feed(&chunk).map_err(ApiError::bad_request)?;
