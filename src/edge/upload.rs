@@ -1,9 +1,12 @@
-//! `POST /api/v1/upload/<channel>`: the prefix.dev upload API, raw body or multipart form.
+//! `POST /api/v1/upload/<channel>`: the prefix.dev upload API, raw body or multipart form
+//! (with an optional attestation), and the one upload path every publishing route shares
+//! ([`receive`] or [`receive_unsized`], then [`Received::commit`]).
 //!
 //! The body streams into a staging object while every byte is hashed and the package's
 //! metadata is read; nothing large is buffered whole (files up to [`INLINE_BYTES`] are, and
-//! travel in the commit request instead). Only a package that checks out is handed to the
-//! channel index, which moves it into place. The staging object is deleted on every path.
+//! travel in the commit request instead; a body of unknown length is staged part by part).
+//! Only a package that checks out is handed to the channel index, which moves it into place.
+//! The staging object is deleted on every path.
 
 use std::{cell::RefCell, pin::Pin, rc::Rc};
 
