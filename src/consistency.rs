@@ -20,7 +20,8 @@ pub enum Kind {
     /// A row whose package object is missing or has another size. Not repairable by a
     /// rebuild: delete the record, or upload the file again.
     RecordWithoutObject,
-    /// A package object that no row names; a repair deletes it.
+    /// A package object that no row names, or an attestation object whose package object is
+    /// gone; a repair deletes it.
     ObjectWithoutRecord,
     /// The shards table names a shard whose object is missing.
     ShardMissing,
@@ -282,6 +283,11 @@ pub enum Object<'a> {
         subdir: &'a str,
         hash: &'a str,
     },
+    /// The attestations of the package `filename` (`<filename>.v0.sigs`).
+    Attestation {
+        subdir: &'a str,
+        filename: &'a str,
+    },
     /// One of [`INDEX_FILES`].
     Index {
         subdir: &'a str,
@@ -304,6 +310,10 @@ impl<'a> Object<'a> {
             Some(ChannelFile::Shard) => Object::Shard {
                 subdir,
                 hash: &path["shards/".len()..path.len() - ".msgpack.zst".len()],
+            },
+            Some(ChannelFile::Attestation) => Object::Attestation {
+                subdir,
+                filename: crate::attestation::sigs_package(path).unwrap_or(path),
             },
             Some(ChannelFile::Index) => Object::Index {
                 subdir,
@@ -512,6 +522,13 @@ mod tests {
             Object::Index {
                 subdir: "linux-64",
                 file: "repodata.json.zst"
+            }
+        );
+        assert_eq!(
+            Object::of("noarch/a-1-0.conda.v0.sigs"),
+            Object::Attestation {
+                subdir: "noarch",
+                filename: "a-1-0.conda"
             }
         );
         assert_eq!(Object::of("noarch/notes.txt"), Object::Other);

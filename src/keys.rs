@@ -68,8 +68,8 @@ pub struct PresentedCredentials<'a> {
 
 impl PresentedCredentials<'_> {
     /// The key carried in any of the forms clients send: the path token, `Authorization:
-    /// Bearer`, `Authorization: Basic` with the key as password (any user name), or
-    /// `X-API-Key`. An Authorization header that is present but unusable is an error, not
+    /// Bearer` (or anaconda.org's `token`), `Authorization: Basic` with the key as password
+    /// (any user name), or `X-API-Key`. An Authorization header that is present but unusable is an error, not
     /// an absence, so a misconfigured client learns of it.
     pub fn key(&self) -> ApiResult<Option<String>> {
         if let Some(token) = self.path_token {
@@ -78,7 +78,10 @@ impl PresentedCredentials<'_> {
         if let Some(value) = self.authorization {
             let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
             let rest = rest.trim();
-            if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+            // `token` is anaconda.org's scheme, which its upload clients send.
+            let is_token_scheme =
+                scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
+            if is_token_scheme && !rest.is_empty() {
                 return Ok(Some(rest.to_owned()));
             }
             if scheme.eq_ignore_ascii_case("basic") {
@@ -202,6 +205,7 @@ mod tests {
             (Some("cfk_path"), None, None, Some("cfk_path")),
             (None, Some("Bearer cfk_b"), None, Some("cfk_b")),
             (None, Some("bearer  cfk_b "), None, Some("cfk_b")),
+            (None, Some("token cfk_t"), None, Some("cfk_t")),
             (
                 None,
                 Some(&*format!("Basic {basic}")),
@@ -227,7 +231,7 @@ mod tests {
             });
             assert_eq!(got, Ok(expected.map(str::to_owned)), "{authorization:?}");
         }
-        for bad in ["Token abc", "Basic !!!", "Bearer"] {
+        for bad in ["Digest abc", "Basic !!!", "Bearer", "token"] {
             let got = key(PresentedCredentials {
                 authorization: Some(bad),
                 ..Default::default()

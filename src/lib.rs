@@ -4,6 +4,7 @@
 //! Worker glue in [`worker`] is built for wasm32 only.
 
 pub mod access;
+pub mod attestation;
 pub mod browse;
 pub mod config;
 pub mod consistency;
@@ -16,6 +17,7 @@ pub mod multipart;
 pub mod names;
 pub mod package;
 pub mod pages;
+pub mod publish;
 pub mod repodata;
 pub mod session;
 pub mod shards;

@@ -173,6 +173,47 @@ impl MultipartReader {
     }
 }
 
+/// The small parts of a body (form fields, an attestation) gathered from its events, by
+/// field name; at most [`MAX_KEPT`] bytes of them in all.
+#[derive(Debug, Default)]
+pub struct SmallParts {
+    parts: Vec<(String, Vec<u8>)>,
+    current: Option<(String, Vec<u8>)>,
+    kept: usize,
+}
+
+impl SmallParts {
+    pub fn feed(&mut self, events: impl IntoIterator<Item = Event>) -> Result<(), String> {
+        for event in events {
+            match event {
+                Event::PartStart(headers) => {
+                    let name = headers.field_name().unwrap_or_default().to_owned();
+                    self.current = Some((name, Vec::new()));
+                }
+                Event::Data(data) => {
+                    self.kept += data.len();
+                    if self.kept > MAX_KEPT {
+                        return Err("the multipart body's fields are too large".into());
+                    }
+                    if let Some((_, content)) = &mut self.current {
+                        content.extend(data);
+                    }
+                }
+                Event::PartEnd => self.parts.extend(self.current.take()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The content of the complete part named `name`, if there is one.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.parts
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, content)| content.as_slice())
+    }
+}
+
 fn parse_headers(block: &str) -> Result<PartHeaders, String> {
     let mut headers = HashMap::new();
     // The block starts right after the delimiter, so its first line is the rest of it.
@@ -243,6 +284,21 @@ mod tests {
             assert_eq!(parts[1].get("x-file-sha256"), Some("abc"));
             assert_eq!(contents[1], vec![b'-'; 300]);
         }
+    }
+
+    #[test]
+    fn small_parts_by_name() {
+        let mut reader = MultipartReader::new("XyZ");
+        let mut parts = SmallParts::default();
+        for piece in body().chunks(7) {
+            parts.feed(reader.feed(piece).unwrap()).unwrap();
+        }
+        assert_eq!(parts.get("attestation"), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(parts.get("file"), Some(&[b'-'; 300][..]));
+        assert_eq!(parts.get("other"), None);
+        let mut huge = SmallParts::default();
+        let too_much = vec![Event::Data(vec![0; MAX_KEPT + 1])];
+        assert!(huge.feed(too_much).is_err());
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum ChannelFile {
     Shard,
     /// A package file.
     Package,
+    /// `<package file>.v0.sigs`: the package's attestations (see [`crate::attestation`]).
+    Attestation,
 }
 
 /// The index files every subdir may have.
@@ -42,13 +44,17 @@ impl ChannelFile {
             Some(Self::Shard)
         } else if check_package_filename(path).is_ok() {
             Some(Self::Package)
+        } else if crate::attestation::sigs_package(path)
+            .is_some_and(|package| check_package_filename(package).is_ok())
+        {
+            Some(Self::Attestation)
         } else {
             None
         }
     }
 
     pub fn content_type(path: &str) -> &'static str {
-        if path.ends_with(".json") {
+        if path.ends_with(".json") || path.ends_with(crate::attestation::SIGS_SUFFIX) {
             "application/json"
         } else if path.ends_with(".zst") {
             "application/zstd"
@@ -196,6 +202,15 @@ mod tests {
         ] {
             assert_eq!(ChannelFile::of(never), None, "{never}");
         }
+        assert_eq!(
+            ChannelFile::of("zlib-1-0.conda.v0.sigs"),
+            Some(ChannelFile::Attestation)
+        );
+        assert_eq!(ChannelFile::of("zlib.v0.sigs"), None);
+        assert_eq!(
+            ChannelFile::content_type("zlib-1-0.conda.v0.sigs"),
+            "application/json"
+        );
         assert_eq!(
             ChannelFile::content_type("repodata.json.zst"),
             "application/zstd"

@@ -1,4 +1,5 @@
-//! `DELETE /api/v1/delete/<channel>/<subdir>/<filename>`: removes a package (owners only).
+//! `DELETE /api/v1/delete/<channel>/<subdir>/<filename>`: removes a package and its
+//! attestations (owners only).
 
 use serde::Serialize;
 use worker::Response;
@@ -41,5 +42,7 @@ pub async fn delete(
             "no file {subdir}/{filename} in channel '{channel_name}'"
         )));
     }
+    // After the package: the consistency check deletes attestations left without one.
+    super::upload::remove_attestation(ctx, &channel.name, subdir, filename).await?;
     json(200, &Deleted { deleted: path })
 }

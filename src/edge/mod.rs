@@ -6,7 +6,11 @@
 //! | POST        | /api/v1/import/<channel> (a tar of packages)  | [`bulk::import`]   |
 //! | POST        | /api/v1/debug/put (admins; the storage floor) | [`upload::bare_put`] |
 //! | DELETE      | /api/v1/delete/<channel>/<subdir>/<filename> | [`delete::delete`] |
-//! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`) | [`serve::serve_file`] |
+//! | POST        | /api/v1/reindex/<channel>/<subdir>           | [`publish::prefix::reindex`] |
+//! | POST        | /api/channels/<channel>/upload/<filename> (quetz) | [`publish::quetz::upload`] |
+//! | PUT         | /<channel>/<subdir>/<filename> (Artifactory)  | [`publish::artifactory::deploy`] |
+//! | (see there) | /api/anaconda/{package,release,stage,transfer,commit,dist}/… | [`publish::anaconda`] |
+//! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`, `<package>.v0.sigs`) | [`serve::serve_file`] |
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
 //! | POST, GET, DELETE | /api/v1/session (a browser's sign-in)   | [`session`]        |
 //! | GET         | /api/v1/channels/<c>/packages…, /api/v1/server | [`browse`]     |
@@ -31,6 +35,7 @@ mod log;
 mod manage;
 mod object_writer;
 mod pages;
+mod publish;
 mod serve;
 mod session;
 mod storage;
@@ -96,6 +101,47 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
             check_package_filename(filename).map_err(ApiError::invalid_name)?;
             delete::delete(ctx, channel, subdir, filename).await
         }
+        (Method::Post, ["api", "v1", "reindex", channel, subdir]) => {
+            check_channel_name(channel).map_err(ApiError::invalid_name)?;
+            check_subdir(subdir).map_err(ApiError::invalid_name)?;
+            publish::prefix::reindex(ctx, channel, subdir).await
+        }
+        (Method::Post, ["api", "channels", channel, "upload", filename]) => {
+            check_file_path(channel, None, filename)?;
+            publish::quetz::upload(ctx, channel, filename).await
+        }
+        (Method::Get, ["api", "anaconda", "package", owner, name]) => {
+            check_channel_name(owner).map_err(ApiError::invalid_name)?;
+            publish::anaconda::get_entity(ctx, owner, name, None).await
+        }
+        (Method::Post | Method::Patch, ["api", "anaconda", "package", owner, name]) => {
+            check_channel_name(owner).map_err(ApiError::invalid_name)?;
+            publish::anaconda::put_entity(ctx, owner, name, None).await
+        }
+        (Method::Get, ["api", "anaconda", "release", owner, name, version]) => {
+            check_channel_name(owner).map_err(ApiError::invalid_name)?;
+            publish::anaconda::get_entity(ctx, owner, name, Some(version)).await
+        }
+        (Method::Post | Method::Patch, ["api", "anaconda", "release", owner, name, version]) => {
+            check_channel_name(owner).map_err(ApiError::invalid_name)?;
+            publish::anaconda::put_entity(ctx, owner, name, Some(version)).await
+        }
+        (Method::Post, ["api", "anaconda", "stage", owner, name, version, subdir, filename]) => {
+            check_file_path(owner, Some(subdir), filename)?;
+            publish::anaconda::stage(ctx, owner, name, version, subdir, filename).await
+        }
+        (Method::Post, ["api", "anaconda", "transfer", channel, ticket]) => {
+            check_channel_name(channel).map_err(ApiError::invalid_name)?;
+            publish::anaconda::transfer(ctx, channel, ticket).await
+        }
+        (Method::Post, ["api", "anaconda", "commit", owner, name, version, subdir, filename]) => {
+            check_file_path(owner, Some(subdir), filename)?;
+            publish::anaconda::commit(ctx, owner, name, version, subdir, filename).await
+        }
+        (Method::Delete, ["api", "anaconda", "dist", owner, name, version, subdir, filename]) => {
+            check_file_path(owner, Some(subdir), filename)?;
+            publish::anaconda::remove(ctx, owner, name, version, subdir, filename).await
+        }
         (Method::Post, ["api", "v1", "debug", "put"]) => upload::bare_put(ctx).await,
         (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(ctx).await,
         (Method::Post, ["api", "v1", "session"]) => session::sign_in(ctx).await,
@@ -141,6 +187,10 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
         (Method::Post, ["api", "v1", "keys"]) => manage::create_key(ctx).await,
         (Method::Delete, ["api", "v1", "keys", id]) => manage::revoke_key(ctx, id).await,
         (_, ["api", ..]) => Err(ApiError::not_found("no such API endpoint")),
+        (Method::Put, [channel, subdir, filename]) => {
+            check_file_path(channel, Some(subdir), filename)?;
+            publish::artifactory::deploy(ctx, channel, subdir, filename).await
+        }
         (Method::Get | Method::Head, [channel, subdir, rest @ ..]) if !rest.is_empty() => {
             let file = rest.join("/");
             let kind = ChannelFile::of(&file)
@@ -157,6 +207,16 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
             "method not allowed here",
         )),
     }
+}
+
+/// The names of a package file's path, checked before they reach a handler.
+fn check_file_path(channel: &str, subdir: Option<&str>, filename: &str) -> ApiResult<()> {
+    check_channel_name(channel).map_err(ApiError::invalid_name)?;
+    if let Some(subdir) = subdir {
+        check_subdir(subdir).map_err(ApiError::invalid_name)?;
+    }
+    check_package_filename(filename).map_err(ApiError::invalid_name)?;
+    Ok(())
 }
 
 /// Paths echoed in errors are cut short: clients show at most 512 characters of a message.

@@ -50,7 +50,8 @@ pub async fn serve_file(
 fn cache_control(channel: &Channel, kind: ChannelFile) -> String {
     let scope = if channel.private { "private" } else { "public" };
     let lifetime = match kind {
-        ChannelFile::Index => INDEX_CACHE,
+        // An attestation may be added to a package already stored, or replaced with it.
+        ChannelFile::Index | ChannelFile::Attestation => INDEX_CACHE,
         ChannelFile::Shard => SHARD_CACHE,
         ChannelFile::Package => PACKAGE_CACHE,
     };

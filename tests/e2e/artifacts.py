@@ -103,6 +103,9 @@ def assert_channel_consistent(server, channel):
     package_objects = {
         k for k in keys
         if k.startswith(f"{channel}/") and k.split("/", 2)[2] not in INDEX_FILES and "/shards/" not in k
+        and not k.endswith(".v0.sigs")
     }
     assert package_objects == listed, "objects without records, or records without objects"
+    attestations = {k.removesuffix(".v0.sigs") for k in keys if k.startswith(f"{channel}/") and k.endswith(".v0.sigs")}
+    assert attestations <= listed, "attestations without their package"
     assert not [k for k in keys if k.startswith(f".staging/{channel}/")], "staging objects left behind"

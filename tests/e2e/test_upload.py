@@ -58,10 +58,11 @@ def test_every_fixture_is_indexed_like_conda_index(server, owner, channel, form)
 
 
 def test_multipart_with_attestation_part(server, owner, channel):
+    # An attestation part is read and judged (see test_publishers.py): this one is no bundle.
     path = PACKAGES / "flask-0.11.1-py_0.tar.bz2"
     response = upload_multipart(server, channel, path.name, path.read_bytes(), headers=owner.auth, attestation='{"bundle": 1}')
-    assert response.status_code == 201, response.text
-    assert "flask-0.11.1-py_0.tar.bz2" in repodata(server, channel, "noarch")["packages"]
+    assert response.status_code == 400, response.text
+    assert "flask-0.11.1-py_0.tar.bz2" not in repodata(server, channel, "noarch")["packages"]
 
 
 def test_retry_is_idempotent_and_other_bytes_conflict(server, owner, channel):

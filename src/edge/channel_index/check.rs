@@ -30,6 +30,7 @@ use worker::{Bucket, Date, SqlStorageValue};
 use super::super::error::{internal, ApiResult};
 use super::super::storage::file_key;
 use super::{millis, ChannelIndex, ChannelIndexClient, IndexRequest};
+use crate::attestation::sigs_filename;
 use crate::consistency::{
     read_shard_index, Check, CheckOptions, CheckReport, Object, Pending, Repaired,
 };
@@ -61,6 +62,8 @@ struct Listing {
     shards: BTreeSet<(String, String)>,
     /// (subdir, file) of the index files.
     index_files: BTreeSet<(String, String)>,
+    /// (subdir, package filename) of the attestation objects.
+    attestations: Vec<(String, String)>,
 }
 
 /// A writer that only hashes, so a document is compared without being held.
@@ -149,6 +152,11 @@ impl ChannelIndex {
                 Object::Shard { subdir, hash } => {
                     listing.shards.insert((subdir.to_owned(), hash.to_owned()));
                 }
+                Object::Attestation { subdir, filename } => {
+                    listing
+                        .attestations
+                        .push((subdir.to_owned(), filename.to_owned()));
+                }
                 Object::Index { subdir, file } => {
                     subdirs.insert(subdir.to_owned());
                     listing
@@ -180,6 +188,15 @@ impl ChannelIndex {
         };
         stale.into_iter().for_each(|key| check.stale_staging(key));
 
+        // Attestations go with their package's object; without it, they attest nothing.
+        for (subdir, filename) in std::mem::take(&mut listing.attestations) {
+            if !listing
+                .packages
+                .contains_key(&(subdir.clone(), filename.clone()))
+            {
+                check.orphan(file_key(channel, &subdir, &sigs_filename(&filename)));
+            }
+        }
         self.compare_records(channel, &mut listing, check)?;
 
         #[derive(Deserialize)]

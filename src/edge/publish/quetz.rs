@@ -1,0 +1,47 @@
+//! `POST /api/channels/<channel>/upload/<filename>?sha256=…&force=…`: quetz's upload API, as
+//! `rattler-build upload quetz` sends it: the raw file as the body (chunked), the key as
+//! `X-API-Key`, the checksum in the query. Answers as quetz does where the client can tell:
+//! 406 for a checksum mismatch, 409 for a file of that name with other bytes.
+
+use worker::Response;
+
+use super::super::context::RequestContext;
+use super::super::error::{self, ApiError, ApiResult};
+use super::super::upload::stored_response;
+use crate::access::Action;
+use crate::publish::{quetz_status, UploadQuery};
+
+pub async fn upload(
+    ctx: &mut RequestContext,
+    channel_name: &str,
+    filename: &str,
+) -> ApiResult<Response> {
+    match store(ctx, channel_name, filename).await {
+        Ok(response) => Ok(response),
+        Err(refusal) => {
+            let status = quetz_status(refusal.code);
+            Ok(error::response(&refusal).with_status(status))
+        }
+    }
+}
+
+async fn store(
+    ctx: &mut RequestContext,
+    channel_name: &str,
+    filename: &str,
+) -> ApiResult<Response> {
+    let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
+    let query = UploadQuery::parse(ctx.req().url()?.query_pairs());
+    let sha256 = query
+        .sha256
+        .ok_or_else(|| ApiError::bad_request("the sha256 query parameter is missing"))?;
+    let channel = channel.name;
+    let result = match super::receive_body(ctx, &channel, filename, Some(sha256)).await {
+        Ok(received) => received.commit(ctx, &channel, query.force, true).await,
+        Err(refusal) => Err(refusal),
+    };
+    let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status);
+    let path = format!("{channel}/{filename}");
+    super::super::log::change("upload (quetz)", &caller.name, &path, status);
+    stored_response(&channel, filename, &result?)
+}

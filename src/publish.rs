@@ -1,0 +1,247 @@
+//! The decisions of the publishing protocols that are not prefix.dev's own, as the clients
+//! (rattler-build, pixi: `rattler_upload`) speak them: quetz, Artifactory and anaconda.org.
+//! Each is an adapter onto the one upload path; what is pure logic lives here.
+
+use rattler_conda_types::{PackageName, Version};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+
+/// The query of an upload: `force=true|1` replaces a file with other content; `sha256=` is
+/// the checksum quetz's clients send in the query instead of a header.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UploadQuery {
+    pub force: bool,
+    pub sha256: Option<String>,
+}
+
+impl UploadQuery {
+    pub fn parse<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        let mut query = Self::default();
+        for (key, value) in pairs {
+            let value = value.as_ref();
+            match key.as_ref() {
+                "force" => query.force = value == "true" || value == "1",
+                "sha256" if !value.is_empty() => query.sha256 = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        query
+    }
+}
+
+/// The status quetz answers for an error: a checksum mismatch is its 406; every other answer
+/// is the one condaflare gives on any route.
+pub fn quetz_status(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::ChecksumMismatch => 406,
+        other => other.status(),
+    }
+}
+
+/// The one anaconda.org label a condaflare channel has: its packages are the channel.
+pub const MAIN_LABEL: &str = "main";
+
+/// How long the transfer URL a stage hands out stays valid.
+pub const TICKET_SECONDS: u64 = 3600;
+
+/// anaconda.org's labels: an owner's files carry labels, and `main` is what installers see.
+/// condaflare's channel is the owner, and has no labels besides: only `main` is accepted.
+pub fn check_labels(labels: &[String]) -> Result<(), String> {
+    match labels.iter().find(|label| *label != MAIN_LABEL) {
+        _ if labels.is_empty() => Err("no label given: upload with the label 'main'".into()),
+        Some(label) => Err(format!(
+            "condaflare channels have no labels: the label '{}' is not supported; upload to \
+             'main' (the channel itself), or make a separate channel for these packages",
+            label.chars().take(64).collect::<String>()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A package name as anaconda.org's API paths carry it.
+pub fn check_name(name: &str) -> Result<(), String> {
+    name.parse::<PackageName>()
+        .map(|_| ())
+        .map_err(|_| format!("'{}' is not a package name", short(name)))
+}
+
+/// A version as anaconda.org's API paths carry it.
+pub fn check_version(version: &str) -> Result<(), String> {
+    version
+        .parse::<Version>()
+        .map(|_| ())
+        .map_err(|_| format!("'{}' is not a version", short(version)))
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+/// A file as anaconda.org's API paths name it: `<owner>/<name>/<version>/<subdir>/<filename>`.
+/// The file name must be the package's, so the path cannot put a file under another package.
+pub fn check_dist_path(name: &str, version: &str, filename: &str) -> Result<(), String> {
+    check_name(name)?;
+    check_version(version)?;
+    let expected = format!("{name}-{version}-");
+    if filename.starts_with(&expected) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the file '{}' is not a build of {name} {version}",
+            filename.chars().take(120).collect::<String>()
+        ))
+    }
+}
+
+/// The body of anaconda.org's stage call (`POST /stage/<owner>/<name>/<version>/<subdir>/<file>`).
+#[derive(Debug, Deserialize)]
+pub struct StageRequest {
+    pub sha256: String,
+    /// The labels the file goes to.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// The answer to a stage: where to send the bytes and the form fields to send with them.
+/// anaconda.org hands out a presigned storage URL; condaflare's points back at itself.
+#[derive(Debug, Serialize)]
+pub struct StageAnswer {
+    pub post_url: String,
+    pub form_data: serde_json::Map<String, serde_json::Value>,
+    /// What the commit call names the file by: its SHA-256.
+    pub dist_id: String,
+}
+
+/// What a stage authorizes: one file, with these bytes, into this channel, until `expires_at`
+/// (ms). Kept in a staging object named by a random id, which the transfer URL carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadTicket {
+    pub channel: String,
+    pub subdir: String,
+    pub filename: String,
+    pub sha256: String,
+    /// The user who staged it, for the log.
+    pub user: String,
+    pub expires_at: u64,
+}
+
+impl UploadTicket {
+    pub fn check(&self, channel: &str, now: u64) -> Result<(), String> {
+        if self.channel != channel {
+            return Err("this upload URL is for another channel".into());
+        }
+        if now >= self.expires_at {
+            return Err("this upload URL has expired: run the upload again".into());
+        }
+        Ok(())
+    }
+}
+
+/// The SHA-256 (hex) a shard's record of `filename` gives, if the shard has one.
+pub fn shard_sha256(compressed_shard: &[u8], filename: &str) -> Result<Option<String>, String> {
+    let raw = zstd::decode_all(compressed_shard).map_err(|e| format!("zstd: {e}"))?;
+    let document =
+        rmpv::decode::read_value(&mut raw.as_slice()).map_err(|e| format!("msgpack: {e}"))?;
+    let entry = |value: &rmpv::Value, key: &str| -> Option<rmpv::Value> {
+        value
+            .as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v.clone())
+    };
+    for section in ["packages", "packages.conda"] {
+        let Some(records) = entry(&document, section) else {
+            continue;
+        };
+        if let Some(record) = entry(&records, filename) {
+            return match entry(&record, "sha256") {
+                Some(rmpv::Value::Binary(bytes)) => Ok(Some(hex::encode(bytes))),
+                _ => Err(format!("the shard's record of {filename} has no sha256")),
+            };
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_queries() {
+        assert_eq!(
+            UploadQuery::parse([("force", "false"), ("sha256", "ab")]),
+            UploadQuery {
+                force: false,
+                sha256: Some("ab".into())
+            }
+        );
+        assert!(UploadQuery::parse([("force", "true")]).force);
+        assert!(UploadQuery::parse([("force", "1")]).force);
+        assert_eq!(UploadQuery::parse([("sha256", "")]).sha256, None);
+        assert_eq!(UploadQuery::parse::<&str, &str>([]), UploadQuery::default());
+    }
+
+    #[test]
+    fn quetz_statuses() {
+        assert_eq!(quetz_status(ErrorCode::ChecksumMismatch), 406);
+        assert_eq!(quetz_status(ErrorCode::AlreadyExists), 409);
+        assert_eq!(quetz_status(ErrorCode::InvalidKey), 401);
+        assert_eq!(quetz_status(ErrorCode::InvalidPackage), 422);
+    }
+
+    #[test]
+    fn labels() {
+        assert!(check_labels(&["main".into()]).is_ok());
+        assert!(check_labels(&["main".into(), "main".into()]).is_ok());
+        assert!(check_labels(&[]).unwrap_err().contains("main"));
+        let error = check_labels(&["main".into(), "dev".into()]).unwrap_err();
+        assert!(error.contains("'dev'"), "{error}");
+    }
+
+    #[test]
+    fn dist_paths() {
+        assert!(check_dist_path("zlib", "1.2.11", "zlib-1.2.11-h7b6447c_3.conda").is_ok());
+        assert!(check_dist_path("zlib", "1.2.11", "zlib-1.2.1-h7b6447c_3.conda").is_err());
+        assert!(check_dist_path("zlib", "1.2", "zlibx-1.2-0.conda").is_err());
+        assert!(check_dist_path("Zlib!", "1.2", "Zlib!-1.2-0.conda").is_err());
+        assert!(check_dist_path("zlib", "1..2", "zlib-1..2-0.conda").is_err());
+        assert!(check_name("python-dateutil").is_ok());
+        assert!(check_version("2024.7.4").is_ok());
+    }
+
+    #[test]
+    fn tickets() {
+        let ticket = UploadTicket {
+            channel: "c".into(),
+            subdir: "noarch".into(),
+            filename: "a-1-0.conda".into(),
+            sha256: "0".repeat(64),
+            user: "u".into(),
+            expires_at: 1_000,
+        };
+        assert!(ticket.check("c", 999).is_ok());
+        assert!(ticket.check("c", 1_000).unwrap_err().contains("expired"));
+        assert!(ticket
+            .check("d", 0)
+            .unwrap_err()
+            .contains("another channel"));
+        let back: UploadTicket =
+            serde_json::from_str(&serde_json::to_string(&ticket).unwrap()).unwrap();
+        assert_eq!(back, ticket);
+    }
+
+    #[test]
+    fn a_shard_gives_a_file_sha256() {
+        let sha = "ab".repeat(32);
+        let record = format!(
+            r#"{{"name":"a","sha256":"{sha}","md5":"{}"}}"#,
+            "cd".repeat(16)
+        );
+        let shard = crate::shards::build_shard([("a-1-0.conda", record.as_str())]);
+        assert_eq!(shard_sha256(&shard.bytes, "a-1-0.conda"), Ok(Some(sha)));
+        assert_eq!(shard_sha256(&shard.bytes, "a-1-0.tar.bz2"), Ok(None));
+        assert!(shard_sha256(b"garbage", "a-1-0.conda").is_err());
+    }
+}
