@@ -4,7 +4,7 @@ import { api } from '../api.js';
 
 export async function render(view, ctx) {
   document.title = 'Sign in · condaflare';
-  const key = h('input', { type: 'password', name: 'key', required: true, autocomplete: 'off', placeholder: 'cfk_…', 'aria-label': 'API key' });
+  const key = h('input', { type: 'password', name: 'key', required: true, autocomplete: 'off', placeholder: 'cfk-…', 'aria-label': 'API key' });
   const message = h('p', { class: 'message', role: 'alert' });
   const form = h(
     'form',
