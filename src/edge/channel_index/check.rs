@@ -34,7 +34,7 @@ use crate::attestation::sigs_filename;
 use crate::consistency::{
     read_shard_index, Check, CheckOptions, CheckReport, Object, Pending, Repaired,
 };
-use crate::index_plan::{sweep_staging, Pages, Staged};
+use crate::index_plan::Pages;
 use crate::repodata::{run_exports_entry, IndexWriter};
 use crate::shards::{build_shard, INDEX_FILENAME};
 
@@ -173,19 +173,7 @@ impl ChannelIndex {
         })
         .await?;
         // The sweep's own rule and setting, so the check reports what the sweep deletes.
-        let stale: Vec<String> = {
-            let in_flight = self.in_flight.borrow();
-            let objects: Vec<Staged> = staged
-                .iter()
-                .map(|(key, uploaded)| Staged {
-                    key,
-                    uploaded: *uploaded,
-                    in_flight: in_flight.contains(key),
-                })
-                .collect();
-            let (expired, _) = sweep_staging(&objects, now, self.config()?.staging_grace_ms);
-            expired.into_iter().map(str::to_owned).collect()
-        };
+        let (stale, _) = self.expired_staging(&staged, now, self.config()?.staging_grace_ms);
         stale.into_iter().for_each(|key| check.stale_staging(key));
 
         // Attestations go with their package's object; without it, they attest nothing.

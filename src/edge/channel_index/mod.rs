@@ -667,20 +667,9 @@ impl ChannelIndex {
                 .iter()
                 .map(|object| (object.key(), object.uploaded().as_millis()))
                 .collect();
-            let expired: Vec<String> = {
-                let in_flight = self.in_flight.borrow();
-                let staged: Vec<Staged> = objects
-                    .iter()
-                    .map(|(key, uploaded)| Staged {
-                        key,
-                        uploaded: *uploaded,
-                        in_flight: in_flight.contains(key),
-                    })
-                    .collect();
-                let (expired, later) = sweep_staging(&staged, Date::now().as_millis(), grace_ms);
-                next = next.into_iter().chain(later).min();
-                expired.into_iter().map(str::to_owned).collect()
-            };
+            let (expired, later) =
+                self.expired_staging(&objects, Date::now().as_millis(), grace_ms);
+            next = next.into_iter().chain(later).min();
             if !expired.is_empty() {
                 bucket.delete_multiple(expired).await?;
             }
@@ -691,6 +680,27 @@ impl ChannelIndex {
         }
         self.sweep_at.set(next);
         Ok(())
+    }
+
+    /// Which of the staging objects `(key, uploaded)` the sweep deletes now, by
+    /// [`sweep_staging`] (sparing those a commit is reading), and when the next one expires.
+    fn expired_staging(
+        &self,
+        objects: &[(String, u64)],
+        now: u64,
+        grace_ms: u64,
+    ) -> (Vec<String>, Option<u64>) {
+        let in_flight = self.in_flight.borrow();
+        let staged: Vec<Staged> = objects
+            .iter()
+            .map(|(key, uploaded)| Staged {
+                key,
+                uploaded: *uploaded,
+                in_flight: in_flight.contains(key),
+            })
+            .collect();
+        let (expired, later) = sweep_staging(&staged, now, grace_ms);
+        (expired.into_iter().map(str::to_owned).collect(), later)
     }
 
     async fn commit(&self, request: CommitRequest) -> ApiResult<CommitOutcome> {
