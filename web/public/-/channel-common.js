@@ -1,6 +1,7 @@
 // What the channel pages share: the channel's details, its header with tabs, and who may do what.
-import { h, data, path } from './dom.js';
+import { h, data, path, put, loading, empty } from './dom.js';
 import { api } from './api.js';
+import { notFound } from './pages/notfound.js';
 
 /** The channel's details, or null when it does not exist or the caller may not read it. */
 export async function loadChannel(name) {
@@ -43,4 +44,22 @@ export function channelHeader(channel, session, active) {
       manage ? tab('settings', path(channel.name, 'settings'), 'Settings') : null,
     ),
   );
+}
+
+// Opens a page only owners use: the channel, or null once the page says it is not found (or,
+// to others than its owners, that it is theirs alone).
+export async function openOwnerPage(view, ctx, { title, tab, refusal }) {
+  put(view, loading('the channel'));
+  const channel = await loadChannel(ctx.params[0]);
+  if (!channel) {
+    document.title = 'Not found · condaflare';
+    put(view, notFound(ctx));
+    return null;
+  }
+  document.title = `${title} · ${channel.name} · condaflare`;
+  if (!canManage(ctx.session, channel)) {
+    put(view, channelHeader(channel, ctx.session, tab), empty(refusal));
+    return null;
+  }
+  return channel;
 }

@@ -1,25 +1,17 @@
 // `/<channel>/members` (owners): who may read the channel (member) or also change it (owner).
 import { h, put, data, loading, empty, failure, confirmButton } from '../dom.js';
 import { api } from '../api.js';
-import { loadChannel, channelHeader, canManage } from '../channel-common.js';
-import { notFound } from './notfound.js';
+import { channelHeader, openOwnerPage } from '../channel-common.js';
 
 const ROLES = ['member', 'owner'];
 
 export async function render(view, ctx) {
-  const [name] = ctx.params;
-  put(view, loading('the channel'));
-  const channel = await loadChannel(name);
-  if (!channel) {
-    document.title = 'Not found · condaflare';
-    put(view, notFound(ctx));
-    return;
-  }
-  document.title = `Members · ${channel.name} · condaflare`;
-  if (!canManage(ctx.session, channel)) {
-    put(view, channelHeader(channel, ctx.session, 'members'), empty('Only the channel’s owners see and change its members.'));
-    return;
-  }
+  const channel = await openOwnerPage(view, ctx, {
+    title: 'Members',
+    tab: 'members',
+    refusal: 'Only the channel’s owners see and change its members.',
+  });
+  if (!channel) return;
   const base = `channels/${encodeURIComponent(channel.name)}/members`;
   const list = h('section', { class: 'card' });
   const message = h('p', { class: 'message', role: 'alert' });

@@ -1,23 +1,15 @@
 // `/<channel>/settings` (owners): visibility, and deleting the channel (type its name).
-import { h, put, loading, empty } from '../dom.js';
+import { h, put } from '../dom.js';
 import { api } from '../api.js';
-import { loadChannel, channelHeader, canManage } from '../channel-common.js';
-import { notFound } from './notfound.js';
+import { channelHeader, openOwnerPage } from '../channel-common.js';
 
 export async function render(view, ctx) {
-  const [name] = ctx.params;
-  put(view, loading('the channel'));
-  const channel = await loadChannel(name);
-  if (!channel) {
-    document.title = 'Not found · condaflare';
-    put(view, notFound(ctx));
-    return;
-  }
-  document.title = `Settings · ${channel.name} · condaflare`;
-  if (!canManage(ctx.session, channel)) {
-    put(view, channelHeader(channel, ctx.session, 'settings'), empty('Only the channel’s owners change its settings.'));
-    return;
-  }
+  const channel = await openOwnerPage(view, ctx, {
+    title: 'Settings',
+    tab: 'settings',
+    refusal: 'Only the channel’s owners change its settings.',
+  });
+  if (!channel) return;
   const url = `channels/${encodeURIComponent(channel.name)}`;
   let header = channelHeader(channel, ctx.session, 'settings');
 
