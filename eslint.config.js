@@ -1,5 +1,5 @@
-// ESLint over the admin and build scripts (node) and the web app's modules (browser): the
-// recommended rules.
+// ESLint over the admin and build scripts (node), the web app's modules (browser) and the
+// bench's floor Worker (workerd): the recommended rules.
 const js = require("@eslint/js");
 const globals = require("globals");
 
@@ -12,5 +12,9 @@ module.exports = [
   {
     files: ["web/public/-/**/*.js"],
     languageOptions: { sourceType: "module", globals: globals.browser },
+  },
+  {
+    files: ["bench/floor/*.js"],
+    languageOptions: { sourceType: "module", globals: globals.serviceworker },
   },
 ];

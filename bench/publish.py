@@ -1,7 +1,8 @@
 """Upload-to-visible time for packages of about 1, 20 and 95 MB through the full upload path
 (stream, hash, read, validate, commit, rebuild the index), against the same bytes posted to
 quetz (until its repodata.json lists them), and against the same bytes streamed straight into
-R2 through the Worker with nothing else done (the floor), in the same run.
+R2 by a Worker that does nothing else (`bench/floor/`, on the same local runtime: the floor), in
+the same run.
 
 Prints the median of RUNS uploads per size and the ratios to quetz and to the floor."""
 
@@ -22,6 +23,7 @@ from pkgbuild import build_tar_bz2  # noqa: E402
 from quetz_server import running_quetz  # noqa: E402
 
 SIZES_MB = (1, 20, 95)
+FLOOR_WORKER = Path(__file__).resolve().parent / "floor"
 RUNS = 3
 
 
@@ -37,7 +39,11 @@ def timed(call) -> float:
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        with running_server(tmp / "state") as server, running_quetz(tmp / "quetz") as quetz:
+        with (
+            running_server(tmp / "state") as server,
+            running_server(tmp / "floor", worker_dir=FLOOR_WORKER) as floor_worker,
+            running_quetz(tmp / "quetz") as quetz,
+        ):
             server.admin("user", "create", "bench", "--admin")
             key = server.admin("key", "create", "bench")["key"]
             server.admin("channel", "create", "bench", "--owner", "bench")
@@ -59,7 +65,7 @@ def main():
                     # quetz.upload returns once quetz's repodata.json lists the file.
                     peers.append(timed(lambda: quetz.upload("bench", path, timeout=600)))
                     quetz.delete("bench", "noarch", filename)
-                    floors.append(timed(lambda: requests.post(f"{server.url}/api/v1/debug/put", data=data, headers=auth, timeout=600)))
+                    floors.append(timed(lambda: requests.put(f"{floor_worker.url}/", data=data, timeout=600)))
                 upload, peer, floor = (statistics.median(x) for x in (uploads, peers, floors))
                 print(
                     f"{len(data) / 1e6:7.1f}M {upload:13.2f} {peer:8.2f} {floor:8.2f} "

@@ -10,7 +10,7 @@ echo "== formatting (cargo fmt --check)"
 cargo fmt --check
 
 echo "== lints (eslint over scripts and the web app, shellcheck)"
-eslint scripts/*.mjs web/public
+eslint scripts/*.mjs web/public bench/floor
 shellcheck scripts/*.sh bench/*.sh web/*.sh .ci/run
 
 echo "== clippy (native, then wasm32)"

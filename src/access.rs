@@ -1,17 +1,21 @@
 //! Who may do what on a channel. Every route asks [`decide`] (listings through [`listed`]);
 //! nothing else grants access.
 //!
-//! | caller                        | read public | read private | write (upload, delete) | manage (members, settings) |
-//! |-------------------------------|-------------|--------------|------------------------|----------------------------|
-//! | anonymous                     | yes         | 401          | 401                    | 401                        |
-//! | signed in, no role            | yes         | 403          | 403                    | 403                        |
-//! | member                        | yes         | yes          | 403                    | 403                        |
-//! | owner                         | yes         | yes          | yes                    | yes                        |
-//! | site admin                    | yes         | yes          | yes                    | yes                        |
+//! | caller             | read public | read private | write (upload, delete) | manage (members, settings) | inspect (stats, check) | repair (rebuild, check and repair) |
+//! |--------------------|-------------|--------------|------------------------|----------------------------|------------------------|------------------------------------|
+//! | anonymous          | yes         | 401          | 401                    | 401                        | 401                    | 401                                |
+//! | signed in, no role | yes         | 403          | 403                    | 403                        | 403                    | 403                                |
+//! | member             | yes         | yes          | 403                    | 403                        | 403                    | 403                                |
+//! | owner              | yes         | yes          | yes                    | yes                        | 403                    | 403                                |
+//! | site admin         | yes         | yes          | yes                    | yes                        | yes                    | yes                                |
 //!
-//! A key's scope narrows its user's rights, never widens them: a read-only key reads only, and
-//! a key limited to some channels acts as signed-in-without-a-role everywhere else. Credentials
-//! that are present but invalid, expired or revoked are refused with 401 before this applies.
+//! A key's scope narrows its user's rights, never widens them, a site admin's included: a
+//! read-only key reads and inspects only, and a key limited to some channels acts as
+//! signed-in-without-a-role everywhere else. Credentials that are present but invalid, expired
+//! or revoked are refused with 401 before this applies.
+//!
+//! Whoever may not read a channel learns nothing of it: [`hidden`] says when a
+//! refusal must look exactly like the answer for a channel that does not exist.
 
 /// A user's role in one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,17 @@ pub enum Action {
     Write,
     /// Members, visibility, deleting the channel.
     Manage,
+    /// What the server knows of a channel's index (stats, the consistency check): site admins.
+    Inspect,
+    /// Rebuilding a channel's index, or repairing what the check found: site admins.
+    Repair,
+}
+
+impl Action {
+    /// Whether the action changes anything, which a read-only key may not do.
+    pub fn changes(self) -> bool {
+        !matches!(self, Self::Read | Self::Inspect)
+    }
 }
 
 /// What a key's scope allows, as seen by one channel.
@@ -90,13 +105,14 @@ pub fn decide(action: Action, private: bool, caller: Option<Caller>) -> Decision
     };
     let allowed = if !caller.scope.covers_channel {
         public_read
-    } else if caller.scope.read_only && action != Action::Read {
+    } else if caller.scope.read_only && action.changes() {
         false
     } else {
         caller.is_admin
             || match action {
                 Action::Read => !private || caller.role.is_some(),
                 Action::Write | Action::Manage => caller.role == Some(Role::Owner),
+                Action::Inspect | Action::Repair => false,
             }
     };
     if allowed {
@@ -104,6 +120,12 @@ pub fn decide(action: Action, private: bool, caller: Option<Caller>) -> Decision
     } else {
         Decision::Forbidden
     }
+}
+
+/// Whether a refusal of `caller` on a channel that exists must answer as if it did not: they
+/// may not read it, so its name, visibility and contents are none of their business.
+pub fn hidden(private: bool, caller: Option<Caller>) -> bool {
+    decide(Action::Read, private, caller) != Decision::Allow
 }
 
 /// A signed-in user and the limits of the key they signed in with, before any channel is named.
@@ -123,11 +145,15 @@ impl KeyHolder<'_> {
             role,
             scope: KeyScope {
                 read_only: self.read_only,
-                covers_channel: self
-                    .channels
-                    .is_none_or(|channels| channels.iter().any(|c| c == channel)),
+                covers_channel: self.reaches(channel),
             },
         }
+    }
+
+    /// Whether the key works on `channel` at all: what it may tell of the user's channels.
+    pub fn reaches(&self, channel: &str) -> bool {
+        self.channels
+            .is_none_or(|channels| channels.iter().any(|c| c == channel))
     }
 
     /// Creating channels and managing one's own keys needs a key without limits, so that a
@@ -174,59 +200,57 @@ mod tests {
     fn the_policy_table() {
         use Decision::*;
         let owner = Some(Role::Owner);
+        let (u, f) = (Unauthenticated, Forbidden);
+        // (who, caller, [read public, read private, write, manage, inspect, repair])
         let rows = [
-            (
-                "anonymous",
-                None,
-                [Allow, Unauthenticated, Unauthenticated, Unauthenticated],
-            ),
+            ("anonymous", None, [Allow, u, u, u, u, u]),
             (
                 "no role",
                 caller(false, None, KeyScope::FULL),
-                [Allow, Forbidden, Forbidden, Forbidden],
+                [Allow, f, f, f, f, f],
             ),
             (
                 "member",
                 caller(false, Some(Role::Member), KeyScope::FULL),
-                [Allow, Allow, Forbidden, Forbidden],
+                [Allow, Allow, f, f, f, f],
             ),
             (
                 "owner",
                 caller(false, owner, KeyScope::FULL),
-                [Allow, Allow, Allow, Allow],
+                [Allow, Allow, Allow, Allow, f, f],
             ),
-            (
-                "admin",
-                caller(true, None, KeyScope::FULL),
-                [Allow, Allow, Allow, Allow],
-            ),
+            ("admin", caller(true, None, KeyScope::FULL), [Allow; 6]),
             (
                 "owner, read-only key",
                 caller(false, owner, READ_ONLY),
-                [Allow, Allow, Forbidden, Forbidden],
+                [Allow, Allow, f, f, f, f],
             ),
             (
                 "admin, read-only key",
                 caller(true, None, READ_ONLY),
-                [Allow, Allow, Forbidden, Forbidden],
+                [Allow, Allow, f, f, Allow, f],
             ),
             (
                 "owner, key for elsewhere",
                 caller(false, owner, ELSEWHERE),
-                [Allow, Forbidden, Forbidden, Forbidden],
+                [Allow, f, f, f, f, f],
             ),
             (
                 "admin, key for elsewhere",
                 caller(true, None, ELSEWHERE),
-                [Allow, Forbidden, Forbidden, Forbidden],
+                [Allow, f, f, f, f, f],
             ),
         ];
-        for (who, caller, [read_public, read_private, write, manage]) in rows {
+        for (who, caller, [read_public, read_private, write, manage, inspect, repair]) in rows {
             assert_eq!(decide(Action::Read, false, caller), read_public, "{who}");
             assert_eq!(decide(Action::Read, true, caller), read_private, "{who}");
+            assert_eq!(hidden(true, caller), read_private != Allow, "{who}");
+            assert!(!hidden(false, caller), "{who}");
             for private in [false, true] {
                 assert_eq!(decide(Action::Write, private, caller), write, "{who}");
                 assert_eq!(decide(Action::Manage, private, caller), manage, "{who}");
+                assert_eq!(decide(Action::Inspect, private, caller), inspect, "{who}");
+                assert_eq!(decide(Action::Repair, private, caller), repair, "{who}");
             }
         }
     }

@@ -109,6 +109,17 @@ pub fn key_by_hash(hash: &str) -> Statement {
     )
 }
 
+/// The key with this id, unless it was revoked, with its user: what an upload ticket, which
+/// names its key, is checked against when it is used.
+pub fn key_by_id(id: i64) -> Statement {
+    Statement::new(
+        "SELECT k.id AS key_id, k.name AS key_name, k.read_only, k.channels, k.expires_at, \
+         k.user_id, u.name, u.is_admin FROM api_keys k JOIN users u ON u.id = k.user_id \
+         WHERE k.id = ?1 AND k.revoked_at IS NULL",
+        vec![id.into()],
+    )
+}
+
 /// A live session with its key and user (see [`session_by_hash`]).
 #[derive(Debug, Clone, Deserialize)]
 pub struct SessionRow {
@@ -184,18 +195,21 @@ pub struct ChannelRow {
     pub name: String,
     pub private: i64,
     pub created_at: f64,
+    /// When its deletion began; `None` for a channel in service.
+    pub deleting_at: Option<f64>,
 }
 
+/// The channel, in service or being deleted.
 pub fn channel(name: &str) -> Statement {
     Statement::new(
-        "SELECT name, private, created_at FROM channels WHERE name = ?1",
+        "SELECT name, private, created_at, deleting_at FROM channels WHERE name = ?1",
         vec![name.into()],
     )
 }
 
 pub fn all_channels() -> Statement {
     Statement::new(
-        "SELECT name, private, created_at FROM channels ORDER BY name",
+        "SELECT name, private, created_at, deleting_at FROM channels ORDER BY name",
         vec![],
     )
 }
@@ -217,7 +231,8 @@ pub fn channels_with_role(user_id: Option<i64>) -> Statement {
     Statement::new(
         "SELECT c.name, c.private, c.created_at, m.role, c.package_count, c.last_upload \
          FROM channels c \
-         LEFT JOIN memberships m ON m.channel = c.name AND m.user_id = ?1 ORDER BY c.name",
+         LEFT JOIN memberships m ON m.channel = c.name AND m.user_id = ?1 \
+         WHERE c.deleting_at IS NULL ORDER BY c.name",
         vec![user_id.into()],
     )
 }
@@ -240,15 +255,27 @@ pub fn create_channel(name: &str, private: bool, now: i64) -> Statement {
     )
 }
 
-/// The channel's name, or no row when there is no such channel.
+/// The channel's name, or no row when there is no such channel in service.
 pub fn set_visibility(name: &str, private: bool) -> Statement {
     Statement::new(
-        "UPDATE channels SET private = ?2 WHERE name = ?1 RETURNING name",
+        "UPDATE channels SET private = ?2 WHERE name = ?1 AND deleting_at IS NULL RETURNING name",
         vec![name.into(), private.into()],
     )
 }
 
-/// Removes a channel and its memberships; run as one batch.
+/// Takes a channel out of service before its objects are deleted: from then on it is served
+/// to no one, and its row (keeping the name taken, and its owners) stays until
+/// [`delete_channel`] follows the last object. Returns the name, or no row when there is no
+/// such channel. A deletion begun earlier keeps its time.
+pub fn begin_channel_deletion(name: &str, now: i64) -> Statement {
+    Statement::new(
+        "UPDATE channels SET deleting_at = COALESCE(deleting_at, ?2) WHERE name = ?1 \
+         RETURNING name",
+        vec![name.into(), now.into()],
+    )
+}
+
+/// Removes a channel and its memberships, once its objects are gone; run as one batch.
 pub fn delete_channel(name: &str) -> [Statement; 2] {
     [
         Statement::new(
@@ -475,7 +502,9 @@ mod tests {
         };
         let statements = [
             key_by_hash("h"),
+            key_by_id(1),
             channel("c"),
+            begin_channel_deletion("c", 0),
             channels_with_role(None),
             create_channel("c", true, 0),
             set_visibility("c", false),

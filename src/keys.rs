@@ -43,6 +43,24 @@ pub fn new_key() -> String {
     key
 }
 
+/// Whether `key` has the shape of a key this server made, now ([`new_key`]) or in the earlier
+/// format (`cfk_` and 43 URL-safe base64 characters). Anything else is refused without a
+/// lookup, so garbage costs no D1 query.
+pub fn has_key_shape(key: &str) -> bool {
+    let Some(random) = key.get(KEY_PREFIX.len()..) else {
+        return false;
+    };
+    random.len() == RANDOM_CHARS
+        && if key.starts_with(KEY_PREFIX) {
+            random.bytes().all(|b| b.is_ascii_alphanumeric())
+        } else {
+            key.starts_with("cfk_")
+                && random
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }
+}
+
 /// The SHA-256 under which a key is stored.
 pub fn key_hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -107,6 +125,30 @@ impl PresentedCredentials<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_keys_of_either_format_have_the_shape() {
+        for _ in 0..100 {
+            assert!(has_key_shape(&new_key()));
+        }
+        assert!(has_key_shape(&format!(
+            "cfk_{}",
+            "-_aZ9".repeat(9)[..43].to_owned()
+        )));
+        let new = new_key();
+        for wrong in [
+            String::new(),
+            "cfk-".into(),
+            "nope".into(),
+            new[..46].to_owned(),
+            format!("{new}x"),
+            new.replacen("cfk-", "cfx-", 1),
+            format!("cfk-{}", "_".repeat(43)),
+            format!("cfk-{}é", &new[4..45]),
+        ] {
+            assert!(!has_key_shape(&wrong), "{wrong}");
+        }
+    }
 
     #[test]
     fn keys_are_random_prefixed_and_stored_as_hashes() {

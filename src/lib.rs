@@ -21,6 +21,7 @@ pub mod publish;
 pub mod repodata;
 pub mod session;
 pub mod shards;
+pub mod ttl_cache;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

@@ -8,6 +8,9 @@ use std::collections::HashMap;
 
 /// The most header and small-part bytes kept; the file itself is never kept.
 const MAX_KEPT: usize = 256 * 1024;
+/// The most parts a body may have: an upload's form has a file, an attestation and a few
+/// fields; thousands of empty parts would only cost the reader.
+pub const MAX_PARTS: usize = 32;
 
 /// What one call to [`MultipartReader::feed`] found, in body order.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,6 +69,8 @@ pub struct MultipartReader {
     delimiter: Vec<u8>,
     state: State,
     buf: Vec<u8>,
+    /// Parts begun so far.
+    parts: usize,
 }
 
 impl MultipartReader {
@@ -75,6 +80,7 @@ impl MultipartReader {
             state: State::Preamble,
             // The body starts with the delimiter minus its CRLF; pretend one came before it.
             buf: b"\r\n".to_vec(),
+            parts: 0,
         }
     }
 
@@ -144,6 +150,12 @@ impl MultipartReader {
                         }
                         return Ok(events);
                     };
+                    self.parts += 1;
+                    if self.parts > MAX_PARTS {
+                        return Err(format!(
+                            "the multipart body has more than {MAX_PARTS} parts"
+                        ));
+                    }
                     let block = String::from_utf8_lossy(&self.buf[..end]).into_owned();
                     self.buf.drain(..end + 4);
                     events.push(Event::PartStart(parse_headers(&block)?));
@@ -299,6 +311,20 @@ mod tests {
         let mut huge = SmallParts::default();
         let too_much = vec![Event::Data(vec![0; MAX_KEPT + 1])];
         assert!(huge.feed(too_much).is_err());
+    }
+
+    #[test]
+    fn the_number_of_parts_is_limited() {
+        let part = b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv\r\n";
+        let body = |parts: usize| [part.repeat(parts), b"--XyZ--\r\n".to_vec()].concat();
+        let mut reader = MultipartReader::new("XyZ");
+        let events = reader.feed(&body(MAX_PARTS)).unwrap();
+        assert!(reader.is_done());
+        assert_eq!(events.len(), MAX_PARTS * 3);
+        let error = MultipartReader::new("XyZ")
+            .feed(&body(MAX_PARTS + 1))
+            .unwrap_err();
+        assert!(error.contains("more than 32 parts"), "{error}");
     }
 
     #[test]

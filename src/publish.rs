@@ -5,7 +5,7 @@
 use rattler_conda_types::{PackageName, Version};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 
 /// The query of an upload: `force=true|1` replaces a file with other content; `sha256=` is
 /// the checksum quetz's clients send in the query instead of a header.
@@ -42,8 +42,9 @@ pub fn quetz_status(code: ErrorCode) -> u16 {
 /// The one anaconda.org label a condaflare channel has: its packages are the channel.
 pub const MAIN_LABEL: &str = "main";
 
-/// How long the transfer URL a stage hands out stays valid.
-pub const TICKET_SECONDS: u64 = 3600;
+/// How long the transfer URL a stage hands out stays valid: long enough to start sending the
+/// file right after the stage, as clients do, and no longer.
+pub const TICKET_SECONDS: u64 = 600;
 
 /// anaconda.org's labels: an owner's files carry labels, and `main` is what installers see.
 /// condaflare's channel is the owner, and has no labels besides: only `main` is accepted.
@@ -114,14 +115,18 @@ pub struct StageAnswer {
 }
 
 /// What a stage authorizes: one file, with these bytes, into this channel, until `expires_at`
-/// (ms). Kept in a staging object named by a random id, which the transfer URL carries.
+/// (ms), on behalf of the key that staged it, which must still be allowed to write there when
+/// the file arrives. Kept in a staging object named by a random id, which the transfer URL
+/// carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadTicket {
     pub channel: String,
     pub subdir: String,
     pub filename: String,
     pub sha256: String,
-    /// The user who staged it, for the log.
+    /// The key that staged it.
+    pub key_id: i64,
+    /// Its user, for the log.
     pub user: String,
     pub expires_at: u64,
 }
@@ -136,6 +141,36 @@ impl UploadTicket {
         }
         Ok(())
     }
+}
+
+/// Whether the `Content-MD5` form field anaconda-client sends with the file (base64 of the
+/// digest, as S3 takes it) names the bytes received, whose MD5 is `md5_hex`.
+pub fn content_md5_matches(content_md5: &str, md5_hex: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(content_md5.trim())
+        .is_ok_and(|digest| hex::encode(digest).eq_ignore_ascii_case(md5_hex))
+}
+
+/// An error of the transfer URL as the storage service it stands in for words it (S3's
+/// `<Error>` document), which is what anaconda-client reads there: the code and sentence of
+/// `error`, escaped.
+pub fn storage_error_xml(error: &ApiError) -> String {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let code = serde_json::to_value(error.code)
+        .ok()
+        .and_then(|code| code.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
+        escape(&code),
+        escape(&error.message)
+    )
 }
 
 /// The SHA-256 (hex) a shard's record of `filename` gives, if the shard has one.
@@ -218,6 +253,7 @@ mod tests {
             subdir: "noarch".into(),
             filename: "a-1-0.conda".into(),
             sha256: "0".repeat(64),
+            key_id: 7,
             user: "u".into(),
             expires_at: 1_000,
         };
@@ -230,6 +266,29 @@ mod tests {
         let back: UploadTicket =
             serde_json::from_str(&serde_json::to_string(&ticket).unwrap()).unwrap();
         assert_eq!(back, ticket);
+    }
+
+    #[test]
+    fn content_md5_is_base64_of_the_digest() {
+        // md5("") in hex and in base64.
+        let hex = "d41d8cd98f00b204e9800998ecf8427e";
+        assert!(content_md5_matches("1B2M2Y8AsgTpgAmY7PhCfg==", hex));
+        assert!(content_md5_matches(
+            " 1B2M2Y8AsgTpgAmY7PhCfg==\n",
+            &hex.to_uppercase()
+        ));
+        assert!(!content_md5_matches("1B2M2Y8AsgTpgAmY7PhCfh==", hex));
+        assert!(!content_md5_matches("not base64!", hex));
+    }
+
+    #[test]
+    fn storage_errors_are_escaped_xml() {
+        let error = ApiError::new(ErrorCode::InvalidPackage, "bad <name> & \"quote\"");
+        assert_eq!(
+            storage_error_xml(&error),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>invalid_package</Code>\
+             <Message>bad &lt;name&gt; &amp; &quot;quote&quot;</Message></Error>"
+        );
     }
 
     #[test]

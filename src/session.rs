@@ -11,8 +11,20 @@ use base64::Engine;
 
 use crate::keys::key_hash;
 
-/// The cookie's name.
+/// The cookie's name over plain http (the local server).
 pub const COOKIE_NAME: &str = "condaflare_session";
+/// The cookie's name over https: browsers keep a `__Host-` cookie only if it is `Secure`, has
+/// `Path=/` and no `Domain`, so no other host (a sibling subdomain) nor plain http can set or
+/// shadow it.
+pub const SECURE_COOKIE_NAME: &str = "__Host-condaflare_session";
+
+fn cookie_name(https: bool) -> &'static str {
+    if https {
+        SECURE_COOKIE_NAME
+    } else {
+        COOKIE_NAME
+    }
+}
 
 /// A new session id: 256 random bits, URL-safe.
 pub fn new_session_id() -> String {
@@ -26,13 +38,14 @@ pub fn session_hash(id: &str) -> String {
     key_hash(id)
 }
 
-/// The session id in a `Cookie` header, if it carries one of the form [`new_session_id`] makes;
-/// anything else under that name is no session.
-pub fn session_from_cookies(cookie_header: &str) -> Option<&str> {
+/// The session id in a `Cookie` header, if it carries one of the form [`new_session_id`] makes
+/// under the cookie's name for the scheme; anything else is no session.
+pub fn session_from_cookies(cookie_header: &str, https: bool) -> Option<&str> {
+    let wanted = cookie_name(https);
     cookie_header
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.trim().trim_matches('"'))
         .filter(|value| {
             value.len() == 43
@@ -46,9 +59,8 @@ pub fn session_from_cookies(cookie_header: &str) -> Option<&str> {
 /// only over https, so that the local server (plain http) can be signed in to.
 pub fn session_cookie(id: &str, max_age_seconds: u64, https: bool) -> String {
     let secure = if https { "; Secure" } else { "" };
-    format!(
-        "{COOKIE_NAME}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_seconds}{secure}"
-    )
+    let name = cookie_name(https);
+    format!("{name}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_seconds}{secure}")
 }
 
 /// The `Set-Cookie` value that makes the browser drop its session cookie.
@@ -85,16 +97,28 @@ mod tests {
         assert_ne!(session_hash(&one), one);
         // An id the server made is one the cookie parser accepts.
         let header = format!("{COOKIE_NAME}={one}");
-        assert_eq!(session_from_cookies(&header), Some(one.as_str()));
+        assert_eq!(session_from_cookies(&header, false), Some(one.as_str()));
     }
 
     #[test]
     fn the_session_is_found_among_other_cookies() {
         let id = "A".repeat(43);
         let header = format!("theme=dark; {COOKIE_NAME}={id}; other=1");
-        assert_eq!(session_from_cookies(&header), Some(id.as_str()));
+        assert_eq!(session_from_cookies(&header, false), Some(id.as_str()));
         let quoted = format!("{COOKIE_NAME}=\"{id}\"");
-        assert_eq!(session_from_cookies(&quoted), Some(id.as_str()));
+        assert_eq!(session_from_cookies(&quoted, false), Some(id.as_str()));
+        let secure = format!("theme=dark; {SECURE_COOKIE_NAME}={id}");
+        assert_eq!(session_from_cookies(&secure, true), Some(id.as_str()));
+    }
+
+    #[test]
+    fn over_https_only_the_host_prefixed_cookie_counts() {
+        let id = "A".repeat(43);
+        // A cookie without the prefix may have been set by plain http or another subdomain.
+        let plain = format!("{COOKIE_NAME}={id}");
+        assert_eq!(session_from_cookies(&plain, true), None);
+        let secure = format!("{SECURE_COOKIE_NAME}={id}");
+        assert_eq!(session_from_cookies(&secure, false), None);
     }
 
     #[test]
@@ -111,7 +135,7 @@ mod tests {
             format!("x{COOKIE_NAME}={id}"),
             format!("{COOKIE_NAME}x={id}"),
         ] {
-            assert_eq!(session_from_cookies(&header), None, "{header}");
+            assert_eq!(session_from_cookies(&header, false), None, "{header}");
         }
     }
 
@@ -120,9 +144,13 @@ mod tests {
         let cookie = session_cookie("abc", 3600, true);
         assert_eq!(
             cookie,
-            "condaflare_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600; Secure"
+            "__Host-condaflare_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600; Secure"
         );
-        assert!(!session_cookie("abc", 3600, false).contains("Secure"));
+        assert_eq!(
+            session_cookie("abc", 3600, false),
+            "condaflare_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600"
+        );
+        assert!(cleared_cookie(true).starts_with("__Host-condaflare_session=; "));
         assert!(cleared_cookie(false).starts_with("condaflare_session=; "));
         assert!(cleared_cookie(false).contains("Max-Age=0"));
     }

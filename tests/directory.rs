@@ -324,6 +324,32 @@ fn deleting_a_channel_removes_its_memberships() {
 }
 
 #[test]
+fn a_channel_being_deleted_keeps_its_name_and_owners_until_its_row_goes() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        db.channel("team", ann);
+        assert_eq!(db.rows(&begin_channel_deletion("team", 7)).len(), 1);
+        // Begun again (a retry), it keeps the time it began.
+        assert_eq!(db.rows(&begin_channel_deletion("team", 9)).len(), 1);
+        let found: Vec<ChannelRow> = db.read(&channel("team"));
+        assert_eq!(found[0].deleting_at, Some(7.0));
+        // Listed to no one, its visibility fixed, its name still taken.
+        let listed: Vec<ChannelRoleRow> = db.read(&channels_with_role(Some(ann)));
+        assert!(listed.is_empty());
+        assert!(db.rows(&set_visibility("team", true)).is_empty());
+        assert!(db.rows(&create_channel("team", false, 10)).is_empty());
+        assert_eq!(db.role("team", ann).as_deref(), Some("owner"));
+        for statement in delete_channel("team") {
+            db.rows(&statement);
+        }
+        assert_eq!(db.rows(&create_channel("team", false, 11)).len(), 1);
+        let fresh: Vec<ChannelRow> = db.read(&channel("team"));
+        assert_eq!(fresh[0].deleting_at, None);
+        assert!(db.rows(&begin_channel_deletion("nothing", 1)).is_empty());
+    });
+}
+
+#[test]
 fn revoking_a_key_is_scoped_to_its_owner_unless_none() {
     each_mode(|db| {
         let ann = db.user("ann");
@@ -386,6 +412,13 @@ fn a_key_is_found_by_its_hash_with_its_user_and_limits() {
         assert_eq!(key.channels.as_deref(), Some(r#"["team"]"#));
         assert_eq!((key.name.as_str(), key.is_admin), ("ann", 0));
         assert!(db.rows(&key_by_hash("h2")).is_empty());
+        // By its id (an upload ticket names its key so), until it is revoked.
+        let by_id: Vec<KeyRow> = db.read(&key_by_id(id));
+        assert_eq!((by_id[0].key_id, by_id[0].read_only), (id, 1));
+        assert_eq!(by_id[0].channels.as_deref(), Some(r#"["team"]"#));
+        db.rows(&revoke_key(id, None, 6));
+        assert!(db.rows(&key_by_id(id)).is_empty());
+        assert!(db.rows(&key_by_hash("h1")).is_empty());
     });
 }
 

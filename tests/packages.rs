@@ -37,7 +37,15 @@ fn read_bytes(filename: &str, bytes: &[u8], chunk: usize) -> Result<Package, Pac
     }
     let (digests, metadata) = reader.finish();
     assert_eq!(digests.size, bytes.len() as u64);
-    Package::from_parts(filename, &digests, metadata?)
+    Package::from_parts(filename, &digests, metadata?, now())
+}
+
+/// The time of upload, in milliseconds since the epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn reference_record(subdir: &str, filename: &str) -> Value {
@@ -139,8 +147,13 @@ fn renamed_package_is_refused() {
     let mut reader = PackageReader::new(CondaArchiveType::TarBz2);
     reader.update(&source);
     let (digests, metadata) = reader.finish();
-    let err =
-        Package::from_parts("flask-0.12-py_0.tar.bz2", &digests, metadata.unwrap()).unwrap_err();
+    let err = Package::from_parts(
+        "flask-0.12-py_0.tar.bz2",
+        &digests,
+        metadata.unwrap(),
+        now(),
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("flask-0.11.1-py_0.tar.bz2"),
         "{err}"
@@ -174,6 +187,7 @@ fn truncated_packages_are_refused() {
                         size: 0,
                     },
                     m,
+                    now(),
                 )
             });
             assert!(result.is_err(), "{name} cut at {cut} was accepted");

@@ -8,12 +8,12 @@
 use serde::Serialize;
 use worker::Date;
 
-use super::cache::{cached, TtlCache};
+use super::cache::{cached, IsolateCache};
 use super::context::RequestContext;
-use super::error::{ApiError, ApiResult, ErrorCode};
-use crate::access::{decide, Action, Decision, KeyHolder, Role};
+use super::error::{ApiError, ApiResult};
+use crate::access::{decide, hidden, Action, Decision, KeyHolder, Role};
 use crate::directory::{self, ChannelRow, KeyRow, RoleRow, SessionRow};
-use crate::keys::key_hash;
+use crate::keys::{has_key_shape, key_hash};
 use crate::session::session_hash;
 
 /// A signed-in user, and the key they signed in with.
@@ -54,15 +54,6 @@ impl Principal {
         }
     }
 
-    /// 403 unless the caller is a site admin; `what` names what is reserved to them.
-    pub fn require_admin(&self, what: &str) -> ApiResult<()> {
-        if self.is_admin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!("{what} is for site admins")))
-        }
-    }
-
     /// Creating channels and managing keys (see [`KeyHolder::may_manage_account`]); 403
     /// otherwise.
     pub fn require_unlimited_key(&self) -> ApiResult<()> {
@@ -89,6 +80,10 @@ pub struct Channel {
     pub private: bool,
     /// Milliseconds since the epoch.
     pub created_at: u64,
+    /// Its deletion has begun: it is served to no one, and its name stays taken until its
+    /// objects are gone.
+    #[serde(skip)]
+    pub deleting: bool,
 }
 
 impl Channel {
@@ -98,26 +93,38 @@ impl Channel {
             name,
             private: private != 0,
             created_at: created_at as u64,
+            deleting: false,
+        }
+    }
+
+    fn from_row(row: ChannelRow) -> Self {
+        Self {
+            deleting: row.deleting_at.is_some(),
+            ..Self::from_columns(row.name, row.private, row.created_at)
         }
     }
 }
 
 thread_local! {
-    static KEYS: TtlCache<Principal> = TtlCache::new();
-    static CHANNELS: TtlCache<Channel> = TtlCache::new();
-    static ROLES: TtlCache<Role> = TtlCache::new();
+    static KEYS: IsolateCache<Principal> = IsolateCache::default();
+    static CHANNELS: IsolateCache<Channel> = IsolateCache::default();
+    static ROLES: IsolateCache<Role> = IsolateCache::default();
 }
 
 /// Drops what this isolate cached about a channel, after a change made through the API.
 pub fn forget_channel(channel: &str) {
-    CHANNELS.with(|cache| cache.forget(channel));
+    CHANNELS.with(|cache| cache.borrow_mut().forget(channel));
     let prefix = format!("{channel}\n");
-    ROLES.with(|cache| cache.forget_where(|key, _| !key.starts_with(&prefix)));
+    ROLES.with(|cache| {
+        cache
+            .borrow_mut()
+            .forget_where(|key, _| !key.starts_with(&prefix))
+    });
 }
 
 /// Drops a session this isolate verified, after it ended through the API.
 pub fn forget_session(hash: &str) {
-    KEYS.with(|cache| cache.forget(&session_cache_key(hash)));
+    KEYS.with(|cache| cache.borrow_mut().forget(&session_cache_key(hash)));
 }
 
 /// Sessions are cached with the keys, so that revoking a key forgets its sessions too.
@@ -129,13 +136,19 @@ fn session_cache_key(hash: &str) -> String {
 /// through the API.
 pub fn forget_key(key_id: i64) {
     KEYS.with(|cache| {
-        cache.forget_where(|_, principal| principal.as_ref().is_none_or(|p| p.key.id != key_id))
+        cache
+            .borrow_mut()
+            .forget_where(|_, principal| principal.is_none_or(|p| p.key.id != key_id))
     });
 }
 
 /// The user behind a key; 401 for a key that is unknown, revoked or expired. Expiry is checked
 /// on every call, cached or not.
 pub(super) async fn verify_key(ctx: &RequestContext, key: &str) -> ApiResult<Principal> {
+    let refused = || ApiError::invalid_key("invalid, expired or revoked API key");
+    if !has_key_shape(key) {
+        return Err(refused());
+    }
     let hash = key_hash(key);
     let principal = cached(&KEYS, hash.clone(), ctx.config(), async {
         let row: Option<KeyRow> = ctx.db()?.first(directory::key_by_hash(&hash)).await?;
@@ -143,9 +156,18 @@ pub(super) async fn verify_key(ctx: &RequestContext, key: &str) -> ApiResult<Pri
     })
     .await?;
     let now = Date::now().as_millis();
-    principal
-        .filter(|p| p.live_at(now))
-        .ok_or_else(|| ApiError::invalid_key("invalid, expired or revoked API key"))
+    principal.filter(|p| p.live_at(now)).ok_or_else(refused)
+}
+
+/// The user behind the key with this id, read from D1 now (not from the cache, so a key
+/// revoked a moment ago is seen as such); 401 for a key that is revoked or expired.
+pub async fn verify_key_id(ctx: &RequestContext, id: i64) -> ApiResult<Principal> {
+    let row: Option<KeyRow> = ctx.db()?.first(directory::key_by_id(id)).await?;
+    row.map(principal_of)
+        .filter(|p| p.live_at(Date::now().as_millis()))
+        .ok_or_else(|| {
+            ApiError::invalid_key("the key that staged this upload is revoked or expired")
+        })
 }
 
 /// The user behind a session id (the hash of which D1 holds), with the limits of the key the
@@ -181,15 +203,43 @@ fn principal_of(row: KeyRow) -> Principal {
     }
 }
 
+/// How a caller who may not read a channel is refused: the same whether it exists or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hiding {
+    /// The API and the pages: 404.
+    NotFound,
+    /// Channel file URLs: 401 with the challenge to an anonymous caller (clients send their
+    /// credentials only when challenged), 404 to anyone signed in.
+    Challenge,
+}
+
+impl Hiding {
+    fn refusal(self, signed_in: bool) -> ApiError {
+        if self == Self::Challenge && !signed_in {
+            ApiError::unauthenticated()
+        } else {
+            ApiError::not_found("no such channel, or it is private and you may not read it")
+        }
+    }
+}
+
+/// Which channels a lookup finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finding {
+    /// Channels in service.
+    Live,
+    /// Channels being deleted too: only deleting one again may reach them.
+    Deleting,
+}
+
 impl RequestContext {
-    /// The channel named `name`; 404 when there is none.
-    pub async fn channel(&self, name: &str) -> ApiResult<Channel> {
+    /// The channel named `name`, as D1 holds it (through the isolate cache), being deleted or not.
+    async fn channel_row(&self, name: &str) -> ApiResult<Option<Channel>> {
         cached(&CHANNELS, name.to_owned(), self.config(), async {
             let row: Option<ChannelRow> = self.db()?.first(directory::channel(name)).await?;
-            Ok(row.map(|row| Channel::from_columns(row.name, row.private, row.created_at)))
+            Ok(row.map(Channel::from_row))
         })
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no channel named '{name}'")))
+        .await
     }
 
     /// The role of `user_id` in `channel`, if any.
@@ -207,14 +257,79 @@ impl RequestContext {
         .await
     }
 
-    /// Applies the access policy to the caller, and returns the caller. The credentials are
-    /// checked even where none are needed: a bad key is an error to report, not to ignore.
+    /// The channel named `name` and the request's caller (`None`: anonymous), if the access
+    /// policy allows them `action` on it. A bad key is a 401 before anything else; a channel
+    /// the caller may not read is refused as `hiding` says, exactly as a missing one.
     pub async fn authorize(
         &self,
+        name: &str,
         action: Action,
-        channel: &Channel,
-    ) -> ApiResult<Option<Principal>> {
+        hiding: Hiding,
+    ) -> ApiResult<(Option<Principal>, Channel)> {
         let principal = self.caller().await?;
+        self.authorize_as(principal, name, action, hiding, Finding::Live)
+            .await
+    }
+
+    /// [`Self::authorize`] for a request that must carry a key (401 without one).
+    pub async fn authorize_change(
+        &self,
+        name: &str,
+        action: Action,
+    ) -> ApiResult<(Principal, Channel)> {
+        let principal = self.signed_in().await?;
+        self.authorize_key(principal, name, action).await
+    }
+
+    /// [`Self::authorize_change`] for a caller known otherwise than by this request's
+    /// credentials (the key an upload ticket names).
+    pub async fn authorize_key(
+        &self,
+        principal: Principal,
+        name: &str,
+        action: Action,
+    ) -> ApiResult<(Principal, Channel)> {
+        let (principal, channel) = self
+            .authorize_as(
+                Some(principal),
+                name,
+                action,
+                Hiding::NotFound,
+                Finding::Live,
+            )
+            .await?;
+        Ok((principal.expect("given"), channel))
+    }
+
+    /// [`Self::authorize_change`] of the channel's deletion, which also finds a channel whose
+    /// deletion stopped half-way, so that it can be finished.
+    pub async fn authorize_deletion(&self, name: &str) -> ApiResult<(Principal, Channel)> {
+        let principal = self.signed_in().await?;
+        let (principal, channel) = self
+            .authorize_as(
+                Some(principal),
+                name,
+                Action::Manage,
+                Hiding::NotFound,
+                Finding::Deleting,
+            )
+            .await?;
+        Ok((principal.expect("given"), channel))
+    }
+
+    async fn authorize_as(
+        &self,
+        principal: Option<Principal>,
+        name: &str,
+        action: Action,
+        hiding: Hiding,
+        finding: Finding,
+    ) -> ApiResult<(Option<Principal>, Channel)> {
+        let refusal = || hiding.refusal(principal.is_some());
+        let channel = match self.channel_row(name).await? {
+            Some(channel) if !channel.deleting || finding == Finding::Deleting => channel,
+            _ => return Err(refusal()),
+        };
         let caller = match &principal {
             // A site admin's role changes nothing: no D1 read for it.
             Some(p) if p.is_admin => Some(p.holder().on(&channel.name, None)),
@@ -224,53 +339,21 @@ impl RequestContext {
             }
             None => None,
         };
+        if hidden(channel.private, caller) {
+            return Err(refusal());
+        }
         match decide(action, channel.private, caller) {
-            Decision::Allow => Ok(principal),
+            Decision::Allow => Ok((principal, channel)),
             Decision::Unauthenticated => Err(ApiError::unauthenticated()),
             Decision::Forbidden => Err(ApiError::forbidden(match action {
                 Action::Read => "your key has no access to this channel",
                 Action::Write | Action::Manage => {
                     "only an owner of this channel, with a key that may write to it, may change it"
                 }
+                Action::Inspect | Action::Repair => {
+                    "this is for site admins, with a key that may do it on this channel"
+                }
             })),
         }
-    }
-
-    /// The channel named `name` if the caller may read it. Otherwise a 404 that says the same
-    /// whether the channel is missing or private, so nothing tells whether it exists. A bad
-    /// key is still a 401, before the channel is looked at.
-    pub async fn readable_channel(&self, name: &str) -> ApiResult<Channel> {
-        self.caller().await?;
-        let hidden =
-            || ApiError::not_found("no such channel, or it is private and you may not read it");
-        let channel = match self.channel(name).await {
-            Err(error) if error.code == ErrorCode::NotFound => return Err(hidden()),
-            found => found?,
-        };
-        match self.authorize(Action::Read, &channel).await {
-            Ok(_) => Ok(channel),
-            Err(error)
-                if matches!(
-                    error.code,
-                    ErrorCode::Unauthenticated | ErrorCode::Forbidden
-                ) =>
-            {
-                Err(hidden())
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    /// The caller and channel of a request that acts on a channel: a key is required, the
-    /// channel must exist and the caller must be allowed `action` on it.
-    pub async fn authorize_change(
-        &self,
-        channel_name: &str,
-        action: Action,
-    ) -> ApiResult<(Principal, Channel)> {
-        let caller = self.signed_in().await?;
-        let channel = self.channel(channel_name).await?;
-        self.authorize(action, &channel).await?;
-        Ok((caller, channel))
     }
 }

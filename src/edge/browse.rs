@@ -13,20 +13,26 @@
 use serde::Serialize;
 use worker::Response;
 
+use super::auth::Hiding;
 use super::context::RequestContext;
 use super::error::{json, ApiError, ApiResult};
+use crate::access::Action;
 use crate::browse::BrowseQuery;
 
 pub async fn list_packages(ctx: &RequestContext, channel: &str) -> ApiResult<Response> {
     let query =
         BrowseQuery::from_query(ctx.req().url()?.query_pairs()).map_err(ApiError::bad_request)?;
-    let channel = ctx.readable_channel(channel).await?;
+    let (_, channel) = ctx
+        .authorize(channel, Action::Read, Hiding::NotFound)
+        .await?;
     let page = ctx.channel_index(&channel.name)?.browse(&query).await?;
     json(200, &page)
 }
 
 pub async fn package(ctx: &RequestContext, channel: &str, name: &str) -> ApiResult<Response> {
-    let channel = ctx.readable_channel(channel).await?;
+    let (_, channel) = ctx
+        .authorize(channel, Action::Read, Hiding::NotFound)
+        .await?;
     let records = ctx
         .channel_index(&channel.name)?
         .package(&channel.name, name)

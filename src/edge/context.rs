@@ -5,6 +5,7 @@
 
 use std::cell::OnceCell;
 
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use worker::{Bucket, ByteStream, Env, Fetcher, Request};
 
@@ -127,9 +128,10 @@ impl RequestContext {
     /// The session id in the request's cookie, if it carries one.
     pub fn session_id(&self) -> ApiResult<Option<String>> {
         let cookies = self.req.headers().get("Cookie")?;
+        let https = self.is_https()?;
         Ok(cookies
             .as_deref()
-            .and_then(session_from_cookies)
+            .and_then(|header| session_from_cookies(header, https))
             .map(str::to_owned))
     }
 
@@ -239,7 +241,8 @@ impl RequestContext {
         Ok(self.req.stream()?)
     }
 
-    /// A small JSON body; 400 when it is not the expected shape.
+    /// A small JSON body; 413 past [`MAX_JSON_BODY`], announced or not (a chunked body is
+    /// read only up to the limit), 400 when it is not the expected shape.
     pub async fn json_body<T: DeserializeOwned>(&mut self) -> ApiResult<T> {
         let too_large =
             || ApiError::new(ErrorCode::TooLarge, "the JSON body is larger than 64 KiB");
@@ -252,11 +255,17 @@ impl RequestContext {
         if length > MAX_JSON_BODY {
             return Err(too_large());
         }
-        let text = self.req.text().await?;
-        if text.len() as u64 > MAX_JSON_BODY {
-            return Err(too_large());
+        let mut body = Vec::new();
+        // A request without a body has no stream.
+        if let Ok(mut stream) = self.req.stream() {
+            while let Some(chunk) = stream.next().await {
+                body.extend_from_slice(&chunk?);
+                if body.len() as u64 > MAX_JSON_BODY {
+                    return Err(too_large());
+                }
+            }
         }
-        serde_json::from_str(&text)
+        serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
 }

@@ -53,7 +53,10 @@ fn answer(error: &ApiError, body: String) -> Response {
         .fixed(body.into_bytes())
 }
 
-/// A successful API answer: `body` as JSON, with `status`.
+/// A successful API answer: `body` as JSON, with `status`, kept by no cache. API answers hold
+/// keys, sessions and what only their caller may see; none is worth a stale copy.
 pub fn json(status: u16, body: &impl Serialize) -> ApiResult<Response> {
-    Ok(Response::from_json(body)?.with_status(status))
+    let mut response = Response::from_json(body)?.with_status(status);
+    response.headers_mut().set("Cache-Control", "no-store")?;
+    Ok(response)
 }

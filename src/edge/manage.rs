@@ -15,14 +15,17 @@
 //! | GET    | /api/v1/keys                          | any valid key (own keys)     |
 //! | POST   | /api/v1/keys                          | a key without limits         |
 //! | DELETE | /api/v1/keys/<id>                     | a key without limits (own keys; admins any) |
-//! | GET    | /api/v1/channels/<c>/stats            | site admins                  |
-//! | POST   | /api/v1/channels/<c>/rebuild          | site admins                  |
-//! | POST   | /api/v1/channels/<c>/check            | site admins (`?repair=true`) |
+//! | GET    | /api/v1/channels/<c>/stats            | site admins (inspect)        |
+//! | POST   | /api/v1/channels/<c>/rebuild          | site admins (repair)         |
+//! | POST   | /api/v1/channels/<c>/check            | site admins (inspect; with `?repair=true`, repair) |
+//!
+//! Every answer is `Cache-Control: no-store` (see [`json`]): a new key, or what a caller may
+//! see, must not outlive the request in any cache.
 
 use serde::{Deserialize, Serialize};
 use worker::{Date, Response};
 
-use super::auth::{forget_channel, forget_key, key_channels, Channel, KeyInfo, Principal};
+use super::auth::{forget_channel, forget_key, key_channels, Channel, Hiding, KeyInfo, Principal};
 use super::context::RequestContext;
 use super::error::{internal, json, ApiError, ApiResult, ErrorCode};
 use crate::access::{listed, Action, Role};
@@ -47,12 +50,19 @@ struct WhoAmI {
     channels: Vec<Membership>,
 }
 
+/// The caller, and their channels as far as their key reaches: a key limited to some channels
+/// names no other.
 pub async fn whoami(ctx: &RequestContext) -> ApiResult<Response> {
     let caller = ctx.signed_in().await?;
-    let channels: Vec<Membership> = ctx
+    let memberships: Vec<Membership> = ctx
         .db()?
         .all(directory::memberships_of(caller.user_id))
         .await?;
+    let holder = caller.holder();
+    let channels = memberships
+        .into_iter()
+        .filter(|m| holder.reaches(&m.channel))
+        .collect();
     json(
         200,
         &WhoAmI {
@@ -141,11 +151,7 @@ pub async fn create_channel(ctx: &mut RequestContext) -> ApiResult<Response> {
     super::log::change("channel create", &caller.name, &body.name, 201);
     json(
         201,
-        &Channel {
-            name: body.name,
-            private: body.private,
-            created_at: now,
-        },
+        &Channel::from_columns(body.name, body.private.into(), now as f64),
     )
 }
 
@@ -157,8 +163,7 @@ struct ChannelDetails {
 }
 
 pub async fn get_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
-    let channel = ctx.channel(name).await?;
-    let caller = ctx.authorize(Action::Read, &channel).await?;
+    let (caller, channel) = ctx.authorize(name, Action::Read, Hiding::NotFound).await?;
     let your_role = match &caller {
         Some(p) => ctx.role(name, p.user_id).await?.map(Role::as_str),
         None => None,
@@ -198,15 +203,22 @@ struct ChannelDeleted<'a> {
     objects_removed: u64,
 }
 
-/// Removes the channel from D1 first (so it stops being served), then its index and objects.
+/// Takes the channel out of service in D1 (no one is served from it from then on), removes its
+/// index and objects, and only then its row. A deletion cut short leaves the row, marked, so
+/// the same request finishes it, and the name cannot be taken while old objects remain.
 pub async fn delete_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
-    let (caller, channel) = ctx.authorize_change(name, Action::Manage).await?;
-    ctx.db()?.batch(directory::delete_channel(name)).await?;
+    let (caller, channel) = ctx.authorize_deletion(name).await?;
+    let db = ctx.db()?;
+    let now = Date::now().as_millis() as i64;
+    db.returns_row(directory::begin_channel_deletion(name, now))
+        .await?;
     forget_channel(name);
     let removed = ctx
         .channel_index(&channel.name)?
         .destroy(&channel.name)
         .await?;
+    db.batch(directory::delete_channel(name)).await?;
+    forget_channel(name);
     super::log::change("channel delete", &caller.name, name, 200);
     json(
         200,
@@ -345,11 +357,15 @@ struct Keys {
     keys: Vec<ListedKey>,
 }
 
+/// The caller's keys; to a key limited to some channels, only itself, since the others' limits
+/// name other channels.
 pub async fn list_keys(ctx: &RequestContext) -> ApiResult<Response> {
     let caller = ctx.signed_in().await?;
     let rows: Vec<KeyListRow> = ctx.db()?.all(directory::keys(Some(&caller.name))).await?;
+    let limited = caller.key.channels.is_some();
     let keys = rows
         .into_iter()
+        .filter(|row| !limited || row.id == caller.key.id)
         .map(|row| ListedKey {
             id: row.id,
             name: row.name,
@@ -487,7 +503,7 @@ struct ChannelStats<'a, S> {
 /// `GET /api/v1/channels/<c>/stats`: what the channel's index holds and the memory its Durable
 /// Object has used. Site admins only: it is about the server, not the channel.
 pub async fn channel_stats(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
-    admin_on_channel(ctx, name, "channel statistics").await?;
+    ctx.authorize_change(name, Action::Inspect).await?;
     let index = ctx.channel_index(name)?.stats().await?;
     json(
         200,
@@ -507,7 +523,7 @@ struct Rebuilt<'a> {
 /// Rebuilds every artifact of a channel from its stored records (after a change to how they
 /// are written, say); answers once all are written.
 pub async fn rebuild_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
-    let caller = admin_on_channel(ctx, name, "rebuilding a channel's index").await?;
+    let (caller, _) = ctx.authorize_change(name, Action::Repair).await?;
     let rebuilt = ctx.channel_index(name)?.rebuild(name).await?;
     super::log::change("rebuild", &caller.name, name, 200);
     json(
@@ -529,9 +545,14 @@ struct Checked<'a> {
 /// `POST /api/v1/channels/<c>/check`: the consistency check of a channel's objects, rows and
 /// artifacts (see [`crate::consistency`]); with `?repair=true` it also fixes what it can.
 pub async fn check_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
-    let caller = admin_on_channel(ctx, name, "checking a channel").await?;
     let options =
         CheckOptions::from_query(ctx.req().url()?.query_pairs()).map_err(ApiError::bad_request)?;
+    let action = if options.repair {
+        Action::Repair
+    } else {
+        Action::Inspect
+    };
+    let (caller, _) = ctx.authorize_change(name, action).await?;
     let report = ctx.channel_index(name)?.check(name, options).await?;
     if options.repair {
         super::log::change("repair", &caller.name, name, 200);
@@ -543,12 +564,4 @@ pub async fn check_channel(ctx: &RequestContext, name: &str) -> ApiResult<Respon
             report,
         },
     )
-}
-
-/// The caller, if a site admin, of an operation on channel `name`, which must exist.
-async fn admin_on_channel(ctx: &RequestContext, name: &str, what: &str) -> ApiResult<Principal> {
-    let caller = ctx.signed_in().await?;
-    caller.require_admin(what)?;
-    ctx.channel(name).await?;
-    Ok(caller)
 }

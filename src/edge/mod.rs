@@ -4,12 +4,11 @@
 //! |-------------|----------------------------------------------|--------------------|
 //! | POST        | /api/v1/upload/<channel>                     | [`upload::upload`] |
 //! | POST        | /api/v1/import/<channel> (a tar of packages)  | [`bulk::import`]   |
-//! | POST        | /api/v1/debug/put (admins; the storage floor) | [`upload::bare_put`] |
 //! | DELETE      | /api/v1/delete/<channel>/<subdir>/<filename> | [`delete::delete`] |
 //! | POST        | /api/v1/reindex/<channel>/<subdir>           | [`publish::prefix::reindex`] |
 //! | POST        | /api/channels/<channel>/upload/<filename> (quetz) | [`publish::quetz::upload`] |
 //! | PUT         | /<channel>/<subdir>/<filename> (Artifactory)  | [`publish::artifactory::deploy`] |
-//! | (see there) | /api/anaconda/{package,release,stage,transfer,commit,dist}/… | [`publish::anaconda`] |
+//! | (see there) | /api/anaconda, /api/anaconda/{user,package,release,stage,transfer,commit,dist}/… | [`publish::anaconda`] |
 //! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`, `<package>.v0.sigs`) | [`serve::serve_file`] |
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
 //! | POST, GET, DELETE | /api/v1/session (a browser's sign-in)   | [`session`]        |
@@ -110,6 +109,16 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
             check_file_path(channel, None, filename)?;
             publish::quetz::upload(ctx, channel, filename).await
         }
+        (Method::Get | Method::Head, ["api", "anaconda"]) => publish::anaconda::root(),
+        (Method::Get, ["api", "anaconda", "user"]) => publish::anaconda::caller(ctx).await,
+        (Method::Get, ["api", "anaconda", "user", owner]) => {
+            check_channel_name(owner).map_err(ApiError::invalid_name)?;
+            publish::anaconda::owner(ctx, owner).await
+        }
+        (Method::Get, ["api", "anaconda", "dist", owner, name, version, subdir, filename]) => {
+            check_file_path(owner, Some(subdir), filename)?;
+            publish::anaconda::distribution(ctx, owner, name, version, subdir, filename).await
+        }
         (Method::Get, ["api", "anaconda", "package", owner, name]) => {
             check_channel_name(owner).map_err(ApiError::invalid_name)?;
             publish::anaconda::get_entity(ctx, owner, name, None).await
@@ -142,7 +151,6 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
             check_file_path(owner, Some(subdir), filename)?;
             publish::anaconda::remove(ctx, owner, name, version, subdir, filename).await
         }
-        (Method::Post, ["api", "v1", "debug", "put"]) => upload::bare_put(ctx).await,
         (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(ctx).await,
         (Method::Post, ["api", "v1", "session"]) => session::sign_in(ctx).await,
         (Method::Get, ["api", "v1", "session"]) => session::current(ctx).await,

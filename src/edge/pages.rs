@@ -4,8 +4,10 @@
 
 use worker::{Headers, Method, Response};
 
+use super::auth::Hiding;
 use super::context::RequestContext;
 use super::error::{internal, ApiResult, ErrorCode};
+use crate::access::Action;
 use crate::pages::{page_of, wants_html, Page, SHELL_HEADERS, SHELL_PATH};
 
 /// The page a request asks for: a GET of a page URL, wanting HTML, without a key in the path
@@ -27,12 +29,16 @@ pub fn requested<'p>(
 pub async fn shell(ctx: &RequestContext, page: Page<'_>) -> ApiResult<Response> {
     let status = match page {
         Page::Site => 200,
-        Page::Channel(channel) => match ctx.readable_channel(channel).await {
-            Ok(_) => 200,
-            // A bad key too: the page then offers to sign in, like for a private channel.
-            Err(error) if matches!(error.code, ErrorCode::NotFound | ErrorCode::InvalidKey) => 404,
-            Err(error) => return Err(error),
-        },
+        Page::Channel(channel) => {
+            match ctx.authorize(channel, Action::Read, Hiding::NotFound).await {
+                Ok(_) => 200,
+                // A bad key too: the page then offers to sign in, like for a private channel.
+                Err(error) if matches!(error.code, ErrorCode::NotFound | ErrorCode::InvalidKey) => {
+                    404
+                }
+                Err(error) => return Err(error),
+            }
+        }
     };
     let url = ctx.req().url()?.join(SHELL_PATH).map_err(internal)?;
     let mut asset = ctx.assets()?.fetch(url.to_string(), None).await?;

@@ -3,7 +3,7 @@
 
 use worker::{Bucket, Conditional, Date, DateInit, Headers, Method, Request, Response};
 
-use super::auth::Channel;
+use super::auth::{Channel, Hiding};
 use super::context::RequestContext;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::storage::file_key;
@@ -18,6 +18,10 @@ const PACKAGE_CACHE: &str = "max-age=604800";
 const INDEX_CACHE: &str = "max-age=30";
 /// Shards are content-addressed: a shard's bytes never change.
 const SHARD_CACHE: &str = "max-age=31536000, immutable";
+/// Every file of a private channel.
+const PRIVATE_CACHE: &str = "private, no-cache";
+/// What the answer for a private file depends on besides its URL (a `/t/<key>/` is in the URL).
+const PRIVATE_VARY: &str = "Authorization, X-API-Key, Cookie";
 
 pub async fn serve_file(
     ctx: &RequestContext,
@@ -28,18 +32,19 @@ pub async fn serve_file(
 ) -> ApiResult<Response> {
     // Authorized before any byte is read. The channel's visibility and the key come from the
     // isolate cache, so a public read stays one R2 read.
-    let channel = ctx.channel(channel_name).await?;
-    ctx.authorize(Action::Read, &channel).await?;
+    let (_, channel) = ctx
+        .authorize(channel_name, Action::Read, Hiding::Challenge)
+        .await?;
 
     let req = ctx.req();
     let head_only = req.method() == Method::Head;
     let key = file_key(channel_name, subdir, filename);
     let fetched = fetch_object(&ctx.bucket()?, req, &key, head_only).await?;
-    let cache_control = cache_control(&channel, kind);
+    let caching = Caching::of(&channel, kind);
     match fetched {
-        Some(fetched) => respond(fetched, filename, &cache_control, head_only),
+        Some(fetched) => respond(fetched, filename, &caching, head_only),
         None if subdir == "noarch" && kind == ChannelFile::Index => {
-            serve_empty_noarch(req, &channel, filename, &cache_control, head_only)
+            serve_empty_noarch(req, &channel, filename, &caching, head_only)
         }
         None => Err(ApiError::not_found(format!(
             "no file {subdir}/{filename} in channel '{channel_name}'"
@@ -47,15 +52,42 @@ pub async fn serve_file(
     }
 }
 
-fn cache_control(channel: &Channel, kind: ChannelFile) -> String {
-    let scope = if channel.private { "private" } else { "public" };
-    let lifetime = match kind {
-        // An attestation may be added to a package already stored, or replaced with it.
-        ChannelFile::Index | ChannelFile::Attestation => INDEX_CACHE,
-        ChannelFile::Shard => SHARD_CACHE,
-        ChannelFile::Package => PACKAGE_CACHE,
-    };
-    format!("{scope}, {lifetime}")
+/// How long a file may be kept, and by whom.
+struct Caching {
+    cache_control: String,
+    vary: Option<&'static str>,
+}
+
+impl Caching {
+    /// A private channel's files are kept by no shared cache, revalidated on every use by the
+    /// client's own (a shared browser keeps nothing a signed-out user could read), and vary on
+    /// the credentials. Public files are cached by their kind.
+    fn of(channel: &Channel, kind: ChannelFile) -> Self {
+        if channel.private {
+            return Self {
+                cache_control: PRIVATE_CACHE.to_owned(),
+                vary: Some(PRIVATE_VARY),
+            };
+        }
+        let lifetime = match kind {
+            // An attestation may be added to a package already stored, or replaced with it.
+            ChannelFile::Index | ChannelFile::Attestation => INDEX_CACHE,
+            ChannelFile::Shard => SHARD_CACHE,
+            ChannelFile::Package => PACKAGE_CACHE,
+        };
+        Self {
+            cache_control: format!("public, {lifetime}"),
+            vary: None,
+        }
+    }
+
+    fn set(&self, headers: &Headers) -> ApiResult<()> {
+        headers.set("Cache-Control", &self.cache_control)?;
+        if let Some(vary) = self.vary {
+            headers.set("Vary", vary)?;
+        }
+        Ok(())
+    }
 }
 
 /// What R2 gave back for a request.
@@ -169,11 +201,11 @@ fn http_date(millis: u64) -> String {
 fn respond(
     fetched: Fetched,
     filename: &str,
-    cache_control: &str,
+    caching: &Caching,
     head_only: bool,
 ) -> ApiResult<Response> {
     let headers = Headers::new();
-    headers.set("Cache-Control", cache_control)?;
+    caching.set(&headers)?;
     headers.set("Accept-Ranges", "bytes")?;
     let (object, status, length) = match fetched {
         Fetched::Unsatisfiable(size) => {
@@ -227,7 +259,7 @@ fn serve_empty_noarch(
     req: &Request,
     channel: &Channel,
     filename: &str,
-    cache_control: &str,
+    caching: &Caching,
     head_only: bool,
 ) -> ApiResult<Response> {
     let created_at =
@@ -240,7 +272,7 @@ fn serve_empty_noarch(
         filename.replace('.', "-")
     );
     let headers = Headers::new();
-    headers.set("Cache-Control", cache_control)?;
+    caching.set(&headers)?;
     headers.set("ETag", &etag)?;
     headers.set("Last-Modified", &http_date(channel.created_at))?;
     let headers_in = req.headers();

@@ -3,7 +3,7 @@
 //!
 //! | method | does |
 //! |--------|------|
-//! | POST   | `{"key": "<api key>"}` → 201, the session and `Set-Cookie`; 401 for a bad key |
+//! | POST   | `{"key": "<api key>"}` → 201, the session and `Set-Cookie`, ending the session the request's cookie named; 401 for a bad key |
 //! | GET    | the cookie's session, or 401 |
 //! | DELETE | ends the cookie's session and clears the cookie: 204 |
 
@@ -55,8 +55,16 @@ pub async fn sign_in(ctx: &mut RequestContext) -> ApiResult<Response> {
         .min(now + ctx.config().session_ms);
     let id = new_session_id();
     let db = ctx.db()?;
-    db.batch([directory::delete_expired_sessions(now as i64)])
-        .await?;
+    // The session this browser held until now ends here: a sign-in replaces it.
+    let replaced = ctx.session_id()?.map(|old| session_hash(&old));
+    let mut housekeeping = vec![directory::delete_expired_sessions(now as i64)];
+    if let Some(old) = &replaced {
+        housekeeping.push(directory::end_session(old, now as i64));
+    }
+    db.batch(housekeeping).await?;
+    if let Some(old) = &replaced {
+        forget_session(old);
+    }
     let started = db
         .returns_row(directory::create_session(
             &session_hash(&id),
@@ -77,7 +85,6 @@ pub async fn sign_in(ctx: &mut RequestContext) -> ApiResult<Response> {
     let cookie = session_cookie(&id, (expires_at - now) / 1000, ctx.is_https()?);
     let mut response = json(201, &SessionBody::of(principal, expires_at))?;
     response.headers_mut().set("Set-Cookie", &cookie)?;
-    response.headers_mut().set("Cache-Control", "no-store")?;
     Ok(response)
 }
 
@@ -89,9 +96,7 @@ pub async fn current(ctx: &RequestContext) -> ApiResult<Response> {
         )
     })?;
     let expires_at = principal.session_expires_at.unwrap_or_default();
-    let mut response = json(200, &SessionBody::of(principal, expires_at))?;
-    response.headers_mut().set("Cache-Control", "no-store")?;
-    Ok(response)
+    json(200, &SessionBody::of(principal, expires_at))
 }
 
 /// Ends the cookie's session, if it names a live one, and clears the cookie either way.

@@ -13,12 +13,11 @@ use std::{cell::RefCell, pin::Pin, rc::Rc};
 use base64::Engine;
 use futures_util::{stream, Stream, StreamExt};
 use rattler_conda_types::package::CondaArchiveType;
-use serde::Serialize;
-use worker::{ByteStream, FixedLengthStream, Headers, HttpMetadata, Response};
+use worker::{ByteStream, Date, FixedLengthStream, Headers, HttpMetadata, Response};
 
 use super::channel_index::{CommitRequest, CommitStatus, Freshness, ObjectSource};
 use super::context::RequestContext;
-use super::error::{json, ApiError, ApiResult, ErrorCode};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::object_writer::ObjectWriter;
 use super::storage::{file_key, random_id, staging_key};
 use crate::attestation::{sigs_document, sigs_filename};
@@ -401,6 +400,11 @@ impl Received {
         &self.digests.sha256
     }
 
+    /// The MD5 of the bytes received, in hex.
+    pub fn md5(&self) -> &str {
+        &self.digests.md5
+    }
+
     /// Refuses the package at commit unless it belongs in `subdir`: for uploads whose URL
     /// names the subdir.
     pub fn expect_subdir(&mut self, subdir: &str) {
@@ -489,7 +493,7 @@ async fn commit(
     } = checked;
     let metadata =
         metadata.map_err(|e| ApiError::invalid_package(format!("invalid package: {e}")))?;
-    let package = Package::from_parts(filename, &digests, metadata)
+    let package = Package::from_parts(filename, &digests, metadata, Date::now().as_millis())
         .map_err(|e| ApiError::invalid_package(format!("invalid package: {e}")))?;
     if let Some(expected) = expected_subdir.filter(|subdir| *subdir != package.subdir) {
         return Err(ApiError::bad_request(format!(
@@ -557,6 +561,11 @@ struct AfterFile {
 }
 
 impl FormRest {
+    /// A small part that came before the file part, such as a form field.
+    pub fn field_before_file(&self, name: &str) -> Option<&[u8]> {
+        self.before.get(name)
+    }
+
     /// The small parts of the whole body; call once the file's content has been consumed.
     pub async fn rest(self) -> ApiResult<SmallParts> {
         let mut fields = self.before;
@@ -782,28 +791,4 @@ pub(super) fn inspect(
             }
         }
     })
-}
-
-/// `POST /api/v1/debug/put`: the floor the upload path is measured against — the body streamed
-/// into R2 as it is, with no hashing, reading or index, then deleted. Site admins only.
-pub async fn bare_put(ctx: &RequestContext) -> ApiResult<Response> {
-    #[derive(Serialize)]
-    struct Stored {
-        bytes: u64,
-    }
-    ctx.signed_in()
-        .await?
-        .require_admin("the storage floor measurement")?;
-    let length = ctx.upload_length()?;
-    let key = format!(".bench/{}", random_id());
-    let bucket = ctx.bucket()?;
-    let body = ctx
-        .req()
-        .inner()
-        .body()
-        .ok_or_else(|| ApiError::bad_request("the request has no body"))?;
-    let stored = bucket.put(&key, body).execute().await;
-    bucket.delete(&key).await?;
-    stored.map_err(|e| ApiError::bad_request(format!("the body could not be stored: {e}")))?;
-    json(200, &Stored { bytes: length })
 }

@@ -193,12 +193,22 @@ pub struct Package {
     pub about: Option<Value>,
 }
 
+/// How far a package's `timestamp` may lie ahead of the server's clock: the builder's clock may
+/// run a little fast.
+pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// Seconds since the epoch below which conda reads an `index.json` `timestamp` as seconds
+/// (year 9999); above it, as milliseconds, which is what conda-build writes.
+const LATEST_TIMESTAMP_IN_SECONDS: f64 = 253_402_300_799.0;
+
 impl Package {
-    /// Checks the metadata against the file name and builds the record.
+    /// Checks the metadata against the file name and builds the record. `received_at` (ms
+    /// since the epoch) is when the upload arrived: a package built later is refused.
     pub fn from_parts(
         filename: &str,
         digests: &Digests,
         metadata: ArchiveMetadata,
+        received_at: u64,
     ) -> Result<Self, PackageError> {
         let info = metadata.info;
         let index_bytes = info
@@ -216,6 +226,14 @@ impl Package {
         let name = index.name.as_source().to_owned();
         PackageName::try_from(name.as_str())
             .map_err(|e| PackageError::Invalid(format!("invalid package name '{name}': {e}")))?;
+        // Clients look names up lower-cased: a name with capitals would never be found.
+        if name.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(PackageError::Invalid(format!(
+                "the package name '{}' has upper-case letters; conda package names are lower case",
+                shortened(&name)
+            )));
+        }
+        check_timestamp(fields.get("timestamp"), received_at)?;
         let archive_type = check_package_filename(filename).map_err(PackageError::Invalid)?;
         let described = CondaArchiveIdentifier {
             identifier: ArchiveIdentifier {
@@ -270,6 +288,27 @@ impl Package {
             about,
         })
     }
+}
+
+/// CEP 47: `exclude-newer` and cooldowns trust a package's `timestamp`, so one in the future
+/// (beyond [`MAX_CLOCK_SKEW_MS`]) is refused. Seconds and milliseconds are both read, as conda
+/// reads them.
+fn check_timestamp(timestamp: Option<&Value>, received_at: u64) -> Result<(), PackageError> {
+    // A timestamp that is not a number was refused when index.json was read.
+    let Some((value, number)) = timestamp.and_then(|v| Some((v, v.as_f64()?))) else {
+        return Ok(());
+    };
+    let millis = if number > LATEST_TIMESTAMP_IN_SECONDS {
+        number
+    } else {
+        number * 1000.0
+    };
+    if millis > (received_at + MAX_CLOCK_SKEW_MS) as f64 {
+        return Err(PackageError::Invalid(format!(
+            "info/index.json: the timestamp '{value}' lies in the future (the server's time is {received_at} ms since the epoch); rebuild the package with a correct clock"
+        )));
+    }
+    Ok(())
 }
 
 /// Every entry must be a match spec, parsed in the lenient mode, the one meant for existing
@@ -368,7 +407,50 @@ mod tests {
                 info,
                 components: None,
             },
+            NOW,
         )
+    }
+
+    /// 2026-12-01, in milliseconds.
+    const NOW: u64 = 1_796_083_200_000;
+
+    #[test]
+    fn upper_case_names_are_refused() {
+        let error = package(
+            r#"{"name":"Foo","version":"1.0","build":"0","build_number":0,"subdir":"noarch"}"#,
+            "Foo-1.0-0.conda",
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("'Foo' has upper-case"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn timestamps_in_the_future_are_refused() {
+        let with = |timestamp: &str| {
+            package(
+                &format!(
+                    r#"{{"name":"a","version":"1.0","build":"0","build_number":0,"subdir":"noarch","timestamp":{timestamp}}}"#
+                ),
+                "a-1.0-0.conda",
+            )
+        };
+        // Milliseconds and seconds, within the allowed skew.
+        assert!(with(&(NOW + MAX_CLOCK_SKEW_MS).to_string()).is_ok());
+        assert!(with(&((NOW + MAX_CLOCK_SKEW_MS) / 1000).to_string()).is_ok());
+        assert!(with("1500000000").is_ok());
+        assert!(with("null").is_ok());
+        let ahead = (NOW + MAX_CLOCK_SKEW_MS + 1000).to_string();
+        let error = with(&ahead).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("timestamp '{ahead}' lies in the future")),
+            "{error}"
+        );
+        assert!(with(&((NOW + 3_600_000) / 1000).to_string()).is_err());
+        // Not a number: index.json itself is refused.
+        assert!(with(r#""yesterday""#).is_err());
     }
 
     #[test]
@@ -471,6 +553,7 @@ mod tests {
                         payload: payload.into(),
                     }),
                 },
+                NOW,
             )
         };
         assert!(read("info-a-1.0-h_0.tar.zst", "pkg-a-1.0-h_0.tar.zst").is_ok());

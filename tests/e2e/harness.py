@@ -109,9 +109,10 @@ class AdminError(Exception):
 
 
 @contextmanager
-def running_server(state: Path, variables: dict[str, str] | None = None):
-    """Applies the migrations to `state`, serves the built Worker on it, and stops it after."""
-    server = KillableServer(state, variables)
+def running_server(state: Path, variables: dict[str, str] | None = None, worker_dir: Path = WORKER_DIR):
+    """Applies the migrations to `state`, serves the built Worker (or the one in `worker_dir`)
+    on it, and stops it after."""
+    server = KillableServer(state, variables, worker_dir)
     try:
         yield server.start()
     finally:
@@ -122,17 +123,19 @@ class KillableServer:
     """`wrangler dev` on `state`, which can be killed (the whole process group, as a crash
     would) and started again on the same state and port."""
 
-    def __init__(self, state: Path, variables: dict[str, str] | None = None):
+    def __init__(self, state: Path, variables: dict[str, str] | None = None, worker_dir: Path = WORKER_DIR):
         self.state = state
         self.variables = variables or {}
+        self.worker_dir = worker_dir
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        subprocess.run(
-            ["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", str(state)],
-            cwd=WORKER_DIR,
-            check=True,
-            capture_output=True,
-        )
+        if (worker_dir / "migrations").is_dir():
+            subprocess.run(
+                ["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", str(state)],
+                cwd=worker_dir,
+                check=True,
+                capture_output=True,
+            )
 
     def start(self) -> Server:
         log_path = self.state / "wrangler.log"
@@ -145,7 +148,7 @@ class KillableServer:
                     "--inspector-port", str(free_port()), "--persist-to", str(self.state),
                     *var_args, "--log-level", "log", "--show-interactive-dev-session=false",
                 ],
-                cwd=WORKER_DIR,
+                cwd=self.worker_dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

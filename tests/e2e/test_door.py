@@ -12,6 +12,7 @@ import time
 from urllib.parse import urlparse
 
 import pytest
+import requests
 
 from conftest import sha256_of
 from pkgbuild import build_tar_bz2
@@ -131,3 +132,35 @@ def test_a_nul_in_a_header_is_refused_by_workerd_before_the_worker(server, owner
             assert (status, content) == (400, b"invalid HTTP header parsed")
             assert f'"path":"/api/v1/upload/{channel}"' not in server.log()
     assert left_in_r2(server, channel) == []
+
+
+def test_a_json_body_past_the_limit_is_refused_chunked_too(server, owner):
+    """64 KiB bounds every JSON body, announced or not: a chunked one is read only that far."""
+    filler = {"name": "k", "padding": "x" * 70_000}
+    announced = server.api("POST", "keys", owner.key, json=filler)
+    assert (announced.status_code, announced.json()["code"]) == (413, "too_large")
+
+    def chunks():
+        text = json.dumps(filler).encode()
+        for at in range(0, len(text), 4096):
+            yield text[at : at + 4096]
+
+    chunked = requests.post(f"{server.url}/api/v1/keys", data=chunks(), headers=owner.auth, timeout=30)
+    assert (chunked.status_code, chunked.json()["code"]) == (413, "too_large")
+    small = requests.post(f"{server.url}/api/v1/keys", data=iter([b'{"name": ', b'"chunked"}']), headers=owner.auth, timeout=30)
+    assert small.status_code == 201, small.text
+    names = [k["name"] for k in server.api("GET", "keys", owner.key).json()["keys"]]
+    assert names.count("chunked") == 1 and "k" not in names
+
+
+def test_a_form_of_too_many_parts_is_refused(server, owner, channel):
+    """Part data is bounded, and so is the number of parts: 33 empty fields before the file."""
+    filename, data = build_tar_bz2("manyparts")
+    fields = [(f"f{n}", (None, "")) for n in range(33)]
+    file_part = ("file", (filename, data, "application/octet-stream", {"X-File-Name": filename, "X-File-SHA256": sha256_of(data)}))
+    refused = requests.post(f"{server.url}/api/v1/upload/{channel}", files=[*fields, file_part], headers=owner.auth, timeout=30)
+    assert (refused.status_code, refused.json()["code"]) == (400, "bad_request")
+    assert "more than 32 parts" in refused.json()["error"]
+    assert not [k for k in server.r2_keys() if channel in k]
+    accepted = requests.post(f"{server.url}/api/v1/upload/{channel}", files=[*fields[:31], file_part], headers=owner.auth, timeout=30)
+    assert accepted.status_code == 201, accepted.text

@@ -33,7 +33,8 @@ def test_channel_lifecycle(server, owner, outsider):
     assert patched.status_code == 200
     assert requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=10).status_code == 401
     assert name not in [c["name"] for c in server.api("GET", "channels", outsider.key).json()["channels"]]
-    assert server.api("PATCH", f"channels/{name}", outsider.key, json={"private": False}).status_code == 403
+    # To an outsider the private channel is not there.
+    assert server.api("PATCH", f"channels/{name}", outsider.key, json={"private": False}).status_code == 404
     assert server.api("PATCH", f"channels/{name}", owner.key, json={"private": "no"}).status_code == 400
     assert server.api("PATCH", f"channels/{name}", owner.key, json={"private": False}).status_code == 200
     assert requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=10).status_code == 200
@@ -54,7 +55,7 @@ def test_members(server, owner, make_user):
     server.api("POST", "channels", owner.key, json={"name": name, "private": True})
     friend = make_user()
     url = f"{server.url}/{name}/noarch/repodata.json"
-    assert requests.get(url, headers=friend.auth, timeout=10).status_code == 403
+    assert requests.get(url, headers=friend.auth, timeout=10).status_code == 404
 
     assert server.api("PUT", f"channels/{name}/members/{friend.name}", owner.key, json={"role": "member"}).status_code == 200
     assert requests.get(url, headers=friend.auth, timeout=10).status_code == 200
@@ -69,8 +70,50 @@ def test_members(server, owner, make_user):
     assert server.api("DELETE", f"channels/{name}/members/{owner.name}", owner.key).status_code == 409
 
     assert server.api("DELETE", f"channels/{name}/members/{friend.name}", owner.key).status_code == 200
-    assert requests.get(url, headers=friend.auth, timeout=10).status_code == 403
+    assert requests.get(url, headers=friend.auth, timeout=10).status_code == 404
     assert server.api("DELETE", f"channels/{name}/members/{friend.name}", owner.key).status_code == 404
+
+
+def test_a_channel_limited_key_tells_of_no_other_channel(server, make_user):
+    """whoami and the key list of a key limited to some channels name none of the user's others."""
+    user = make_user()
+    shown, other = unique("shown"), unique("secret")
+    for channel in (shown, other):
+        server.admin("channel", "create", channel, "--owner", user.name, "--private")
+    server.api("POST", "keys", user.key, json={"name": "elsewhere", "channels": [other]}).raise_for_status()
+    limited = server.api("POST", "keys", user.key, json={"name": "limited", "channels": [shown]}).json()
+
+    whoami = server.api("GET", "whoami", limited["key"])
+    assert whoami.json()["channels"] == [{"channel": shown, "role": "owner"}]
+    keys = server.api("GET", "keys", limited["key"])
+    assert [k["name"] for k in keys.json()["keys"]] == ["limited"]
+    for answer in (whoami, keys):
+        assert other not in answer.text
+        assert answer.headers["Cache-Control"] == "no-store"
+    # The key without limits sees all of them.
+    assert {m["channel"] for m in server.api("GET", "whoami", user.key).json()["channels"]} == {shown, other}
+    assert [k["name"] for k in server.api("GET", "keys", user.key).json()["keys"]] == ["tests", "elsewhere", "limited"]
+
+
+def test_answers_with_secrets_or_private_data_are_never_cached(server, make_user):
+    user = make_user()
+    channel = unique("nostore")
+    server.admin("channel", "create", channel, "--owner", user.name, "--private")
+    created = server.api("POST", "keys", user.key, json={"name": "shown once"})
+    assert created.status_code == 201 and created.json()["key"].startswith("cfk-")
+    answers = {
+        "new key": created,
+        "whoami": server.api("GET", "whoami", user.key),
+        "keys": server.api("GET", "keys", user.key),
+        "channel": server.api("GET", f"channels/{channel}", user.key),
+        "members": server.api("GET", f"channels/{channel}/members", user.key),
+        "packages": server.api("GET", f"channels/{channel}/packages", user.key),
+        "channels": server.api("GET", "channels", user.key),
+        "an error": server.api("GET", f"channels/{channel}/packages/none", user.key),
+    }
+    assert {what: (a.status_code < 500, a.headers.get("Cache-Control")) for what, a in answers.items()} == dict.fromkeys(
+        answers, (True, "no-store")
+    )
 
 
 def test_keys(server, make_user):
@@ -112,7 +155,9 @@ def test_deleting_a_channel_removes_objects_and_index(server, owner):
     # Per subdir: the package, repodata.json, its .zst, run_exports.json, the shard index, a shard.
     assert deleted.json()["objects_removed"] == 2 * 6
     assert not [k for k in server.r2_keys() if k.startswith(f"{name}/")]
-    assert requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=10).status_code == 404
+    # Gone: a client is challenged for a key, as for any channel it cannot see; with one, 404.
+    assert requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=10).status_code == 401
+    assert requests.get(f"{server.url}/{name}/noarch/repodata.json", headers=owner.auth, timeout=10).status_code == 404
     assert server.api("DELETE", f"channels/{name}", owner.key).status_code == 404
 
     # A new channel of the same name starts empty.
@@ -166,16 +211,3 @@ def test_admin_command_keeps_a_channel_owner(server):
     assert server.admin("member", "remove", name, first) == {"channel": name, "user": first, "removed": True}
     assert admin_refusal(server, "member", "remove", name, second).code == 1
     assert server.admin("member", "list", name) == [{"user": second, "role": "owner"}]
-
-
-def test_storage_floor_endpoint(server, owner, make_user):
-    """The bare R2 put that `npm run bench -- publish` compares uploads with: admins only, and
-    it keeps nothing."""
-    url = f"{server.url}/api/v1/debug/put"
-    assert requests.post(url, data=b"x" * 1000, timeout=10).status_code == 401
-    assert requests.post(url, data=b"x" * 1000, headers=owner.auth, timeout=10).status_code == 403
-    admin = make_user(admin=True)
-    response = requests.post(url, data=b"x" * 1000, headers=admin.auth, timeout=10)
-    assert response.status_code == 200
-    assert response.json() == {"bytes": 1000}
-    assert not [k for k in server.r2_keys() if k.startswith(".bench/")]

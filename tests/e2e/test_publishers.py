@@ -10,6 +10,7 @@ import json
 import random
 import tarfile
 import time
+from xml.etree import ElementTree
 
 import pytest
 import requests
@@ -222,6 +223,14 @@ def anaconda_stage(server, channel: str, filename: str, sha256: str, key: str) -
     )
 
 
+def storage_error(response: requests.Response) -> tuple[str, str]:
+    """The code and message of the transfer URL's XML error document."""
+    assert response.headers["Content-Type"] == "application/xml"
+    root = ElementTree.fromstring(response.text)
+    assert root.tag == "Error"
+    return root.findtext("Code"), root.findtext("Message")
+
+
 def test_anaconda_transfer_checks_the_staged_bytes_once(server, owner, channel):
     filename, data = package("staged", b"content")
     _, other = package("staged", b"other")
@@ -230,10 +239,11 @@ def test_anaconda_transfer_checks_the_staged_bytes_once(server, owner, channel):
     assert stage.status_code == 200, stage.text
     post_url = stage.json()["post_url"]
     assert post_url.startswith(f"{server.url}/api/anaconda/transfer/{channel}/")
+    # It answers as the storage service it stands in for: S3's XML error, which anaconda-client reads.
     wrong = requests.post(post_url, files={"file": data}, timeout=30)
-    assert wrong.status_code == 400 and wrong.json()["code"] == "checksum_mismatch"
+    assert (wrong.status_code, storage_error(wrong)[0]) == (400, "checksum_mismatch")
     again = requests.post(post_url, files={"file": other}, timeout=30)
-    assert again.status_code == 404
+    assert (again.status_code, storage_error(again)[0]) == (404, "not_found")
     assert_nothing_stored(server, channel)
 
     stage = anaconda_stage(server, channel, filename, sha256_of(data), owner.key).json()
@@ -248,6 +258,31 @@ def test_anaconda_transfer_checks_the_staged_bytes_once(server, owner, channel):
     assert served(server, channel, "noarch", filename) == data
     # Another channel's transfer URL does not reach this channel's tickets.
     assert requests.post(stage["post_url"].replace(channel, channel + "x"), files={"file": data}, timeout=30).status_code == 404
+
+
+def test_an_anaconda_transfer_is_refused_once_its_key_may_no_longer_write(server, owner, make_user, channel):
+    """The transfer URL acts for the key that staged it, checked again when the file arrives:
+    revoked, or its user no longer an owner, it stores nothing."""
+    filename, data = package("ticketed", b"content")
+    uploader = make_user()
+    server.admin("member", "add", channel, uploader.name, "--role", "owner")
+    ci_key = server.api("POST", "keys", uploader.key, json={"name": "ci"}).json()
+
+    # Revoked between the stage and the transfer.
+    stage = anaconda_stage(server, channel, filename, sha256_of(data), ci_key["key"])
+    assert stage.status_code == 200, stage.text
+    assert server.api("DELETE", f"keys/{ci_key['info']['id']}", uploader.key).status_code == 200
+    revoked = requests.post(stage.json()["post_url"], files={"file": data}, timeout=30)
+    assert (revoked.status_code, storage_error(revoked)[0]) == (401, "invalid_key")
+    assert_nothing_stored(server, channel)
+
+    # Demoted to member between the stage and the transfer.
+    stage = anaconda_stage(server, channel, filename, sha256_of(data), uploader.key)
+    assert stage.status_code == 200, stage.text
+    assert server.api("PUT", f"channels/{channel}/members/{uploader.name}", owner.key, json={"role": "member"}).status_code == 200
+    demoted = requests.post(stage.json()["post_url"], files={"file": data}, timeout=30)
+    assert (demoted.status_code, storage_error(demoted)[0]) == (403, "forbidden")
+    assert_nothing_stored(server, channel)
 
 
 # Attestations: rattler-build 0.73 refuses to send one with an API key (it wants trusted

@@ -135,13 +135,17 @@ def test_private_channel_reads(server, owner, outsider, make_user):
         assert anonymous.status_code == 401
         assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="condaflare"'
         assert b"flask" not in anonymous.content
-        forbidden = requests.get(url, headers=outsider.auth, timeout=10)
-        assert forbidden.status_code == 403
-        assert b"flask" not in forbidden.content
+        # To a signed-in outsider the channel is not there, as a missing one is not.
+        hidden = requests.get(url, headers=outsider.auth, timeout=10)
+        assert hidden.status_code == 404
+        assert b"flask" not in hidden.content and name.encode() not in hidden.content
         assert requests.head(url, timeout=10).status_code == 401
         allowed = requests.get(url, headers=owner.auth, timeout=10)
         assert allowed.status_code == 200
-        assert allowed.headers["Cache-Control"].startswith("private")
+        # Kept by no shared cache, revalidated on every use, and varying on the credentials:
+        # a shared browser serves nothing of it once its user has signed out.
+        assert allowed.headers["Cache-Control"] == "private, no-cache"
+        assert set(allowed.headers["Vary"].replace(" ", "").split(",")) >= {"Authorization", "Cookie", "X-API-Key"}
     # conda's token-in-path form.
     assert requests.get(f"{server.url}/t/{owner.key}/{name}/noarch/repodata.json", timeout=10).status_code == 200
 

@@ -227,3 +227,21 @@ def test_a_session_never_outlives_its_key(server, owner):
     # Expired: the browser may still send it; the server refuses it.
     assert get(server, "/api/v1/session", cookies).status_code == 401
     assert get(server, "/api/v1/whoami", cookies).status_code == 401
+
+
+def test_signing_in_again_ends_the_session_the_browser_held(server, owner, make_user):
+    """The sign-in page replaces the browser's session: the cookie it sent is worthless after."""
+    first = session_of(server, owner.key)
+    assert get(server, "/api/v1/session", first).status_code == 200
+    other = make_user()
+    replaced = sign_in(server, other.key, cookies=first)
+    assert replaced.status_code == 201, replaced.text
+    second = {COOKIE: replaced.cookies[COOKIE]}
+    assert second != first
+    assert get(server, "/api/v1/session", first).status_code == 401
+    assert get(server, "/api/v1/whoami", first).status_code == 401
+    assert get(server, "/api/v1/session", second).json()["user"] == other.name
+    # A sign-in without a cookie ends nobody's session.
+    third = session_of(server, owner.key)
+    assert get(server, "/api/v1/session", second).status_code == 200
+    assert get(server, "/api/v1/session", third).status_code == 200

@@ -1,11 +1,13 @@
 """Packages that clients would choke on are refused at the door: a `depends` or `constrains`
-entry that is not a match spec, and a .conda whose components are named for another file. Each
+entry that is not a match spec, a name with capitals, a timestamp in the future, and a .conda
+whose components are named for another file. Each
 is refused with 422 naming the offending value, by the upload and by the bulk import alike, and
 leaves no object and no record behind."""
 
 import io
 import random
 import tarfile
+import time
 
 import pytest
 import requests
@@ -13,6 +15,10 @@ import requests
 from artifacts import repodata
 from conftest import sha256_of, upload_multipart, upload_raw
 from pkgbuild import build_conda, build_tar_bz2
+
+
+# An hour from now, in milliseconds, as conda-build writes timestamps.
+FUTURE_MS = int((time.time() + 3600) * 1000)
 
 
 def malformed_packages() -> list[tuple[str, str, bytes, str]]:
@@ -34,6 +40,17 @@ def malformed_packages() -> list[tuple[str, str, bytes, str]]:
             "depends of a large .conda",
             *build_conda("strict-large", depends=["qux >=>=3"], files={"share/blob": random.Random(0).randbytes(1_300_000)}),
             "qux >=>=3",
+        ),
+        (
+            "a name with upper-case letters, which clients look up lower-cased",
+            *build_tar_bz2("Strict-Upper"),
+            "Strict-Upper",
+        ),
+        (
+            # CEP 47: cooldowns and exclude-newer trust the timestamp; an hour ahead is no clock skew.
+            "a timestamp in the future",
+            *build_conda("strict-future", index_overrides={"timestamp": FUTURE_MS}),
+            str(FUTURE_MS),
         ),
         (
             "components named for another file",

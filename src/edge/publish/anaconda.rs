@@ -1,14 +1,20 @@
 //! anaconda.org's upload API under `/api/anaconda/`, as `rattler-build upload anaconda
-//! --url <base>/api/anaconda --owner <channel>` calls it (key: `Authorization: token <key>`):
+//! --url <base>/api/anaconda --owner <channel>` and `anaconda upload -u <channel>` (with the
+//! site's `url` set to `<base>/api/anaconda`) call it (key: `Authorization: token <key>`):
 //!
+//! 0. (anaconda-client) `HEAD /` (is the server there?), `GET user/<owner>` (or `GET user`:
+//!    the caller, whose name is then the owner), `GET dist/<owner>/<name>/<version>/<subdir>/<file>`
+//!    (404: not stored yet; stored: skip, fail, or with `--force` delete it first);
 //! 1. `GET`, then `POST`/`PATCH` `package/<owner>/<name>` and `release/<owner>/<name>/<version>`;
 //! 2. `POST stage/<owner>/<name>/<version>/<subdir>/<file>` `{"sha256", "channels", …}`: 409
 //!    if a file of that name with other bytes is stored (the client then deletes it when asked
 //!    to `--force`, and starts over); else a `post_url` for the bytes and a `dist_id`;
-//! 3. `POST <post_url>`: the file as the `file` part of a form, with no key — anaconda.org's
-//!    URL is presigned storage, condaflare's (`transfer/<channel>/<ticket>`) carries a ticket
-//!    the stage wrote, good for one upload within [`TICKET_SECONDS`]; the package is stored
-//!    here, through the one upload path;
+//! 3. `POST <post_url>`: the file as the `file` part of a form (after anaconda-client's
+//!    `Content-MD5` field), with no key — anaconda.org's URL is presigned storage,
+//!    condaflare's (`transfer/<channel>/<ticket>`) carries a ticket the stage wrote, good for
+//!    one upload within [`TICKET_SECONDS`] by the key that staged it, checked again now; the
+//!    package is stored here, through the one upload path. Like the storage it stands in for,
+//!    it answers 201, and its errors as S3's XML `<Error>` (see [`storage_error_xml`]);
 //! 4. `POST commit/…` `{"dist_id"}`: confirms the file is stored with those bytes;
 //! 5. (`--force`) `DELETE dist/<owner>/<name>/<version>/<subdir>/<file>`.
 //!
@@ -20,6 +26,7 @@
 use serde::{Deserialize, Serialize};
 use worker::{Date, Response};
 
+use super::super::auth::{verify_key_id, Hiding};
 use super::super::context::RequestContext;
 use super::super::error::{internal, json, ApiError, ApiResult, ErrorCode};
 use super::super::storage::{file_key, random_id, staging_key};
@@ -28,8 +35,8 @@ use crate::access::Action;
 use crate::consistency::read_shard_index;
 use crate::multipart::MultipartReader;
 use crate::publish::{
-    check_dist_path, check_labels, check_name, check_version, shard_sha256, StageAnswer,
-    StageRequest, UploadTicket, TICKET_SECONDS,
+    check_dist_path, check_labels, check_name, check_version, content_md5_matches, shard_sha256,
+    storage_error_xml, StageAnswer, StageRequest, UploadTicket, TICKET_SECONDS,
 };
 use crate::shards::{shard_path, INDEX_FILENAME};
 
@@ -57,6 +64,83 @@ fn checked_entity<'a>(
     })
 }
 
+/// `HEAD` and `GET` of the API's root: how anaconda-client checks the server is there.
+pub fn root() -> ApiResult<Response> {
+    #[derive(Serialize)]
+    struct Root {
+        api: &'static str,
+    }
+    json(
+        200,
+        &Root {
+            api: "anaconda.org upload",
+        },
+    )
+}
+
+/// An account, as anaconda.org's `user` calls answer: a user, or the channel that owns files.
+#[derive(Serialize)]
+struct Account<'a> {
+    login: &'a str,
+    user_type: &'static str,
+}
+
+/// `GET user`: the caller, whose name anaconda-client takes as the owner when it is given none.
+pub async fn caller(ctx: &RequestContext) -> ApiResult<Response> {
+    let caller = ctx.signed_in().await?;
+    json(
+        200,
+        &Account {
+            login: &caller.name,
+            user_type: "user",
+        },
+    )
+}
+
+/// `GET user/<owner>`: the channel, if the caller may read it.
+pub async fn owner(ctx: &RequestContext, owner: &str) -> ApiResult<Response> {
+    ctx.authorize(owner, Action::Read, Hiding::NotFound).await?;
+    json(
+        200,
+        &Account {
+            login: owner,
+            user_type: "org",
+        },
+    )
+}
+
+/// A stored file, as `GET dist/…` answers it.
+#[derive(Serialize)]
+struct Distribution<'a> {
+    basename: String,
+    version: &'a str,
+    sha256: String,
+}
+
+/// `GET dist/<owner>/<name>/<version>/<subdir>/<filename>`: the file if it is stored, else 404.
+pub async fn distribution(
+    ctx: &RequestContext,
+    owner: &str,
+    name: &str,
+    version: &str,
+    subdir: &str,
+    filename: &str,
+) -> ApiResult<Response> {
+    let (_, channel) = ctx.authorize(owner, Action::Read, Hiding::NotFound).await?;
+    check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
+    let sha256 = stored_sha256(ctx, &channel.name, subdir, name, filename)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no file {subdir}/{filename} is stored")))?;
+    json(
+        200,
+        &Distribution {
+            basename: format!("{subdir}/{filename}"),
+            version,
+            sha256,
+        },
+    )
+}
+
 /// `GET package/<owner>/<name>` and `GET release/<owner>/<name>/<version>`.
 pub async fn get_entity(
     ctx: &RequestContext,
@@ -64,8 +148,7 @@ pub async fn get_entity(
     name: &str,
     version: Option<&str>,
 ) -> ApiResult<Response> {
-    let channel = ctx.channel(owner).await?;
-    ctx.authorize(Action::Read, &channel).await?;
+    ctx.authorize(owner, Action::Read, Hiding::NotFound).await?;
     json(200, &checked_entity(owner, name, version)?)
 }
 
@@ -123,6 +206,7 @@ pub async fn stage(
         subdir: subdir.to_owned(),
         filename: filename.to_owned(),
         sha256: sha256.clone(),
+        key_id: caller.key.id,
         user: caller.name,
         expires_at: Date::now().as_millis() + TICKET_SECONDS * 1000,
     };
@@ -143,11 +227,78 @@ pub async fn stage(
 }
 
 /// `POST transfer/<channel>/<ticket>`: the bytes a stage announced, as a form's `file` part.
+/// Answered as the storage it stands in for: 201, or S3's XML error document.
 pub async fn transfer(
     ctx: &mut RequestContext,
     channel_name: &str,
     ticket_id: &str,
 ) -> ApiResult<Response> {
+    match store_transferred(ctx, channel_name, ticket_id).await {
+        Ok(response) => Ok(response),
+        Err(error) => Ok(Response::builder()
+            .with_status(error.status())
+            .with_header("Content-Type", "application/xml")?
+            .with_header("Cache-Control", "no-store")?
+            .fixed(storage_error_xml(&error).into_bytes())),
+    }
+}
+
+async fn store_transferred(
+    ctx: &mut RequestContext,
+    channel_name: &str,
+    ticket_id: &str,
+) -> ApiResult<Response> {
+    let ticket = take_ticket(ctx, channel_name, ticket_id).await?;
+    ticket
+        .check(channel_name, Date::now().as_millis())
+        .map_err(ApiError::forbidden)?;
+    // The key that staged the file must still be allowed to write it: not revoked, not
+    // expired, its limits and its user's role as they are now.
+    let staged_by = verify_key_id(ctx, ticket.key_id).await?;
+    let (staged_by, channel) = ctx
+        .authorize_key(staged_by, &ticket.channel, Action::Write)
+        .await?;
+
+    let length = ctx.upload_length()?;
+    let content_type = ctx.req().headers().get("Content-Type")?.unwrap_or_default();
+    let boundary = MultipartReader::boundary_of(&content_type)
+        .ok_or_else(|| ApiError::bad_request("send the file as multipart/form-data"))?
+        .to_owned();
+    let body = ctx.body_stream()?;
+    let naming = Some((ticket.filename.clone(), ticket.sha256.clone()));
+    let result = async {
+        let (file, form) = multipart_file(body, &boundary, length, naming).await?;
+        let mut received = file.receive(ctx, &channel.name).await?;
+        let content_md5 = form.field_before_file("Content-MD5");
+        if let Some(claimed) = content_md5.map(String::from_utf8_lossy) {
+            if !content_md5_matches(&claimed, received.md5()) {
+                received.discard(ctx).await;
+                return Err(ApiError::new(
+                    ErrorCode::ChecksumMismatch,
+                    "the Content-MD5 sent does not match the received bytes",
+                ));
+            }
+        }
+        received.expect_subdir(&ticket.subdir);
+        received.commit(ctx, &channel.name, false, true).await
+    }
+    .await;
+    let status = result.as_ref().map_or_else(|e| e.status(), |_| 201);
+    let path = format!("{}/{}/{}", ticket.channel, ticket.subdir, ticket.filename);
+    super::super::log::change("upload (anaconda)", &staged_by.name, &path, status);
+    let mut stored = result?;
+    // Storage answers a completed POST with 201, stored anew or not; the client needs it.
+    stored.status = 201;
+    stored_response(&ticket.channel, &ticket.filename, &stored)
+}
+
+/// Reads and deletes the ticket a stage wrote: each is used once, whatever comes of it (a
+/// failed transfer is staged again by the client).
+async fn take_ticket(
+    ctx: &RequestContext,
+    channel_name: &str,
+    ticket_id: &str,
+) -> ApiResult<UploadTicket> {
     let unknown = || ApiError::not_found("no such upload URL: each is good for one upload");
     if ticket_id.len() != 32 || !ticket_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(unknown());
@@ -160,31 +311,9 @@ pub async fn transfer(
         .ok_or_else(|| internal("upload ticket without a body"))?
         .text()
         .await?;
-    let ticket: UploadTicket = serde_json::from_str(&text).map_err(internal)?;
-    // Used once, whatever comes of it: a failed transfer is staged again by the client.
     bucket.delete(&key).await?;
-    ticket
-        .check(channel_name, Date::now().as_millis())
-        .map_err(ApiError::forbidden)?;
-
-    let length = ctx.upload_length()?;
-    let content_type = ctx.req().headers().get("Content-Type")?.unwrap_or_default();
-    let boundary = MultipartReader::boundary_of(&content_type)
-        .ok_or_else(|| ApiError::bad_request("send the file as multipart/form-data"))?
-        .to_owned();
-    let body = ctx.body_stream()?;
-    let naming = Some((ticket.filename.clone(), ticket.sha256.clone()));
-    let result = async {
-        let (file, _form) = multipart_file(body, &boundary, length, naming).await?;
-        let mut received = file.receive(ctx, &ticket.channel).await?;
-        received.expect_subdir(&ticket.subdir);
-        received.commit(ctx, &ticket.channel, false, true).await
-    }
-    .await;
-    let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status);
-    let path = format!("{}/{}/{}", ticket.channel, ticket.subdir, ticket.filename);
-    super::super::log::change("upload (anaconda)", &ticket.user, &path, status);
-    stored_response(&ticket.channel, &ticket.filename, &result?)
+    // A ticket of an earlier shape names no key: it cannot be honoured.
+    serde_json::from_str(&text).map_err(|_| unknown())
 }
 
 #[derive(Deserialize)]
