@@ -86,4 +86,5 @@ def test_private_channel_refuses_a_wrong_key(server, owner, private_channel, tmp
     url = key_forms(server, private_channel, wrong).get(form, f"{server.url}/{private_channel}")
     done, prefix = conda_create(tmp_path, url)
     assert done.returncode != 0, done.stdout
+    assert "CondaHTTPError: HTTP 401 Unauthorized" in done.stdout + done.stderr, done.stdout + done.stderr
     assert not (prefix / "conda-meta").exists()

@@ -326,6 +326,8 @@ struct Committed<'a> {
     owner: &'a str,
     basename: String,
     sha256: &'a str,
+    /// The package's page, which anaconda-client prints as where the upload is.
+    url: String,
 }
 
 /// `POST commit/<owner>/<name>/<version>/<subdir>/<filename>`: 200 once the file is stored
@@ -353,6 +355,7 @@ pub async fn commit(
             owner,
             basename: format!("{subdir}/{filename}"),
             sha256: &body.dist_id,
+            url: format!("{}/{owner}/packages/{name}", ctx.req().url()?.origin().ascii_serialization()),
         },
     )
 }
