@@ -236,6 +236,73 @@ def check_report(server, admin_key: str) -> dict:
     return response.json()
 
 
+def channel_row(server) -> tuple | None:
+    """The channel's row in the local D1 (its `deleting_at` when the column exists), read from
+    workerd's store."""
+    for db in (server.state / "v3" / "d1" / "miniflare-D1DatabaseObject").glob("*.sqlite"):
+        if db.name == "metadata.sqlite":
+            continue
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'channels'").fetchone():
+                continue
+            columns = [row[1] for row in conn.execute("PRAGMA table_info(channels)")]
+            deleting = "deleting_at" if "deleting_at" in columns else "NULL"
+            return conn.execute(f"SELECT name, {deleting} FROM channels WHERE name = ?", (CHANNEL,)).fetchone()
+    raise AssertionError("no D1 database in the state")
+
+
+def test_a_channel_delete_cut_short_is_finished_by_the_next_and_keeps_its_name(crashable):
+    """The server killed the moment a channel delete has changed the channel's row in D1: after
+    the restart the channel serves nothing, its name cannot be taken while its objects remain,
+    and deleting it again removes every object and then the name."""
+    server = crashable.start()
+    auth = open_channel(server)
+    for i in range(20):
+        filename, data = build_tar_bz2(f"doomed{i}")
+        assert upload_raw(server, CHANNEL, filename, data, headers=auth).status_code == 201
+    assert package_objects(server)
+
+    def delete():
+        try:
+            requests.delete(f"{server.url}/api/v1/channels/{CHANNEL}", headers=auth, timeout=60)
+        except requests.RequestException:
+            pass
+
+    threading.Thread(target=delete, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            row = channel_row(server)
+            if row is None or row[1] is not None:
+                break
+        except sqlite3.OperationalError:  # the store is being written
+            pass
+        assert time.monotonic() < deadline, "the delete never reached D1"
+        time.sleep(0.002)
+    crashable.stop()
+
+    server = crashable.start()
+    objects = [key for key in server.r2_keys() if key.startswith(f"{CHANNEL}/")]
+    if channel_row(server) is None:
+        # The delete got all the way before the kill: then nothing of the channel may remain.
+        assert objects == []
+        return
+    # Out of service: nothing served, to anyone; the name taken; the API says not found.
+    assert get(server, f"{CHANNEL}/noarch/repodata.json", headers=auth).status_code == 404
+    assert server.api("GET", f"channels/{CHANNEL}", auth["Authorization"].split()[1]).status_code == 404
+    assert CHANNEL not in [c["name"] for c in requests.get(f"{server.url}/api/v1/channels", headers=auth, timeout=30).json()["channels"]]
+    taken = requests.post(f"{server.url}/api/v1/channels", json={"name": CHANNEL}, headers=auth, timeout=30)
+    assert taken.status_code == 409, taken.text
+    # Deleting again finishes it: every object, then the name.
+    again = requests.delete(f"{server.url}/api/v1/channels/{CHANNEL}", headers=auth, timeout=60)
+    assert again.status_code == 200, again.text
+    assert [key for key in server.r2_keys() if CHANNEL in key] == []
+    assert channel_row(server) is None
+    fresh = requests.post(f"{server.url}/api/v1/channels", json={"name": CHANNEL}, headers=auth, timeout=30)
+    assert fresh.status_code == 201, fresh.text
+    assert get(server, f"{CHANNEL}/linux-64/repodata.json", headers=auth).status_code == 404
+
+
 def test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments(crashable, capsys):
     """Round after round, uploads, deletes and a rebuild run together against one channel and
     the server is killed (`kill -9` of its process group) at a random moment: after a random

@@ -380,7 +380,7 @@ def test_attestations_of_a_private_channel_are_private(server, owner, outsider):
     assert upload_with_attestation(server, private, filename, data, owner.key, bundle).status_code == 201
     url = f"{server.url}/{private}/noarch/{filename}.v0.sigs"
     assert requests.get(url, timeout=30).status_code == 401
-    assert requests.get(url, headers=outsider.auth, timeout=30).status_code == 403
+    assert requests.get(url, headers=outsider.auth, timeout=30).status_code == 404
     assert requests.get(url, headers=owner.auth, timeout=30).json() == [json.loads(bundle)]
 
 

@@ -40,9 +40,13 @@ def test_new_channel_has_an_empty_noarch(server, channel):
     assert "error" in missing.json()
 
 
-def test_unknown_channel_and_odd_paths_are_404_json(server, channel):
+def test_unknown_channel_and_odd_paths_are_404_json(server, channel, outsider):
+    # A channel that does not exist answers as a private one: 401 to ask for a key, then 404.
+    missing = requests.get(f"{server.url}/nochannel/noarch/repodata.json", timeout=10)
+    assert (missing.status_code, missing.json()["code"]) == (401, "unauthenticated")
+    missing = requests.get(f"{server.url}/nochannel/noarch/repodata.json", headers=outsider.auth, timeout=10)
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
     for path in (
-        "/nochannel/noarch/repodata.json",
         f"/{channel}/noarch/nothere-1.0-0.tar.bz2",
         f"/{channel}/linux-99/repodata.json",
         f"/{channel}/noarch/..%2f..%2fsecret",

@@ -112,7 +112,8 @@ def test_no_session_and_forged_cookies(server, owner):
         assert get(server, "/api/v1/whoami", cookies).status_code == 401
         # A dead cookie counts as none: public reads still work, private ones need signing in.
         assert get(server, "/api/v1/channels", cookies).status_code == 200
-        assert get(server, f"/api/v1/channels/{private}", cookies).status_code == 401
+        assert get(server, f"/api/v1/channels/{private}", cookies).status_code == 404
+        assert get(server, f"/{private}/noarch/repodata.json", cookies).status_code == 401
 
 
 def test_the_key_wins_over_the_cookie(server, owner, outsider):
@@ -173,8 +174,8 @@ def test_a_session_carries_its_keys_limits(server, owner, outsider):
     assert get(server, f"/{team}/noarch/repodata.json", cookies).status_code == 200
     download = get(server, f"/{team}/noarch/{PACKAGE.name}", cookies)
     assert download.status_code == 200 and download.content == data
-    # Not the other channel, though its user owns it.
-    assert get(server, f"/{other}/noarch/repodata.json", cookies).status_code == 403
+    # Not the other channel, though its user owns it: for this session it is not there.
+    assert get(server, f"/{other}/noarch/repodata.json", cookies).status_code == 404
     # And never writes, from the right origin or not.
     upload = upload_raw(server, team, PACKAGE.name, data, headers={**origin, "Cookie": f"{COOKIE}={cookies[COOKIE]}"})
     assert upload.status_code == 403
@@ -189,7 +190,7 @@ def test_a_session_carries_its_keys_limits(server, owner, outsider):
     # Anonymous, the private channel is not readable: the cookie was what let it in.
     assert get(server, f"/{team}/noarch/repodata.json").status_code == 401
     # An outsider's session reads nothing private.
-    assert get(server, f"/{team}/noarch/repodata.json", session_of(server, outsider.key)).status_code == 403
+    assert get(server, f"/{team}/noarch/repodata.json", session_of(server, outsider.key)).status_code == 404
 
 
 def test_an_owners_session_uploads_from_the_own_origin(server, owner, channel):
