@@ -441,7 +441,13 @@ fn channel_list(db: &Database, args: Args) -> Outcome<Done> {
         } else {
             "public"
         };
-        lines.push(format!("{}\t{visibility}", channel.name));
+        // A delete cut short: `channel delete` again finishes it.
+        let state = if channel.deleting_at.is_some() {
+            "\tbeing deleted"
+        } else {
+            ""
+        };
+        lines.push(format!("{}\t{visibility}{state}", channel.name));
     }
     Ok(Done {
         result: Value::Array(rows),

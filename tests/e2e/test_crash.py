@@ -59,20 +59,25 @@ def in_background(server, filename, data, auth) -> threading.Thread:
     return thread
 
 
-def kill_when(crashable, server, holds, timeout: float = 60) -> dict[str, int]:
-    """Kills the server as soon as `holds` is true of the R2 keys stored; returns those keys."""
+def kill_once(crashable, seen, timeout: float, never: str):
+    """Kills the server as soon as `seen()` (which reads workerd's store) returns something
+    true; returns it."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            keys = server.r2_keys()
-            if holds(keys):
+            if found := seen():
                 break
         except sqlite3.OperationalError:  # the store is being written
             pass
-        assert time.monotonic() < deadline, "the keys never appeared"
+        assert time.monotonic() < deadline, never
         time.sleep(0.002)
     crashable.stop()
-    return keys
+    return found
+
+
+def kill_when(crashable, server, holds, timeout: float = 60) -> dict[str, int]:
+    """Kills the server as soon as `holds` is true of the R2 keys stored; returns those keys."""
+    return kill_once(crashable, lambda: [keys] if holds(keys := server.r2_keys()) else None, timeout, "the keys never appeared")[0]
 
 
 def eventually(check, timeout: float = 40, message=lambda: "") -> None:
@@ -269,17 +274,7 @@ def test_a_channel_delete_cut_short_is_finished_by_the_next_and_keeps_its_name(c
             pass
 
     threading.Thread(target=delete, daemon=True).start()
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            row = channel_row(server)
-            if row is None or row[1] is not None:
-                break
-        except sqlite3.OperationalError:  # the store is being written
-            pass
-        assert time.monotonic() < deadline, "the delete never reached D1"
-        time.sleep(0.002)
-    crashable.stop()
+    kill_once(crashable, lambda: (row := channel_row(server)) is None or row[1] is not None, 60, "the delete never reached D1")
 
     server = crashable.start()
     objects = [key for key in server.r2_keys() if key.startswith(f"{CHANNEL}/")]

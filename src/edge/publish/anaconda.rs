@@ -355,7 +355,10 @@ pub async fn commit(
             owner,
             basename: format!("{subdir}/{filename}"),
             sha256: &body.dist_id,
-            url: format!("{}/{owner}/packages/{name}", ctx.req().url()?.origin().ascii_serialization()),
+            url: format!(
+                "{}/{owner}/packages/{name}",
+                ctx.req().url()?.origin().ascii_serialization()
+            ),
         },
     )
 }
