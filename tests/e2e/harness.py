@@ -129,6 +129,7 @@ class KillableServer:
         self.worker_dir = worker_dir
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        state.mkdir(parents=True, exist_ok=True)
         if (worker_dir / "migrations").is_dir():
             subprocess.run(
                 ["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", str(state)],
