@@ -88,8 +88,31 @@ struct Database {
 }
 
 impl Database {
-    /// Runs the statements in one `wrangler d1 execute` and returns the rows of each.
+    /// Runs the statements in one `wrangler d1 execute` and returns the rows of each. Locally,
+    /// the running server's workerd holds the same SQLite file, and now and then the execute
+    /// fails as D1's bare "internal error" while the server writes (the file is busy): such a
+    /// call is tried again, a few times, after a short pause. Only the local state is tried
+    /// again; most statements are guarded (`ON CONFLICT`, `WHERE`), so one that had landed
+    /// after all is refused, not doubled.
     fn run(&self, statements: &[Statement]) -> Outcome<Vec<Vec<Value>>> {
+        const ATTEMPTS: u64 = 5;
+        let mut attempt = 1;
+        loop {
+            match self.run_once(statements) {
+                Err(Failure::Failed(message))
+                    if !self.remote
+                        && attempt < ATTEMPTS
+                        && message.starts_with("internal error") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    fn run_once(&self, statements: &[Statement]) -> Outcome<Vec<Vec<Value>>> {
         let sql = statements
             .iter()
             .map(Statement::inline)
