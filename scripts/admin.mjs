@@ -1,34 +1,17 @@
 #!/usr/bin/env node
-// condaflare's admin command: `npm run admin -- [--remote] [--persist-to DIR] [--json] <command>`
+// condaflare's admin command, its one entry point: `npm run admin -- [--remote]
+// [--persist-to DIR] [--json] <command>`. The commands and their usage are listed once, in
+// src/bin/admin.rs (USAGE), which any unknown command prints.
 //
-//   user create <name> [--admin]        user list
-//   key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...
-//   key revoke <id>                     key list [<user>]
-//   channel create <name> --owner <user> [--private]
-//   channel visibility <name> public|private
-//   channel delete <name> [--url URL]   (through the running Worker; needs CONDAFLARE_API_KEY)
-//   channel list
-//   import <channel> <dir> [--url URL] [--force]  (uploads every package file under <dir>, e.g. a
-//                                        channel laid out by subdir, through the running Worker;
-//                                        needs CONDAFLARE_API_KEY)
-//   check <channel> [--repair] [--url URL]  (the consistency check of a channel's objects, rows
-//                                        and index files, through the running Worker; needs a
-//                                        site admin's CONDAFLARE_API_KEY)
-//   check --all [--repair] [--url URL]  (every channel in turn; exits 1 if any is inconsistent)
-//   member add <channel> <user> --role owner|member
-//   member remove <channel> <user>      member list <channel>
+// This script runs the commands that need the running Worker, which removes and writes R2
+// objects and the index: `channel delete`, `import` and `check`. Every other command goes to
+// the native `admin` binary (src/bin/admin.rs), built here on first use and whenever the crate
+// changed: it changes users, keys, channels and members in D1 with the Worker's own statements,
+// on the local state's D1 file or, with --remote, on the deployed database, so no server needs
+// to run.
 //
-// Users, keys, channels and members are changed straight in D1 by the native `admin` binary
-// (src/bin/admin.rs), built here on first use and whenever the crate changed: it checks names,
-// makes keys and runs the Worker's own statements (src/directory.rs) through
-// `wrangler d1 execute`, so it works with no server running, on the local state that
-// `npm start` serves (.wrangler/state) or with --remote on the deployed database. This script
-// does the two commands that need the running Worker, which removes and writes R2 objects and
-// the index: `channel delete`, `import` and `check`.
-//
-// Keys are printed once; only their SHA-256 is stored. Changes made in D1 reach running Workers
-// within their cache time (AUTH_CACHE_SECONDS, 30 by default). Argument errors exit 2, other
-// failures 1, each with `error: ...` on stderr.
+// Keys are printed once; only their SHA-256 is stored. Argument errors exit 2, other failures
+// 1, each with `error: ...` on stderr.
 
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";

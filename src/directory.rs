@@ -1,7 +1,7 @@
 //! The directory: every statement run against D1 (users, keys, channels, memberships), with
-//! the rows it returns. The Worker binds them (`edge::db`), the admin command inlines them for
-//! `wrangler d1 execute`: both run the same SQL, so a rule written into a statement holds
-//! for both.
+//! the rows it returns. The Worker binds them (`edge::db`), the admin command binds them on the
+//! local D1 file (`sqlite`) or inlines them for `wrangler d1 execute --remote`: all run the same
+//! SQL, so a rule written into a statement holds for each.
 //!
 //! One such rule: a channel keeps at least one owner. The statements that demote or remove a
 //! member carry it in their `WHERE` clause, so it holds atomically, and return no row when it

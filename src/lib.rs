@@ -21,6 +21,8 @@ pub mod publish;
 pub mod repodata;
 pub mod session;
 pub mod shards;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod sqlite;
 pub mod ttl_cache;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,6 +1,6 @@
 //! The directory's statements run against real SQLite with the D1 schema (migrations/*.sql),
 //! each scenario twice: with bound parameters, as the Worker runs them, and inlined, as the
-//! admin command hands them to `wrangler d1 execute`.
+//! admin command hands them to `wrangler d1 execute --remote`.
 
 use std::fs;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use condaflare::access::Role;
 use condaflare::directory::{self, *};
 use condaflare::error::ErrorCode;
-use rusqlite::types::ValueRef;
+use condaflare::sqlite;
 use rusqlite::Connection;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -47,43 +47,23 @@ impl Db {
 
     /// The rows a statement returns, as JSON objects by column name (as D1 answers).
     fn rows(&self, statement: &Statement) -> Vec<Value> {
-        let sql = match self.mode {
-            Mode::Bound => statement.sql.to_owned(),
-            Mode::Inlined => statement.inline(),
+        let answer = match self.mode {
+            Mode::Bound => {
+                let prepared = self.conn.prepare(statement.sql).unwrap();
+                assert_eq!(
+                    prepared.parameter_count(),
+                    statement.params.len(),
+                    "{}",
+                    statement.sql
+                );
+                sqlite::rows(&self.conn, statement)
+            }
+            Mode::Inlined => self
+                .conn
+                .prepare(&statement.inline())
+                .and_then(sqlite::query),
         };
-        let mut prepared = self
-            .conn
-            .prepare(&sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        if let Mode::Bound = self.mode {
-            assert_eq!(prepared.parameter_count(), statement.params.len(), "{sql}");
-            for (at, param) in statement.params.iter().enumerate() {
-                let bound = match param {
-                    Param::Text(text) => prepared.raw_bind_parameter(at + 1, text),
-                    Param::Int(value) => prepared.raw_bind_parameter(at + 1, value),
-                    Param::Null => prepared.raw_bind_parameter(at + 1, rusqlite::types::Null),
-                };
-                bound.unwrap();
-            }
-        }
-        let columns: Vec<String> = prepared.column_names().map(str::to_owned).collect();
-        let mut rows = prepared.raw_query();
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().unwrap_or_else(|e| panic!("{sql}: {e}")) {
-            let mut object = serde_json::Map::new();
-            for (at, name) in columns.iter().enumerate() {
-                let value = match row.get_ref(at).unwrap() {
-                    ValueRef::Null => Value::Null,
-                    ValueRef::Integer(i) => json!(i),
-                    ValueRef::Real(f) => json!(f),
-                    ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
-                    ValueRef::Blob(_) => panic!("no statement returns blobs"),
-                };
-                object.insert(name.clone(), value);
-            }
-            out.push(Value::Object(object));
-        }
-        out
+        answer.unwrap_or_else(|e| panic!("{}: {e}", statement.sql))
     }
 
     /// The rows, read as the statement's row type (so its columns are checked too).

@@ -1,28 +1,21 @@
-//! The admin command's work on D1: users, keys, channels and memberships.
+//! The admin command (`npm run admin -- <command>`; [`USAGE`] is its one list of commands).
 //!
-//!   admin [--remote] [--persist-to DIR] [--json] <command>
+//! scripts/admin.mjs is the entry point: it builds this binary when the crate changed, runs the
+//! commands that need the running Worker (`channel delete`, `import`, `check`: R2 objects and
+//! the index are the Worker's) and hands every other command here.
 //!
-//!   user create <name> [--admin]        user list
-//!   key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...
-//!   key revoke <id>                     key list [<user>]
-//!   channel create <name> --owner <user> [--private]
-//!   channel visibility <name> public|private
-//!   channel list
-//!   member add <channel> <user> --role owner|member
-//!   member remove <channel> <user>      member list <channel>
-//!
-//! `npm run admin` (scripts/admin.mjs) builds this binary and hands these commands to it; the
-//! commands that need the running Worker (`channel delete`, `import`) stay in that script.
-//!
-//! Names are checked with `names`, keys made with `keys`, and every statement is one of
-//! `directory`'s, inlined for `npx wrangler d1 execute DB --json --command` on the local state
-//! (`--local`, with `--persist-to`) or the deployed database (`--remote`). The Worker runs the
-//! same statements, so the rules they carry (a channel keeps at least one owner) hold here too,
-//! and no server needs to run: this is how the first admin and key come to be.
+//! Here users, keys, channels and memberships are changed in D1 with the Worker's own
+//! statements (`directory`), names checked with `names` and keys made with `keys`, so the rules
+//! the statements carry (a channel keeps at least one owner) hold here too. Locally the
+//! statements run on the state's D1 file itself (the one `npm start` serves, or
+//! `--persist-to DIR`), in one transaction per command; with `--remote` they are inlined for
+//! `wrangler d1 execute --remote`. No server needs to run: this is how the first admin and key
+//! come to be.
 //!
 //! Argument errors, unknown users and channels exit 2; refusals and failures exit 1; both print
 //! `error: <sentence>` on stderr.
 
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +24,7 @@ use condaflare::directory::{self, KeyListRow, MemberRow, NewKey, RoleRow, Statem
 use condaflare::error::{ApiError, ErrorCode};
 use condaflare::keys::{key_hash, key_prefix, new_key};
 use condaflare::names::check_channel_name;
+use condaflare::sqlite;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -41,11 +35,16 @@ commands:
   key revoke <id>                     key list [<user>]
   channel create <name> --owner <user> [--private]
   channel visibility <name> public|private
-  channel delete <name> [--url URL]   (through the running Worker; needs CONDAFLARE_API_KEY)
   channel list
-  import <channel> <dir> [--url URL] [--force]  (through the running Worker; needs CONDAFLARE_API_KEY)
   member add <channel> <user> --role owner|member
-  member remove <channel> <user>      member list <channel>";
+  member remove <channel> <user>      member list <channel>
+through the running Worker (--url URL, default http://127.0.0.1:8787), with the key in
+CONDAFLARE_API_KEY:
+  channel delete <name>               (an owner's or a site admin's key)
+  import <channel> <dir> [--force]    (uploads every package file under <dir>)
+  check <channel> [--repair]          (a site admin's key; the channel's objects, rows and
+  check --all [--repair]               index files; exits 1 if any is inconsistent)
+Changes made here reach running Workers within their cache time (AUTH_CACHE_SECONDS).";
 
 const DAY_MS: f64 = 86_400_000.0;
 
@@ -82,98 +81,106 @@ struct Done {
 }
 
 /// Where the statements run.
-struct Database {
-    remote: bool,
-    persist_to: Option<String>,
+enum Database {
+    /// The local state's D1 file (`npm start`'s `.wrangler/state`, or `--persist-to DIR`),
+    /// opened directly: no server needs to run, and a running one sees each change at once.
+    Local(rusqlite::Connection),
+    /// The deployed database, through `wrangler d1 execute --remote`.
+    Remote,
 }
 
 impl Database {
-    /// Runs the statements in one `wrangler d1 execute` and returns the rows of each. Locally,
-    /// the running server's workerd holds the same SQLite file, and now and then the execute
-    /// fails as D1's bare "internal error" while the server writes (the file is busy): such a
-    /// call is tried again, a few times, after a short pause. Only the local state is tried
-    /// again; most statements are guarded (`ON CONFLICT`, `WHERE`), so one that had landed
-    /// after all is refused, not doubled.
-    fn run(&self, statements: &[Statement]) -> Outcome<Vec<Vec<Value>>> {
-        const ATTEMPTS: u64 = 5;
-        let mut attempt = 1;
-        loop {
-            match self.run_once(statements) {
-                Err(Failure::Failed(message))
-                    if !self.remote
-                        && attempt < ATTEMPTS
-                        && message.starts_with("internal error") =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
-                    attempt += 1;
-                }
-                done => return done,
-            }
+    fn open(remote: bool, persist_to: Option<String>) -> Outcome<Self> {
+        if remote {
+            return Ok(Self::Remote);
         }
+        let state = PathBuf::from(persist_to.unwrap_or_else(|| ".wrangler/state".into()));
+        let file = sqlite::local_d1_file(&state).map_err(Failure::Failed)?;
+        let failed = |e: rusqlite::Error| Failure::Failed(format!("{}: {e}", file.display()));
+        let conn = rusqlite::Connection::open_with_flags(
+            &file,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+        )
+        .map_err(failed)?;
+        // The running server's workerd writes the same file; a write waits its turn.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(failed)?;
+        conn.execute_batch("PRAGMA foreign_keys = ON")
+            .map_err(failed)?;
+        Ok(Self::Local(conn))
     }
 
-    fn run_once(&self, statements: &[Statement]) -> Outcome<Vec<Vec<Value>>> {
-        let sql = statements
+    /// Runs the statements, all or none, and returns the rows of each.
+    fn run(&mut self, statements: &[Statement]) -> Outcome<Vec<Vec<Value>>> {
+        let Self::Local(conn) = self else {
+            return run_remote(statements);
+        };
+        let failed = |e: rusqlite::Error| Failure::Failed(e.to_string());
+        let transaction = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let answers = statements
             .iter()
-            .map(Statement::inline)
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut command = Command::new("npx");
-        command.args([
-            "wrangler",
-            "d1",
-            "execute",
-            "DB",
-            "--json",
-            "--command",
-            &sql,
-        ]);
-        if self.remote {
-            command.arg("--remote");
-        } else {
-            command.arg("--local");
-            if let Some(dir) = &self.persist_to {
-                command.args(["--persist-to", dir]);
-            }
-        }
-        let output = command
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| Failure::Failed(format!("could not run npx wrangler: {e}")))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() {
-            return Err(Failure::Failed(wrangler_error(
-                &stdout,
-                &String::from_utf8_lossy(&output.stderr),
-            )));
-        }
-        let answers: Vec<Value> = serde_json::from_str(&stdout).map_err(|e| {
-            Failure::Failed(format!("unexpected answer from wrangler ({e}): {stdout}"))
-        })?;
-        Ok(answers
-            .into_iter()
-            .map(|answer| match answer.get("results") {
-                Some(Value::Array(rows)) => rows.clone(),
-                _ => Vec::new(),
-            })
-            .collect())
+            .map(|statement| sqlite::rows(&transaction, statement).map_err(failed))
+            .collect::<Outcome<Vec<_>>>()?;
+        transaction.commit().map_err(failed)?;
+        Ok(answers)
     }
 
     /// The rows of one statement.
-    fn rows(&self, statement: Statement) -> Outcome<Vec<Value>> {
+    fn rows(&mut self, statement: Statement) -> Outcome<Vec<Value>> {
         Ok(self.run(&[statement])?.pop().unwrap_or_default())
     }
 
     /// The id of the user of that name.
-    fn user_id(&self, name: &str) -> Outcome<i64> {
+    fn user_id(&mut self, name: &str) -> Outcome<i64> {
         let rows = self.rows(directory::user_by_name(name))?;
         match first::<UserRow>(&rows)? {
             Some(user) => Ok(user.id),
             None => usage(format!("no user named '{name}'")),
         }
     }
+}
+
+/// Runs the statements in one `wrangler d1 execute --remote` (D1 runs them as one batch) and
+/// returns the rows of each.
+fn run_remote(statements: &[Statement]) -> Outcome<Vec<Vec<Value>>> {
+    let sql = statements
+        .iter()
+        .map(Statement::inline)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let output = Command::new("npx")
+        .args([
+            "wrangler",
+            "d1",
+            "execute",
+            "DB",
+            "--remote",
+            "--json",
+            "--command",
+            &sql,
+        ])
+        .env("WRANGLER_SEND_METRICS", "false")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Failure::Failed(format!("could not run npx wrangler: {e}")))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(Failure::Failed(wrangler_error(
+            &stdout,
+            &String::from_utf8_lossy(&output.stderr),
+        )));
+    }
+    let answers: Vec<Value> = serde_json::from_str(&stdout)
+        .map_err(|e| Failure::Failed(format!("unexpected answer from wrangler ({e}): {stdout}")))?;
+    Ok(answers
+        .into_iter()
+        .map(|answer| match answer.get("results") {
+            Some(Value::Array(rows)) => rows.clone(),
+            _ => Vec::new(),
+        })
+        .collect())
 }
 
 /// The sentence of a failed `wrangler d1 execute`: the database's own message when there is
@@ -251,7 +258,7 @@ impl Args {
     }
 }
 
-fn user_create(db: &Database, mut args: Args) -> Outcome<Done> {
+fn user_create(db: &mut Database, mut args: Args) -> Outcome<Done> {
     let admin = args.flag("--admin");
     let [name] = args.positional("user create <name> [--admin]")?;
     check_user(&name)?;
@@ -268,7 +275,7 @@ fn user_create(db: &Database, mut args: Args) -> Outcome<Done> {
     })
 }
 
-fn user_list(db: &Database, args: Args) -> Outcome<Done> {
+fn user_list(db: &mut Database, args: Args) -> Outcome<Done> {
     let [] = args.positional("user list")?;
     let rows = db.rows(directory::users())?;
     let mut lines = Vec::new();
@@ -283,7 +290,7 @@ fn user_list(db: &Database, args: Args) -> Outcome<Done> {
     })
 }
 
-fn key_create(db: &Database, mut args: Args) -> Outcome<Done> {
+fn key_create(db: &mut Database, mut args: Args) -> Outcome<Done> {
     let name = args.option("--name")?.unwrap_or_else(|| "default".into());
     let days = args.option("--expires-days")?;
     let read_only = args.flag("--read-only");
@@ -352,7 +359,7 @@ fn key_create(db: &Database, mut args: Args) -> Outcome<Done> {
     })
 }
 
-fn key_revoke(db: &Database, args: Args) -> Outcome<Done> {
+fn key_revoke(db: &mut Database, args: Args) -> Outcome<Done> {
     let [id] = args.positional("key revoke <id>")?;
     let key_id = match id.parse::<i64>() {
         Ok(key_id) if id.bytes().all(|b| b.is_ascii_digit()) => key_id,
@@ -369,7 +376,7 @@ fn key_revoke(db: &Database, args: Args) -> Outcome<Done> {
     })
 }
 
-fn key_list(db: &Database, args: Args) -> Outcome<Done> {
+fn key_list(db: &mut Database, args: Args) -> Outcome<Done> {
     let user = match args.0.len() {
         0 => None,
         _ => {
@@ -400,7 +407,7 @@ fn key_list(db: &Database, args: Args) -> Outcome<Done> {
     })
 }
 
-fn channel_create(db: &Database, mut args: Args) -> Outcome<Done> {
+fn channel_create(db: &mut Database, mut args: Args) -> Outcome<Done> {
     const SYNOPSIS: &str = "channel create <name> --owner <user> [--private]";
     let owner = args.option("--owner")?;
     let private = args.flag("--private");
@@ -433,7 +440,7 @@ fn channel_create(db: &Database, mut args: Args) -> Outcome<Done> {
     })
 }
 
-fn channel_visibility(db: &Database, args: Args) -> Outcome<Done> {
+fn channel_visibility(db: &mut Database, args: Args) -> Outcome<Done> {
     let [name, visibility] = args.positional("channel visibility <name> public|private")?;
     let private = match visibility.as_str() {
         "public" => false,
@@ -453,7 +460,7 @@ fn channel_visibility(db: &Database, args: Args) -> Outcome<Done> {
     })
 }
 
-fn channel_list(db: &Database, args: Args) -> Outcome<Done> {
+fn channel_list(db: &mut Database, args: Args) -> Outcome<Done> {
     let [] = args.positional("channel list")?;
     let rows = db.rows(directory::all_channels())?;
     let mut lines = Vec::new();
@@ -483,7 +490,7 @@ fn channel_list(db: &Database, args: Args) -> Outcome<Done> {
 /// carries the last-owner rule itself; when it returns no row, [`directory::membership_refusal`]
 /// says why.
 fn change_membership(
-    db: &Database,
+    db: &mut Database,
     change: Statement,
     channel: &str,
     user: &str,
@@ -503,7 +510,7 @@ fn change_membership(
     Err(directory::membership_refusal(channel, user, !channels.is_empty(), role).into())
 }
 
-fn member_add(db: &Database, mut args: Args) -> Outcome<Done> {
+fn member_add(db: &mut Database, mut args: Args) -> Outcome<Done> {
     let role = args.option("--role")?;
     let [channel, user] = args.positional("member add <channel> <user> --role owner|member")?;
     let Some(role) = role.as_deref().and_then(Role::parse) else {
@@ -525,7 +532,7 @@ fn member_add(db: &Database, mut args: Args) -> Outcome<Done> {
     })
 }
 
-fn member_remove(db: &Database, args: Args) -> Outcome<Done> {
+fn member_remove(db: &mut Database, args: Args) -> Outcome<Done> {
     let [channel, user] = args.positional("member remove <channel> <user>")?;
     check_channel(&channel)?;
     let user_id = db.user_id(&user)?;
@@ -542,7 +549,7 @@ fn member_remove(db: &Database, args: Args) -> Outcome<Done> {
     })
 }
 
-fn member_list(db: &Database, args: Args) -> Outcome<Done> {
+fn member_list(db: &mut Database, args: Args) -> Outcome<Done> {
     let [channel] = args.positional("member list <channel>")?;
     let rows = db.rows(directory::members(&channel))?;
     let mut lines = Vec::new();
@@ -567,7 +574,7 @@ fn check_name(args: Args) -> Outcome<Done> {
     })
 }
 
-type Handler = fn(&Database, Args) -> Outcome<Done>;
+type Handler = fn(&mut Database, Args) -> Outcome<Done>;
 
 const COMMANDS: [(&str, Handler); 11] = [
     ("user create", user_create),
@@ -600,14 +607,15 @@ fn main() -> ExitCode {
             _ => rest.push(arg),
         }
     }
-    let db = Database { remote, persist_to };
-
     let words = rest.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
     let outcome = if rest.first().map(String::as_str) == Some("check-name") {
         check_name(Args(rest.split_off(1)))
     } else if let Some((_, handler)) = COMMANDS.iter().find(|(name, _)| *name == words) {
-        handler(&db, Args(rest.split_off(2)))
-    } else if words == "channel delete" || rest.first().map(String::as_str) == Some("import") {
+        Database::open(remote, persist_to)
+            .and_then(|mut db| handler(&mut db, Args(rest.split_off(2))))
+    } else if words == "channel delete"
+        || matches!(rest.first().map(String::as_str), Some("import" | "check"))
+    {
         Err(Failure::Usage(format!(
             "'{words}' goes through the running Worker: use npm run admin -- {words} ..."
         )))
