@@ -2,13 +2,7 @@
 //! channel's index under the channel's read policy, and what the server tells the pages of
 //! itself.
 //!
-//! | method | path                                  | answers |
-//! |--------|---------------------------------------|---------|
-//! | GET    | /api/v1/channels/<c>/packages         | names with summary figures (`?q=&subdir=&cursor=&limit=`) |
-//! | GET    | /api/v1/channels/<c>/packages/<name>  | every file of a name, newest first |
-//! | GET    | /api/v1/server                        | `{"max_upload_bytes"}` |
-//!
-//! A private channel the caller may not read is a 404, the same as a missing one.
+//! Its routes and what they answer: `docs/api.md`, "Browse API".
 
 use serde::Serialize;
 use worker::Response;

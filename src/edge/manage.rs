@@ -1,23 +1,7 @@
 //! The management API: channels, members and keys, as JSON over HTTP, authorized by the same
 //! policy as every other route.
 //!
-//! | method | path                                  | who                          |
-//! |--------|---------------------------------------|------------------------------|
-//! | GET    | /api/v1/whoami                        | any valid key                |
-//! | GET    | /api/v1/channels                      | anyone (lists what they may read, with role and figures) |
-//! | POST   | /api/v1/channels                      | a key without limits         |
-//! | GET    | /api/v1/channels/<c>                  | readers of the channel       |
-//! | PATCH  | /api/v1/channels/<c>                  | owners (`{"private": bool}`) |
-//! | DELETE | /api/v1/channels/<c>                  | owners                       |
-//! | GET    | /api/v1/channels/<c>/members          | owners                       |
-//! | PUT    | /api/v1/channels/<c>/members/<user>   | owners (`{"role": ...}`)     |
-//! | DELETE | /api/v1/channels/<c>/members/<user>   | owners                       |
-//! | GET    | /api/v1/keys                          | any valid key (own keys)     |
-//! | POST   | /api/v1/keys                          | a key without limits         |
-//! | DELETE | /api/v1/keys/<id>                     | a key without limits (own keys; admins any) |
-//! | GET    | /api/v1/channels/<c>/stats            | site admins (inspect)        |
-//! | POST   | /api/v1/channels/<c>/rebuild          | site admins (repair)         |
-//! | POST   | /api/v1/channels/<c>/check            | site admins (inspect; with `?repair=true`, repair) |
+//! Its routes, who may call each and what they answer: `docs/api.md`.
 //!
 //! Every answer is `Cache-Control: no-store` (see [`json`]): a new key, or what a caller may
 //! see, must not outlive the request in any cache.

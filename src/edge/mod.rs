@@ -15,6 +15,8 @@
 //! | GET         | /api/v1/channels/<c>/packages…, /api/v1/server | [`browse`]     |
 //! | GET (Accept: text/html) | the web app's page URLs: `/`, `/<channel>`… | [`pages::shell`] |
 //!
+//! What each route answers, and who may call it: `docs/api.md` and `docs/publishing.md`.
+//!
 //! The web app's static files (`/-/<file>`) never reach the Worker: Static Assets serves them.
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed

@@ -1,11 +1,8 @@
 //! `/api/v1/session`: a browser signs in with an API key and gets a session cookie (see
 //! [`crate::session`]).
 //!
-//! | method | does |
-//! |--------|------|
-//! | POST   | `{"key": "<api key>"}` → 201, the session and `Set-Cookie`, ending the session the request's cookie named; 401 for a bad key |
-//! | GET    | the cookie's session, or 401 |
-//! | DELETE | ends the cookie's session and clears the cookie: 204 |
+//! `POST` signs in, `GET` answers the session, `DELETE` signs out; what each answers is in
+//! `docs/api.md`, the security model in `docs/access.md`, "Sessions".
 
 use serde::{Deserialize, Serialize};
 use worker::{Date, Response};

@@ -1,7 +1,7 @@
 """Refusals at the door: bodies cut short of their Content-Length and control characters in
 header values, sent with a raw socket as a broken or hostile client would. Each request goes to
 the Worker's own socket, where its answer is the one a client at the edge gets, and through
-wrangler dev's proxy, which answers some of them itself (see the README, "Publishing")."""
+wrangler dev's proxy, which answers some of them itself (see docs/api.md, "Under wrangler dev")."""
 
 import io
 import json
@@ -97,7 +97,7 @@ def test_a_body_cut_short_is_an_incomplete_body_and_leaves_nothing(server, owner
     assert "the body ended before" in answer["error"], answer
 
     # Through wrangler dev's proxy the client gets the proxy's own 500 instead, whatever the
-    # Worker answered (README, "Publishing"); either way nothing may stay behind.
+    # Worker answered (docs/api.md, "Under wrangler dev"); either way nothing may stay behind.
     url = urlparse(server.url)
     status, _, content = exchange((url.hostname, url.port), head, body[:cut])
     assert (status, content) == (500, b"Error: Network connection lost.") or json.loads(content)["code"] == "incomplete_body"

@@ -1,7 +1,7 @@
 """The web app in a real browser: Debian's chromium driven by Playwright, against the real Worker.
 
 With CONDAFLARE_SCREENSHOTS=<directory> (`npm run screenshots`), the tests also save the
-channel, package and upload pages as PNG files there (docs/screenshots/ in the README)."""
+channel, package and upload pages as PNG files there (docs/screenshots/, shown in docs/web-app.md)."""
 
 import base64
 import io
