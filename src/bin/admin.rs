@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: npm run admin -- [--remote] [--persist-to DIR] [--json] <command>
-commands:
+commands (help: this list):
   user create <name> [--admin]        user list
   key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...
   key revoke <id>                     key list [<user>]
@@ -608,6 +608,10 @@ fn main() -> ExitCode {
         }
     }
     let words = rest.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
+    if matches!(rest.first().map(String::as_str), Some("help" | "--help")) {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let outcome = if rest.first().map(String::as_str) == Some("check-name") {
         check_name(Args(rest.split_off(1)))
     } else if let Some((_, handler)) = COMMANDS.iter().find(|(name, _)| *name == words) {
