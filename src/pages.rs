@@ -25,6 +25,10 @@ pub const SHELL_HEADERS: [(&str, &str); 7] = [
     ("Vary", "Accept, Cookie"),
 ];
 
+/// The web app's page URLs and the module that renders each, shared with its router
+/// (`web/public/-/app.js`): `:channel` is a channel's name, `:name` a package's.
+pub const ROUTES: &str = include_str!("../web/public/-/routes.json");
+
 /// A page of the web app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page<'a> {
@@ -39,20 +43,41 @@ pub fn wants_html(accept: Option<&str>) -> bool {
     accept.is_some_and(|accept| accept.to_ascii_lowercase().contains("text/html"))
 }
 
-/// The page a path names, if it names one: `/`, `/-/signin`, `/-/keys`, `/<channel>`,
-/// `/<channel>/packages/<name>`, `/<channel>/upload`, `/<channel>/members`,
-/// `/<channel>/settings`.
+/// The page a path names, if one of [`ROUTES`] matches it.
 pub fn page_of(path: &str) -> Option<Page<'_>> {
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-    match segments.as_slice() {
-        [""] | ["-", "signin" | "keys"] => Some(Page::Site),
-        [channel] | [channel, "upload" | "members" | "settings"] | [channel, "packages", _]
-            if check_channel_name(channel).is_ok() && !path.ends_with('/') =>
-        {
-            Some(Page::Channel(channel))
-        }
-        _ => None,
+    let segments: Vec<&str> = path.split('/').collect();
+    routes()
+        .iter()
+        .find_map(|pattern| matches(pattern, &segments))
+}
+
+fn routes() -> &'static [Vec<String>] {
+    static PATTERNS: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
+    PATTERNS.get_or_init(|| {
+        let routes: Vec<(String, String)> =
+            serde_json::from_str(ROUTES).expect("routes.json is a list of [pattern, page]");
+        routes
+            .into_iter()
+            .map(|(pattern, _)| pattern.split('/').map(str::to_owned).collect())
+            .collect()
+    })
+}
+
+/// The page `segments` are, if they match `pattern` segment by segment.
+fn matches<'p>(pattern: &[String], segments: &[&'p str]) -> Option<Page<'p>> {
+    if pattern.len() != segments.len() {
+        return None;
     }
+    let mut page = Page::Site;
+    for (expected, &segment) in pattern.iter().zip(segments) {
+        match expected.as_str() {
+            ":channel" if check_channel_name(segment).is_ok() => page = Page::Channel(segment),
+            ":name" if !segment.is_empty() => {}
+            literal if literal == segment => {}
+            _ => return None,
+        }
+    }
+    Some(page)
 }
 
 #[cfg(test)]
@@ -98,6 +123,18 @@ mod tests {
             "//",
         ] {
             assert_eq!(page_of(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn every_route_has_its_page_module() {
+        let routes: Vec<(String, String)> = serde_json::from_str(ROUTES).unwrap();
+        let pages = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/public/-/pages");
+        for (pattern, page) in routes {
+            assert!(
+                pages.join(format!("{page}.js")).is_file(),
+                "{pattern}: {page}"
+            );
         }
     }
 

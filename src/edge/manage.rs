@@ -12,7 +12,7 @@ use worker::{Date, Response};
 use super::auth::{forget_channel, forget_key, key_channels, Channel, Hiding, KeyInfo, Principal};
 use super::context::RequestContext;
 use super::error::{internal, json, ApiError, ApiResult, ErrorCode};
-use crate::access::{listed, Action, Role};
+use crate::access::{decide, listed, Action, Decision, Role};
 use crate::consistency::{CheckOptions, CheckReport};
 use crate::directory::{self, ChannelRoleRow, KeyListRow, RoleRow, UserRow};
 use crate::keys::{key_hash, key_prefix, new_key};
@@ -144,15 +144,39 @@ struct ChannelDetails {
     #[serde(flatten)]
     channel: Channel,
     your_role: Option<&'static str>,
+    /// What the caller may do here by the access policy (key limits included), so that the web
+    /// app shows only the controls that will work.
+    you_may: Permissions,
+}
+
+#[derive(Serialize)]
+struct Permissions {
+    /// Upload and delete packages.
+    write: bool,
+    /// Members, visibility, deleting the channel.
+    manage: bool,
 }
 
 pub async fn get_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize(name, Action::Read, Hiding::NotFound).await?;
-    let your_role = match &caller {
-        Some(p) => ctx.role(name, p.user_id).await?.map(Role::as_str),
+    let role = match &caller {
+        Some(p) => ctx.role(name, p.user_id).await?,
         None => None,
     };
-    json(200, &ChannelDetails { channel, your_role })
+    let holder = caller.as_ref().map(|p| p.holder().on(name, role));
+    let may = |action| decide(action, channel.private, holder) == Decision::Allow;
+    let you_may = Permissions {
+        write: may(Action::Write),
+        manage: may(Action::Manage),
+    };
+    json(
+        200,
+        &ChannelDetails {
+            your_role: role.map(Role::as_str),
+            you_may,
+            channel,
+        },
+    )
 }
 
 #[derive(Deserialize)]

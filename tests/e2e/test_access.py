@@ -131,6 +131,21 @@ def test_auth_matrix(server, world, who, form):
     assert wrong == []
 
 
+@pytest.mark.parametrize("who", list(EXPECTED))
+def test_channel_details_say_what_the_policy_allows(server, world, who):
+    """The web app shows upload and management controls by `you_may` in a channel's details:
+    it is what the same caller's upload and management requests get (the matrix above)."""
+    key = world["keys"][who]
+    for visibility in ("public", "private"):
+        read, upload, _, manage = EXPECTED[who][visibility]
+        answer = send(server, "GET", f"/api/v1/channels/{world[visibility]}", key, "bearer")
+        if read != 200:
+            assert answer.status_code in (401, 404), (visibility, answer.status_code)
+            continue
+        assert answer.status_code == 200, (visibility, answer.text)
+        assert answer.json()["you_may"] == {"write": upload == 200, "manage": manage == 200}, visibility
+
+
 def test_changes_in_d1_reach_the_worker_within_the_cache_bound(server, make_user):
     """Keys revoked and channels made private with the admin command (straight in D1) take
     effect within AUTH_CACHE_SECONDS; changes through the API take effect at once."""

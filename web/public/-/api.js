@@ -38,6 +38,33 @@ export async function api(method, path, body) {
   return response.json();
 }
 
+/**
+ * Sends `body` (a File) to an API path, reporting progress (0 to 100) as it goes out: fetch
+ * cannot tell how much of a body was sent, XMLHttpRequest can. Answers `{ status, body }`;
+ * throws ApiError as api() does.
+ */
+export async function send(path, body, headers, onProgress) {
+  const xhr = new XMLHttpRequest();
+  xhr.open('POST', '/api/v1/' + path);
+  for (const [name, value] of Object.entries({ Accept: 'application/json', ...headers })) {
+    try {
+      xhr.setRequestHeader(name, value);
+    } catch {
+      throw new ApiError(0, 'bad_request', `Not sent: the ${name} header cannot carry ${JSON.stringify(value)}.`);
+    }
+  }
+  xhr.upload.addEventListener('progress', (event) => {
+    if (event.lengthComputable) onProgress(Math.round((100 * event.loaded) / event.total));
+  });
+  const done = new Promise((resolve) => xhr.addEventListener('loadend', resolve));
+  xhr.send(body);
+  await done;
+  if (xhr.status === 0) throw new ApiError(0, 'network', 'The connection broke off; nothing was stored. Try again.');
+  const response = new Response(xhr.responseText, { status: xhr.status, statusText: xhr.statusText });
+  if (!response.ok) throw await errorOf(response);
+  return { status: xhr.status, body: await response.json().catch(() => ({})) };
+}
+
 /** The question string of `params`, without empty values. */
 export function query(params) {
   const q = new URLSearchParams();

@@ -2,30 +2,30 @@
 // needed), the header's navigation and the session.
 import { h, put, failure } from './dom.js';
 import { api, currentSession } from './api.js';
+import routes from './routes.json' with { type: 'json' };
 
-// Path patterns of the pages; channel names never start with '-', the static files' prefix.
-const routes = [
-  [/^\/$/, 'channels'],
-  [/^\/-\/signin$/, 'signin'],
-  [/^\/-\/keys$/, 'keys'],
-  [/^\/([^/-][^/]*)$/, 'channel'],
-  [/^\/([^/-][^/]*)\/packages\/([^/]+)$/, 'package'],
-  [/^\/([^/-][^/]*)\/upload$/, 'upload'],
-  [/^\/([^/-][^/]*)\/members$/, 'members'],
-  [/^\/([^/-][^/]*)\/settings$/, 'settings'],
-];
+// The page URLs, as the Worker knows them too (src/pages.rs): `:channel` and `:name` stand for
+// one path segment each; channel names never start with '-', the static files' prefix.
+const patterns = routes.map(([pattern, page]) => [pattern.split('/'), page]);
 
 const state = { session: undefined };
 
 function match(pathname) {
-  for (const [pattern, page] of routes) {
-    const m = pattern.exec(pathname);
-    if (m) {
-      try {
-        return { page, params: m.slice(1).map(decodeURIComponent) };
-      } catch {
-        return { page: 'notfound', params: [] };
-      }
+  const segments = pathname.split('/');
+  for (const [pattern, page] of patterns) {
+    if (pattern.length !== segments.length) continue;
+    const params = [];
+    const fits = pattern.every((expected, at) => {
+      const segment = segments[at];
+      if (!expected.startsWith(':')) return expected === segment;
+      params.push(segment);
+      return segment !== '' && !(expected === ':channel' && segment.startsWith('-'));
+    });
+    if (!fits) continue;
+    try {
+      return { page, params: params.map(decodeURIComponent) };
+    } catch {
+      return { page: 'notfound', params: [] };
     }
   }
   return { page: 'notfound', params: [] };

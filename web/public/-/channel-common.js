@@ -13,17 +13,14 @@ export async function loadChannel(name) {
   }
 }
 
-/** Whether the session may change the channel (upload, delete, members, settings). */
-export function canManage(session, channel) {
-  if (!session) return false;
-  const key = session.key || {};
-  if (key.read_only) return false;
-  if (Array.isArray(key.channels) && !key.channels.includes(channel.name)) return false;
-  return channel.your_role === 'owner' || session.is_admin === true;
+/** Whether the caller may change the channel (upload, delete, members, settings), as the
+ * server decided it for the channel's details. */
+export function canManage(channel) {
+  return channel.you_may?.manage === true;
 }
 
 export function channelHeader(channel, session, active) {
-  const manage = canManage(session, channel);
+  const manage = canManage(channel);
   const tab = (id, href, label) => h('a', { href, class: id === active ? 'tab active' : 'tab', 'aria-current': id === active ? 'page' : null }, label);
   return h(
     'div',
@@ -57,7 +54,7 @@ export async function openOwnerPage(view, ctx, { title, tab, refusal }) {
     return null;
   }
   document.title = `${title} · ${channel.name} · condaflare`;
-  if (!canManage(ctx.session, channel)) {
+  if (!canManage(channel)) {
     put(view, channelHeader(channel, ctx.session, tab), empty(refusal));
     return null;
   }

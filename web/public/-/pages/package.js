@@ -33,7 +33,7 @@ export async function render(view, ctx) {
       put(body, empty('No files of this package are left.', h('a', { href: path(channel.name) }, 'Back to the channel')));
       return;
     }
-    put(body, packageView(channel, name, records, canManage(ctx.session, channel), load));
+    put(body, packageView(channel, name, records, canManage(channel), load));
   };
   await load();
 }

@@ -1,7 +1,7 @@
 // `/<channel>/upload` ("+ Add"): drop or pick package files; each is checked in the browser
 // (extension, size, SHA-256), sent with its progress shown, and gets the server's verdict.
 import { h, put, data, bytes, loading, path } from '../dom.js';
-import { api, errorOf } from '../api.js';
+import { api, send } from '../api.js';
 import { loadChannel, channelHeader, canManage } from '../channel-common.js';
 import { notFound } from './notfound.js';
 
@@ -18,7 +18,7 @@ export async function render(view, ctx) {
   }
   document.title = `Add packages · ${channel.name} · condaflare`;
   const maxBytes = server && typeof server.max_upload_bytes === 'number' ? server.max_upload_bytes : null;
-  if (!canManage(ctx.session, channel)) {
+  if (!canManage(channel)) {
     put(
       view,
       channelHeader(channel, ctx.session, 'upload'),
@@ -88,7 +88,7 @@ function enqueue(channel, file, maxBytes, queue) {
     finish('failed', 'not sent', h('p', { class: 'error-text' }, problem));
     return;
   }
-  chain = chain.then(() => send(channel, file, status, bar, finish)).catch(() => {});
+  chain = chain.then(() => uploadFile(channel, file, status, bar, finish)).catch(() => {});
 }
 
 function precheck(file, maxBytes) {
@@ -103,7 +103,7 @@ async function sha256Hex(file) {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-async function send(channel, file, status, bar, finish) {
+async function uploadFile(channel, file, status, bar, finish) {
   status.textContent = 'computing SHA-256';
   let sha256;
   try {
@@ -113,42 +113,20 @@ async function send(channel, file, status, bar, finish) {
     return;
   }
   status.textContent = 'uploading';
-  const xhr = new XMLHttpRequest();
-  xhr.open('POST', `/api/v1/upload/${encodeURIComponent(channel.name)}`);
+  const headers = { 'X-File-Name': file.name, 'X-File-SHA256': sha256, 'Content-Type': 'application/octet-stream' };
+  let answer;
   try {
-    xhr.setRequestHeader('X-File-Name', file.name);
-  } catch {
-    finish('failed', 'not sent', h('p', { class: 'error-text' }, 'The file name has characters a package file name cannot have.'));
+    answer = await send(`upload/${encodeURIComponent(channel.name)}`, file, headers, (percent) => {
+      bar.value = percent;
+    });
+  } catch (error) {
+    // Status 0: the request never got an answer (not sent at all, or the connection broke off).
+    const verdict = error.status !== 0 ? `refused (${error.status})` : error.code === 'network' ? 'failed' : 'not sent';
+    finish('failed', verdict, h('p', { class: 'error-text' }, error.message));
     return;
   }
-  xhr.setRequestHeader('X-File-SHA256', sha256);
-  xhr.setRequestHeader('Content-Type', 'application/octet-stream');
-  xhr.setRequestHeader('Accept', 'application/json');
-  xhr.upload.addEventListener('progress', (event) => {
-    if (event.lengthComputable) bar.value = Math.round((100 * event.loaded) / event.total);
-  });
-  const done = new Promise((resolve) => {
-    xhr.addEventListener('loadend', resolve);
-  });
-  xhr.send(file);
-  await done;
-  if (xhr.status === 0) {
-    finish('failed', 'failed', h('p', { class: 'error-text' }, 'The connection broke off; nothing was stored. Try again.'));
-    return;
-  }
-  const response = new Response(xhr.responseText, { status: xhr.status, statusText: xhr.statusText });
-  if (xhr.status === 201 || xhr.status === 200) {
-    let record;
-    try {
-      record = JSON.parse(xhr.responseText);
-    } catch {
-      record = {};
-    }
-    finish(xhr.status === 201 ? 'stored' : 'unchanged', xhr.status === 201 ? 'stored' : 'already there', recordView(channel, record, sha256));
-    return;
-  }
-  const error = await errorOf(response);
-  finish('failed', `refused (${xhr.status})`, h('p', { class: 'error-text' }, error.message));
+  const stored = answer.status === 201;
+  finish(stored ? 'stored' : 'unchanged', stored ? 'stored' : 'already there', recordView(channel, answer.body, sha256));
 }
 
 function recordView(channel, record, sha256) {
