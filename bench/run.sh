@@ -15,8 +15,7 @@ for tool in wrk nginx; do
         as_root apt-get update -qq >&2 && as_root apt-get install -y -qq "$tool" >&2
     fi
 done
-bash scripts/build.sh
-VENV=$(bash scripts/test-venv.sh)
+VENV=$(bash scripts/e2e-ready.sh)
 bash bench/quetz-venv.sh >/dev/null
 
 benches=("$@")

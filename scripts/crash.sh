@@ -6,8 +6,6 @@ set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 cd "$ROOT"
 
-bash scripts/build.sh
-cargo build --quiet --bin admin
-VENV=$(bash scripts/test-venv.sh)
+VENV=$(bash scripts/e2e-ready.sh)
 CRASH_ROUNDS=${CRASH_ROUNDS:-20} "$VENV/bin/python" -m pytest -p no:cacheprovider -s \
     "tests/e2e/test_crash.py::test_rounds_of_uploads_deletes_and_rebuilds_killed_at_random_moments" "$@"

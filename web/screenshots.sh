@@ -5,9 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/setup.sh"
 cd "$ROOT"
 
-bash scripts/build.sh
-cargo build --quiet --bin admin
-VENV=$(bash scripts/test-venv.sh)
+VENV=$(bash scripts/e2e-ready.sh)
 CONDAFLARE_SCREENSHOTS="$ROOT/docs/screenshots" "$VENV/bin/python" -m pytest tests/e2e/test_web.py \
     -p no:cacheprovider -q -k "drop_packages or package_page"
 echo "screenshots: $(ls "$ROOT"/docs/screenshots/*.png)"

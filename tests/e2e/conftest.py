@@ -2,8 +2,10 @@
 upload forms real clients use."""
 
 import hashlib
+import io
 import json
 import os
+import tarfile
 from dataclasses import dataclass
 
 import pytest
@@ -119,6 +121,28 @@ def upload_multipart(server: Server, channel: str, filename: str, data: bytes, h
     h = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     h.update(headers or {})
     return requests.post(f"{server.url}/api/v1/upload/{channel}", data=body, headers=h, timeout=60)
+
+
+def import_tar(members: dict[str, bytes], format: int = tarfile.PAX_FORMAT) -> bytes:
+    """A tar of the bulk import API: `members` are paths in it (a subdir before a file name, or
+    just a file name) and their bytes."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=format) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def post_import(server: Server, channel: str, body: bytes, auth: dict[str, str]) -> requests.Response:
+    """The bulk import API."""
+    return requests.post(
+        f"{server.url}/api/v1/import/{channel}",
+        data=body,
+        headers={**auth, "Content-Type": "application/x-tar"},
+        timeout=300,
+    )
 
 
 def reference_records() -> dict[str, tuple[str, dict]]:

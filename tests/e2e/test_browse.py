@@ -4,14 +4,12 @@ server's limits; the channel list's figures. Private channels are invisible to t
 not read them: 404, with nothing of the channel in the body."""
 
 import hashlib
-import io
-import tarfile
 import time
 
 import pytest
 import requests
 
-from conftest import MAX_UPLOAD_BYTES, PACKAGES, unique, upload_raw
+from conftest import MAX_UPLOAD_BYTES, PACKAGES, import_tar, post_import, unique, upload_raw
 from pkgbuild import build_tar_bz2
 
 FLASK = PACKAGES / "flask-0.11.1-py_0.tar.bz2"
@@ -26,25 +24,10 @@ NAMES = {
 }
 
 
-def tar_of(packages: list[tuple[str, bytes]]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for filename, data in packages:
-            info = tarfile.TarInfo(filename)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return raw.getvalue()
-
-
 def fill(server, channel: str, owner) -> None:
     packages = [build_tar_bz2(name, version=version) for name, versions in NAMES.items() for version in versions]
     packages.append(build_tar_bz2("alpha-tools", version="2.0", subdir="linux-64", build="h1_0"))
-    answer = requests.post(
-        f"{server.url}/api/v1/import/{channel}",
-        data=tar_of(packages),
-        headers={**owner.auth, "Content-Type": "application/x-tar"},
-        timeout=120,
-    )
+    answer = post_import(server, channel, import_tar(dict(packages)), owner.auth)
     assert answer.status_code == 200, answer.text
     assert answer.json()["created"] == len(packages)
     assert upload_raw(server, channel, FLASK.name, FLASK.read_bytes(), headers=owner.auth).status_code == 201

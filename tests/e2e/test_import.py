@@ -1,15 +1,12 @@
 """Bulk import: many packages in one request, as a tar, and the admin command that imports a
 directory laid out as a channel."""
 
-import io
 import json
 import shutil
 import tarfile
 
-import requests
-
 from artifacts import assert_channel_consistent, repodata
-from conftest import FIXTURES, PACKAGES, reference_records
+from conftest import FIXTURES, PACKAGES, import_tar, post_import, reference_records
 
 
 def channel_tar(extra: dict[str, bytes] | None = None) -> bytes:
@@ -18,22 +15,7 @@ def channel_tar(extra: dict[str, bytes] | None = None) -> bytes:
     members = {f"{reference[p.name][0]}/{p.name}": p.read_bytes() for p in sorted(PACKAGES.iterdir())}
     members["noarch/repodata.json"] = b"{}"  # not a package: skipped
     members.update(extra or {})
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return raw.getvalue()
-
-
-def post_import(server, channel, body, auth):
-    return requests.post(
-        f"{server.url}/api/v1/import/{channel}",
-        data=body,
-        headers={**auth, "Content-Type": "application/x-tar"},
-        timeout=300,
-    )
+    return import_tar(members, format=tarfile.GNU_FORMAT)
 
 
 def test_import_a_channel_tar(server, owner, outsider, channel):

@@ -4,7 +4,6 @@ and what each answers to a bad upload. Also prefix.dev's attestations and reinde
 
 import base64
 import bz2
-import hashlib
 import io
 import json
 import random

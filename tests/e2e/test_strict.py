@@ -4,16 +4,14 @@ whose components are named for another file. Each
 is refused with 422 naming the offending value, by the upload and by the bulk import alike, and
 leaves no object and no record behind."""
 
-import io
 import random
-import tarfile
 import time
 
 import pytest
 import requests
 
 from artifacts import repodata
-from conftest import sha256_of, upload_multipart, upload_raw
+from conftest import import_tar, post_import, sha256_of, upload_multipart, upload_raw
 from pkgbuild import build_conda, build_tar_bz2
 
 
@@ -99,18 +97,8 @@ def test_malformed_package_is_refused_and_leaves_nothing(server, owner, channel,
 def test_import_refuses_each_malformed_package_and_keeps_the_rest(server, owner, channel):
     good_name, good = build_tar_bz2("strict-import-good")
     members = {good_name: good} | {filename: data for _, filename, data, _ in malformed_packages()}
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(f"noarch/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    response = requests.post(
-        f"{server.url}/api/v1/import/{channel}",
-        data=raw.getvalue(),
-        headers={**owner.auth, "Content-Type": "application/x-tar"},
-        timeout=120,
-    )
+    body = import_tar({f"noarch/{name}": data for name, data in members.items()})
+    response = post_import(server, channel, body, owner.auth)
     assert response.status_code == 200, response.text
     summary = response.json()
     assert (summary["created"], summary["failed"]) == (1, len(malformed_packages()))

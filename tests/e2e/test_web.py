@@ -4,12 +4,10 @@ With CONDAFLARE_SCREENSHOTS=<directory> (`npm run screenshots`), the tests also 
 channel, package and upload pages as PNG files there (docs/screenshots/, shown in docs/web-app.md)."""
 
 import base64
-import io
 import json
 import os
 import re
 import shutil
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from conftest import FIXTURES, PACKAGES, reference_records, sha256_of, unique, upload_raw
+from conftest import FIXTURES, PACKAGES, import_tar, post_import, reference_records, sha256_of, unique, upload_raw
 from pkgbuild import build_tar_bz2
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -406,18 +404,7 @@ def test_signing_out_hides_a_private_channel(server, tab, owner):
 def test_paging_through_a_channel(server, tab, owner, channel):
     page = tab.page
     names = [f"page-{i:03}" for i in range(57)]
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for filename, data in (build_tar_bz2(name) for name in names):
-            info = tarfile.TarInfo(filename)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    imported = requests.post(
-        f"{server.url}/api/v1/import/{channel}",
-        data=raw.getvalue(),
-        headers={**owner.auth, "Content-Type": "application/x-tar"},
-        timeout=120,
-    )
+    imported = post_import(server, channel, import_tar(dict(build_tar_bz2(name) for name in names)), owner.auth)
     assert imported.status_code == 200 and imported.json()["created"] == len(names), imported.text
 
     page.goto(f"/{channel}")
