@@ -23,6 +23,7 @@ pub mod session;
 pub mod shards;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sqlite;
+pub mod statement;
 pub mod ttl_cache;
 
 #[cfg(target_arch = "wasm32")]

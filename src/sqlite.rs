@@ -7,11 +7,11 @@ use rusqlite::types::{Null, ValueRef};
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
-use crate::directory::{Param, Statement};
+use crate::statement::{Param, Statement};
 
 /// The rows a statement returns, as JSON objects by column name (as D1 answers).
 pub fn rows(conn: &Connection, statement: &Statement) -> rusqlite::Result<Vec<Value>> {
-    let mut prepared = conn.prepare(statement.sql)?;
+    let mut prepared = conn.prepare(&statement.sql)?;
     for (at, param) in statement.params.iter().enumerate() {
         match param {
             Param::Text(text) => prepared.raw_bind_parameter(at + 1, text)?,
