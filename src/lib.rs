@@ -12,6 +12,7 @@ pub mod directory;
 pub mod error;
 pub mod http_rules;
 pub mod index_plan;
+pub mod index_store;
 pub mod keys;
 pub mod multipart;
 pub mod names;
