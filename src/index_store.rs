@@ -15,12 +15,13 @@
 //! A mark (dirty or stale) carries a number, higher than any held when it was set, so that a
 //! build releases only the marks it built ([`releases`]).
 //!
-//! Every query runs on an index: a shard build reads one name's rows through
-//! `packages_by_name`; the browse queries read names in order through `packages_by_name_only`
-//! (or `packages_by_name`, with a subdir), a prefix search as a range of it, a substring search
-//! as a scan of it from the cursor on (the names only, never the records); the newest indexing
-//! time comes from `packages_by_time`.
+//! The indexes: a shard build reads one name's rows through `packages_by_name`. Every browse
+//! query runs on one: names in order through `packages_by_name_only` (or `packages_by_name`,
+//! with a subdir), a prefix search as a range of it, a substring search as a scan of it from
+//! the cursor on (the names only, never the records), one name's files through
+//! `packages_by_name_only`, and the newest indexing time through `packages_by_time`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
@@ -267,7 +268,7 @@ impl<'a, S: Sql> IndexStore<'a, S> {
 
     fn rows<T: DeserializeOwned>(
         &self,
-        sql: impl Into<std::borrow::Cow<'static, str>>,
+        sql: impl Into<Cow<'static, str>>,
         params: Vec<Param>,
     ) -> Result<Vec<T>, S::Error> {
         self.sql.rows(Statement::new(sql, params))
@@ -347,20 +348,22 @@ impl<'a, S: Sql> IndexStore<'a, S> {
     }
 
     /// A commit's stretch before its object is written: the intent to place the object at
-    /// `key`, and, if the commit `replaces` a stored file, that row's removal and `name`'s
-    /// marks. Whatever is in place if the commit dies, no record names it.
+    /// `key`, and, if the commit replaces the stored file of package `replacing`, that row's
+    /// removal and the name's marks. Whatever is in place if the commit dies, no record names
+    /// it.
     pub fn begin_commit(
         &self,
         channel: &str,
-        file: &NewRecord<'_>,
+        subdir: &str,
+        filename: &str,
+        replacing: Option<&str>,
         key: &str,
-        replaces: bool,
         now: u64,
     ) -> Result<(), S::Error> {
-        self.intend(key, ObjectIntent::Place, file.subdir, file.filename, now)?;
-        if replaces {
-            self.remove_record(file.subdir, file.filename)?;
-            self.mark_changed(channel, file.subdir, file.name, now)?;
+        self.intend(key, ObjectIntent::Place, subdir, filename, now)?;
+        if let Some(name) = replacing {
+            self.remove_record(subdir, filename)?;
+            self.mark_changed(channel, subdir, name, now)?;
         }
         Ok(())
     }

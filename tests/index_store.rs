@@ -76,8 +76,9 @@ fn commit(
     };
     let replaces = store.stored(subdir, filename).unwrap().is_some();
     let key = key(subdir, filename);
+    let replacing = replaces.then_some(name);
     store
-        .begin_commit(CHANNEL, &file, &key, replaces, at)
+        .begin_commit(CHANNEL, subdir, filename, replacing, &key, at)
         .unwrap();
     store.finish_commit(CHANNEL, &file, &key).unwrap();
 }
@@ -294,7 +295,9 @@ fn a_commit_holds_an_intent_until_its_record_is_stored() {
         indexed_at: 7,
     };
     let key = key("noarch", "a-1-0.conda");
-    store.begin_commit(CHANNEL, &file, &key, false, 5).unwrap();
+    store
+        .begin_commit(CHANNEL, "noarch", "a-1-0.conda", None, &key, 5)
+        .unwrap();
     // Cut short here: the intent is held, no record names the object and nothing is marked.
     assert_eq!(
         store.intents().unwrap(),
@@ -357,7 +360,9 @@ fn a_replacing_commit_removes_the_old_record_before_its_object_is_written() {
         indexed_at: 9,
     };
     let key = key("noarch", "a-1-0.conda");
-    store.begin_commit(CHANNEL, &file, &key, true, 8).unwrap();
+    store
+        .begin_commit(CHANNEL, "noarch", "a-1-0.conda", Some("a"), &key, 8)
+        .unwrap();
     assert_eq!(store.stored("noarch", "a-1-0.conda").unwrap(), None);
     // With no mark held, numbering starts over.
     assert_eq!(store.dirty_marks("noarch").unwrap(), [mark("a", 1)]);
@@ -501,19 +506,8 @@ fn clearing_empties_every_table_but_the_name() {
     commit(&store, "noarch", "a-1-0.conda", "1", 5);
     store.name_shard("noarch", "a", "h1", "k1").unwrap();
     store.retire_shard("k0", 1).unwrap();
-    let record = record("b", "1", 0);
-    let file = NewRecord {
-        subdir: "noarch",
-        filename: "b-1-0.conda",
-        name: "b",
-        sha256: "bb",
-        record: &record,
-        run_exports: None,
-        about: None,
-        indexed_at: 1,
-    };
     store
-        .begin_commit(CHANNEL, &file, "intent", false, 1)
+        .begin_commit(CHANNEL, "noarch", "b-1-0.conda", None, "intent", 1)
         .unwrap();
     store.clear().unwrap();
     for table in [

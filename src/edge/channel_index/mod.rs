@@ -412,18 +412,17 @@ impl ChannelIndex {
             });
         }
         let key = file_key(&request.channel, &request.subdir, &request.filename);
-        let mut file = NewRecord {
-            subdir: &request.subdir,
-            filename: &request.filename,
-            name: &request.name,
-            sha256: &request.sha256,
-            record: &request.record,
-            run_exports: request.run_exports.as_deref(),
-            about: request.about.as_deref(),
-            indexed_at: Date::now().as_millis(),
-        };
-        self.store()
-            .begin_commit(&request.channel, &file, &key, replaces, file.indexed_at)?;
+        // The intent is stored before the object is written, and a replaced record goes with
+        // it: whatever is in place if this commit dies, no record names it and the alarm
+        // deletes it.
+        self.store().begin_commit(
+            &request.channel,
+            &request.subdir,
+            &request.filename,
+            replaces.then_some(request.name.as_str()),
+            &key,
+            Date::now().as_millis(),
+        )?;
         self.place_object(&request.source, &key, &request.filename)
             .await?;
         // CEP 47: the server's time of indexing, in every record of every artifact.
@@ -432,8 +431,18 @@ impl ChannelIndex {
             .map_err(|e| internal(format!("committed record: {e}")))?;
         record.indexed_timestamp = Some(now);
         let record = record_json(&record);
-        file.record = &record;
-        file.indexed_at = now;
+        // One synchronous stretch, so stored together: the record, its marks, and the end of
+        // the intent.
+        let file = NewRecord {
+            subdir: &request.subdir,
+            filename: &request.filename,
+            name: &request.name,
+            sha256: &request.sha256,
+            record: &record,
+            run_exports: request.run_exports.as_deref(),
+            about: request.about.as_deref(),
+            indexed_at: now,
+        };
         self.store().finish_commit(&request.channel, &file, &key)?;
         drop(write);
         let repodata = if request.build {
@@ -459,6 +468,8 @@ impl ChannelIndex {
         })
         .await?;
         let key = file_key(&request.channel, &request.subdir, &request.filename);
+        // The record goes, and the intent to remove its object and the marks are stored, in
+        // one synchronous stretch.
         let deleted = self.store().begin_delete(
             &request.channel,
             &request.subdir,
