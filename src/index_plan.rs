@@ -1,9 +1,9 @@
 //! What a channel's index decides, apart from where it keeps its rows and objects: whether a
 //! commit creates, keeps or refuses a file; which shard a changed package name gets and which
-//! one retires; when a retired shard expires; when a build releases its claim on a mark; what
-//! becomes of an object whose change was cut short; which staging objects are left over; when
-//! the alarm is due; and in which pages the monolithic files read the rows. The Durable Object (`edge::channel_index`) carries these
-//! decisions out with SQL and R2.
+//! one retires; when a retired shard expires; when a build releases its claim on a mark; which
+//! staging objects are left over; when the alarm is due; and in which pages the monolithic
+//! files read the rows. The Durable Object (`edge::channel_index`) carries these decisions out
+//! with its storage ([`crate::index_store`]) and R2.
 
 use serde::{Deserialize, Serialize};
 
@@ -153,13 +153,6 @@ impl ObjectIntent {
             ObjectIntent::Remove => "remove",
         }
     }
-}
-
-/// Whether the object of an intent found unfinished stays: only if a record names it (the
-/// intent is then stale: a later commit put the file back). Otherwise no record will name it,
-/// and it goes once the artifacts no longer list it.
-pub fn keeps_object(_intent: ObjectIntent, recorded: bool) -> bool {
-    recorded
 }
 
 /// A staging object, as a sweep sees it.
@@ -503,14 +496,6 @@ mod tests {
         let _claimed = marks.claim();
         // The process dies before the release: the mark is there for the next build.
         assert_eq!(marks.claim(), vec![("a", 1)]);
-    }
-
-    #[test]
-    fn an_unfinished_object_stays_only_if_a_record_names_it() {
-        for intent in [ObjectIntent::Place, ObjectIntent::Remove] {
-            assert!(keeps_object(intent, true));
-            assert!(!keeps_object(intent, false));
-        }
     }
 
     #[test]

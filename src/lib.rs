@@ -12,6 +12,7 @@ pub mod directory;
 pub mod error;
 pub mod http_rules;
 pub mod index_plan;
+pub mod index_store;
 pub mod keys;
 pub mod multipart;
 pub mod names;
@@ -23,6 +24,7 @@ pub mod session;
 pub mod shards;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sqlite;
+pub mod statement;
 pub mod ttl_cache;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,5 +1,6 @@
-//! Statements run on SQLite natively, as D1 runs them: the admin command on the local state's
-//! D1 file, the native tests on an in-memory database.
+//! Statements run on SQLite natively: the directory's as D1 runs them (the admin command on the
+//! local state's D1 file, the native tests on an in-memory database), and the channel index's
+//! as its Durable Object runs them (the native tests).
 
 use std::path::{Path, PathBuf};
 
@@ -7,11 +8,12 @@ use rusqlite::types::{Null, ValueRef};
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
-use crate::directory::{Param, Statement};
+use crate::index_store::Sql;
+use crate::statement::{Param, Statement};
 
 /// The rows a statement returns, as JSON objects by column name (as D1 answers).
 pub fn rows(conn: &Connection, statement: &Statement) -> rusqlite::Result<Vec<Value>> {
-    let mut prepared = conn.prepare(statement.sql)?;
+    let mut prepared = conn.prepare(&statement.sql)?;
     for (at, param) in statement.params.iter().enumerate() {
         match param {
             Param::Text(text) => prepared.raw_bind_parameter(at + 1, text)?,
@@ -43,6 +45,34 @@ pub fn query(mut prepared: rusqlite::Statement<'_>) -> rusqlite::Result<Vec<Valu
         out.push(Value::Object(object));
     }
     Ok(out)
+}
+
+/// Why a channel index statement failed natively.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("row: {0}")]
+    Row(#[from] serde_json::Error),
+}
+
+impl Sql for Connection {
+    type Error = IndexError;
+
+    fn run(&self, statement: Statement) -> Result<(), IndexError> {
+        rows(self, &statement)?;
+        Ok(())
+    }
+
+    fn rows<T: serde::de::DeserializeOwned>(
+        &self,
+        statement: Statement,
+    ) -> Result<Vec<T>, IndexError> {
+        rows(self, &statement)?
+            .into_iter()
+            .map(|row| Ok(serde_json::from_value(row)?))
+            .collect()
+    }
 }
 
 /// The D1 database file of a local state folder (`wrangler ... --persist-to DIR`): the one

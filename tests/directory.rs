@@ -9,6 +9,7 @@ use condaflare::access::Role;
 use condaflare::directory::{self, *};
 use condaflare::error::ErrorCode;
 use condaflare::sqlite;
+use condaflare::statement::Statement;
 use rusqlite::Connection;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -49,7 +50,7 @@ impl Db {
     fn rows(&self, statement: &Statement) -> Vec<Value> {
         let answer = match self.mode {
             Mode::Bound => {
-                let prepared = self.conn.prepare(statement.sql).unwrap();
+                let prepared = self.conn.prepare(&statement.sql).unwrap();
                 assert_eq!(
                     prepared.parameter_count(),
                     statement.params.len(),

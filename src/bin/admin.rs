@@ -20,11 +20,12 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use condaflare::access::Role;
-use condaflare::directory::{self, KeyListRow, MemberRow, NewKey, RoleRow, Statement, UserRow};
+use condaflare::directory::{self, KeyListRow, MemberRow, NewKey, RoleRow, UserRow};
 use condaflare::error::{ApiError, ErrorCode};
 use condaflare::keys::{key_hash, key_prefix, new_key};
 use condaflare::names::check_channel_name;
 use condaflare::sqlite;
+use condaflare::statement::Statement;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 

@@ -6,7 +6,7 @@ use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement};
 
 use super::error::ApiResult;
-use crate::directory::{Param, Statement};
+use crate::statement::{Param, Statement};
 
 pub struct Db(D1Database);
 
@@ -51,6 +51,6 @@ impl Db {
                 Param::Null => JsValue::NULL,
             })
             .collect();
-        Ok(self.0.prepare(statement.sql).bind(&params)?)
+        Ok(self.0.prepare(statement.sql.as_ref()).bind(&params)?)
     }
 }

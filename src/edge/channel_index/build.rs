@@ -1,16 +1,14 @@
 //! Building a subdir's artifacts from the index rows: the shards of changed package names,
 //! the shard index naming them, then repodata.json, its .zst and run_exports.json, streamed.
 
-use serde::Deserialize;
-use worker::{Date, SqlStorageValue};
+use worker::Date;
 
 use super::super::error::{internal, ApiResult};
 use super::super::object_writer::ObjectWriter;
 use super::super::storage::file_key;
-use super::{metadata, millis, ChannelIndex, Freshness};
+use super::{metadata, ChannelIndex, Freshness};
 use crate::index_plan::{
-    alarm_due, keeps_shard_index, moves_alarm, releases, shard_update, AlarmWork, Page, Pages,
-    ShardUpdate,
+    alarm_due, keeps_shard_index, moves_alarm, shard_update, AlarmWork, Pages, ShardUpdate,
 };
 use crate::repodata::{run_exports_entry, IndexWriter, REPODATA_ZSTD_LEVEL};
 use crate::shards::{self, build_index, build_shard};
@@ -61,30 +59,7 @@ impl Monolithic<'_> {
     }
 }
 
-/// A row as the monolithic files list it.
-#[derive(Deserialize)]
-pub(super) struct PageRow {
-    pub filename: String,
-    pub record: String,
-    pub run_exports: Option<String>,
-}
-
 impl ChannelIndex {
-    /// One page of a subdir's rows, in the order repodata.json lists them.
-    pub(super) fn page_rows(&self, subdir: &str, page: &Page<'_>) -> ApiResult<Vec<PageRow>> {
-        Ok(self.rows(
-            "SELECT filename, record, run_exports FROM packages \
-             WHERE subdir = ? AND filename > ? AND (filename GLOB '*.conda') = ? \
-             ORDER BY filename LIMIT ?",
-            vec![
-                subdir.into(),
-                page.after.into(),
-                SqlStorageValue::try_from_i64(page.conda.into())?,
-                SqlStorageValue::try_from_i64(page.limit as i64)?,
-            ],
-        )?)
-    }
-
     /// Brings the artifacts of `subdir` up to date with its rows: the shards of changed names
     /// and the shard index always, the monolithic files if no build of them is running or if
     /// `wait` (otherwise the alarm builds them next, and this answers `Pending`).
@@ -126,36 +101,12 @@ impl ChannelIndex {
         channel: &str,
         subdir: &str,
     ) -> ApiResult<()> {
-        let Some(claimed) = self.stale_mark(subdir)? else {
+        let Some(claimed) = self.store().stale_mark(subdir)? else {
             return Ok(());
         };
         self.build_monolithic(channel, subdir).await?;
-        if releases(claimed, self.stale_mark(subdir)?) {
-            self.sql().exec(
-                "DELETE FROM stale_repodata WHERE subdir = ?",
-                vec![subdir.into()],
-            )?;
-        }
+        self.store().release_stale(subdir, claimed)?;
         Ok(())
-    }
-
-    fn stale_mark(&self, subdir: &str) -> worker::Result<Option<i64>> {
-        Ok(self
-            .rows::<Mark>(
-                "SELECT subdir AS name, mark FROM stale_repodata WHERE subdir = ?",
-                vec![subdir.into()],
-            )?
-            .into_iter()
-            .next()
-            .map(|row| row.mark))
-    }
-
-    /// The names of `subdir` marked dirty, with their mark numbers.
-    fn dirty_marks(&self, subdir: &str) -> worker::Result<Vec<Mark>> {
-        self.rows(
-            "SELECT name, mark FROM dirty WHERE subdir = ?",
-            vec![subdir.into()],
-        )
     }
 
     /// Rewrites the shards of the names marked dirty, then the shard index; the caller holds
@@ -163,51 +114,23 @@ impl ChannelIndex {
     /// released only once the shard index is written, each only if no change marked its name
     /// again meanwhile, so a build that fails or dies leaves them for the next one.
     async fn build_shards(&self, channel: &str, subdir: &str) -> ApiResult<()> {
-        let claimed = self.dirty_marks(subdir)?;
+        let claimed = self.store().dirty_marks(subdir)?;
         if claimed.is_empty() {
             return Ok(());
         }
         let names: Vec<String> = claimed.iter().map(|mark| mark.name.clone()).collect();
         self.write_shards(channel, subdir, &names).await?;
-        let current = self.dirty_marks(subdir)?;
-        for Mark { name, mark } in claimed {
-            let now = current.iter().find(|c| c.name == name).map(|c| c.mark);
-            if releases(mark, now) {
-                self.sql().exec(
-                    "DELETE FROM dirty WHERE subdir = ? AND name = ?",
-                    vec![subdir.into(), name.into()],
-                )?;
-            }
-        }
+        self.store().release_dirty(subdir, &claimed)?;
         self.schedule_alarm(AlarmWork::default()).await
     }
 
     async fn write_shards(&self, channel: &str, subdir: &str, names: &[String]) -> ApiResult<()> {
-        #[derive(Deserialize)]
-        struct Row {
-            filename: String,
-            record: String,
-        }
-        #[derive(Deserialize)]
-        struct Current {
-            sha256: String,
-        }
         let bucket = self.bucket()?;
         let shard_key = |hex: &str| file_key(channel, subdir, &shards::shard_path(hex));
         let now = Date::now().as_millis();
         for name in names {
-            let rows: Vec<Row> = self.rows(
-                "SELECT filename, record FROM packages WHERE subdir = ? AND name = ?",
-                vec![subdir.into(), name.as_str().into()],
-            )?;
-            let old: Option<String> = self
-                .rows::<Current>(
-                    "SELECT sha256 FROM shards WHERE subdir = ? AND name = ?",
-                    vec![subdir.into(), name.as_str().into()],
-                )?
-                .into_iter()
-                .next()
-                .map(|row| row.sha256);
+            let rows = self.store().name_rows(subdir, name)?;
+            let old = self.store().shard_of(subdir, name)?;
             let rebuilt = (!rows.is_empty()).then(|| {
                 let shard = build_shard(
                     rows.iter()
@@ -228,41 +151,21 @@ impl ChannelIndex {
                         .http_metadata(metadata("application/zstd"))
                         .execute()
                         .await?;
-                    self.sql().exec(
-                        "INSERT OR REPLACE INTO shards (subdir, name, sha256) VALUES (?, ?, ?)",
-                        vec![subdir.into(), name.as_str().into(), hex.as_str().into()],
-                    )?;
-                    self.sql().exec(
-                        "DELETE FROM retired_shards WHERE key = ?",
-                        vec![shard_key(&hex).into()],
-                    )?;
+                    self.store()
+                        .name_shard(subdir, name, &hex, &shard_key(&hex))?;
                     retire
                 }
                 ShardUpdate::Remove { retire } => {
-                    self.sql().exec(
-                        "DELETE FROM shards WHERE subdir = ? AND name = ?",
-                        vec![subdir.into(), name.as_str().into()],
-                    )?;
+                    self.store().forget_shard(subdir, name)?;
                     retire
                 }
             };
             if let Some(old) = retire {
-                self.sql().exec(
-                    "INSERT OR REPLACE INTO retired_shards (key, retired_at) VALUES (?, ?)",
-                    vec![shard_key(&old).into(), millis(now)?],
-                )?;
+                self.store().retire_shard(&shard_key(&old), now)?;
             }
         }
 
-        #[derive(Deserialize)]
-        struct Entry {
-            name: String,
-            sha256: String,
-        }
-        let entries: Vec<Entry> = self.rows(
-            "SELECT name, sha256 FROM shards WHERE subdir = ?",
-            vec![subdir.into()],
-        )?;
+        let entries = self.store().shards(subdir)?;
         let index_key = file_key(channel, subdir, shards::INDEX_FILENAME);
         if !keeps_shard_index(subdir, entries.len()) {
             bucket.delete(index_key).await?;
@@ -309,7 +212,7 @@ impl ChannelIndex {
 
         let mut pages = Pages::default();
         while let Some(page) = pages.next() {
-            let rows = self.page_rows(subdir, &page)?;
+            let rows = self.store().page(subdir, &page)?;
             for row in &rows {
                 out.repodata.push(&row.filename, &row.record);
                 out.run_exports.push(
@@ -328,26 +231,12 @@ impl ChannelIndex {
     /// Sets the alarm for the next thing due, given what the caller knows besides the rows
     /// (`known`), unless an earlier alarm will run first.
     pub(super) async fn schedule_alarm(&self, known: AlarmWork) -> ApiResult<()> {
-        #[derive(Deserialize)]
-        struct Pending {
-            unfinished: i64,
-            oldest: Option<u64>,
-        }
-        let pending = self
-            .sql()
-            .exec(
-                "SELECT EXISTS (SELECT 1 FROM stale_repodata) \
-                   OR EXISTS (SELECT 1 FROM dirty) \
-                   OR EXISTS (SELECT 1 FROM pending_objects) AS unfinished, \
-                 (SELECT MIN(retired_at) FROM retired_shards) AS oldest",
-                None,
-            )?
-            .one::<Pending>()?;
+        let stored = self.store().stored_work()?;
         let work = AlarmWork {
             behind: known.behind,
-            unfinished: known.unfinished || pending.unfinished != 0,
+            unfinished: known.unfinished || stored.unfinished,
             sweep_at: self.sweep_at.get(),
-            oldest_retired: pending.oldest,
+            oldest_retired: stored.oldest_retired,
         };
         let now = Date::now().as_millis();
         let Some(due) = alarm_due(now, work, self.config()?.shard_retention_ms) else {
@@ -360,11 +249,4 @@ impl ChannelIndex {
         }
         Ok(())
     }
-}
-
-/// A mark a build claims: a dirty name, or a stale subdir (as `name`), with its number.
-#[derive(Deserialize)]
-struct Mark {
-    name: String,
-    mark: i64,
 }

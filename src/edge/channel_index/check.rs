@@ -18,18 +18,16 @@
 //! staging objects are those the alarm's sweep deletes (the same rule and
 //! `STAGING_GRACE_SECONDS`, sparing the ones a commit is reading).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use futures_util::StreamExt;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use worker::{Bucket, Date, SqlStorageValue};
+use worker::{Bucket, Date};
 
 use super::super::error::{internal, ApiResult};
 use super::super::storage::file_key;
-use super::{millis, ChannelIndex, ChannelIndexClient, IndexRequest};
+use super::ChannelIndex;
 use crate::attestation::sigs_filename;
 use crate::consistency::{
     read_shard_index, Check, CheckOptions, CheckReport, Object, Pending, Repaired,
@@ -40,18 +38,6 @@ use crate::shards::{build_shard, INDEX_FILENAME};
 
 /// Objects per R2 list call (the most R2 answers) and rows per page of the row scan.
 const PAGE: u32 = 1000;
-
-impl ChannelIndexClient {
-    /// Checks the channel's objects, rows and artifacts against each other, and with
-    /// `options.repair` fixes what can be fixed.
-    pub async fn check(&self, channel: &str, options: CheckOptions) -> ApiResult<CheckReport> {
-        self.call(&IndexRequest::Check {
-            channel: Cow::Borrowed(channel),
-            options,
-        })
-        .await
-    }
-}
 
 /// What the channel's prefix holds, by kind.
 #[derive(Default)]
@@ -110,27 +96,9 @@ impl ChannelIndex {
     }
 
     fn pending(&self) -> worker::Result<Pending> {
-        #[derive(Deserialize)]
-        struct Count {
-            n: u64,
-        }
-        #[derive(Deserialize)]
-        struct Subdir {
-            subdir: String,
-        }
-        let dirty_names = self
-            .sql()
-            .exec("SELECT COUNT(*) AS n FROM dirty", None)?
-            .one::<Count>()?
-            .n;
-        let stale_subdirs = self
-            .rows::<Subdir>("SELECT subdir FROM stale_repodata ORDER BY subdir", None)?
-            .into_iter()
-            .map(|row| row.subdir)
-            .collect();
         Ok(Pending {
-            dirty_names,
-            stale_subdirs,
+            dirty_names: self.store().dirty_count()?,
+            stale_subdirs: self.store().stale_subdirs()?,
         })
     }
 
@@ -187,15 +155,7 @@ impl ChannelIndex {
         }
         self.compare_records(channel, &mut listing, check)?;
 
-        #[derive(Deserialize)]
-        struct Subdir {
-            subdir: String,
-        }
-        let indexed: Vec<Subdir> = self.rows(
-            "SELECT subdir FROM packages UNION SELECT subdir FROM shards",
-            None,
-        )?;
-        subdirs.extend(indexed.into_iter().map(|row| row.subdir));
+        subdirs.extend(self.store().indexed_subdirs()?);
         for subdir in &subdirs {
             // A pending build rewrites the shard index anyway; comparing it would report its work.
             if let Some(table) = self.compare_shards(subdir, &listing, check)? {
@@ -217,23 +177,11 @@ impl ChannelIndex {
         listing: &mut Listing,
         check: &mut Check,
     ) -> ApiResult<()> {
-        #[derive(Deserialize)]
-        struct Row {
-            subdir: String,
-            filename: String,
-            size: Option<u64>,
-        }
         let (mut subdir, mut filename) = (String::new(), String::new());
         loop {
-            let rows: Vec<Row> = self.rows(
-                "SELECT subdir, filename, json_extract(record, '$.size') AS size FROM packages \
-                 WHERE (subdir, filename) > (?, ?) ORDER BY subdir, filename LIMIT ?",
-                vec![
-                    subdir.as_str().into(),
-                    filename.as_str().into(),
-                    SqlStorageValue::from(PAGE as i32),
-                ],
-            )?;
+            let rows = self
+                .store()
+                .record_sizes(&subdir, &filename, PAGE as usize)?;
             for row in &rows {
                 let object = listing
                     .packages
@@ -263,50 +211,21 @@ impl ChannelIndex {
         listing: &Listing,
         check: &mut Check,
     ) -> ApiResult<Option<BTreeMap<String, String>>> {
-        #[derive(Deserialize)]
-        struct Name {
-            name: String,
-        }
-        #[derive(Deserialize)]
-        struct Entry {
-            name: String,
-            sha256: String,
-        }
-        #[derive(Deserialize)]
-        struct Row {
-            filename: String,
-            record: String,
-        }
-        let dirty: BTreeSet<String> = self
-            .rows::<Name>(
-                "SELECT name FROM dirty WHERE subdir = ?",
-                vec![subdir.into()],
-            )?
+        let store = self.store();
+        let dirty: BTreeSet<String> = store
+            .dirty_marks(subdir)?
             .into_iter()
-            .map(|row| row.name)
+            .map(|mark| mark.name)
             .collect();
-        let table: BTreeMap<String, String> = self
-            .rows::<Entry>(
-                "SELECT name, sha256 FROM shards WHERE subdir = ?",
-                vec![subdir.into()],
-            )?
+        let table: BTreeMap<String, String> = store
+            .shards(subdir)?
             .into_iter()
-            .map(|row| (row.name, row.sha256))
+            .map(|entry| (entry.name, entry.sha256))
             .collect();
-        let mut names: BTreeSet<String> = self
-            .rows::<Name>(
-                "SELECT DISTINCT name FROM packages WHERE subdir = ?",
-                vec![subdir.into()],
-            )?
-            .into_iter()
-            .map(|row| row.name)
-            .collect();
+        let mut names: BTreeSet<String> = store.names(subdir)?.into_iter().collect();
         names.extend(table.keys().cloned());
         for name in names.difference(&dirty) {
-            let rows: Vec<Row> = self.rows(
-                "SELECT filename, record FROM packages WHERE subdir = ? AND name = ?",
-                vec![subdir.into(), name.as_str().into()],
-            )?;
+            let rows = store.name_rows(subdir, name)?;
             let built = (!rows.is_empty()).then(|| {
                 build_shard(
                     rows.iter()
@@ -376,7 +295,7 @@ impl ChannelIndex {
         let mut any_rows = false;
         let mut pages = Pages::default();
         while let Some(page) = pages.next() {
-            let rows = self.page_rows(subdir, &page)?;
+            let rows = self.store().page(subdir, &page)?;
             for row in &rows {
                 repodata.push(&row.filename, &row.record);
                 run_exports.push(
@@ -453,28 +372,16 @@ impl ChannelIndex {
     /// Marks what disagrees and rebuilds it with the builds' own path, then deletes orphan
     /// package objects and stale staging objects. The caller holds `writes`.
     async fn repair(&self, channel: &str, check: &Check) -> ApiResult<Repaired> {
+        let store = self.store();
         for (subdir, name) in &check.forget_shards {
-            self.sql().exec(
-                "DELETE FROM shards WHERE subdir = ? AND name = ?",
-                vec![subdir.as_str().into(), name.as_str().into()],
-            )?;
+            store.forget_shard(subdir, name)?;
         }
         for (subdir, name) in &check.marks {
-            self.sql().exec(
-                "INSERT OR IGNORE INTO dirty (subdir, name) VALUES (?, ?)",
-                vec![subdir.as_str().into(), name.as_str().into()],
-            )?;
+            store.mark_dirty_for_repair(subdir, name)?;
         }
         let subdirs = check.subdirs_to_rebuild();
         for subdir in &subdirs {
-            self.sql().exec(
-                "INSERT OR IGNORE INTO stale_repodata (subdir, channel, since) VALUES (?, ?, ?)",
-                vec![
-                    subdir.as_str().into(),
-                    channel.into(),
-                    millis(Date::now().as_millis())?,
-                ],
-            )?;
+            store.mark_stale_for_repair(channel, subdir, Date::now().as_millis())?;
         }
         for subdir in &subdirs {
             self.bring_up_to_date(channel, subdir, true).await?;

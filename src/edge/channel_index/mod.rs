@@ -1,11 +1,11 @@
 //! The channel index: one Durable Object per channel, the only writer of its records and
 //! artifacts. What to do is decided in [`crate::index_plan`]; this module carries it out with
-//! SQL and R2.
+//! the statements of [`crate::index_store`] on the object's SQLite, and with R2.
 //!
-//! The Worker reaches it through [`ChannelIndexClient`]: each call is one POST of an
-//! `IndexRequest`, answered with its outcome as JSON, or with an `ApiError` as JSON under that
-//! error's status, which the client returns as the same error. So a conflicting commit is a 409
-//! wherever it starts, and a failure's detail is logged in the object, where it happened.
+//! The Worker reaches it through [`ChannelIndexClient`] (`client.rs`): each call is one POST of
+//! an `IndexRequest`, answered with its outcome or with an `ApiError` under that error's status,
+//! which the client returns as the same error. So a conflicting commit is a 409 wherever it
+//! starts, and a failure's detail is logged in the object, where it happened.
 //!
 //! Requests to one object interleave at every await, so three locks order the work, always
 //! taken in this order:
@@ -56,335 +56,48 @@
 //! the next build as soon as the running one ends, so under load repodata.json lags a change by
 //! at most the build in progress plus one more, and a burst of uploads costs two builds.
 
-mod browse;
 mod build;
 mod check;
+mod client;
+mod sql;
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 
 use base64::Engine;
 use futures_util::lock::Mutex;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use wasm_bindgen::JsCast;
 use worker::{
-    durable_object, Bucket, Date, DurableObject, Env, Method, Request, RequestInit, Response,
-    ResponseBody, SqlStorageValue, State,
+    durable_object, Bucket, Date, DurableObject, Env, Request, Response, ResponseBody, SqlStorage,
+    State,
 };
 
+use super::db::Db;
 use super::error::{internal, ApiResult};
 use super::storage::{file_key, staging_key};
 use crate::config::Config;
+use crate::directory;
 pub use crate::index_plan::CommitStatus;
 use crate::index_plan::{
-    commit_status, expiry_cutoff, keeps_object, sweep_staging, AlarmWork, ObjectIntent, Staged,
-    RECOVERY_MS,
+    commit_status, expiry_cutoff, sweep_staging, AlarmWork, Staged, RECOVERY_MS,
 };
+use crate::index_store::{IndexStore, NewRecord};
 use crate::names::ChannelFile;
 use crate::repodata::{record_json, Record};
-
-/// The index of record. `packages` holds one row per file; `shards` the current shard of each
-/// package name; `dirty` the names whose shard must be rewritten by the next build (kept in
-/// storage, so a restart between a change and its build loses nothing); `retired_shards` the
-/// superseded shards, deleted by the alarm once clients can no longer hold an index naming them;
-/// `stale_repodata` the subdirs whose monolithic files miss a change, and since when. A mark
-/// (dirty or stale) carries a number, higher than any held when it was set, so that a build
-/// releases only the marks it built. `pending_objects` the package objects a change was about
-/// to write or remove; `channel_name` the name the alarm works under (an object does not know
-/// its own name). The index by name serves shard builds, which read one name's rows.
-const SCHEMA: [&str; 10] = [
-    "CREATE TABLE IF NOT EXISTS packages (
-        subdir TEXT NOT NULL,
-        filename TEXT NOT NULL,
-        name TEXT NOT NULL,
-        sha256 TEXT NOT NULL,
-        record TEXT NOT NULL,
-        run_exports TEXT,
-        about TEXT,
-        indexed_at INTEGER NOT NULL,
-        PRIMARY KEY (subdir, filename)
-    )",
-    "CREATE INDEX IF NOT EXISTS packages_by_name ON packages (subdir, name)",
-    "CREATE TABLE IF NOT EXISTS shards (
-        subdir TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
-        PRIMARY KEY (subdir, name)
-    )",
-    "CREATE TABLE IF NOT EXISTS dirty (
-        subdir TEXT NOT NULL, name TEXT NOT NULL, mark INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (subdir, name)
-    )",
-    "CREATE TABLE IF NOT EXISTS retired_shards (
-        key TEXT PRIMARY KEY, retired_at INTEGER NOT NULL
-    )",
-    "CREATE TABLE IF NOT EXISTS stale_repodata (
-        subdir TEXT PRIMARY KEY, channel TEXT NOT NULL, since INTEGER NOT NULL,
-        mark INTEGER NOT NULL DEFAULT 0
-    )",
-    // For objects created before marks were numbered; fails harmlessly once the column exists.
-    "ALTER TABLE dirty ADD COLUMN mark INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE stale_repodata ADD COLUMN mark INTEGER NOT NULL DEFAULT 0",
-    "CREATE TABLE IF NOT EXISTS pending_objects (
-        key TEXT PRIMARY KEY, action TEXT NOT NULL, subdir TEXT NOT NULL,
-        filename TEXT NOT NULL, since INTEGER NOT NULL
-    )",
-    "CREATE TABLE IF NOT EXISTS channel_name (
-        id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL
-    )",
-];
-
-/// A validated package, ready to be committed from its staging object.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CommitRequest {
-    pub channel: String,
-    pub source: ObjectSource,
-    pub subdir: String,
-    pub filename: String,
-    pub name: String,
-    pub sha256: String,
-    /// The repodata record, serialized canonically.
-    pub record: String,
-    pub run_exports: Option<String>,
-    pub about: Option<String>,
-    pub force: bool,
-    /// Build the artifacts before answering. Bulk imports commit many packages without, then
-    /// ask for one build per subdir.
-    pub build: bool,
-}
-
-/// Where the package's bytes are: a staging object for large files, or in the request itself
-/// for small ones (which then cost no staging put, get and delete).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ObjectSource {
-    Staged { key: String },
-    Inline { base64: String },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CommitOutcome {
-    pub status: CommitStatus,
-    /// The stored record (canonical JSON).
-    pub record: String,
-    /// Whether repodata.json holds the change yet (always, unless the commit skipped the build).
-    pub repodata: Option<Freshness>,
-}
-
-/// Where the monolithic files stand when a change answers; the shards always hold it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Freshness {
-    /// repodata.json, its .zst and run_exports.json hold the change.
-    Current,
-    /// A build of them was running; the next one, already scheduled, will hold the change.
-    Pending,
-}
-
-impl Freshness {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Freshness::Current => "current",
-            Freshness::Pending => "pending",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeleteRequest {
-    pub channel: String,
-    pub subdir: String,
-    pub filename: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DeleteOutcome {
-    pub deleted: bool,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DestroyOutcome {
-    /// How many R2 objects were removed.
-    pub objects: u64,
-}
-
-/// What the index holds and what it costs, for operators.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IndexStats {
-    pub subdirs: Vec<SubdirRows>,
-    /// The subdirs whose repodata.json misses changes.
-    pub stale_repodata: Vec<StaleSubdir>,
-    /// The memory this object's wasm instance has grown to (wasm memory never shrinks, so this
-    /// is the peak since the object was loaded).
-    pub wasm_memory_bytes: u64,
-    pub sqlite_bytes: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SubdirRows {
-    pub subdir: String,
-    pub packages: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StaleSubdir {
-    pub subdir: String,
-    /// Since when (epoch milliseconds).
-    pub since: u64,
-}
-
-/// One operation on the index: the body of every request to the object, which answers with
-/// the operation's outcome (status 200) or an `ApiError` (its own status), as JSON. The client
-/// sends borrowed values, the object reads owned ones.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum IndexRequest<'a> {
-    /// Answers a [`CommitOutcome`].
-    Commit(Cow<'a, CommitRequest>),
-    /// Answers a [`DeleteOutcome`].
-    Delete(Cow<'a, DeleteRequest>),
-    /// Brings a subdir's artifacts up to date with its rows; answers a [`Freshness`].
-    Build {
-        channel: Cow<'a, str>,
-        subdir: Cow<'a, str>,
-    },
-    /// Rewrites every artifact from the rows; answers the subdirs.
-    Rebuild { channel: Cow<'a, str> },
-    /// Answers [`IndexStats`].
-    Stats,
-    /// Removes every row and object of the channel; answers a [`DestroyOutcome`].
-    Destroy { channel: Cow<'a, str> },
-    /// Compares objects, rows and artifacts, repairing if asked; answers a
-    /// [`crate::consistency::CheckReport`].
-    Check {
-        channel: Cow<'a, str>,
-        options: crate::consistency::CheckOptions,
-    },
-    /// Answers a [`crate::browse::PackagePage`].
-    Browse {
-        query: Cow<'a, crate::browse::BrowseQuery>,
-    },
-    /// Answers the [`crate::browse::PackageRecords`] of a name, or `null` if it has none.
-    Package {
-        channel: Cow<'a, str>,
-        name: Cow<'a, str>,
-    },
-}
-
-impl IndexRequest<'_> {
-    /// The channel the request names, if it names one.
-    fn channel(&self) -> Option<&str> {
-        match self {
-            IndexRequest::Commit(request) => Some(&request.channel),
-            IndexRequest::Delete(request) => Some(&request.channel),
-            IndexRequest::Build { channel, .. }
-            | IndexRequest::Rebuild { channel }
-            | IndexRequest::Destroy { channel }
-            | IndexRequest::Check { channel, .. }
-            | IndexRequest::Package { channel, .. } => Some(channel),
-            IndexRequest::Stats | IndexRequest::Browse { .. } => None,
-        }
-    }
-}
-
-/// The Worker's handle on one channel's index.
-pub struct ChannelIndexClient {
-    stub: worker::Stub,
-}
-
-impl ChannelIndexClient {
-    pub fn new(env: &Env, channel: &str) -> worker::Result<Self> {
-        let stub = env.durable_object("CHANNEL_INDEX")?.get_by_name(channel)?;
-        Ok(Self { stub })
-    }
-
-    /// Commits a package; a file of that name with other bytes is an `AlreadyExists` error
-    /// unless the request forces it.
-    pub async fn commit(&self, request: &CommitRequest) -> ApiResult<CommitOutcome> {
-        self.call(&IndexRequest::Commit(Cow::Borrowed(request)))
-            .await
-    }
-
-    pub async fn delete(&self, request: &DeleteRequest) -> ApiResult<DeleteOutcome> {
-        self.call(&IndexRequest::Delete(Cow::Borrowed(request)))
-            .await
-    }
-
-    /// Brings a subdir's artifacts up to date with its rows.
-    pub async fn build(&self, channel: &str, subdir: &str) -> ApiResult<Freshness> {
-        self.call(&IndexRequest::Build {
-            channel: channel.into(),
-            subdir: subdir.into(),
-        })
-        .await
-    }
-
-    /// Rewrites every artifact of every subdir from the stored rows; returns the subdirs.
-    pub async fn rebuild(&self, channel: &str) -> ApiResult<Vec<String>> {
-        self.call(&IndexRequest::Rebuild {
-            channel: channel.into(),
-        })
-        .await
-    }
-
-    /// Rows per subdir and the object's memory, for operators.
-    pub async fn stats(&self) -> ApiResult<IndexStats> {
-        self.call(&IndexRequest::Stats).await
-    }
-
-    /// Removes every record and object of the channel.
-    pub async fn destroy(&self, channel: &str) -> ApiResult<DestroyOutcome> {
-        self.call(&IndexRequest::Destroy {
-            channel: channel.into(),
-        })
-        .await
-    }
-
-    /// One page of the channel's package names.
-    pub async fn browse(
-        &self,
-        query: &crate::browse::BrowseQuery,
-    ) -> ApiResult<crate::browse::PackagePage> {
-        self.call(&IndexRequest::Browse {
-            query: Cow::Borrowed(query),
-        })
-        .await
-    }
-
-    /// Every file of one name; `None` when the channel has none.
-    pub async fn package(
-        &self,
-        channel: &str,
-        name: &str,
-    ) -> ApiResult<Option<crate::browse::PackageRecords>> {
-        self.call(&IndexRequest::Package {
-            channel: channel.into(),
-            name: name.into(),
-        })
-        .await
-    }
-
-    /// Sends one request; an error the object answered comes back as that error.
-    async fn call<T: DeserializeOwned>(&self, request: &IndexRequest<'_>) -> ApiResult<T> {
-        let body = serde_json::to_string(request).map_err(internal)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(body.into()));
-        let http = Request::new_with_init("https://channel-index/", &init)?;
-        let mut response = self.stub.fetch_with_request(http).await?;
-        let status = response.status_code();
-        let text = response.text().await?;
-        if status == 200 {
-            return serde_json::from_str(&text)
-                .map_err(|e| internal(format!("channel index answer unreadable: {e}")));
-        }
-        Err(serde_json::from_str(&text)
-            .unwrap_or_else(|_| internal(format!("channel index answered {status}: {text}"))))
-    }
-}
+use client::IndexRequest;
+pub use client::{
+    ChannelIndexClient, CommitOutcome, CommitRequest, DeleteOutcome, DeleteRequest, DestroyOutcome,
+    Freshness, IndexStats, ObjectSource,
+};
 
 #[durable_object]
 pub struct ChannelIndex {
     state: State,
     env: Env,
+    sql: SqlStorage,
+    /// Applied when the object is loaded; if that failed, every request and alarm fails with
+    /// the reason.
+    schema: Result<(), String>,
     /// Read once, when the object is loaded; a malformed setting fails every request that
     /// needs it, with the reason in the log.
     config: Result<Config, String>,
@@ -417,15 +130,16 @@ impl<F: Fn()> Drop for OnDrop<F> {
 
 impl DurableObject for ChannelIndex {
     fn new(state: State, env: Env) -> Self {
-        // Creating the tables is synchronous and idempotent; if it failed, every later query
-        // would fail with the reason.
-        for statement in SCHEMA.iter().chain(&browse::SCHEMA) {
-            let _ = state.storage().sql().exec(statement, None);
-        }
+        let sql = state.storage().sql();
+        let schema = IndexStore::new(&sql)
+            .migrate()
+            .map_err(|error| error.to_string());
         let config = Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
         Self {
             state,
             env,
+            sql,
+            schema,
             config,
             writes: Mutex::new(()),
             shard_builds: Mutex::new(()),
@@ -451,8 +165,8 @@ impl DurableObject for ChannelIndex {
 
     /// Finishes what requests left unfinished (when none is in progress), builds the
     /// monolithic files that miss changes, sweeps left-over staging objects, deletes the
-    /// superseded shards whose retention has passed, and sets the next alarm. A failure is logged where it happens and
-    /// the runtime retries the alarm.
+    /// superseded shards whose retention has passed, and sets the next alarm. A failure is
+    /// logged where it happens and the runtime retries the alarm.
     async fn alarm(&self) -> worker::Result<Response> {
         self.run_alarm()
             .await
@@ -461,26 +175,19 @@ impl DurableObject for ChannelIndex {
     }
 }
 
-fn millis(value: u64) -> worker::Result<SqlStorageValue> {
-    SqlStorageValue::try_from_i64(value as i64)
-}
-
 impl ChannelIndex {
     fn bucket(&self) -> worker::Result<Bucket> {
         self.env.bucket("PACKAGES")
     }
 
-    fn sql(&self) -> worker::SqlStorage {
-        self.state.storage().sql()
+    fn store(&self) -> IndexStore<'_, SqlStorage> {
+        IndexStore::new(&self.sql)
     }
 
-    /// Every row a query returns.
-    fn rows<T: DeserializeOwned>(
-        &self,
-        query: &str,
-        params: impl Into<Option<Vec<SqlStorageValue>>>,
-    ) -> worker::Result<Vec<T>> {
-        self.sql().exec(query, params)?.to_array()
+    fn schema(&self) -> ApiResult<()> {
+        self.schema
+            .clone()
+            .map_err(|error| internal(format!("index schema: {error}")))
     }
 
     fn config(&self) -> ApiResult<Config> {
@@ -492,12 +199,10 @@ impl ChannelIndex {
     async fn answer(&self, request: IndexRequest<'_>) -> ApiResult<Response> {
         self.live.set(self.live.get() + 1);
         let _live = OnDrop(|| self.live.set(self.live.get() - 1));
+        self.schema()?;
         if let Some(channel) = request.channel() {
             if !self.named.replace(true) {
-                self.sql().exec(
-                    "INSERT OR REPLACE INTO channel_name (id, name) VALUES (0, ?)",
-                    vec![channel.into()],
-                )?;
+                self.store().set_channel_name(channel)?;
             }
         }
         // Changes that leave the channel's figures changed, to report once they are stored.
@@ -527,9 +232,9 @@ impl ChannelIndex {
             IndexRequest::Check { channel, options } => {
                 Response::from_json(&self.check(&channel, options).await?)
             }
-            IndexRequest::Browse { query } => Response::from_json(&self.browse(&query)?),
+            IndexRequest::Browse { query } => Response::from_json(&self.store().browse(&query)?),
             IndexRequest::Package { channel, name } => {
-                Response::from_json(&self.package(&channel, &name)?)
+                Response::from_json(&self.store().package(&channel, &name)?)
             }
         };
         if let Some(channel) = changed {
@@ -539,24 +244,21 @@ impl ChannelIndex {
     }
 
     async fn run_alarm(&self) -> ApiResult<()> {
-        #[derive(Deserialize)]
-        struct Subdir {
-            subdir: String,
-        }
+        self.schema()?;
         // With no request in progress, every mark and intent is unfinished work of one that
         // died or failed; otherwise the live requests finish their own.
         let recover = self.live.get() == 0;
         let behind = self.behind.replace(false);
-        if let Some(channel) = self.channel_name()? {
+        if let Some(channel) = self.store().channel_name()? {
             if recover {
                 self.finish_intents(&channel).await?;
             }
             let marked = if recover {
-                "SELECT subdir FROM dirty UNION SELECT subdir FROM stale_repodata"
+                self.store().marked_subdirs()?
             } else {
-                "SELECT subdir FROM stale_repodata"
+                self.store().stale_subdirs()?
             };
-            for Subdir { subdir } in self.rows(marked, None)? {
+            for subdir in marked {
                 if recover {
                     self.bring_up_to_date(&channel, &subdir, true).await?;
                 } else if behind {
@@ -578,20 +280,12 @@ impl ChannelIndex {
 
         let now = Date::now().as_millis();
         if let Some(cutoff) = expiry_cutoff(now, self.config()?.shard_retention_ms) {
-            #[derive(Deserialize)]
-            struct Row {
-                key: String,
-            }
-            let expired: Vec<Row> = self.rows(
-                "SELECT key FROM retired_shards WHERE retired_at <= ?",
-                vec![millis(cutoff)?],
-            )?;
+            let expired = self.store().expired_shards(cutoff)?;
             if !expired.is_empty() {
-                let keys: Vec<String> = expired.into_iter().map(|row| row.key).collect();
-                self.bucket()?.delete_multiple(keys.clone()).await?;
-                for key in keys {
-                    self.sql()
-                        .exec("DELETE FROM retired_shards WHERE key = ?", vec![key.into()])?;
+                // The objects go before their rows, so a cut-short deletion is repeated.
+                self.bucket()?.delete_multiple(expired.clone()).await?;
+                for key in expired {
+                    self.store().forget_retired(&key)?;
                 }
             }
         }
@@ -602,48 +296,22 @@ impl ChannelIndex {
         .await
     }
 
-    /// The channel this object indexes, once a request has named it.
-    fn channel_name(&self) -> worker::Result<Option<String>> {
-        #[derive(Deserialize)]
-        struct Row {
-            name: String,
-        }
-        Ok(self
-            .rows::<Row>(
-                "SELECT name FROM channel_name \
-                 UNION ALL SELECT channel AS name FROM stale_repodata LIMIT 1",
-                None,
-            )?
-            .into_iter()
-            .next()
-            .map(|row| row.name))
-    }
-
     /// Finishes the object changes whose request died or failed: an object no record names
     /// goes, once the artifacts are built without it.
     async fn finish_intents(&self, channel: &str) -> ApiResult<()> {
-        #[derive(Deserialize)]
-        struct Intent {
-            key: String,
-            action: ObjectIntent,
-            subdir: String,
-            filename: String,
-        }
         let _write = self.writes.lock().await;
-        let intents: Vec<Intent> = self.rows(
-            "SELECT key, action, subdir, filename FROM pending_objects",
-            None,
-        )?;
-        for intent in intents {
-            let recorded = self.stored(&intent.subdir, &intent.filename)?.is_some();
-            if !keeps_object(intent.action, recorded) {
+        for intent in self.store().intents()? {
+            // Whichever the change was, the object stays only if a record names it (a later
+            // commit put the file back); otherwise no record will.
+            let recorded = self
+                .store()
+                .stored(&intent.subdir, &intent.filename)?
+                .is_some();
+            if !recorded {
                 self.bring_up_to_date(channel, &intent.subdir, true).await?;
                 self.bucket()?.delete(&intent.key).await?;
             }
-            self.sql().exec(
-                "DELETE FROM pending_objects WHERE key = ?",
-                vec![intent.key.as_str().into()],
-            )?;
+            self.store().clear_intent(&intent.key)?;
             super::log::recovered(intent.action.as_str(), &intent.key, recorded);
         }
         Ok(())
@@ -714,11 +382,11 @@ impl ChannelIndex {
             ObjectSource::Inline { .. } => None,
         };
         let write = self.writes.lock().await;
-        let stored = self.stored(&request.subdir, &request.filename)?;
+        let stored = self.store().stored(&request.subdir, &request.filename)?;
         let status = commit_status(
             &request.subdir,
             &request.filename,
-            stored.as_ref().map(|(sha256, _)| sha256.as_str()),
+            stored.as_ref().map(|stored| stored.sha256.as_str()),
             &request.sha256,
             request.force,
         )?;
@@ -729,17 +397,17 @@ impl ChannelIndex {
         })
         .await?;
         let replaces = stored.is_some();
-        if let (CommitStatus::Unchanged, Some((_, record))) = (status, stored) {
+        if let (CommitStatus::Unchanged, Some(stored)) = (status, stored) {
             // A retry heals its package: its name is re-marked (rebuilding a shard whose bytes
             // are unchanged writes only the shard index) and the subdir brought up to date.
-            self.mark_dirty(&request.subdir, &request.name)?;
+            self.store().mark_dirty(&request.subdir, &request.name)?;
             drop(write);
             let repodata = self
                 .bring_up_to_date(&request.channel, &request.subdir, false)
                 .await?;
             return Ok(CommitOutcome {
                 status,
-                record,
+                record: stored.record,
                 repodata: Some(repodata),
             });
         }
@@ -747,22 +415,14 @@ impl ChannelIndex {
         // The intent is stored before the object is written, and a replaced record goes with
         // it: whatever is in place if this commit dies, no record names it and the alarm
         // deletes it.
-        self.intend(
-            &key,
-            ObjectIntent::Place,
+        self.store().begin_commit(
+            &request.channel,
             &request.subdir,
             &request.filename,
+            replaces.then_some(request.name.as_str()),
+            &key,
+            Date::now().as_millis(),
         )?;
-        if replaces {
-            self.sql().exec(
-                "DELETE FROM packages WHERE subdir = ? AND filename = ?",
-                vec![
-                    request.subdir.as_str().into(),
-                    request.filename.as_str().into(),
-                ],
-            )?;
-            self.mark_changed(&request.channel, &request.subdir, &request.name)?;
-        }
         self.place_object(&request.source, &key, &request.filename)
             .await?;
         // CEP 47: the server's time of indexing, in every record of every artifact.
@@ -773,26 +433,17 @@ impl ChannelIndex {
         let record = record_json(&record);
         // One synchronous stretch, so stored together: the record, its marks, and the end of
         // the intent.
-        self.sql().exec(
-            "INSERT OR REPLACE INTO packages \
-             (subdir, filename, name, sha256, record, run_exports, about, indexed_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![
-                request.subdir.as_str().into(),
-                request.filename.as_str().into(),
-                request.name.as_str().into(),
-                request.sha256.as_str().into(),
-                record.as_str().into(),
-                request.run_exports.clone().into(),
-                request.about.clone().into(),
-                millis(now)?,
-            ],
-        )?;
-        self.mark_changed(&request.channel, &request.subdir, &request.name)?;
-        self.sql().exec(
-            "DELETE FROM pending_objects WHERE key = ?",
-            vec![key.as_str().into()],
-        )?;
+        let file = NewRecord {
+            subdir: &request.subdir,
+            filename: &request.filename,
+            name: &request.name,
+            sha256: &request.sha256,
+            record: &record,
+            run_exports: request.run_exports.as_deref(),
+            about: request.about.as_deref(),
+            indexed_at: now,
+        };
+        self.store().finish_commit(&request.channel, &file, &key)?;
         drop(write);
         let repodata = if request.build {
             Some(
@@ -816,38 +467,24 @@ impl ChannelIndex {
             ..AlarmWork::default()
         })
         .await?;
-        #[derive(Deserialize)]
-        struct Row {
-            name: String,
-        }
+        let key = file_key(&request.channel, &request.subdir, &request.filename);
         // The record goes, and the intent to remove its object and the marks are stored, in
         // one synchronous stretch.
-        let rows: Vec<Row> = self.rows(
-            "DELETE FROM packages WHERE subdir = ? AND filename = ? RETURNING name",
-            vec![
-                request.subdir.as_str().into(),
-                request.filename.as_str().into(),
-            ],
-        )?;
-        let Some(row) = rows.into_iter().next() else {
-            return Ok(DeleteOutcome { deleted: false });
-        };
-        let key = file_key(&request.channel, &request.subdir, &request.filename);
-        self.intend(
-            &key,
-            ObjectIntent::Remove,
+        let deleted = self.store().begin_delete(
+            &request.channel,
             &request.subdir,
             &request.filename,
+            &key,
+            Date::now().as_millis(),
         )?;
-        self.mark_changed(&request.channel, &request.subdir, &row.name)?;
+        if !deleted {
+            return Ok(DeleteOutcome { deleted: false });
+        }
         // The record leaves every artifact before its object goes.
         self.bring_up_to_date(&request.channel, &request.subdir, true)
             .await?;
         self.bucket()?.delete(&key).await?;
-        self.sql().exec(
-            "DELETE FROM pending_objects WHERE key = ?",
-            vec![key.as_str().into()],
-        )?;
+        self.store().clear_intent(&key)?;
         drop(write);
         Ok(DeleteOutcome { deleted: true })
     }
@@ -856,16 +493,7 @@ impl ChannelIndex {
         let _write = self.writes.lock().await;
         let _shards = self.shard_builds.lock().await;
         let _repodata = self.repodata_builds.lock().await;
-        for table in [
-            "packages",
-            "shards",
-            "dirty",
-            "retired_shards",
-            "stale_repodata",
-            "pending_objects",
-        ] {
-            self.sql().exec(&format!("DELETE FROM {table}"), None)?;
-        }
+        self.store().clear()?;
         self.state.storage().delete_alarm().await?;
         let bucket = self.bucket()?;
         let mut objects = 0;
@@ -890,37 +518,15 @@ impl ChannelIndex {
 
     /// Marks every name and subdir changed and builds them all, waiting for each.
     async fn rebuild(&self, channel: &str) -> ApiResult<Vec<String>> {
-        #[derive(Deserialize)]
-        struct Subdir {
-            subdir: String,
-        }
-        let subdirs: Vec<String> = {
+        let subdirs = {
             let _write = self.writes.lock().await;
             self.schedule_alarm(AlarmWork {
                 unfinished: true,
                 ..AlarmWork::default()
             })
             .await?;
-            // Numbered above every held mark, so that no build under way releases them.
-            self.sql().exec(
-                "INSERT INTO dirty (subdir, name, mark) \
-                 SELECT DISTINCT subdir, name, (SELECT COALESCE(MAX(mark), 0) + 1 FROM dirty) \
-                 FROM packages WHERE true \
-                 ON CONFLICT (subdir, name) DO UPDATE SET mark = excluded.mark",
-                None,
-            )?;
-            self.sql().exec(
-                "INSERT INTO stale_repodata (subdir, channel, since, mark) \
-                 SELECT DISTINCT subdir, ?, ?, \
-                   (SELECT COALESCE(MAX(mark), 0) + 1 FROM stale_repodata) \
-                 FROM packages WHERE true \
-                 ON CONFLICT (subdir) DO UPDATE SET mark = excluded.mark",
-                vec![channel.into(), millis(Date::now().as_millis())?],
-            )?;
-            self.rows::<Subdir>("SELECT subdir FROM stale_repodata ORDER BY subdir", None)?
-                .into_iter()
-                .map(|row| row.subdir)
-                .collect()
+            self.store()
+                .mark_everything(channel, Date::now().as_millis())?
         };
         for subdir in &subdirs {
             self.bring_up_to_date(channel, subdir, true).await?;
@@ -929,36 +535,14 @@ impl ChannelIndex {
     }
 
     fn stats(&self) -> ApiResult<IndexStats> {
-        let stale_repodata = self.rows(
-            "SELECT subdir, since FROM stale_repodata ORDER BY subdir",
-            None,
-        )?;
-        let subdirs = self.rows(
-            "SELECT subdir, COUNT(*) AS packages FROM packages GROUP BY subdir ORDER BY subdir",
-            None,
-        )?;
         let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
         let wasm_memory_bytes = js_sys::ArrayBuffer::from(memory.buffer()).byte_length();
         Ok(IndexStats {
-            subdirs,
-            stale_repodata,
+            subdirs: self.store().subdir_rows()?,
+            stale_repodata: self.store().stale()?,
             wasm_memory_bytes: wasm_memory_bytes.into(),
-            sqlite_bytes: self.sql().database_size() as u64,
+            sqlite_bytes: self.sql.database_size() as u64,
         })
-    }
-
-    /// The sha256 and record stored for a file.
-    fn stored(&self, subdir: &str, filename: &str) -> worker::Result<Option<(String, String)>> {
-        #[derive(Deserialize)]
-        struct Row {
-            sha256: String,
-            record: String,
-        }
-        let rows: Vec<Row> = self.rows(
-            "SELECT sha256, record FROM packages WHERE subdir = ? AND filename = ?",
-            vec![subdir.into(), filename.into()],
-        )?;
-        Ok(rows.into_iter().next().map(|row| (row.sha256, row.record)))
     }
 
     /// Writes the package object from its source.
@@ -992,54 +576,26 @@ impl ChannelIndex {
         Ok(())
     }
 
-    /// Records that `name` in `subdir` changed: its shard and the monolithic files are stale.
-    fn mark_changed(&self, channel: &str, subdir: &str, name: &str) -> worker::Result<()> {
-        self.mark_dirty(subdir, name)?;
-        self.sql().exec(
-            "INSERT INTO stale_repodata (subdir, channel, since, mark) \
-             VALUES (?, ?, ?, (SELECT COALESCE(MAX(mark), 0) + 1 FROM stale_repodata)) \
-             ON CONFLICT (subdir) DO UPDATE SET mark = excluded.mark",
-            vec![
-                subdir.into(),
-                channel.into(),
-                millis(Date::now().as_millis())?,
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Marks `name`'s shard stale, numbered above every mark held: a build under way, which
-    /// claimed an older number, leaves it for the next one.
-    fn mark_dirty(&self, subdir: &str, name: &str) -> worker::Result<()> {
-        self.sql().exec(
-            "INSERT INTO dirty (subdir, name, mark) \
-             VALUES (?, ?, (SELECT COALESCE(MAX(mark), 0) + 1 FROM dirty)) \
-             ON CONFLICT (subdir, name) DO UPDATE SET mark = excluded.mark",
-            vec![subdir.into(), name.into()],
-        )?;
-        Ok(())
-    }
-
-    /// Stores what is about to happen to a package object, before it does.
-    fn intend(
-        &self,
-        key: &str,
-        intent: ObjectIntent,
-        subdir: &str,
-        filename: &str,
-    ) -> worker::Result<()> {
-        self.sql().exec(
-            "INSERT OR REPLACE INTO pending_objects (key, action, subdir, filename, since) \
-             VALUES (?, ?, ?, ?, ?)",
-            vec![
-                key.into(),
-                intent.as_str().into(),
-                subdir.into(),
-                filename.into(),
-                millis(Date::now().as_millis())?,
-            ],
-        )?;
-        Ok(())
+    /// Writes the channel's package count and newest indexing time to D1, where the channel
+    /// list reads them. A failure is logged, not answered: the change itself is stored, and
+    /// the next one writes the figures again.
+    async fn report_figures(&self, channel: &str) {
+        let reported = async {
+            let Some(figures) = self.store().figures()? else {
+                return Ok(());
+            };
+            Db::new(self.env.d1("DB")?)
+                .batch([directory::set_channel_figures(
+                    channel,
+                    figures.count,
+                    figures.last,
+                )])
+                .await
+        };
+        let result: ApiResult<()> = reported.await;
+        if let Err(error) = result {
+            super::log::error(&format!("channel figures of {channel}: {}", error.message));
+        }
     }
 }
 

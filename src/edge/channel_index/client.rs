@@ -1,0 +1,259 @@
+//! The Worker's side of the channel index: [`ChannelIndexClient`] and the requests and answers
+//! it exchanges with the object, one POST of an [`IndexRequest`] each, answered with its
+//! outcome as JSON, or with an `ApiError` as JSON under that error's status, which the client
+//! returns as the same error.
+
+use std::borrow::Cow;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use worker::{Env, Method, Request, RequestInit};
+
+use super::super::error::{internal, ApiResult};
+use crate::consistency::{CheckOptions, CheckReport};
+use crate::index_plan::CommitStatus;
+use crate::index_store::{StaleSubdir, SubdirRows};
+
+/// A validated package, ready to be committed from its staging object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub channel: String,
+    pub source: ObjectSource,
+    pub subdir: String,
+    pub filename: String,
+    pub name: String,
+    pub sha256: String,
+    /// The repodata record, serialized canonically.
+    pub record: String,
+    pub run_exports: Option<String>,
+    pub about: Option<String>,
+    pub force: bool,
+    /// Build the artifacts before answering. Bulk imports commit many packages without, then
+    /// ask for one build per subdir.
+    pub build: bool,
+}
+
+/// Where the package's bytes are: a staging object for large files, or in the request itself
+/// for small ones (which then cost no staging put, get and delete).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectSource {
+    Staged { key: String },
+    Inline { base64: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CommitOutcome {
+    pub status: CommitStatus,
+    /// The stored record (canonical JSON).
+    pub record: String,
+    /// Whether repodata.json holds the change yet (always, unless the commit skipped the build).
+    pub repodata: Option<Freshness>,
+}
+
+/// Where the monolithic files stand when a change answers; the shards always hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Freshness {
+    /// repodata.json, its .zst and run_exports.json hold the change.
+    Current,
+    /// A build of them was running; the next one, already scheduled, will hold the change.
+    Pending,
+}
+
+impl Freshness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Freshness::Current => "current",
+            Freshness::Pending => "pending",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    pub channel: String,
+    pub subdir: String,
+    pub filename: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeleteOutcome {
+    pub deleted: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DestroyOutcome {
+    /// How many R2 objects were removed.
+    pub objects: u64,
+}
+
+/// What the index holds and what it costs, for operators.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IndexStats {
+    pub subdirs: Vec<SubdirRows>,
+    /// The subdirs whose repodata.json misses changes.
+    pub stale_repodata: Vec<StaleSubdir>,
+    /// The memory this object's wasm instance has grown to (wasm memory never shrinks, so this
+    /// is the peak since the object was loaded).
+    pub wasm_memory_bytes: u64,
+    pub sqlite_bytes: u64,
+}
+
+/// One operation on the index: the body of every request to the object, which answers with
+/// the operation's outcome (status 200) or an `ApiError` (its own status), as JSON. The client
+/// sends borrowed values, the object reads owned ones.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(super) enum IndexRequest<'a> {
+    /// Answers a [`CommitOutcome`].
+    Commit(Cow<'a, CommitRequest>),
+    /// Answers a [`DeleteOutcome`].
+    Delete(Cow<'a, DeleteRequest>),
+    /// Brings a subdir's artifacts up to date with its rows; answers a [`Freshness`].
+    Build {
+        channel: Cow<'a, str>,
+        subdir: Cow<'a, str>,
+    },
+    /// Rewrites every artifact from the rows; answers the subdirs.
+    Rebuild { channel: Cow<'a, str> },
+    /// Answers [`IndexStats`].
+    Stats,
+    /// Removes every row and object of the channel; answers a [`DestroyOutcome`].
+    Destroy { channel: Cow<'a, str> },
+    /// Compares objects, rows and artifacts, repairing if asked; answers a
+    /// [`crate::consistency::CheckReport`].
+    Check {
+        channel: Cow<'a, str>,
+        options: CheckOptions,
+    },
+    /// Answers a [`crate::browse::PackagePage`].
+    Browse {
+        query: Cow<'a, crate::browse::BrowseQuery>,
+    },
+    /// Answers the [`crate::browse::PackageRecords`] of a name, or `null` if it has none.
+    Package {
+        channel: Cow<'a, str>,
+        name: Cow<'a, str>,
+    },
+}
+
+impl IndexRequest<'_> {
+    /// The channel the request names, if it names one.
+    pub(super) fn channel(&self) -> Option<&str> {
+        match self {
+            IndexRequest::Commit(request) => Some(&request.channel),
+            IndexRequest::Delete(request) => Some(&request.channel),
+            IndexRequest::Build { channel, .. }
+            | IndexRequest::Rebuild { channel }
+            | IndexRequest::Destroy { channel }
+            | IndexRequest::Check { channel, .. }
+            | IndexRequest::Package { channel, .. } => Some(channel),
+            IndexRequest::Stats | IndexRequest::Browse { .. } => None,
+        }
+    }
+}
+
+/// The Worker's handle on one channel's index.
+pub struct ChannelIndexClient {
+    stub: worker::Stub,
+}
+
+impl ChannelIndexClient {
+    pub fn new(env: &Env, channel: &str) -> worker::Result<Self> {
+        let stub = env.durable_object("CHANNEL_INDEX")?.get_by_name(channel)?;
+        Ok(Self { stub })
+    }
+
+    /// Commits a package; a file of that name with other bytes is an `AlreadyExists` error
+    /// unless the request forces it.
+    pub async fn commit(&self, request: &CommitRequest) -> ApiResult<CommitOutcome> {
+        self.call(&IndexRequest::Commit(Cow::Borrowed(request)))
+            .await
+    }
+
+    pub async fn delete(&self, request: &DeleteRequest) -> ApiResult<DeleteOutcome> {
+        self.call(&IndexRequest::Delete(Cow::Borrowed(request)))
+            .await
+    }
+
+    /// Brings a subdir's artifacts up to date with its rows.
+    pub async fn build(&self, channel: &str, subdir: &str) -> ApiResult<Freshness> {
+        self.call(&IndexRequest::Build {
+            channel: channel.into(),
+            subdir: subdir.into(),
+        })
+        .await
+    }
+
+    /// Rewrites every artifact of every subdir from the stored rows; returns the subdirs.
+    pub async fn rebuild(&self, channel: &str) -> ApiResult<Vec<String>> {
+        self.call(&IndexRequest::Rebuild {
+            channel: channel.into(),
+        })
+        .await
+    }
+
+    /// Rows per subdir and the object's memory, for operators.
+    pub async fn stats(&self) -> ApiResult<IndexStats> {
+        self.call(&IndexRequest::Stats).await
+    }
+
+    /// Removes every record and object of the channel.
+    pub async fn destroy(&self, channel: &str) -> ApiResult<DestroyOutcome> {
+        self.call(&IndexRequest::Destroy {
+            channel: channel.into(),
+        })
+        .await
+    }
+
+    /// One page of the channel's package names.
+    pub async fn browse(
+        &self,
+        query: &crate::browse::BrowseQuery,
+    ) -> ApiResult<crate::browse::PackagePage> {
+        self.call(&IndexRequest::Browse {
+            query: Cow::Borrowed(query),
+        })
+        .await
+    }
+
+    /// Every file of one name; `None` when the channel has none.
+    pub async fn package(
+        &self,
+        channel: &str,
+        name: &str,
+    ) -> ApiResult<Option<crate::browse::PackageRecords>> {
+        self.call(&IndexRequest::Package {
+            channel: channel.into(),
+            name: name.into(),
+        })
+        .await
+    }
+
+    /// Checks the channel's objects, rows and artifacts against each other, and with
+    /// `options.repair` fixes what can be fixed.
+    pub async fn check(&self, channel: &str, options: CheckOptions) -> ApiResult<CheckReport> {
+        self.call(&IndexRequest::Check {
+            channel: Cow::Borrowed(channel),
+            options,
+        })
+        .await
+    }
+
+    /// Sends one request; an error the object answered comes back as that error.
+    async fn call<T: DeserializeOwned>(&self, request: &IndexRequest<'_>) -> ApiResult<T> {
+        let body = serde_json::to_string(request).map_err(internal)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(body.into()));
+        let http = Request::new_with_init("https://channel-index/", &init)?;
+        let mut response = self.stub.fetch_with_request(http).await?;
+        let status = response.status_code();
+        let text = response.text().await?;
+        if status == 200 {
+            return serde_json::from_str(&text)
+                .map_err(|e| internal(format!("channel index answer unreadable: {e}")));
+        }
+        Err(serde_json::from_str(&text)
+            .unwrap_or_else(|_| internal(format!("channel index answered {status}: {text}"))))
+    }
+}
