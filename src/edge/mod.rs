@@ -23,6 +23,7 @@
 //! before routing and never logged. Each request gets one [`RequestContext`]: its settings,
 //! its caller and the bindings; handlers take it and the names the route matched.
 
+mod attestation;
 mod auth;
 mod browse;
 mod bulk;
@@ -32,11 +33,14 @@ mod context;
 mod db;
 mod delete;
 mod error;
+mod form;
+mod ingest;
 mod log;
 mod manage;
 mod object_writer;
 mod pages;
 mod publish;
+mod removal;
 mod serve;
 mod session;
 mod storage;

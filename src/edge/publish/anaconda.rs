@@ -29,14 +29,15 @@ use worker::{Date, Response};
 use super::super::auth::{verify_key_id, Hiding};
 use super::super::context::RequestContext;
 use super::super::error::{internal, json, ApiError, ApiResult, ErrorCode};
+use super::super::ingest::{ingest, Answer, Body, FormFields, Named, Options};
+use super::super::removal::remove_package;
 use super::super::storage::{file_key, random_id, staging_key};
-use super::super::upload::{multipart_file, stored_response};
 use crate::access::Action;
 use crate::consistency::read_shard_index;
 use crate::multipart::MultipartReader;
 use crate::publish::{
-    check_dist_path, check_labels, check_name, check_version, content_md5_matches, shard_sha256,
-    storage_error_xml, StageAnswer, StageRequest, UploadTicket, TICKET_SECONDS,
+    check_dist_path, check_labels, check_name, check_version, shard_sha256, storage_error_xml,
+    StageAnswer, StageRequest, UploadTicket, TICKET_SECONDS,
 };
 use crate::shards::{shard_path, INDEX_FILENAME};
 
@@ -264,32 +265,28 @@ async fn store_transferred(
     let boundary = MultipartReader::boundary_of(&content_type)
         .ok_or_else(|| ApiError::bad_request("send the file as multipart/form-data"))?
         .to_owned();
-    let body = ctx.body_stream()?;
-    let naming = Some((ticket.filename.clone(), ticket.sha256.clone()));
-    let result = async {
-        let (file, form) = multipart_file(body, &boundary, length, naming).await?;
-        let mut received = file.receive(ctx, &channel.name).await?;
-        let content_md5 = form.field_before_file("Content-MD5");
-        if let Some(claimed) = content_md5.map(String::from_utf8_lossy) {
-            if !content_md5_matches(&claimed, received.md5()) {
-                received.discard(ctx).await;
-                return Err(ApiError::new(
-                    ErrorCode::ChecksumMismatch,
-                    "the Content-MD5 sent does not match the received bytes",
-                ));
-            }
-        }
-        received.expect_subdir(&ticket.subdir);
-        received.commit(ctx, &channel.name, false, true).await
-    }
-    .await;
-    let status = result.as_ref().map_or_else(|e| e.status(), |_| 201);
-    let path = format!("{}/{}/{}", ticket.channel, ticket.subdir, ticket.filename);
-    super::super::log::change("upload (anaconda)", &staged_by.name, &path, status);
-    let mut stored = result?;
-    // Storage answers a completed POST with 201, stored anew or not; the client needs it.
-    stored.status = 201;
-    stored_response(&ticket.channel, &ticket.filename, &stored)
+    let body = Body::Form {
+        stream: ctx.body_stream()?,
+        boundary,
+        length,
+        file: Some(Named {
+            filename: ticket.filename.clone(),
+            sha256: Some(ticket.sha256.clone()),
+        }),
+        fields: FormFields {
+            content_md5: true,
+            ..FormFields::default()
+        },
+    };
+    let options = Options {
+        subdir: Some(&ticket.subdir),
+        // Storage answers a completed POST with 201, stored anew or not; the client needs it.
+        answer: Answer::Created,
+        ..Options::upload("upload (anaconda)", &staged_by.name, false)
+    };
+    ingest(ctx, &channel.name, body, options)
+        .await?
+        .response(&ticket.channel)
 }
 
 /// Reads and deletes the ticket a stage wrote: each is used once, whatever comes of it (a
@@ -373,7 +370,7 @@ pub async fn remove(
     filename: &str,
 ) -> ApiResult<Response> {
     check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
-    super::super::delete::delete(ctx, owner, subdir, filename).await
+    remove_package(ctx, owner, subdir, filename).await
 }
 
 /// The SHA-256 the channel's index holds for a file, read from the shard of its name (written

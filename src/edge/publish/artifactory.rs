@@ -8,7 +8,7 @@ use worker::Response;
 
 use super::super::context::RequestContext;
 use super::super::error::ApiResult;
-use super::super::upload::stored_response;
+use super::super::ingest::{ingest, Body, Named, Options};
 use crate::access::Action;
 use crate::publish::UploadQuery;
 
@@ -20,17 +20,18 @@ pub async fn deploy(
 ) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
     let force = UploadQuery::parse(ctx.req().url()?.query_pairs()).force;
-    let sha256 = ctx.req().headers().get("X-Checksum-Sha256")?;
-    let channel = channel.name;
-    let result = match super::receive_body(ctx, &channel, filename, sha256).await {
-        Ok(mut received) => {
-            received.expect_subdir(subdir);
-            received.commit(ctx, &channel, force, true).await
-        }
-        Err(refusal) => Err(refusal),
+    let body = Body::Request {
+        file: Named {
+            filename: filename.to_owned(),
+            sha256: ctx.req().headers().get("X-Checksum-Sha256")?,
+        },
+        stream: ctx.body_stream().ok(),
     };
-    let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status);
-    let path = format!("{channel}/{subdir}/{filename}");
-    super::super::log::change("upload (artifactory)", &caller.name, &path, status);
-    stored_response(&channel, filename, &result?)
+    let options = Options {
+        subdir: Some(subdir),
+        ..Options::upload("upload (artifactory)", &caller.name, force)
+    };
+    ingest(ctx, &channel.name, body, options)
+        .await?
+        .response(&channel.name)
 }

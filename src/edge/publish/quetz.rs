@@ -7,7 +7,7 @@ use worker::Response;
 
 use super::super::context::RequestContext;
 use super::super::error::{self, ApiError, ApiResult};
-use super::super::upload::stored_response;
+use super::super::ingest::{ingest, Body, Named, Options};
 use crate::access::Action;
 use crate::publish::{quetz_status, UploadQuery};
 
@@ -35,13 +35,15 @@ async fn store(
     let sha256 = query
         .sha256
         .ok_or_else(|| ApiError::bad_request("the sha256 query parameter is missing"))?;
-    let channel = channel.name;
-    let result = match super::receive_body(ctx, &channel, filename, Some(sha256)).await {
-        Ok(received) => received.commit(ctx, &channel, query.force, true).await,
-        Err(refusal) => Err(refusal),
+    let body = Body::Request {
+        file: Named {
+            filename: filename.to_owned(),
+            sha256: Some(sha256),
+        },
+        stream: ctx.body_stream().ok(),
     };
-    let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status);
-    let path = format!("{channel}/{filename}");
-    super::super::log::change("upload (quetz)", &caller.name, &path, status);
-    stored_response(&channel, filename, &result?)
+    let options = Options::upload("upload (quetz)", &caller.name, query.force);
+    ingest(ctx, &channel.name, body, options)
+        .await?
+        .response(&channel.name)
 }
