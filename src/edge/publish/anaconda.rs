@@ -34,6 +34,7 @@ use super::super::removal::remove_package;
 use super::super::storage::{file_key, random_id, staging_key};
 use crate::access::Action;
 use crate::consistency::read_shard_index;
+use crate::index_plan::conflicts;
 use crate::multipart::MultipartReader;
 use crate::publish::{
     check_dist_path, check_labels, check_name, check_version, shard_sha256, storage_error_xml,
@@ -190,16 +191,15 @@ pub async fn stage(
         ));
     }
     let channel = channel.name;
-    match stored_sha256(ctx, &channel, subdir, name, filename).await? {
-        Some(stored) if stored != sha256 => {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!(
+    // A stage is never forced: the client deletes the stored file first when told to.
+    let stored = stored_sha256(ctx, &channel, subdir, name, filename).await?;
+    if conflicts(stored.as_deref(), &sha256, false) {
+        return Err(ApiError::new(
+            ErrorCode::AlreadyExists,
+            format!(
                 "{subdir}/{filename} exists with other content; upload with --force to replace it"
             ),
-            ))
-        }
-        _ => {}
+        ));
     }
     let ticket_id = random_id();
     let ticket = UploadTicket {
