@@ -28,6 +28,7 @@ use super::ingest::{
     ingest, short_body, Answer, Body, BodyStream, Named, Options, Stored, INLINE_BYTES,
 };
 use crate::names::check_package_filename;
+use crate::names::ChannelName;
 use crate::package::{padding_for, TarEntryKind, TarHeader, TarPaths};
 
 /// The request body, read on demand by whichever part of the import needs the next bytes.
@@ -177,7 +178,7 @@ struct BrokenOff<'a> {
     results: &'a [PackageResult],
 }
 
-pub async fn import(ctx: &mut RequestContext, channel_name: &str) -> ApiResult<Response> {
+pub async fn import(ctx: &mut RequestContext, channel_name: &ChannelName) -> ApiResult<Response> {
     let write = ctx.open_channel_write(channel_name).await?;
     let channel = &write.channel.name;
     let body = SharedBody(Rc::new(RefCell::new(Some(RequestBody {

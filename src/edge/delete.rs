@@ -6,12 +6,13 @@ use worker::Response;
 use super::context::RequestContext;
 use super::error::ApiResult;
 use super::removal::remove_package;
+use crate::names::{ChannelName, PackageFilename, Subdir};
 
 pub async fn delete(
     ctx: &RequestContext,
-    channel_name: &str,
-    subdir: &str,
-    filename: &str,
+    channel_name: &ChannelName,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     remove_package(ctx, channel_name, subdir, filename).await
 }

@@ -8,8 +8,9 @@ use super::context::RequestContext;
 use super::error::{ApiError, ApiResult};
 use super::ingest::{ingest, Body, FormFields, Named, Options};
 use crate::multipart::MultipartReader;
+use crate::names::ChannelName;
 
-pub async fn upload(ctx: &mut RequestContext, channel_name: &str) -> ApiResult<Response> {
+pub async fn upload(ctx: &mut RequestContext, channel_name: &ChannelName) -> ApiResult<Response> {
     let write = ctx.open_channel_write(channel_name).await?;
     let channel = write.channel.name;
     let content_type = ctx.req().headers().get("Content-Type")?.unwrap_or_default();

@@ -36,6 +36,7 @@ use crate::access::Action;
 use crate::consistency::read_shard_index;
 use crate::index_plan::conflicts;
 use crate::multipart::MultipartReader;
+use crate::names::{ChannelName, PackageFilename, Subdir};
 use crate::publish::{
     check_dist_path, check_labels, check_name, check_version, shard_sha256, storage_error_xml,
     StageAnswer, StageRequest, UploadTicket, TICKET_SECONDS,
@@ -100,7 +101,7 @@ pub async fn caller(ctx: &RequestContext) -> ApiResult<Response> {
 }
 
 /// `GET user/<owner>`: the channel, if the caller may read it.
-pub async fn owner(ctx: &RequestContext, owner: &str) -> ApiResult<Response> {
+pub async fn owner(ctx: &RequestContext, owner: &ChannelName) -> ApiResult<Response> {
     ctx.authorize(owner, Action::Read, Hiding::NotFound).await?;
     json(
         200,
@@ -122,11 +123,11 @@ struct Distribution<'a> {
 /// `GET dist/<owner>/<name>/<version>/<subdir>/<filename>`: the file if it is stored, else 404.
 pub async fn distribution(
     ctx: &RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: &str,
-    subdir: &str,
-    filename: &str,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     let (_, channel) = ctx.authorize(owner, Action::Read, Hiding::NotFound).await?;
     check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
@@ -146,7 +147,7 @@ pub async fn distribution(
 /// `GET package/<owner>/<name>` and `GET release/<owner>/<name>/<version>`.
 pub async fn get_entity(
     ctx: &RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: Option<&str>,
 ) -> ApiResult<Response> {
@@ -157,7 +158,7 @@ pub async fn get_entity(
 /// `POST`/`PATCH` `package/<owner>/<name>` and `release/<owner>/<name>/<version>`.
 pub async fn put_entity(
     ctx: &RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: Option<&str>,
 ) -> ApiResult<Response> {
@@ -174,11 +175,11 @@ fn ticket_key(channel: &str, ticket: &str) -> String {
 /// `POST stage/<owner>/<name>/<version>/<subdir>/<filename>`.
 pub async fn stage(
     ctx: &mut RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: &str,
-    subdir: &str,
-    filename: &str,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_change(owner, Action::Write).await?;
     check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
@@ -204,8 +205,8 @@ pub async fn stage(
     let ticket_id = random_id();
     let ticket = UploadTicket {
         channel: channel.clone(),
-        subdir: subdir.to_owned(),
-        filename: filename.to_owned(),
+        subdir: subdir.to_string(),
+        filename: filename.to_string(),
         sha256: sha256.clone(),
         key_id: caller.key.id,
         user: caller.name,
@@ -231,7 +232,7 @@ pub async fn stage(
 /// Answered as the storage it stands in for: 201, or S3's XML error document.
 pub async fn transfer(
     ctx: &mut RequestContext,
-    channel_name: &str,
+    channel_name: &ChannelName,
     ticket_id: &str,
 ) -> ApiResult<Response> {
     match store_transferred(ctx, channel_name, ticket_id).await {
@@ -246,7 +247,7 @@ pub async fn transfer(
 
 async fn store_transferred(
     ctx: &mut RequestContext,
-    channel_name: &str,
+    channel_name: &ChannelName,
     ticket_id: &str,
 ) -> ApiResult<Response> {
     let ticket = take_ticket(ctx, channel_name, ticket_id).await?;
@@ -331,11 +332,11 @@ struct Committed<'a> {
 /// with the staged bytes.
 pub async fn commit(
     ctx: &mut RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: &str,
-    subdir: &str,
-    filename: &str,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     let (_, channel) = ctx.authorize_change(owner, Action::Write).await?;
     check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
@@ -363,11 +364,11 @@ pub async fn commit(
 /// `DELETE dist/<owner>/<name>/<version>/<subdir>/<filename>`: the package delete.
 pub async fn remove(
     ctx: &RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: &str,
-    subdir: &str,
-    filename: &str,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
     remove_package(ctx, owner, subdir, filename).await

@@ -10,19 +10,20 @@ use super::super::context::RequestContext;
 use super::super::error::ApiResult;
 use super::super::ingest::{ingest, Body, Named, Options};
 use crate::access::Action;
+use crate::names::{ChannelName, PackageFilename, Subdir};
 use crate::publish::UploadQuery;
 
 pub async fn deploy(
     ctx: &mut RequestContext,
-    channel_name: &str,
-    subdir: &str,
-    filename: &str,
+    channel_name: &ChannelName,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
     let force = UploadQuery::parse(ctx.req().url()?.query_pairs()).force;
     let body = Body::Request {
         file: Named {
-            filename: filename.to_owned(),
+            filename: filename.to_string(),
             sha256: ctx.req().headers().get("X-Checksum-Sha256")?,
         },
         stream: ctx.body_stream().ok(),

@@ -9,12 +9,13 @@ use super::super::context::RequestContext;
 use super::super::error::{self, ApiError, ApiResult};
 use super::super::ingest::{ingest, Body, Named, Options};
 use crate::access::Action;
+use crate::names::{ChannelName, PackageFilename};
 use crate::publish::{quetz_status, UploadQuery};
 
 pub async fn upload(
     ctx: &mut RequestContext,
-    channel_name: &str,
-    filename: &str,
+    channel_name: &ChannelName,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     match store(ctx, channel_name, filename).await {
         Ok(response) => Ok(response),
@@ -27,8 +28,8 @@ pub async fn upload(
 
 async fn store(
     ctx: &mut RequestContext,
-    channel_name: &str,
-    filename: &str,
+    channel_name: &ChannelName,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
     let query = UploadQuery::parse(ctx.req().url()?.query_pairs());
@@ -37,7 +38,7 @@ async fn store(
         .ok_or_else(|| ApiError::bad_request("the sha256 query parameter is missing"))?;
     let body = Body::Request {
         file: Named {
-            filename: filename.to_owned(),
+            filename: filename.to_string(),
             sha256: Some(sha256),
         },
         stream: ctx.body_stream().ok(),
