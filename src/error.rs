@@ -125,6 +125,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::names::InvalidName> for ApiError {
+    fn from(error: crate::names::InvalidName) -> Self {
+        Self::invalid_name(error.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

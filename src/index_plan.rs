@@ -31,7 +31,7 @@ pub fn commit_status(
 ) -> ApiResult<CommitStatus> {
     match stored {
         Some(stored) if stored == sha256 => Ok(CommitStatus::Unchanged),
-        Some(_) if !force => Err(ApiError::new(
+        _ if conflicts(stored, sha256, force) => Err(ApiError::new(
             ErrorCode::AlreadyExists,
             format!(
                 "{subdir}/{filename} already exists with other content; \
@@ -40,6 +40,12 @@ pub fn commit_status(
         )),
         _ => Ok(CommitStatus::Created),
     }
+}
+
+/// Whether bytes with `sha256` are refused under a name that holds bytes with `stored`: other
+/// bytes are, unless `force`.
+pub fn conflicts(stored: Option<&str>, sha256: &str, force: bool) -> bool {
+    stored.is_some_and(|stored| stored != sha256) && !force
 }
 
 /// What becomes of one package name's shard once its rows changed. Shards are named by the
@@ -286,6 +292,14 @@ mod tests {
             commit_status("linux-64", "a-1-0.conda", Some(A), B, true),
             Ok(CommitStatus::Created)
         );
+    }
+
+    #[test]
+    fn only_other_bytes_unforced_conflict() {
+        assert!(conflicts(Some(A), B, false));
+        assert!(!conflicts(Some(A), B, true));
+        assert!(!conflicts(Some(A), A, false));
+        assert!(!conflicts(None, A, false));
     }
 
     #[test]

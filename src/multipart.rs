@@ -43,6 +43,30 @@ impl PartHeaders {
         self.disposition_param("filename")
     }
 
+    /// The part's `Content-Length`, if it has one.
+    pub fn content_length(&self) -> Result<Option<u64>, String> {
+        self.get("content-length")
+            .map(|value| {
+                value
+                    .parse()
+                    .map_err(|_| "the file part's Content-Length is not a number".to_string())
+            })
+            .transpose()
+    }
+
+    /// The name and claimed SHA-256 of an upload's file part: its `X-File-Name` header (else
+    /// the disposition's file name) and its `X-File-SHA256` header.
+    pub fn upload_naming(&self) -> Result<(String, String), String> {
+        let filename = self
+            .get("x-file-name")
+            .or(self.file_name())
+            .ok_or("the file part has no X-File-Name header")?;
+        let sha256 = self
+            .get("x-file-sha256")
+            .ok_or("the file part has no X-File-SHA256 header")?;
+        Ok((filename.to_owned(), sha256.to_owned()))
+    }
+
     fn disposition_param(&self, key: &str) -> Option<&str> {
         self.get("content-disposition")?
             .split(';')
@@ -226,6 +250,117 @@ impl SmallParts {
     }
 }
 
+/// A form read around its `file` part: the small parts before and after it are kept, the
+/// file's content is handed on as it comes.
+pub struct FileForm {
+    reader: MultipartReader,
+    fields: SmallParts,
+    phase: Phase,
+}
+
+/// Where the reader is, relative to the file part.
+enum Phase {
+    Before,
+    Within,
+    /// What the chunk that ended the file held beyond it: read into the fields with the rest
+    /// of the body, so the fields seen until then are those before the file.
+    After(Vec<Event>),
+}
+
+/// What of the file part one chunk of the body held.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FileChunk {
+    /// The part's headers, in the chunk where it begins.
+    pub start: Option<PartHeaders>,
+    pub data: Vec<u8>,
+    /// Whether the part ended in this chunk.
+    pub ended: bool,
+}
+
+impl FileChunk {
+    /// The file's length as its first chunk tells it: the part's Content-Length, or what the
+    /// chunk held when the part ended in it; unknown otherwise, since other parts may follow.
+    pub fn file_length(&self) -> Result<Option<u64>, String> {
+        let declared = match &self.start {
+            Some(headers) => headers.content_length()?,
+            None => None,
+        };
+        Ok(declared.or(self.ended.then_some(self.data.len() as u64)))
+    }
+}
+
+impl FileForm {
+    pub fn new(boundary: &str) -> Self {
+        Self {
+            reader: MultipartReader::new(boundary),
+            fields: SmallParts::default(),
+            phase: Phase::Before,
+        }
+    }
+
+    /// Reads a chunk of the body: what it holds of the file part is returned, the rest is kept
+    /// among the fields.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<FileChunk, String> {
+        let mut events = self.reader.feed(chunk)?;
+        let mut file = FileChunk::default();
+        if let Phase::Before = self.phase {
+            let Some(at) = events
+                .iter()
+                .position(|e| matches!(e, Event::PartStart(h) if h.field_name() == Some("file")))
+            else {
+                self.fields.feed(events)?;
+                return Ok(file);
+            };
+            let mut rest = events.split_off(at).into_iter();
+            self.fields.feed(events)?;
+            if let Some(Event::PartStart(headers)) = rest.next() {
+                file.start = Some(headers);
+            }
+            self.phase = Phase::Within;
+            events = rest.collect();
+        }
+        match &mut self.phase {
+            Phase::Within => {
+                let mut beyond = Vec::new();
+                for event in events {
+                    match event {
+                        Event::Data(data) if !file.ended => file.data.extend(data),
+                        Event::PartEnd if !file.ended => file.ended = true,
+                        other => beyond.push(other),
+                    }
+                }
+                if file.ended {
+                    self.phase = Phase::After(beyond);
+                }
+            }
+            Phase::After(beyond) => {
+                self.fields.feed(std::mem::take(beyond))?;
+                self.fields.feed(events)?;
+            }
+            Phase::Before => unreachable!("left above"),
+        }
+        Ok(file)
+    }
+
+    /// Whether the closing boundary has been read.
+    pub fn is_done(&self) -> bool {
+        self.reader.is_done()
+    }
+
+    /// A complete small part read so far: before the file, until the body after it is read.
+    pub fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields.get(name)
+    }
+
+    /// The small parts of all that was read.
+    pub fn into_fields(mut self) -> Result<SmallParts, String> {
+        if let Phase::After(beyond) = &mut self.phase {
+            self.fields.feed(std::mem::take(beyond))?;
+        }
+        Ok(self.fields)
+    }
+}
+
 fn parse_headers(block: &str) -> Result<PartHeaders, String> {
     let mut headers = HashMap::new();
     // The block starts right after the delimiter, so its first line is the rest of it.
@@ -325,6 +460,68 @@ mod tests {
             .feed(&body(MAX_PARTS + 1))
             .unwrap_err();
         assert!(error.contains("more than 32 parts"), "{error}");
+    }
+
+    /// Feeds `body` in chunks of `chunk` bytes: the file's headers, content and first-chunk
+    /// length, and the fields seen before the file ended and at the end.
+    fn split(body: &[u8], chunk: usize) -> (PartHeaders, Vec<u8>, Option<u64>, SmallParts) {
+        let mut form = FileForm::new("XyZ");
+        let (mut start, mut data, mut length) = (None, Vec::new(), None);
+        for piece in body.chunks(chunk) {
+            let file = form.feed(piece).unwrap();
+            if file.start.is_some() {
+                length = file.file_length().unwrap();
+            }
+            start = start.or(file.start);
+            data.extend(file.data);
+            if file.ended {
+                // What came with the file's end is kept back for the reading of the rest.
+                assert_eq!(form.field("after"), None);
+            }
+        }
+        assert!(form.is_done());
+        (start.unwrap(), data, length, form.into_fields().unwrap())
+    }
+
+    #[test]
+    fn a_file_part_split_from_the_fields_around_it() {
+        let mut body = body();
+        body.truncate(body.len() - b"--XyZ--\r\n".len());
+        body.extend_from_slice(
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"after\"\r\n\r\nz\r\n--XyZ--\r\n",
+        );
+        for chunk in [1, 2, 5, 64, 4096] {
+            let (headers, data, length, fields) = split(&body, chunk);
+            assert_eq!(
+                headers.upload_naming().unwrap(),
+                ("x-1-0.conda".into(), "abc".into())
+            );
+            assert_eq!(data, vec![b'-'; 300]);
+            // Whole in one chunk, the part's length is known from where it ends.
+            assert_eq!(length, (chunk == 4096).then_some(300));
+            assert_eq!(fields.get("attestation"), Some(&b"{\"a\":1}"[..]));
+            assert_eq!(fields.get("after"), Some(&b"z"[..]));
+            assert_eq!(fields.get("file"), None);
+        }
+    }
+
+    #[test]
+    fn a_file_part_of_declared_length() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\nContent-Length: 3\r\nX-File-Name: a-1-0.conda\r\n\r\nabc\r\n--XyZ--\r\n";
+        let (headers, data, length, _) = split(body, 1);
+        assert_eq!(length, Some(3));
+        assert_eq!(data, b"abc");
+        assert_eq!(
+            headers.upload_naming().unwrap_err(),
+            "the file part has no X-File-SHA256 header"
+        );
+        let mut bad = PartHeaders::default();
+        bad.headers.insert("content-length".into(), "x".into());
+        assert!(bad.content_length().is_err());
+        assert_eq!(
+            PartHeaders::default().upload_naming().unwrap_err(),
+            "the file part has no X-File-Name header"
+        );
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! Rules for the names that become parts of URLs and object keys.
+//! Rules for the names that become parts of URLs and object keys, and the parsed names the
+//! router hands to handlers ([`ChannelName`], [`Subdir`], [`PackageFilename`]).
 //!
 //! Every name is checked before it touches storage, so no caller can reach outside the
 //! channel's own prefix with `..`, slashes or other path tricks.
 
-use rattler_conda_types::{
-    package::{ArchiveIdentifier, CondaArchiveType},
-    Subdir,
-};
+use std::{fmt, ops::Deref, str::FromStr};
+
+use rattler_conda_types::package::{ArchiveIdentifier, CondaArchiveType};
 
 /// Channel names that would shadow a top-level route.
 const RESERVED_CHANNELS: [&str; 3] = ["api", "t", "health"];
@@ -88,9 +88,9 @@ pub fn check_channel_name(name: &str) -> Result<(), String> {
 }
 
 /// A conda subdir that clients know, such as `noarch` or `linux-64`.
-pub fn check_subdir(subdir: &str) -> Result<Subdir, String> {
+pub fn check_subdir(subdir: &str) -> Result<rattler_conda_types::Subdir, String> {
     subdir
-        .parse::<Subdir>()
+        .parse::<rattler_conda_types::Subdir>()
         .map_err(|_| format!("unknown subdir '{}'", truncate(subdir)))
 }
 
@@ -120,6 +120,80 @@ pub fn check_package_filename(filename: &str) -> Result<CondaArchiveType, String
     }
     Ok(archive_type)
 }
+
+/// A name that breaks its rule; the message says which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidName(pub String);
+
+impl fmt::Display for InvalidName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidName {}
+
+/// Parsed names: a value of one of these has passed its rule.
+macro_rules! parsed_name {
+    ($(#[$doc:meta])* $name:ident, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(String);
+
+        impl FromStr for $name {
+            type Err = InvalidName;
+
+            fn from_str(name: &str) -> Result<Self, InvalidName> {
+                $check(name).map_err(InvalidName)?;
+                Ok(Self(name.to_owned()))
+            }
+        }
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = InvalidName;
+
+            fn try_from(name: &str) -> Result<Self, InvalidName> {
+                name.parse()
+            }
+        }
+
+        impl Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+parsed_name!(
+    /// A channel name ([`check_channel_name`]).
+    ChannelName,
+    check_channel_name
+);
+parsed_name!(
+    /// A subdir clients know ([`check_subdir`]).
+    Subdir,
+    check_subdir
+);
+parsed_name!(
+    /// A package file name ([`check_package_filename`]).
+    PackageFilename,
+    check_package_filename
+);
 
 /// Names echoed in errors are cut short: clients show at most 512 characters of a message.
 fn truncate(name: &str) -> String {
@@ -214,6 +288,26 @@ mod tests {
         assert_eq!(
             ChannelFile::content_type("repodata.json.zst"),
             "application/zstd"
+        );
+    }
+
+    #[test]
+    fn parsed_names_give_the_rules_messages() {
+        let channel: ChannelName = "conda-forge".parse().unwrap();
+        assert_eq!(&*channel, "conda-forge");
+        assert_eq!(
+            ChannelName::try_from("api").unwrap_err(),
+            InvalidName("the channel name 'api' is reserved".into())
+        );
+        assert_eq!(
+            "linux-65".parse::<Subdir>().unwrap_err().to_string(),
+            "unknown subdir 'linux-65'"
+        );
+        let filename = PackageFilename::try_from("zlib-1-0.conda").unwrap();
+        assert_eq!(filename.to_string(), "zlib-1-0.conda");
+        assert_eq!(
+            PackageFilename::try_from("zlib.zip").unwrap_err().0,
+            check_package_filename("zlib.zip").unwrap_err()
         );
     }
 

@@ -21,15 +21,18 @@ use futures_util::{stream, stream::FuturesOrdered, StreamExt};
 use serde::Serialize;
 use worker::{ByteStream, Response};
 
-use super::channel_index::Freshness;
+use super::channel_index::{CommitStatus, Freshness};
 use super::context::RequestContext;
 use super::error::{json, ApiError, ApiResult};
-use super::upload::{ingest, short_body, BodyStream, IncomingFile, Ingested, INLINE_BYTES};
+use super::ingest::{
+    ingest, short_body, Answer, Body, BodyStream, Named, Options, Stored, INLINE_BYTES,
+};
 use crate::names::check_package_filename;
+use crate::names::ChannelName;
 use crate::package::{padding_for, TarEntryKind, TarHeader, TarPaths};
 
 /// The request body, read on demand by whichever part of the import needs the next bytes.
-struct Body {
+struct RequestBody {
     stream: ByteStream,
     buffered: Vec<u8>,
     /// Bytes handed out so far.
@@ -41,7 +44,7 @@ struct Body {
 /// Shared between the import loop and the stream of the member being stored. The body is taken
 /// out while it is awaited, so no borrow is held across an await.
 #[derive(Clone)]
-struct SharedBody(Rc<RefCell<Option<Body>>>);
+struct SharedBody(Rc<RefCell<Option<RequestBody>>>);
 
 impl SharedBody {
     /// Up to `max` next bytes; `None` at the end of the body. A body that breaks off (an
@@ -128,6 +131,9 @@ fn truncated() -> ApiError {
 struct PackageResult {
     filename: String,
     status: u16,
+    /// What the commit did; `None`: the package was refused.
+    #[serde(skip)]
+    outcome: Option<CommitStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     subdir: Option<String>,
     /// Why it was refused, as `error` and `code`.
@@ -136,17 +142,19 @@ struct PackageResult {
 }
 
 impl PackageResult {
-    fn of(filename: String, outcome: ApiResult<Ingested>) -> Self {
-        match outcome {
-            Ok(ingested) => Self {
+    fn of(filename: String, result: ApiResult<Stored>) -> Self {
+        match result {
+            Ok(stored) => Self {
                 filename,
-                status: ingested.status,
-                subdir: Some(ingested.subdir),
+                status: stored.status(),
+                outcome: Some(stored.outcome),
+                subdir: Some(stored.subdir),
                 refusal: None,
             },
             Err(error) => Self {
                 filename,
                 status: error.status(),
+                outcome: None,
                 subdir: None,
                 refusal: Some(error),
             },
@@ -170,10 +178,10 @@ struct BrokenOff<'a> {
     results: &'a [PackageResult],
 }
 
-pub async fn import(ctx: &mut RequestContext, channel_name: &str) -> ApiResult<Response> {
+pub async fn import(ctx: &mut RequestContext, channel_name: &ChannelName) -> ApiResult<Response> {
     let write = ctx.open_channel_write(channel_name).await?;
     let channel = &write.channel.name;
-    let body = SharedBody(Rc::new(RefCell::new(Some(Body {
+    let body = SharedBody(Rc::new(RefCell::new(Some(RequestBody {
         stream: ctx.body_stream()?,
         buffered: Vec::new(),
         offset: 0,
@@ -199,11 +207,12 @@ pub async fn import(ctx: &mut RequestContext, channel_name: &str) -> ApiResult<R
             &BrokenOff { results: &results },
         ));
     }
-    let count = |status: u16| results.iter().filter(|r| r.status == status).count();
+    let count =
+        |outcome: Option<CommitStatus>| results.iter().filter(|r| r.outcome == outcome).count();
     let summary = Summary {
-        created: count(201),
-        unchanged: count(200),
-        failed: results.iter().filter(|r| r.status >= 400).count(),
+        created: count(Some(CommitStatus::Created)),
+        unchanged: count(Some(CommitStatus::Unchanged)),
+        failed: count(None),
         results,
         repodata_json,
     };
@@ -214,7 +223,7 @@ pub async fn import(ctx: &mut RequestContext, channel_name: &str) -> ApiResult<R
 /// member can be read while earlier ones are checked and committed.
 const IN_FLIGHT: usize = 8;
 
-type Outcome = (String, ApiResult<Ingested>);
+type Outcome = (String, ApiResult<Stored>);
 
 async fn read_members(
     ctx: &RequestContext,
@@ -226,8 +235,8 @@ async fn read_members(
 ) -> ApiResult<()> {
     let mut in_flight = FuturesOrdered::new();
     let mut record = |(filename, outcome): Outcome| {
-        if let Ok(ingested) = &outcome {
-            subdirs.insert(ingested.subdir.clone());
+        if let Ok(stored) = &outcome {
+            subdirs.insert(stored.subdir.clone());
         }
         results.push(PackageResult::of(filename, outcome));
     };
@@ -286,14 +295,24 @@ async fn read_tar<'a>(
                         }
                         body.member(header.size)
                     };
-                    let file = IncomingFile {
-                        filename: filename.clone(),
-                        sha256: None,
+                    let body = Body::Sized {
+                        file: Named {
+                            filename: filename.clone(),
+                            sha256: None,
+                        },
                         length: header.size,
                         bytes,
                     };
+                    // The artifacts are built once at the end; the import logs its own line.
+                    let options = Options {
+                        force,
+                        subdir: None,
+                        build: false,
+                        audit: None,
+                        answer: Answer::ByOutcome,
+                    };
                     let ingesting = async move {
-                        let result = ingest(ctx, channel, file, force, false).await;
+                        let result = ingest(ctx, channel, body, options).await;
                         (filename, result)
                     };
                     if small {

@@ -1,48 +1,18 @@
 //! `DELETE /api/v1/delete/<channel>/<subdir>/<filename>`: removes a package and its
-//! attestations (owners only).
+//! attestations (owners only), through [`super::removal`].
 
-use serde::Serialize;
 use worker::Response;
 
-use super::channel_index::DeleteRequest;
 use super::context::RequestContext;
-use super::error::{json, ApiError, ApiResult};
-use crate::access::Action;
-
-#[derive(Serialize)]
-struct Deleted {
-    /// `<channel>/<subdir>/<filename>`.
-    deleted: String,
-}
+use super::error::ApiResult;
+use super::removal::remove_package;
+use crate::names::{ChannelName, PackageFilename, Subdir};
 
 pub async fn delete(
     ctx: &RequestContext,
-    channel_name: &str,
-    subdir: &str,
-    filename: &str,
+    channel_name: &ChannelName,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
-    let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
-    let outcome = ctx
-        .channel_index(&channel.name)?
-        .delete(&DeleteRequest {
-            channel: channel.name.clone(),
-            subdir: subdir.to_owned(),
-            filename: filename.to_owned(),
-        })
-        .await?;
-    let path = format!("{channel_name}/{subdir}/{filename}");
-    super::log::change(
-        "delete",
-        &caller.name,
-        &path,
-        if outcome.deleted { 200 } else { 404 },
-    );
-    if !outcome.deleted {
-        return Err(ApiError::not_found(format!(
-            "no file {subdir}/{filename} in channel '{channel_name}'"
-        )));
-    }
-    // After the package: the consistency check deletes attestations left without one.
-    super::upload::remove_attestation(ctx, &channel.name, subdir, filename).await?;
-    json(200, &Deleted { deleted: path })
+    remove_package(ctx, channel_name, subdir, filename).await
 }

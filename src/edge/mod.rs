@@ -21,8 +21,10 @@
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed
 //! before routing and never logged. Each request gets one [`RequestContext`]: its settings,
-//! its caller and the bindings; handlers take it and the names the route matched.
+//! its caller and the bindings; handlers take it and the names the route matched, parsed
+//! ([`crate::names`]).
 
+mod attestation;
 mod auth;
 mod browse;
 mod bulk;
@@ -32,11 +34,14 @@ mod context;
 mod db;
 mod delete;
 mod error;
+mod form;
+mod ingest;
 mod log;
 mod manage;
 mod object_writer;
 mod pages;
 mod publish;
+mod removal;
 mod serve;
 mod session;
 mod storage;
@@ -44,7 +49,7 @@ mod upload;
 
 use worker::{event, Context, Date, Env, Method, Request, Response};
 
-use crate::names::{check_channel_name, check_package_filename, check_subdir, ChannelFile};
+use crate::names::{ChannelFile, ChannelName, PackageFilename, Subdir};
 use context::RequestContext;
 use error::{ApiError, ApiResult, ErrorCode};
 
@@ -85,73 +90,63 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if let ["api", "v1", "channels", channel, ..] = segments.as_slice() {
-        check_channel_name(channel).map_err(ApiError::invalid_name)?;
+        ChannelName::try_from(*channel)?;
     }
+    // Names are parsed in path order, so the first bad one is the one refused.
     match (method, segments.as_slice()) {
         (Method::Post, ["api", "v1", "upload", channel]) => {
-            check_channel_name(channel).map_err(ApiError::invalid_name)?;
-            upload::upload(ctx, channel).await
+            upload::upload(ctx, &channel.parse()?).await
         }
         (Method::Post, ["api", "v1", "import", channel]) => {
-            check_channel_name(channel).map_err(ApiError::invalid_name)?;
-            bulk::import(ctx, channel).await
+            bulk::import(ctx, &channel.parse()?).await
         }
         (Method::Delete, ["api", "v1", "delete", channel, subdir, filename]) => {
-            check_channel_name(channel).map_err(ApiError::invalid_name)?;
-            check_subdir(subdir).map_err(ApiError::invalid_name)?;
-            check_package_filename(filename).map_err(ApiError::invalid_name)?;
-            delete::delete(ctx, channel, subdir, filename).await
+            let (channel, subdir, filename) = file_path(channel, subdir, filename)?;
+            delete::delete(ctx, &channel, &subdir, &filename).await
         }
         (Method::Post, ["api", "v1", "reindex", channel, subdir]) => {
-            check_channel_name(channel).map_err(ApiError::invalid_name)?;
-            check_subdir(subdir).map_err(ApiError::invalid_name)?;
-            publish::prefix::reindex(ctx, channel, subdir).await
+            let channel: ChannelName = channel.parse()?;
+            publish::prefix::reindex(ctx, &channel, &subdir.parse()?).await
         }
         (Method::Post, ["api", "channels", channel, "upload", filename]) => {
-            check_file_path(channel, None, filename)?;
-            publish::quetz::upload(ctx, channel, filename).await
+            let channel: ChannelName = channel.parse()?;
+            publish::quetz::upload(ctx, &channel, &filename.parse()?).await
         }
         (Method::Get | Method::Head, ["api", "anaconda"]) => publish::anaconda::root(),
         (Method::Get, ["api", "anaconda", "user"]) => publish::anaconda::caller(ctx).await,
         (Method::Get, ["api", "anaconda", "user", owner]) => {
-            check_channel_name(owner).map_err(ApiError::invalid_name)?;
-            publish::anaconda::owner(ctx, owner).await
+            publish::anaconda::owner(ctx, &owner.parse()?).await
         }
         (Method::Get, ["api", "anaconda", "dist", owner, name, version, subdir, filename]) => {
-            check_file_path(owner, Some(subdir), filename)?;
-            publish::anaconda::distribution(ctx, owner, name, version, subdir, filename).await
+            let (owner, subdir, filename) = file_path(owner, subdir, filename)?;
+            publish::anaconda::distribution(ctx, &owner, name, version, &subdir, &filename).await
         }
         (Method::Get, ["api", "anaconda", "package", owner, name]) => {
-            check_channel_name(owner).map_err(ApiError::invalid_name)?;
-            publish::anaconda::get_entity(ctx, owner, name, None).await
+            publish::anaconda::get_entity(ctx, &owner.parse()?, name, None).await
         }
         (Method::Post | Method::Patch, ["api", "anaconda", "package", owner, name]) => {
-            check_channel_name(owner).map_err(ApiError::invalid_name)?;
-            publish::anaconda::put_entity(ctx, owner, name, None).await
+            publish::anaconda::put_entity(ctx, &owner.parse()?, name, None).await
         }
         (Method::Get, ["api", "anaconda", "release", owner, name, version]) => {
-            check_channel_name(owner).map_err(ApiError::invalid_name)?;
-            publish::anaconda::get_entity(ctx, owner, name, Some(version)).await
+            publish::anaconda::get_entity(ctx, &owner.parse()?, name, Some(version)).await
         }
         (Method::Post | Method::Patch, ["api", "anaconda", "release", owner, name, version]) => {
-            check_channel_name(owner).map_err(ApiError::invalid_name)?;
-            publish::anaconda::put_entity(ctx, owner, name, Some(version)).await
+            publish::anaconda::put_entity(ctx, &owner.parse()?, name, Some(version)).await
         }
         (Method::Post, ["api", "anaconda", "stage", owner, name, version, subdir, filename]) => {
-            check_file_path(owner, Some(subdir), filename)?;
-            publish::anaconda::stage(ctx, owner, name, version, subdir, filename).await
+            let (owner, subdir, filename) = file_path(owner, subdir, filename)?;
+            publish::anaconda::stage(ctx, &owner, name, version, &subdir, &filename).await
         }
         (Method::Post, ["api", "anaconda", "transfer", channel, ticket]) => {
-            check_channel_name(channel).map_err(ApiError::invalid_name)?;
-            publish::anaconda::transfer(ctx, channel, ticket).await
+            publish::anaconda::transfer(ctx, &channel.parse()?, ticket).await
         }
         (Method::Post, ["api", "anaconda", "commit", owner, name, version, subdir, filename]) => {
-            check_file_path(owner, Some(subdir), filename)?;
-            publish::anaconda::commit(ctx, owner, name, version, subdir, filename).await
+            let (owner, subdir, filename) = file_path(owner, subdir, filename)?;
+            publish::anaconda::commit(ctx, &owner, name, version, &subdir, &filename).await
         }
         (Method::Delete, ["api", "anaconda", "dist", owner, name, version, subdir, filename]) => {
-            check_file_path(owner, Some(subdir), filename)?;
-            publish::anaconda::remove(ctx, owner, name, version, subdir, filename).await
+            let (owner, subdir, filename) = file_path(owner, subdir, filename)?;
+            publish::anaconda::remove(ctx, &owner, name, version, &subdir, &filename).await
         }
         (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(ctx).await,
         (Method::Post, ["api", "v1", "session"]) => session::sign_in(ctx).await,
@@ -198,15 +193,16 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
         (Method::Delete, ["api", "v1", "keys", id]) => manage::revoke_key(ctx, id).await,
         (_, ["api", ..]) => Err(ApiError::not_found("no such API endpoint")),
         (Method::Put, [channel, subdir, filename]) => {
-            check_file_path(channel, Some(subdir), filename)?;
-            publish::artifactory::deploy(ctx, channel, subdir, filename).await
+            let (channel, subdir, filename) = file_path(channel, subdir, filename)?;
+            publish::artifactory::deploy(ctx, &channel, &subdir, &filename).await
         }
         (Method::Get | Method::Head, [channel, subdir, rest @ ..]) if !rest.is_empty() => {
             let file = rest.join("/");
-            let kind = ChannelFile::of(&file)
-                .filter(|_| check_channel_name(channel).is_ok() && check_subdir(subdir).is_ok())
-                .ok_or_else(|| ApiError::not_found(format!("no such file: {}", short(path))))?;
-            serve::serve_file(ctx, channel, subdir, &file, kind).await
+            let missing = || ApiError::not_found(format!("no such file: {}", short(path)));
+            let kind = ChannelFile::of(&file).ok_or_else(missing)?;
+            let channel: ChannelName = channel.parse().map_err(|_| missing())?;
+            let subdir: Subdir = subdir.parse().map_err(|_| missing())?;
+            serve::serve_file(ctx, &channel, &subdir, &file, kind).await
         }
         (Method::Get | Method::Head, _) => Err(ApiError::not_found(format!(
             "no such file: {}",
@@ -219,14 +215,13 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
     }
 }
 
-/// The names of a package file's path, checked before they reach a handler.
-fn check_file_path(channel: &str, subdir: Option<&str>, filename: &str) -> ApiResult<()> {
-    check_channel_name(channel).map_err(ApiError::invalid_name)?;
-    if let Some(subdir) = subdir {
-        check_subdir(subdir).map_err(ApiError::invalid_name)?;
-    }
-    check_package_filename(filename).map_err(ApiError::invalid_name)?;
-    Ok(())
+/// The names of a package file's path, parsed before they reach a handler.
+fn file_path(
+    channel: &str,
+    subdir: &str,
+    filename: &str,
+) -> ApiResult<(ChannelName, Subdir, PackageFilename)> {
+    Ok((channel.parse()?, subdir.parse()?, filename.parse()?))
 }
 
 /// Paths echoed in errors are cut short: clients show at most 512 characters of a message.

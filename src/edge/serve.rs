@@ -9,7 +9,7 @@ use super::error::{ApiError, ApiResult, ErrorCode};
 use super::storage::file_key;
 use crate::access::Action;
 use crate::http_rules::{is_not_modified, parse_range, single_etag, ByteRange, RangeRequest};
-use crate::names::ChannelFile;
+use crate::names::{ChannelFile, ChannelName, Subdir};
 use crate::repodata::empty_noarch;
 
 /// Package files change only by an explicit forced replacement, so they may be cached long.
@@ -25,8 +25,8 @@ const PRIVATE_VARY: &str = "Authorization, X-API-Key, Cookie";
 
 pub async fn serve_file(
     ctx: &RequestContext,
-    channel_name: &str,
-    subdir: &str,
+    channel_name: &ChannelName,
+    subdir: &Subdir,
     filename: &str,
     kind: ChannelFile,
 ) -> ApiResult<Response> {
@@ -43,7 +43,7 @@ pub async fn serve_file(
     let caching = Caching::of(&channel, kind);
     match fetched {
         Some(fetched) => respond(fetched, filename, &caching, head_only),
-        None if subdir == "noarch" && kind == ChannelFile::Index => {
+        None if subdir.as_str() == "noarch" && kind == ChannelFile::Index => {
             serve_empty_noarch(req, &channel, filename, &caching, head_only)
         }
         None => Err(ApiError::not_found(format!(

@@ -29,14 +29,17 @@ use worker::{Date, Response};
 use super::super::auth::{verify_key_id, Hiding};
 use super::super::context::RequestContext;
 use super::super::error::{internal, json, ApiError, ApiResult, ErrorCode};
+use super::super::ingest::{ingest, Answer, Body, FormFields, Named, Options};
+use super::super::removal::remove_package;
 use super::super::storage::{file_key, random_id, staging_key};
-use super::super::upload::{multipart_file, stored_response};
 use crate::access::Action;
 use crate::consistency::read_shard_index;
+use crate::index_plan::conflicts;
 use crate::multipart::MultipartReader;
+use crate::names::{ChannelName, PackageFilename, Subdir};
 use crate::publish::{
-    check_dist_path, check_labels, check_name, check_version, content_md5_matches, shard_sha256,
-    storage_error_xml, StageAnswer, StageRequest, UploadTicket, TICKET_SECONDS,
+    check_dist_path, check_labels, check_name, check_version, shard_sha256, storage_error_xml,
+    StageAnswer, StageRequest, UploadTicket, TICKET_SECONDS,
 };
 use crate::shards::{shard_path, INDEX_FILENAME};
 
@@ -98,7 +101,7 @@ pub async fn caller(ctx: &RequestContext) -> ApiResult<Response> {
 }
 
 /// `GET user/<owner>`: the channel, if the caller may read it.
-pub async fn owner(ctx: &RequestContext, owner: &str) -> ApiResult<Response> {
+pub async fn owner(ctx: &RequestContext, owner: &ChannelName) -> ApiResult<Response> {
     ctx.authorize(owner, Action::Read, Hiding::NotFound).await?;
     json(
         200,
@@ -120,11 +123,11 @@ struct Distribution<'a> {
 /// `GET dist/<owner>/<name>/<version>/<subdir>/<filename>`: the file if it is stored, else 404.
 pub async fn distribution(
     ctx: &RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: &str,
-    subdir: &str,
-    filename: &str,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     let (_, channel) = ctx.authorize(owner, Action::Read, Hiding::NotFound).await?;
     check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
@@ -144,7 +147,7 @@ pub async fn distribution(
 /// `GET package/<owner>/<name>` and `GET release/<owner>/<name>/<version>`.
 pub async fn get_entity(
     ctx: &RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: Option<&str>,
 ) -> ApiResult<Response> {
@@ -155,7 +158,7 @@ pub async fn get_entity(
 /// `POST`/`PATCH` `package/<owner>/<name>` and `release/<owner>/<name>/<version>`.
 pub async fn put_entity(
     ctx: &RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: Option<&str>,
 ) -> ApiResult<Response> {
@@ -172,11 +175,11 @@ fn ticket_key(channel: &str, ticket: &str) -> String {
 /// `POST stage/<owner>/<name>/<version>/<subdir>/<filename>`.
 pub async fn stage(
     ctx: &mut RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: &str,
-    subdir: &str,
-    filename: &str,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_change(owner, Action::Write).await?;
     check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
@@ -189,22 +192,21 @@ pub async fn stage(
         ));
     }
     let channel = channel.name;
-    match stored_sha256(ctx, &channel, subdir, name, filename).await? {
-        Some(stored) if stored != sha256 => {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!(
+    // A stage is never forced: the client deletes the stored file first when told to.
+    let stored = stored_sha256(ctx, &channel, subdir, name, filename).await?;
+    if conflicts(stored.as_deref(), &sha256, false) {
+        return Err(ApiError::new(
+            ErrorCode::AlreadyExists,
+            format!(
                 "{subdir}/{filename} exists with other content; upload with --force to replace it"
             ),
-            ))
-        }
-        _ => {}
+        ));
     }
     let ticket_id = random_id();
     let ticket = UploadTicket {
         channel: channel.clone(),
-        subdir: subdir.to_owned(),
-        filename: filename.to_owned(),
+        subdir: subdir.to_string(),
+        filename: filename.to_string(),
         sha256: sha256.clone(),
         key_id: caller.key.id,
         user: caller.name,
@@ -230,7 +232,7 @@ pub async fn stage(
 /// Answered as the storage it stands in for: 201, or S3's XML error document.
 pub async fn transfer(
     ctx: &mut RequestContext,
-    channel_name: &str,
+    channel_name: &ChannelName,
     ticket_id: &str,
 ) -> ApiResult<Response> {
     match store_transferred(ctx, channel_name, ticket_id).await {
@@ -245,7 +247,7 @@ pub async fn transfer(
 
 async fn store_transferred(
     ctx: &mut RequestContext,
-    channel_name: &str,
+    channel_name: &ChannelName,
     ticket_id: &str,
 ) -> ApiResult<Response> {
     let ticket = take_ticket(ctx, channel_name, ticket_id).await?;
@@ -264,32 +266,28 @@ async fn store_transferred(
     let boundary = MultipartReader::boundary_of(&content_type)
         .ok_or_else(|| ApiError::bad_request("send the file as multipart/form-data"))?
         .to_owned();
-    let body = ctx.body_stream()?;
-    let naming = Some((ticket.filename.clone(), ticket.sha256.clone()));
-    let result = async {
-        let (file, form) = multipart_file(body, &boundary, length, naming).await?;
-        let mut received = file.receive(ctx, &channel.name).await?;
-        let content_md5 = form.field_before_file("Content-MD5");
-        if let Some(claimed) = content_md5.map(String::from_utf8_lossy) {
-            if !content_md5_matches(&claimed, received.md5()) {
-                received.discard(ctx).await;
-                return Err(ApiError::new(
-                    ErrorCode::ChecksumMismatch,
-                    "the Content-MD5 sent does not match the received bytes",
-                ));
-            }
-        }
-        received.expect_subdir(&ticket.subdir);
-        received.commit(ctx, &channel.name, false, true).await
-    }
-    .await;
-    let status = result.as_ref().map_or_else(|e| e.status(), |_| 201);
-    let path = format!("{}/{}/{}", ticket.channel, ticket.subdir, ticket.filename);
-    super::super::log::change("upload (anaconda)", &staged_by.name, &path, status);
-    let mut stored = result?;
-    // Storage answers a completed POST with 201, stored anew or not; the client needs it.
-    stored.status = 201;
-    stored_response(&ticket.channel, &ticket.filename, &stored)
+    let body = Body::Form {
+        stream: ctx.body_stream()?,
+        boundary,
+        length,
+        file: Some(Named {
+            filename: ticket.filename.clone(),
+            sha256: Some(ticket.sha256.clone()),
+        }),
+        fields: FormFields {
+            content_md5: true,
+            ..FormFields::default()
+        },
+    };
+    let options = Options {
+        subdir: Some(&ticket.subdir),
+        // Storage answers a completed POST with 201, stored anew or not; the client needs it.
+        answer: Answer::Created,
+        ..Options::upload("upload (anaconda)", &staged_by.name, false)
+    };
+    ingest(ctx, &channel.name, body, options)
+        .await?
+        .response(&ticket.channel)
 }
 
 /// Reads and deletes the ticket a stage wrote: each is used once, whatever comes of it (a
@@ -334,11 +332,11 @@ struct Committed<'a> {
 /// with the staged bytes.
 pub async fn commit(
     ctx: &mut RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: &str,
-    subdir: &str,
-    filename: &str,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     let (_, channel) = ctx.authorize_change(owner, Action::Write).await?;
     check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
@@ -366,14 +364,14 @@ pub async fn commit(
 /// `DELETE dist/<owner>/<name>/<version>/<subdir>/<filename>`: the package delete.
 pub async fn remove(
     ctx: &RequestContext,
-    owner: &str,
+    owner: &ChannelName,
     name: &str,
     version: &str,
-    subdir: &str,
-    filename: &str,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
-    super::super::delete::delete(ctx, owner, subdir, filename).await
+    remove_package(ctx, owner, subdir, filename).await
 }
 
 /// The SHA-256 the channel's index holds for a file, read from the shard of its name (written

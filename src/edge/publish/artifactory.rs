@@ -8,29 +8,31 @@ use worker::Response;
 
 use super::super::context::RequestContext;
 use super::super::error::ApiResult;
-use super::super::upload::stored_response;
+use super::super::ingest::{ingest, Body, Named, Options};
 use crate::access::Action;
+use crate::names::{ChannelName, PackageFilename, Subdir};
 use crate::publish::UploadQuery;
 
 pub async fn deploy(
     ctx: &mut RequestContext,
-    channel_name: &str,
-    subdir: &str,
-    filename: &str,
+    channel_name: &ChannelName,
+    subdir: &Subdir,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
     let force = UploadQuery::parse(ctx.req().url()?.query_pairs()).force;
-    let sha256 = ctx.req().headers().get("X-Checksum-Sha256")?;
-    let channel = channel.name;
-    let result = match super::receive_body(ctx, &channel, filename, sha256).await {
-        Ok(mut received) => {
-            received.expect_subdir(subdir);
-            received.commit(ctx, &channel, force, true).await
-        }
-        Err(refusal) => Err(refusal),
+    let body = Body::Request {
+        file: Named {
+            filename: filename.to_string(),
+            sha256: ctx.req().headers().get("X-Checksum-Sha256")?,
+        },
+        stream: ctx.body_stream().ok(),
     };
-    let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status);
-    let path = format!("{channel}/{subdir}/{filename}");
-    super::super::log::change("upload (artifactory)", &caller.name, &path, status);
-    stored_response(&channel, filename, &result?)
+    let options = Options {
+        subdir: Some(subdir),
+        ..Options::upload("upload (artifactory)", &caller.name, force)
+    };
+    ingest(ctx, &channel.name, body, options)
+        .await?
+        .response(&channel.name)
 }

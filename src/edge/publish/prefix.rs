@@ -9,6 +9,7 @@ use worker::Response;
 use super::super::context::RequestContext;
 use super::super::error::{json, ApiResult};
 use crate::access::Action;
+use crate::names::{ChannelName, Subdir};
 
 #[derive(Serialize)]
 struct Reindexed<'a> {
@@ -20,8 +21,8 @@ struct Reindexed<'a> {
 
 pub async fn reindex(
     ctx: &RequestContext,
-    channel_name: &str,
-    subdir: &str,
+    channel_name: &ChannelName,
+    subdir: &Subdir,
 ) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
     let rebuilt = ctx

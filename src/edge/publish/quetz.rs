@@ -7,14 +7,15 @@ use worker::Response;
 
 use super::super::context::RequestContext;
 use super::super::error::{self, ApiError, ApiResult};
-use super::super::upload::stored_response;
+use super::super::ingest::{ingest, Body, Named, Options};
 use crate::access::Action;
+use crate::names::{ChannelName, PackageFilename};
 use crate::publish::{quetz_status, UploadQuery};
 
 pub async fn upload(
     ctx: &mut RequestContext,
-    channel_name: &str,
-    filename: &str,
+    channel_name: &ChannelName,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     match store(ctx, channel_name, filename).await {
         Ok(response) => Ok(response),
@@ -27,21 +28,23 @@ pub async fn upload(
 
 async fn store(
     ctx: &mut RequestContext,
-    channel_name: &str,
-    filename: &str,
+    channel_name: &ChannelName,
+    filename: &PackageFilename,
 ) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
     let query = UploadQuery::parse(ctx.req().url()?.query_pairs());
     let sha256 = query
         .sha256
         .ok_or_else(|| ApiError::bad_request("the sha256 query parameter is missing"))?;
-    let channel = channel.name;
-    let result = match super::receive_body(ctx, &channel, filename, Some(sha256)).await {
-        Ok(received) => received.commit(ctx, &channel, query.force, true).await,
-        Err(refusal) => Err(refusal),
+    let body = Body::Request {
+        file: Named {
+            filename: filename.to_string(),
+            sha256: Some(sha256),
+        },
+        stream: ctx.body_stream().ok(),
     };
-    let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status);
-    let path = format!("{channel}/{filename}");
-    super::super::log::change("upload (quetz)", &caller.name, &path, status);
-    stored_response(&channel, filename, &result?)
+    let options = Options::upload("upload (quetz)", &caller.name, query.force);
+    ingest(ctx, &channel.name, body, options)
+        .await?
+        .response(&channel.name)
 }
