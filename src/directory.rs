@@ -27,64 +27,57 @@ pub struct KeyRow {
     pub is_admin: i64,
 }
 
+/// The columns of a [`KeyRow`], from `api_keys k JOIN users u`: one text for each statement
+/// that reads a key with its user.
+macro_rules! key_row_columns {
+    () => {
+        "k.id AS key_id, k.name AS key_name, k.read_only, k.channels, k.expires_at, k.user_id, \
+         u.name, u.is_admin"
+    };
+}
+
+/// The statement reading the key that meets `$condition`, with its user, unless it was revoked.
+macro_rules! active_key {
+    ($condition:literal) => {
+        concat!(
+            "SELECT ",
+            key_row_columns!(),
+            " FROM api_keys k JOIN users u ON u.id = k.user_id WHERE ",
+            $condition,
+            " AND k.revoked_at IS NULL"
+        )
+    };
+}
+
+/// The key whose secret hashes to `hash`, unless it was revoked, with its user.
 pub fn key_by_hash(hash: &str) -> Statement {
-    Statement::new(
-        "SELECT k.id AS key_id, k.name AS key_name, k.read_only, k.channels, k.expires_at, \
-         k.user_id, u.name, u.is_admin FROM api_keys k JOIN users u ON u.id = k.user_id \
-         WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
-        vec![hash.into()],
-    )
+    Statement::new(active_key!("k.key_hash = ?1"), vec![hash.into()])
 }
 
 /// The key with this id, unless it was revoked, with its user: what an upload ticket, which
 /// names its key, is checked against when it is used.
 pub fn key_by_id(id: i64) -> Statement {
-    Statement::new(
-        "SELECT k.id AS key_id, k.name AS key_name, k.read_only, k.channels, k.expires_at, \
-         k.user_id, u.name, u.is_admin FROM api_keys k JOIN users u ON u.id = k.user_id \
-         WHERE k.id = ?1 AND k.revoked_at IS NULL",
-        vec![id.into()],
-    )
+    Statement::new(active_key!("k.id = ?1"), vec![id.into()])
 }
 
-/// A live session with its key and user (see [`session_by_hash`]).
+/// A live session with the key it acts with (see [`session_by_hash`]).
 #[derive(Debug, Clone, Deserialize)]
 pub struct SessionRow {
     pub session_expires_at: f64,
-    pub key_id: i64,
-    pub key_name: String,
-    pub read_only: i64,
-    pub channels: Option<String>,
-    pub expires_at: Option<f64>,
-    pub user_id: i64,
-    pub name: String,
-    pub is_admin: i64,
-}
-
-impl SessionRow {
-    /// The key the session acts with, as [`key_by_hash`] would have read it.
-    pub fn key(self) -> KeyRow {
-        KeyRow {
-            key_id: self.key_id,
-            key_name: self.key_name,
-            read_only: self.read_only,
-            channels: self.channels,
-            expires_at: self.expires_at,
-            user_id: self.user_id,
-            name: self.name,
-            is_admin: self.is_admin,
-        }
-    }
+    #[serde(flatten)]
+    pub key: KeyRow,
 }
 
 /// The session whose id hashes to `hash`, unless it or its key was revoked. Expiry is the
 /// caller's to check (against its own clock).
 pub fn session_by_hash(hash: &str) -> Statement {
     Statement::new(
-        "SELECT s.expires_at AS session_expires_at, k.id AS key_id, k.name AS key_name, \
-         k.read_only, k.channels, k.expires_at, k.user_id, u.name, u.is_admin \
-         FROM sessions s JOIN api_keys k ON k.id = s.key_id JOIN users u ON u.id = k.user_id \
-         WHERE s.id_hash = ?1 AND s.revoked_at IS NULL AND k.revoked_at IS NULL",
+        concat!(
+            "SELECT s.expires_at AS session_expires_at, ",
+            key_row_columns!(),
+            " FROM sessions s JOIN api_keys k ON k.id = s.key_id JOIN users u ON u.id = k.user_id \
+             WHERE s.id_hash = ?1 AND s.revoked_at IS NULL AND k.revoked_at IS NULL"
+        ),
         vec![hash.into()],
     )
 }

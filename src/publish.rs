@@ -6,6 +6,7 @@ use rattler_conda_types::{PackageName, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
+use crate::names::{ChannelName, InvalidName, PackageFilename, Subdir};
 
 /// The query of an upload: `force=true|1` replaces a file with other content; `sha256=` is
 /// the checksum quetz's clients send in the query instead of a header.
@@ -80,19 +81,49 @@ fn short(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
-/// A file as anaconda.org's API paths name it: `<owner>/<name>/<version>/<subdir>/<filename>`.
-/// The file name must be the package's, so the path cannot put a file under another package.
-pub fn check_dist_path(name: &str, version: &str, filename: &str) -> Result<(), String> {
-    check_name(name)?;
-    check_version(version)?;
-    let expected = format!("{name}-{version}-");
-    if filename.starts_with(&expected) {
-        Ok(())
-    } else {
-        Err(format!(
-            "the file '{}' is not a build of {name} {version}",
-            filename.chars().take(120).collect::<String>()
-        ))
+/// A file as anaconda.org's API paths name it: `<owner>/<name>/<version>/<subdir>/<filename>`,
+/// each part checked by its rule, and the file name the package's, so the path cannot put a
+/// file under another package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistPath {
+    /// The channel.
+    pub owner: ChannelName,
+    pub name: String,
+    pub version: String,
+    pub subdir: Subdir,
+    pub filename: PackageFilename,
+}
+
+impl DistPath {
+    pub fn parse(
+        owner: &str,
+        name: &str,
+        version: &str,
+        subdir: &str,
+        filename: &str,
+    ) -> Result<Self, InvalidName> {
+        let (owner, subdir, filename): (ChannelName, Subdir, PackageFilename) =
+            (owner.parse()?, subdir.parse()?, filename.parse()?);
+        check_name(name).map_err(InvalidName)?;
+        check_version(version).map_err(InvalidName)?;
+        if !filename.starts_with(&format!("{name}-{version}-")) {
+            return Err(InvalidName(format!(
+                "the file '{}' is not a build of {name} {version}",
+                filename.chars().take(120).collect::<String>()
+            )));
+        }
+        Ok(Self {
+            owner,
+            name: name.to_owned(),
+            version: version.to_owned(),
+            subdir,
+            filename,
+        })
+    }
+
+    /// `<subdir>/<filename>`, as anaconda.org calls a file.
+    pub fn basename(&self) -> String {
+        format!("{}/{}", self.subdir, self.filename)
     }
 }
 
@@ -238,11 +269,19 @@ mod tests {
 
     #[test]
     fn dist_paths() {
-        assert!(check_dist_path("zlib", "1.2.11", "zlib-1.2.11-h7b6447c_3.conda").is_ok());
-        assert!(check_dist_path("zlib", "1.2.11", "zlib-1.2.1-h7b6447c_3.conda").is_err());
-        assert!(check_dist_path("zlib", "1.2", "zlibx-1.2-0.conda").is_err());
-        assert!(check_dist_path("Zlib!", "1.2", "Zlib!-1.2-0.conda").is_err());
-        assert!(check_dist_path("zlib", "1..2", "zlib-1..2-0.conda").is_err());
+        let dist =
+            |name, version, filename| DistPath::parse("c", name, version, "noarch", filename);
+        let zlib = dist("zlib", "1.2.11", "zlib-1.2.11-h7b6447c_3.conda").unwrap();
+        assert_eq!(zlib.basename(), "noarch/zlib-1.2.11-h7b6447c_3.conda");
+        let other = dist("zlib", "1.2.11", "zlib-1.2.1-h7b6447c_3.conda").unwrap_err();
+        assert!(other.0.contains("is not a build of zlib 1.2.11"), "{other}");
+        assert!(dist("zlib", "1.2", "zlibx-1.2-0.conda").is_err());
+        assert!(dist("Zlib!", "1.2", "Zlib!-1.2-0.conda").is_err());
+        assert!(dist("zlib", "1..2", "zlib-1..2-0.conda").is_err());
+        // The path's own names first, in path order.
+        let bad_subdir = DistPath::parse("c", "Zlib!", "1.2", "nowhere", "x.conda").unwrap_err();
+        assert!(bad_subdir.0.contains("nowhere"), "{bad_subdir}");
+        assert!(DistPath::parse("c", "zlib", "1.2", "noarch", "zlib-1.2-0.zip").is_err());
         assert!(check_name("python-dateutil").is_ok());
         assert!(check_version("2024.7.4").is_ok());
     }

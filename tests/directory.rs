@@ -521,7 +521,7 @@ fn a_session_acts_with_its_key_until_it_or_the_key_ends() {
         let found: Vec<SessionRow> = db.read(&session_by_hash("s1"));
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].session_expires_at, 1000.0);
-        let key_row = found[0].clone().key();
+        let key_row = &found[0].key;
         assert_eq!((key_row.key_id, key_row.name.as_str()), (key, "ann"));
         assert_eq!(key_row.key_name, "laptop");
         // A forged id is just a session that is not there.

@@ -179,7 +179,7 @@ pub(super) async fn verify_session(ctx: &RequestContext, id: &str) -> ApiResult<
         let row: Option<SessionRow> = ctx.db()?.first(directory::session_by_hash(&hash)).await?;
         Ok(row.map(|row| Principal {
             session_expires_at: Some(row.session_expires_at as u64),
-            ..principal_of(row.key())
+            ..principal_of(row.key)
         }))
     })
     .await?;

@@ -12,8 +12,9 @@ use super::context::RequestContext;
 use super::error::{json, ApiError, ApiResult};
 use crate::access::Action;
 use crate::browse::BrowseQuery;
+use crate::names::ChannelName;
 
-pub async fn list_packages(ctx: &RequestContext, channel: &str) -> ApiResult<Response> {
+pub async fn list_packages(ctx: &RequestContext, channel: &ChannelName) -> ApiResult<Response> {
     let query =
         BrowseQuery::from_query(ctx.req().url()?.query_pairs()).map_err(ApiError::bad_request)?;
     let (_, channel) = ctx
@@ -23,7 +24,11 @@ pub async fn list_packages(ctx: &RequestContext, channel: &str) -> ApiResult<Res
     json(200, &page)
 }
 
-pub async fn package(ctx: &RequestContext, channel: &str, name: &str) -> ApiResult<Response> {
+pub async fn package(
+    ctx: &RequestContext,
+    channel: &ChannelName,
+    name: &str,
+) -> ApiResult<Response> {
     let (_, channel) = ctx
         .authorize(channel, Action::Read, Hiding::NotFound)
         .await?;

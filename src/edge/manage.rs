@@ -16,7 +16,7 @@ use crate::access::{decide, listed, Action, Decision, Role};
 use crate::consistency::{CheckOptions, CheckReport};
 use crate::directory::{self, ChannelRoleRow, KeyListRow, RoleRow, UserRow};
 use crate::keys::{key_hash, key_prefix, new_key};
-use crate::names::check_channel_name;
+use crate::names::{check_channel_name, ChannelName};
 
 /// A channel of the caller's and their role in it: a row of [`directory::memberships_of`],
 /// answered as it is read.
@@ -157,7 +157,7 @@ struct Permissions {
     manage: bool,
 }
 
-pub async fn get_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+pub async fn get_channel(ctx: &RequestContext, name: &ChannelName) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize(name, Action::Read, Hiding::NotFound).await?;
     let role = match &caller {
         Some(p) => ctx.role(name, p.user_id).await?,
@@ -184,7 +184,7 @@ struct ChannelSettings {
     private: bool,
 }
 
-pub async fn update_channel(ctx: &mut RequestContext, name: &str) -> ApiResult<Response> {
+pub async fn update_channel(ctx: &mut RequestContext, name: &ChannelName) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_change(name, Action::Manage).await?;
     let body: ChannelSettings = ctx.json_body().await?;
     let updated = ctx
@@ -214,7 +214,7 @@ struct ChannelDeleted<'a> {
 /// Takes the channel out of service in D1 (no one is served from it from then on), removes its
 /// index and objects, and only then its row. A deletion cut short leaves the row, marked, so
 /// the same request finishes it, and the name cannot be taken while old objects remain.
-pub async fn delete_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+pub async fn delete_channel(ctx: &RequestContext, name: &ChannelName) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_deletion(name).await?;
     let db = ctx.db()?;
     let now = Date::now().as_millis() as i64;
@@ -250,7 +250,7 @@ struct Members {
     members: Vec<Member>,
 }
 
-pub async fn list_members(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+pub async fn list_members(ctx: &RequestContext, name: &ChannelName) -> ApiResult<Response> {
     ctx.authorize_change(name, Action::Manage).await?;
     let members: Vec<Member> = ctx.db()?.all(directory::members(name)).await?;
     json(200, &Members { members })
@@ -295,7 +295,11 @@ struct MemberRemoved<'a> {
     removed: bool,
 }
 
-pub async fn put_member(ctx: &mut RequestContext, name: &str, user: &str) -> ApiResult<Response> {
+pub async fn put_member(
+    ctx: &mut RequestContext,
+    name: &ChannelName,
+    user: &str,
+) -> ApiResult<Response> {
     let (caller, _) = ctx.authorize_change(name, Action::Manage).await?;
     let body: NewRole = ctx.json_body().await?;
     let role = Role::parse(&body.role)
@@ -320,7 +324,11 @@ pub async fn put_member(ctx: &mut RequestContext, name: &str, user: &str) -> Api
     )
 }
 
-pub async fn remove_member(ctx: &RequestContext, name: &str, user: &str) -> ApiResult<Response> {
+pub async fn remove_member(
+    ctx: &RequestContext,
+    name: &ChannelName,
+    user: &str,
+) -> ApiResult<Response> {
     let (caller, _) = ctx.authorize_change(name, Action::Manage).await?;
     let id = user_id(ctx, user).await?;
     let removed = ctx
@@ -510,7 +518,7 @@ struct ChannelStats<'a, S> {
 
 /// `GET /api/v1/channels/<c>/stats`: what the channel's index holds and the memory its Durable
 /// Object has used. Site admins only: it is about the server, not the channel.
-pub async fn channel_stats(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+pub async fn channel_stats(ctx: &RequestContext, name: &ChannelName) -> ApiResult<Response> {
     ctx.authorize_change(name, Action::Inspect).await?;
     let index = ctx.channel_index(name)?.stats().await?;
     json(
@@ -530,7 +538,7 @@ struct Rebuilt<'a> {
 
 /// Rebuilds every artifact of a channel from its stored records (after a change to how they
 /// are written, say); answers once all are written.
-pub async fn rebuild_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+pub async fn rebuild_channel(ctx: &RequestContext, name: &ChannelName) -> ApiResult<Response> {
     let (caller, _) = ctx.authorize_change(name, Action::Repair).await?;
     let rebuilt = ctx.channel_index(name)?.rebuild(name).await?;
     super::log::change("rebuild", &caller.name, name, 200);
@@ -552,7 +560,7 @@ struct Checked<'a> {
 
 /// `POST /api/v1/channels/<c>/check`: the consistency check of a channel's objects, rows and
 /// artifacts (see [`crate::consistency`]); with `?repair=true` it also fixes what it can.
-pub async fn check_channel(ctx: &RequestContext, name: &str) -> ApiResult<Response> {
+pub async fn check_channel(ctx: &RequestContext, name: &ChannelName) -> ApiResult<Response> {
     let options =
         CheckOptions::from_query(ctx.req().url()?.query_pairs()).map_err(ApiError::bad_request)?;
     let action = if options.repair {

@@ -50,6 +50,7 @@ mod upload;
 use worker::{event, Context, Date, Env, Method, Request, Response};
 
 use crate::names::{ChannelFile, ChannelName, PackageFilename, Subdir};
+use crate::publish::DistPath;
 use context::RequestContext;
 use error::{ApiError, ApiResult, ErrorCode};
 
@@ -89,9 +90,6 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
         return pages::shell(ctx, page).await;
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    if let ["api", "v1", "channels", channel, ..] = segments.as_slice() {
-        ChannelName::try_from(*channel)?;
-    }
     // Names are parsed in path order, so the first bad one is the one refused.
     match (method, segments.as_slice()) {
         (Method::Post, ["api", "v1", "upload", channel]) => {
@@ -118,8 +116,8 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
             publish::anaconda::owner(ctx, &owner.parse()?).await
         }
         (Method::Get, ["api", "anaconda", "dist", owner, name, version, subdir, filename]) => {
-            let (owner, subdir, filename) = file_path(owner, subdir, filename)?;
-            publish::anaconda::distribution(ctx, &owner, name, version, &subdir, &filename).await
+            let dist = DistPath::parse(owner, name, version, subdir, filename)?;
+            publish::anaconda::distribution(ctx, &dist).await
         }
         (Method::Get, ["api", "anaconda", "package", owner, name]) => {
             publish::anaconda::get_entity(ctx, &owner.parse()?, name, None).await
@@ -134,59 +132,45 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
             publish::anaconda::put_entity(ctx, &owner.parse()?, name, Some(version)).await
         }
         (Method::Post, ["api", "anaconda", "stage", owner, name, version, subdir, filename]) => {
-            let (owner, subdir, filename) = file_path(owner, subdir, filename)?;
-            publish::anaconda::stage(ctx, &owner, name, version, &subdir, &filename).await
+            let dist = DistPath::parse(owner, name, version, subdir, filename)?;
+            publish::anaconda::stage(ctx, &dist).await
         }
         (Method::Post, ["api", "anaconda", "transfer", channel, ticket]) => {
             publish::anaconda::transfer(ctx, &channel.parse()?, ticket).await
         }
         (Method::Post, ["api", "anaconda", "commit", owner, name, version, subdir, filename]) => {
-            let (owner, subdir, filename) = file_path(owner, subdir, filename)?;
-            publish::anaconda::commit(ctx, &owner, name, version, &subdir, &filename).await
+            let dist = DistPath::parse(owner, name, version, subdir, filename)?;
+            publish::anaconda::commit(ctx, &dist).await
         }
         (Method::Delete, ["api", "anaconda", "dist", owner, name, version, subdir, filename]) => {
-            let (owner, subdir, filename) = file_path(owner, subdir, filename)?;
-            publish::anaconda::remove(ctx, &owner, name, version, &subdir, &filename).await
+            let dist = DistPath::parse(owner, name, version, subdir, filename)?;
+            publish::anaconda::remove(ctx, &dist).await
         }
         (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(ctx).await,
         (Method::Post, ["api", "v1", "session"]) => session::sign_in(ctx).await,
         (Method::Get, ["api", "v1", "session"]) => session::current(ctx).await,
         (Method::Delete, ["api", "v1", "session"]) => session::sign_out(ctx).await,
         (Method::Get, ["api", "v1", "server"]) => browse::server_info(ctx).await,
-        (Method::Get, ["api", "v1", "channels", channel, "packages"]) => {
-            browse::list_packages(ctx, channel).await
-        }
-        (Method::Get, ["api", "v1", "channels", channel, "packages", name]) => {
-            browse::package(ctx, channel, name).await
-        }
         (Method::Get, ["api", "v1", "channels"]) => manage::list_channels(ctx).await,
         (Method::Post, ["api", "v1", "channels"]) => manage::create_channel(ctx).await,
-        (Method::Get, ["api", "v1", "channels", channel]) => {
-            manage::get_channel(ctx, channel).await
-        }
-        (Method::Patch, ["api", "v1", "channels", channel]) => {
-            manage::update_channel(ctx, channel).await
-        }
-        (Method::Delete, ["api", "v1", "channels", channel]) => {
-            manage::delete_channel(ctx, channel).await
-        }
-        (Method::Get, ["api", "v1", "channels", channel, "members"]) => {
-            manage::list_members(ctx, channel).await
-        }
-        (Method::Get, ["api", "v1", "channels", channel, "stats"]) => {
-            manage::channel_stats(ctx, channel).await
-        }
-        (Method::Post, ["api", "v1", "channels", channel, "rebuild"]) => {
-            manage::rebuild_channel(ctx, channel).await
-        }
-        (Method::Post, ["api", "v1", "channels", channel, "check"]) => {
-            manage::check_channel(ctx, channel).await
-        }
-        (Method::Put, ["api", "v1", "channels", channel, "members", user]) => {
-            manage::put_member(ctx, channel, user).await
-        }
-        (Method::Delete, ["api", "v1", "channels", channel, "members", user]) => {
-            manage::remove_member(ctx, channel, user).await
+        (_, ["api", "v1", "channels", channel, rest @ ..]) => {
+            let channel: ChannelName = channel.parse()?;
+            match (method, rest) {
+                (Method::Get, ["packages"]) => browse::list_packages(ctx, &channel).await,
+                (Method::Get, ["packages", name]) => browse::package(ctx, &channel, name).await,
+                (Method::Get, []) => manage::get_channel(ctx, &channel).await,
+                (Method::Patch, []) => manage::update_channel(ctx, &channel).await,
+                (Method::Delete, []) => manage::delete_channel(ctx, &channel).await,
+                (Method::Get, ["members"]) => manage::list_members(ctx, &channel).await,
+                (Method::Get, ["stats"]) => manage::channel_stats(ctx, &channel).await,
+                (Method::Post, ["rebuild"]) => manage::rebuild_channel(ctx, &channel).await,
+                (Method::Post, ["check"]) => manage::check_channel(ctx, &channel).await,
+                (Method::Put, ["members", user]) => manage::put_member(ctx, &channel, user).await,
+                (Method::Delete, ["members", user]) => {
+                    manage::remove_member(ctx, &channel, user).await
+                }
+                _ => Err(ApiError::not_found("no such API endpoint")),
+            }
         }
         (Method::Get, ["api", "v1", "keys"]) => manage::list_keys(ctx).await,
         (Method::Post, ["api", "v1", "keys"]) => manage::create_key(ctx).await,

@@ -11,37 +11,18 @@ import zipfile
 import zstandard
 
 
-def build_tar_bz2(
-    name: str,
-    version: str = "1.0",
-    build: str = "0",
-    subdir: str = "noarch",
-    depends: list[str] | None = None,
-    files: dict[str, bytes] | None = None,
-    index_overrides: dict | None = None,
-    info_files: dict[str, bytes] | None = None,
-) -> tuple[str, bytes]:
-    """Returns (filename, bytes) of a package whose index.json says what the arguments say;
-    `info_files` adds more of info/ (such as `info/about.json`)."""
-    entries = package_entries(name, version, build, subdir, depends, files, index_overrides, info_files)
-    return f"{name}-{version}-{build}.tar.bz2", bz2.compress(tar_of(entries))
+def build_tar_bz2(name: str, **spec) -> tuple[str, bytes]:
+    """Returns (filename, bytes) of a package whose index.json says what the arguments say
+    (those of `package_entries`)."""
+    stem, entries = package_entries(name, **spec)
+    return f"{stem}.tar.bz2", bz2.compress(tar_of(entries))
 
 
-def build_conda(
-    name: str,
-    version: str = "1.0",
-    build: str = "0",
-    subdir: str = "noarch",
-    depends: list[str] | None = None,
-    files: dict[str, bytes] | None = None,
-    index_overrides: dict | None = None,
-    component_stem: str | None = None,
-    info_files: dict[str, bytes] | None = None,
-) -> tuple[str, bytes]:
-    """Returns (filename, bytes) of a .conda package; its components are named for
-    `component_stem` (by default, as they must be, for the file's own stem)."""
-    stem = f"{name}-{version}-{build}"
-    entries = package_entries(name, version, build, subdir, depends, files, index_overrides, info_files)
+def build_conda(name: str, component_stem: str | None = None, **spec) -> tuple[str, bytes]:
+    """Returns (filename, bytes) of a .conda package (`spec`: the arguments of
+    `package_entries`); its components are named for `component_stem` (by default, as they
+    must be, for the file's own stem)."""
+    stem, entries = package_entries(name, **spec)
     info = [(path, data) for path, data in entries if path.startswith("info/")]
     payload = [(path, data) for path, data in entries if not path.startswith("info/")]
     compress = zstandard.ZstdCompressor().compress
@@ -54,10 +35,18 @@ def build_conda(
 
 
 def package_entries(
-    name, version, build, subdir, depends, files, index_overrides, info_files=None
-) -> list[tuple[str, bytes]]:
-    """The paths and bytes of a package: info/index.json, paths.json and files, then
-    `info_files`, then `files`."""
+    name: str,
+    version: str = "1.0",
+    build: str = "0",
+    subdir: str = "noarch",
+    depends: list[str] | None = None,
+    files: dict[str, bytes] | None = None,
+    index_overrides: dict | None = None,
+    info_files: dict[str, bytes] | None = None,
+) -> tuple[str, list[tuple[str, bytes]]]:
+    """The file stem (`<name>-<version>-<build>`) and the paths and bytes of a package:
+    info/index.json, paths.json and files, then `info_files` (more of info/, such as
+    `info/about.json`), then `files`."""
     files = files or {}
     index = {
         "name": name,
@@ -84,7 +73,7 @@ def package_entries(
         ],
         "paths_version": 1,
     }
-    return [
+    return f"{name}-{version}-{build}", [
         ("info/index.json", json.dumps(index).encode()),
         ("info/paths.json", json.dumps(paths).encode()),
         ("info/files", "".join(f"{p}\n" for p in sorted(files)).encode()),

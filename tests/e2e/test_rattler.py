@@ -35,11 +35,11 @@ def rattler(mode: str, url: str, prefix: Path, cache: Path, specs: list[str], pl
 def greeter_channel(server, owner, channel):
     """greeter (noarch) depends on greeting-data >=2; two greeting-data versions exist."""
     packages = [
-        build_tar_bz2("greeting-data", "1.0", files={"share/greeting-data/data.txt": b"old\n"}),
-        build_tar_bz2("greeting-data", "2.0", files={"share/greeting-data/data.txt": b"hello, world\n"}),
+        build_tar_bz2("greeting-data", version="1.0", files={"share/greeting-data/data.txt": b"old\n"}),
+        build_tar_bz2("greeting-data", version="2.0", files={"share/greeting-data/data.txt": b"hello, world\n"}),
         build_tar_bz2(
             "greeter",
-            "1.0",
+            version="1.0",
             depends=["greeting-data >=2"],
             files={"share/greeter/greet.txt": b"greetings from condaflare\n", "bin/greeter": b"#!/bin/sh\necho hi\n"},
         ),

@@ -36,9 +36,9 @@ use crate::access::Action;
 use crate::consistency::read_shard_index;
 use crate::index_plan::conflicts;
 use crate::multipart::MultipartReader;
-use crate::names::{ChannelName, PackageFilename, Subdir};
+use crate::names::ChannelName;
 use crate::publish::{
-    check_dist_path, check_labels, check_name, check_version, shard_sha256, storage_error_xml,
+    check_labels, check_name, check_version, shard_sha256, storage_error_xml, DistPath,
     StageAnswer, StageRequest, UploadTicket, TICKET_SECONDS,
 };
 use crate::shards::{shard_path, INDEX_FILENAME};
@@ -121,24 +121,19 @@ struct Distribution<'a> {
 }
 
 /// `GET dist/<owner>/<name>/<version>/<subdir>/<filename>`: the file if it is stored, else 404.
-pub async fn distribution(
-    ctx: &RequestContext,
-    owner: &ChannelName,
-    name: &str,
-    version: &str,
-    subdir: &Subdir,
-    filename: &PackageFilename,
-) -> ApiResult<Response> {
-    let (_, channel) = ctx.authorize(owner, Action::Read, Hiding::NotFound).await?;
-    check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
-    let sha256 = stored_sha256(ctx, &channel.name, subdir, name, filename)
+pub async fn distribution(ctx: &RequestContext, dist: &DistPath) -> ApiResult<Response> {
+    let (_, channel) = ctx
+        .authorize(&dist.owner, Action::Read, Hiding::NotFound)
+        .await?;
+    let basename = dist.basename();
+    let sha256 = stored_sha256(ctx, &channel.name, dist)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no file {subdir}/{filename} is stored")))?;
+        .ok_or_else(|| ApiError::not_found(format!("no file {basename} is stored")))?;
     json(
         200,
         &Distribution {
-            basename: format!("{subdir}/{filename}"),
-            version,
+            basename,
+            version: &dist.version,
             sha256,
         },
     )
@@ -173,16 +168,8 @@ fn ticket_key(channel: &str, ticket: &str) -> String {
 }
 
 /// `POST stage/<owner>/<name>/<version>/<subdir>/<filename>`.
-pub async fn stage(
-    ctx: &mut RequestContext,
-    owner: &ChannelName,
-    name: &str,
-    version: &str,
-    subdir: &Subdir,
-    filename: &PackageFilename,
-) -> ApiResult<Response> {
-    let (caller, channel) = ctx.authorize_change(owner, Action::Write).await?;
-    check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
+pub async fn stage(ctx: &mut RequestContext, dist: &DistPath) -> ApiResult<Response> {
+    let (caller, channel) = ctx.authorize_change(&dist.owner, Action::Write).await?;
     let request: StageRequest = ctx.json_body().await?;
     check_labels(&request.channels).map_err(ApiError::bad_request)?;
     let sha256 = request.sha256.to_ascii_lowercase();
@@ -193,20 +180,21 @@ pub async fn stage(
     }
     let channel = channel.name;
     // A stage is never forced: the client deletes the stored file first when told to.
-    let stored = stored_sha256(ctx, &channel, subdir, name, filename).await?;
+    let stored = stored_sha256(ctx, &channel, dist).await?;
     if conflicts(stored.as_deref(), &sha256, false) {
         return Err(ApiError::new(
             ErrorCode::AlreadyExists,
             format!(
-                "{subdir}/{filename} exists with other content; upload with --force to replace it"
+                "{} exists with other content; upload with --force to replace it",
+                dist.basename()
             ),
         ));
     }
     let ticket_id = random_id();
     let ticket = UploadTicket {
         channel: channel.clone(),
-        subdir: subdir.to_string(),
-        filename: filename.to_string(),
+        subdir: dist.subdir.to_string(),
+        filename: dist.filename.to_string(),
         sha256: sha256.clone(),
         key_id: caller.key.id,
         user: caller.name,
@@ -330,48 +318,35 @@ struct Committed<'a> {
 
 /// `POST commit/<owner>/<name>/<version>/<subdir>/<filename>`: 200 once the file is stored
 /// with the staged bytes.
-pub async fn commit(
-    ctx: &mut RequestContext,
-    owner: &ChannelName,
-    name: &str,
-    version: &str,
-    subdir: &Subdir,
-    filename: &PackageFilename,
-) -> ApiResult<Response> {
-    let (_, channel) = ctx.authorize_change(owner, Action::Write).await?;
-    check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
+pub async fn commit(ctx: &mut RequestContext, dist: &DistPath) -> ApiResult<Response> {
+    let (_, channel) = ctx.authorize_change(&dist.owner, Action::Write).await?;
     let body: CommitBody = ctx.json_body().await?;
-    let stored = stored_sha256(ctx, &channel.name, subdir, name, filename).await?;
+    let stored = stored_sha256(ctx, &channel.name, dist).await?;
     if !stored.is_some_and(|sha256| sha256.eq_ignore_ascii_case(&body.dist_id)) {
         return Err(ApiError::not_found(format!(
-            "{subdir}/{filename} is not stored with the staged bytes: send them to the post_url first"
+            "{} is not stored with the staged bytes: send them to the post_url first",
+            dist.basename()
         )));
     }
     json(
         200,
         &Committed {
-            owner,
-            basename: format!("{subdir}/{filename}"),
+            owner: &dist.owner,
+            basename: dist.basename(),
             sha256: &body.dist_id,
             url: format!(
-                "{}/{owner}/packages/{name}",
-                ctx.req().url()?.origin().ascii_serialization()
+                "{}/{}/packages/{}",
+                ctx.req().url()?.origin().ascii_serialization(),
+                dist.owner,
+                dist.name
             ),
         },
     )
 }
 
 /// `DELETE dist/<owner>/<name>/<version>/<subdir>/<filename>`: the package delete.
-pub async fn remove(
-    ctx: &RequestContext,
-    owner: &ChannelName,
-    name: &str,
-    version: &str,
-    subdir: &Subdir,
-    filename: &PackageFilename,
-) -> ApiResult<Response> {
-    check_dist_path(name, version, filename).map_err(ApiError::invalid_name)?;
-    remove_package(ctx, owner, subdir, filename).await
+pub async fn remove(ctx: &RequestContext, dist: &DistPath) -> ApiResult<Response> {
+    remove_package(ctx, &dist.owner, &dist.subdir, &dist.filename).await
 }
 
 /// The SHA-256 the channel's index holds for a file, read from the shard of its name (written
@@ -379,10 +354,14 @@ pub async fn remove(
 async fn stored_sha256(
     ctx: &RequestContext,
     channel: &str,
-    subdir: &str,
-    name: &str,
-    filename: &str,
+    dist: &DistPath,
 ) -> ApiResult<Option<String>> {
+    let DistPath {
+        name,
+        subdir,
+        filename,
+        ..
+    } = dist;
     let bucket = ctx.bucket()?;
     let read = |key: String| {
         let bucket = bucket.clone();
