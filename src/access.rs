@@ -6,6 +6,7 @@
 //! | anonymous          | yes         | 401          | 401                    | 401                        | 401                    | 401                                |
 //! | signed in, no role | yes         | 403          | 403                    | 403                        | 403                    | 403                                |
 //! | member             | yes         | yes          | 403                    | 403                        | 403                    | 403                                |
+//! | contributor        | yes         | yes          | yes                    | 403                        | 403                    | 403                                |
 //! | owner              | yes         | yes          | yes                    | yes                        | 403                    | 403                                |
 //! | site admin         | yes         | yes          | yes                    | yes                        | yes                    | yes                                |
 //!
@@ -21,6 +22,9 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Owner,
+    /// Uploads and deletes packages (a CI bot, a developer who publishes), but does not manage
+    /// the channel.
+    Contributor,
     Member,
 }
 
@@ -28,6 +32,7 @@ impl Role {
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "owner" => Some(Self::Owner),
+            "contributor" => Some(Self::Contributor),
             "member" => Some(Self::Member),
             _ => None,
         }
@@ -36,6 +41,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Owner => "owner",
+            Self::Contributor => "contributor",
             Self::Member => "member",
         }
     }
@@ -111,7 +117,8 @@ pub fn decide(action: Action, private: bool, caller: Option<Caller>) -> Decision
         caller.is_admin
             || match action {
                 Action::Read => !private || caller.role.is_some(),
-                Action::Write | Action::Manage => caller.role == Some(Role::Owner),
+                Action::Write => matches!(caller.role, Some(Role::Owner | Role::Contributor)),
+                Action::Manage => caller.role == Some(Role::Owner),
                 Action::Inspect | Action::Repair => false,
             }
     };
@@ -212,6 +219,16 @@ mod tests {
             (
                 "member",
                 caller(false, Some(Role::Member), KeyScope::FULL),
+                [Allow, Allow, f, f, f, f],
+            ),
+            (
+                "contributor",
+                caller(false, Some(Role::Contributor), KeyScope::FULL),
+                [Allow, Allow, Allow, f, f, f],
+            ),
+            (
+                "contributor, read-only key",
+                caller(false, Some(Role::Contributor), READ_ONLY),
                 [Allow, Allow, f, f, f, f],
             ),
             (

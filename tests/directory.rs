@@ -137,14 +137,23 @@ fn the_last_owner_is_neither_removed_nor_demoted() {
         assert_eq!(why.code, ErrorCode::LastOwner);
         assert!(why.message.contains("last owner"), "{}", why.message);
 
-        // A member is not an owner: ann is still the last one.
+        // Nor to a contributor.
         assert_eq!(
-            db.role_after(&put_member("team", bob, Role::Member)),
-            Some("member".into())
+            db.role_after(&put_member("team", ann, Role::Contributor)),
+            None
         );
-        assert_eq!(db.role_after(&remove_member("team", ann)), None);
-        assert_eq!(db.role_after(&put_member("team", ann, Role::Member)), None);
         assert_eq!(db.role("team", ann), Some("owner".into()));
+
+        // A member or a contributor is not an owner: ann is still the last one.
+        for (role, stored) in [(Role::Member, "member"), (Role::Contributor, "contributor")] {
+            assert_eq!(
+                db.role_after(&put_member("team", bob, role)),
+                Some(stored.into())
+            );
+            assert_eq!(db.role_after(&remove_member("team", ann)), None);
+            assert_eq!(db.role_after(&put_member("team", ann, Role::Member)), None);
+            assert_eq!(db.role("team", ann), Some("owner".into()));
+        }
 
         // Owner again: a no-op for the last owner, always allowed.
         assert_eq!(

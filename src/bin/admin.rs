@@ -37,7 +37,7 @@ commands (help: this list):
   channel create <name> --owner <user> [--private]
   channel visibility <name> public|private
   channel list
-  member add <channel> <user> --role owner|member
+  member add <channel> <user> --role owner|contributor|member
   member remove <channel> <user>      member list <channel>
 through the running Worker (--url URL, default http://127.0.0.1:8787), with the key in
 CONDAFLARE_API_KEY:
@@ -513,9 +513,10 @@ fn change_membership(
 
 fn member_add(db: &mut Database, mut args: Args) -> Outcome<Done> {
     let role = args.option("--role")?;
-    let [channel, user] = args.positional("member add <channel> <user> --role owner|member")?;
+    let [channel, user] =
+        args.positional("member add <channel> <user> --role owner|contributor|member")?;
     let Some(role) = role.as_deref().and_then(Role::parse) else {
-        return usage("--role is owner or member");
+        return usage("--role is owner, contributor or member");
     };
     check_channel(&channel)?;
     let user_id = db.user_id(&user)?;

@@ -303,7 +303,7 @@ pub async fn put_member(
     let (caller, _) = ctx.authorize_change(name, Action::Manage).await?;
     let body: NewRole = ctx.json_body().await?;
     let role = Role::parse(&body.role)
-        .ok_or_else(|| ApiError::bad_request("role must be 'owner' or 'member'"))?;
+        .ok_or_else(|| ApiError::bad_request("role must be 'owner', 'contributor' or 'member'"))?;
     let id = user_id(ctx, user).await?;
     let changed = ctx
         .db()?

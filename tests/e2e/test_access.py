@@ -27,6 +27,7 @@ EXPECTED = {
     "revoked": {"public": (401, 401, 401, 401), "private": (401, 401, 401, 401)},
     "outsider": {"public": (200, 403, 403, 403), "private": (404, 404, 404, 404)},
     "member": {"public": (200, 403, 403, 403), "private": (200, 403, 403, 403)},
+    "contributor": {"public": (200, 200, 404, 403), "private": (200, 200, 404, 403)},
     "owner": {"public": (200, 200, 404, 200), "private": (200, 200, 404, 200)},
     "read-only key": {"public": (200, 403, 403, 403), "private": (200, 403, 403, 403)},
     "key for another channel": {"public": (200, 403, 403, 403), "private": (404, 404, 404, 404)},
@@ -37,12 +38,14 @@ FORMS = ["bearer", "token-in-path", "basic", "x-api-key"]
 
 @pytest.fixture(scope="module")
 def world(server, make_user):
-    owner, member, outsider, admin = make_user(), make_user(), make_user(), make_user(admin=True)
+    owner, member, contributor, outsider = make_user(), make_user(), make_user(), make_user()
+    admin = make_user(admin=True)
     public, private = unique("pub"), unique("priv")
     server.admin("channel", "create", public, "--owner", owner.name)
     server.admin("channel", "create", private, "--owner", owner.name, "--private")
     for channel in (public, private):
         server.admin("member", "add", channel, member.name, "--role", "member")
+        server.admin("member", "add", channel, contributor.name, "--role", "contributor")
         assert upload_raw(server, channel, PACKAGE.name, PACKAGE.read_bytes(), headers=owner.auth).status_code == 201
 
     read_only = server.admin("key", "create", owner.name, "--read-only", "--channel", public, "--channel", private)
@@ -60,6 +63,7 @@ def world(server, make_user):
         "revoked": revoked["key"],
         "outsider": outsider.key,
         "member": member.key,
+        "contributor": contributor.key,
         "owner": owner.key,
         "read-only key": read_only["key"],
         "key for another channel": elsewhere["key"],

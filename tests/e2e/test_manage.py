@@ -68,6 +68,17 @@ def test_members(server, owner, make_user):
     # The last owner can be neither demoted nor removed.
     assert server.api("PUT", f"channels/{name}/members/{owner.name}", owner.key, json={"role": "member"}).status_code == 409
     assert server.api("DELETE", f"channels/{name}/members/{owner.name}", owner.key).status_code == 409
+    assert server.api("PUT", f"channels/{name}/members/{owner.name}", owner.key, json={"role": "contributor"}).status_code == 409
+
+    # A contributor publishes but does not manage.
+    assert server.api("PUT", f"channels/{name}/members/{friend.name}", owner.key, json={"role": "contributor"}).status_code == 200
+    assert {"user": friend.name, "role": "contributor"} in server.api("GET", f"channels/{name}/members", owner.key).json()["members"]
+    assert server.api("GET", f"channels/{name}", friend.key).json()["your_role"] == "contributor"
+    package = PACKAGES / "flask-0.11.1-py_0.tar.bz2"
+    assert upload_raw(server, name, package.name, package.read_bytes(), headers=friend.auth).status_code == 201
+    assert server.api("GET", f"channels/{name}/members", friend.key).status_code == 403
+    assert server.api("PATCH", f"channels/{name}", friend.key, json={"private": False}).status_code == 403
+    assert server.api("PUT", f"channels/{name}/members/{friend.name}", friend.key, json={"role": "owner"}).status_code == 403
 
     assert server.api("DELETE", f"channels/{name}/members/{friend.name}", owner.key).status_code == 200
     assert requests.get(url, headers=friend.auth, timeout=10).status_code == 404

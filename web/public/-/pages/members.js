@@ -1,9 +1,10 @@
-// `/<channel>/members` (owners): who may read the channel (member) or also change it (owner).
+// `/<channel>/members` (owners): who may read the channel (member), also publish to it
+// (contributor), or also manage it (owner).
 import { h, put, data, loading, empty, failure, confirmButton } from '../dom.js';
 import { api } from '../api.js';
 import { channelHeader, openOwnerPage } from '../channel-common.js';
 
-const ROLES = ['member', 'owner'];
+const ROLES = ['member', 'contributor', 'owner'];
 
 export async function render(view, ctx) {
   const channel = await openOwnerPage(view, ctx, {

@@ -21,7 +21,7 @@ export async function render(view, ctx) {
     { class: 'card', id: 'visibility' },
     h('h2', {}, 'Visibility'),
     choice('public', 'Public', 'anyone can read and install; only owners change it.'),
-    choice('private', 'Private', 'only members and owners see it; to everyone else it does not exist.'),
+    choice('private', 'Private', 'only its members, contributors and owners see it; to everyone else it does not exist.'),
     h('button', { type: 'submit', class: 'primary' }, 'Save visibility'),
     visibilityMessage,
   );
