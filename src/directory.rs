@@ -248,7 +248,8 @@ pub fn members(channel: &str) -> Statement {
 
 /// Makes `user_id` an owner, contributor or member of an existing channel. Returns the role,
 /// or no row when the channel does not exist or the change would demote its last owner. Only a
-/// demotion is refused: a channel left without owners (its owners' users deleted) still takes members.
+/// demotion is refused: a channel left without owners (its owners' users deleted) still takes
+/// members.
 pub fn put_member(channel: &str, user_id: i64, role: Role) -> Statement {
     Statement::new(
         "INSERT INTO memberships (channel, user_id, role) \
