@@ -91,6 +91,22 @@ impl ApiError {
         Self::new(ErrorCode::InvalidName, message)
     }
 
+    /// A body that ended before the `length` bytes it announced.
+    pub fn short_body(length: u64) -> Self {
+        Self::new(
+            ErrorCode::IncompleteBody,
+            format!("the body ended before the {length} bytes announced arrived"),
+        )
+    }
+
+    /// A body of unknown length whose connection broke off.
+    pub fn broken_off() -> Self {
+        Self::new(
+            ErrorCode::IncompleteBody,
+            "the body ended before it was complete",
+        )
+    }
+
     pub fn unauthenticated() -> Self {
         Self::new(
             ErrorCode::Unauthenticated,

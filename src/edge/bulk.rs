@@ -24,9 +24,8 @@ use worker::{ByteStream, Response};
 use super::channel_index::{CommitStatus, Freshness};
 use super::context::RequestContext;
 use super::error::{json, ApiError, ApiResult};
-use super::ingest::{
-    ingest, short_body, Answer, Body, BodyStream, Named, Options, Stored, INLINE_BYTES,
-};
+use super::form::BodyStream;
+use super::ingest::{ingest, Answer, Body, Named, Options, Stored, INLINE_BYTES};
 use crate::names::check_package_filename;
 use crate::names::ChannelName;
 use crate::package::{padding_for, TarEntryKind, TarHeader, TarPaths};
@@ -68,9 +67,9 @@ impl SharedBody {
                 body.offset += chunk.len() as u64;
                 Ok(Some(chunk))
             }
-            Ok(None) if body.offset < body.announced => Err(short_body(body.announced)),
+            Ok(None) if body.offset < body.announced => Err(ApiError::short_body(body.announced)),
             Ok(None) => Ok(None),
-            Err(_) => Err(short_body(body.announced)),
+            Err(_) => Err(ApiError::short_body(body.announced)),
         };
         *self.0.borrow_mut() = Some(body);
         out

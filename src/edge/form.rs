@@ -3,14 +3,16 @@
 //! readable. Which bytes are the file's and which a field's is decided by
 //! [`crate::multipart::FileForm`].
 
-use std::{cell::RefCell, rc::Rc};
+use std::{cell::RefCell, pin::Pin, rc::Rc};
 
 use futures_util::{stream, Stream, StreamExt};
 use worker::ByteStream;
 
 use super::error::{ApiError, ApiResult};
-use super::ingest::{broken_off, short_body, BodyStream};
 use crate::multipart::{FileForm, PartHeaders, SmallParts};
+
+/// The bytes of a body, or of one part of it, as they arrive.
+pub type BodyStream = Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>;
 
 /// A form's `file` part.
 pub struct FilePart {
@@ -50,7 +52,7 @@ impl Fields {
             let Some(chunk) = body.next().await else {
                 break;
             };
-            let chunk = chunk.map_err(|_| broken_off())?;
+            let chunk = chunk.map_err(|_| ApiError::broken_off())?;
             form.feed(&chunk).map_err(ApiError::bad_request)?;
         }
         form.into_fields().map_err(ApiError::bad_request)
@@ -70,7 +72,7 @@ pub async fn file_part(
             .next()
             .await
             .transpose()
-            .map_err(|_| short_body(total_length))?
+            .map_err(|_| ApiError::short_body(total_length))?
             .ok_or_else(|| ApiError::bad_request("the multipart body has no 'file' part"))?;
         let mut first = form.feed(&chunk).map_err(ApiError::bad_request)?;
         let length = first.file_length().map_err(ApiError::bad_request)?;

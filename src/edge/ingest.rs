@@ -6,7 +6,7 @@
 //! Only a package that checks out is handed to the channel index, which moves it into place.
 //! The staging object is deleted on every path.
 
-use std::{cell::RefCell, pin::Pin, rc::Rc};
+use std::{cell::RefCell, rc::Rc};
 
 use base64::Engine;
 use futures_util::{stream, Stream, StreamExt};
@@ -17,7 +17,7 @@ use super::attestation;
 use super::channel_index::{CommitRequest, CommitStatus, Freshness, ObjectSource};
 use super::context::RequestContext;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::form::{self, Fields};
+use super::form::{self, BodyStream, Fields};
 use super::object_writer::ObjectWriter;
 use super::storage::{file_key, random_id, staging_key};
 use crate::names::check_package_filename;
@@ -31,8 +31,6 @@ const CHUNK: usize = 256 * 1024;
 /// Files up to this size travel to the channel index inside the commit request rather than
 /// through a staging object: three R2 operations fewer for the many small packages.
 pub const INLINE_BYTES: u64 = 1024 * 1024;
-
-pub type BodyStream = Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>;
 
 /// Tells the uploader whether repodata.json holds the package yet (`current`) or will with the
 /// build already scheduled (`pending`); the shards always do.
@@ -410,7 +408,7 @@ async fn receive_sized(
     if let Err(error) = stored {
         // A put that failed left no object.
         super::log::error(&format!("upload stream to staging failed: {error}"));
-        return Err(short_body(length));
+        return Err(ApiError::short_body(length));
     }
     let source = ObjectSource::Staged {
         key: staging.clone(),
@@ -434,7 +432,7 @@ async fn receive_unsized(
     let mut total = 0u64;
     // An unfinished multipart write is no object: nothing is left behind when this fails.
     while let Some(chunk) = bytes.next().await {
-        let chunk = chunk.map_err(|_| broken_off())?;
+        let chunk = chunk.map_err(|_| ApiError::broken_off())?;
         total += chunk.len() as u64;
         if total > limit {
             return Err(ApiError::new(
@@ -479,22 +477,6 @@ fn inline(bytes: Vec<u8>) -> ObjectSource {
     }
 }
 
-/// A body that stopped before the `length` bytes it announced.
-pub fn short_body(length: u64) -> ApiError {
-    ApiError::new(
-        ErrorCode::IncompleteBody,
-        format!("the body ended before the {length} bytes announced arrived"),
-    )
-}
-
-/// A body of unknown length whose connection broke off.
-pub fn broken_off() -> ApiError {
-    ApiError::new(
-        ErrorCode::IncompleteBody,
-        "the body ended before it was complete",
-    )
-}
-
 /// All of a small file, which must be exactly `length` bytes.
 async fn read_whole(
     bytes: impl Stream<Item = worker::Result<Vec<u8>>>,
@@ -503,7 +485,7 @@ async fn read_whole(
     let mut bytes = Box::pin(bytes);
     let mut whole = Vec::with_capacity(length as usize);
     while let Some(chunk) = bytes.next().await {
-        whole.extend(chunk.map_err(|_| short_body(length))?);
+        whole.extend(chunk.map_err(|_| ApiError::short_body(length))?);
         if whole.len() as u64 > length {
             return Err(ApiError::bad_request(format!(
                 "the file is longer than the {length} bytes announced"
@@ -511,7 +493,7 @@ async fn read_whole(
         }
     }
     if (whole.len() as u64) < length {
-        return Err(short_body(length));
+        return Err(ApiError::short_body(length));
     }
     Ok(whole)
 }
