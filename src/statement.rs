@@ -39,6 +39,8 @@ impl<T: Into<Param>> From<Option<T>> for Param {
 /// One SQL statement and its parameters: `?N` is `params[N - 1]`, and a bare `?` the one after
 /// the highest placeholder before it (SQLite's numbering). The text is fixed, except where a
 /// query's shape depends on its request (a search's filters, a list of names).
+///
+/// Only the directory's statements, which number every placeholder, are ever inlined.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
     pub sql: Cow<'static, str>,
@@ -54,12 +56,12 @@ impl Statement {
     }
 
     /// The statement with its parameters written in as SQL literals, for tools that take SQL
-    /// text only. Placeholders inside string literals are left alone.
+    /// text only (`wrangler d1 execute --remote`). Placeholders inside string literals are left
+    /// alone; every other one must be numbered.
     pub fn inline(&self) -> String {
         let mut out = String::with_capacity(self.sql.len());
         let mut chars = self.sql.chars().peekable();
         let mut in_string = false;
-        let mut highest = 0;
         while let Some(c) = chars.next() {
             if c == '\'' {
                 in_string = !in_string;
@@ -73,12 +75,7 @@ impl Statement {
                 digits.push(*d);
                 chars.next();
             }
-            let index = if digits.is_empty() {
-                highest + 1
-            } else {
-                digits.parse().expect("digits")
-            };
-            highest = highest.max(index);
+            let index: usize = digits.parse().expect("placeholders are numbered");
             out.push_str(&match &self.params[index - 1] {
                 Param::Text(text) => format!("'{}'", text.replace('\'', "''")),
                 Param::Int(value) => value.to_string(),
@@ -103,20 +100,5 @@ mod tests {
             statement.inline(),
             "SELECT 'it''s', 7, NULL, '?1' WHERE x = 'it''s'"
         );
-    }
-
-    #[test]
-    fn bare_placeholders_take_the_next_number() {
-        let statement = Statement::new(
-            "SELECT ?, ?3, ?, ?",
-            vec![
-                1i64.into(),
-                2i64.into(),
-                3i64.into(),
-                4i64.into(),
-                5i64.into(),
-            ],
-        );
-        assert_eq!(statement.inline(), "SELECT 1, 3, 4, 5");
     }
 }
