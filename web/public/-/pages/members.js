@@ -75,7 +75,7 @@ export async function render(view, ctx) {
     { class: 'card inline-form', id: 'add-member' },
     h('h2', {}, 'Add a member'),
     h('div', { class: 'row' }, user, role, h('button', { type: 'submit', class: 'primary' }, 'Add')),
-    h('p', { class: 'hint' }, 'Members read a private channel; owners also upload, delete and manage it. A channel keeps at least one owner.'),
+    h('p', { class: 'hint' }, 'Members read a private channel; contributors also upload and delete its packages; owners also manage it. A channel keeps at least one owner.'),
   );
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
