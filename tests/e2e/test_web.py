@@ -315,6 +315,40 @@ def test_add_change_and_remove_a_member(server, tab, owner, make_user, channel):
     tab.assert_clean()
 
 
+def test_a_contributor_adds_and_deletes_packages_but_does_not_manage(server, tab, owner, make_user, channel):
+    contributor, member = make_user(), make_user()
+    server.admin("member", "add", channel, contributor.name, "--role", "contributor")
+    server.admin("member", "add", channel, member.name, "--role", "member")
+    filename, data = build_tar_bz2("contributed")
+    assert upload_raw(server, channel, filename, data, headers=owner.auth).status_code == 201
+    page = tab.page
+    tabs = page.get_by_role("navigation", name="channel")
+
+    sign_in(tab, contributor.key, contributor.name)
+    page.goto(f"/{channel}/packages/contributed")
+    expect(page.locator("article.file")).to_have_count(1)
+    expect(tabs.get_by_role("link")).to_have_text(["Packages", "+ Add"])
+    page.locator("article.file").get_by_role("button", name="Delete").click()
+    page.locator("article.file").get_by_role("button", name="Yes, delete").click()
+    expect(page.locator("article.file")).to_have_count(0)
+    assert filename not in repodata_files(server, channel, "noarch")
+    page.goto(f"/{channel}/upload")
+    expect(page.locator("#file-picker")).to_be_attached()
+    page.goto(f"/{channel}/members")
+    expect(page.get_by_text("Only the channel’s owners see and change its members.")).to_be_visible()
+
+    assert upload_raw(server, channel, filename, data, headers=owner.auth).status_code == 201
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(tab, member.key, member.name)
+    page.goto(f"/{channel}/packages/contributed")
+    expect(page.locator("article.file")).to_have_count(1)
+    expect(tabs.get_by_role("link")).to_have_text(["Packages"])
+    expect(page.locator("article.file").get_by_role("button", name="Delete")).to_have_count(0)
+    page.goto(f"/{channel}/upload")
+    expect(page.get_by_text("Only the channel’s owners and contributors add packages.")).to_be_visible()
+    tab.assert_clean()
+
+
 def test_a_new_read_only_key_is_shown_once(server, tab, make_user, channel):
     page = tab.page
     user = make_user()

@@ -13,13 +13,19 @@ export async function loadChannel(name) {
   }
 }
 
-/** Whether the caller may change the channel (upload, delete, members, settings), as the
- * server decided it for the channel's details. */
+/** Whether the caller may upload and delete the channel's packages, as the server decided it
+ * for the channel's details. */
+export function canWrite(channel) {
+  return channel.you_may?.write === true;
+}
+
+/** Whether the caller may manage the channel (members, settings), as the server decided it. */
 export function canManage(channel) {
   return channel.you_may?.manage === true;
 }
 
 export function channelHeader(channel, session, active) {
+  const write = canWrite(channel);
   const manage = canManage(channel);
   const tab = (id, href, label) => h('a', { href, class: id === active ? 'tab active' : 'tab', 'aria-current': id === active ? 'page' : null }, label);
   return h(
@@ -36,7 +42,7 @@ export function channelHeader(channel, session, active) {
       'nav',
       { class: 'tabs', 'aria-label': 'channel' },
       tab('packages', path(channel.name), 'Packages'),
-      manage ? tab('upload', path(channel.name, 'upload'), '+ Add') : null,
+      write ? tab('upload', path(channel.name, 'upload'), '+ Add') : null,
       manage ? tab('members', path(channel.name, 'members'), 'Members') : null,
       manage ? tab('settings', path(channel.name, 'settings'), 'Settings') : null,
     ),

@@ -1,7 +1,7 @@
 // `/<channel>`: subdirs, packages grouped by name, search, paging, and how to install.
 import { h, put, data, when, loading, empty, failure, path, snippet, debounce } from '../dom.js';
 import { api, query } from '../api.js';
-import { loadChannel, channelHeader } from '../channel-common.js';
+import { loadChannel, channelHeader, canWrite } from '../channel-common.js';
 import { notFound } from './notfound.js';
 
 const PAGE = 50;
@@ -66,7 +66,7 @@ export async function render(view, ctx) {
       for (const p of answer.packages) for (const s of p.subdirs || []) knownSubdirs.add(s);
       if (filters.subdir) knownSubdirs.add(filters.subdir);
       renderSubdirs();
-      put(results, listing(channel, answer, filters, ctx));
+      put(results, listing(channel, answer, filters));
       put(install, installHelp(channel, answer.packages[0]?.name));
     } catch (error) {
       if (mine === latest) put(results, failure(error, load));
@@ -100,13 +100,13 @@ export async function render(view, ctx) {
   await load();
 }
 
-function listing(channel, answer, filters, ctx) {
+function listing(channel, answer, filters) {
   const { packages, total, next_cursor: next } = answer;
   if (!packages.length) {
     if (filters.q || filters.subdir) return empty('No package matches.', 'Try another name or subdir.');
     return empty(
       'This channel has no packages yet.',
-      ...(ctx.session ? [h('a', { href: path(channel.name, 'upload') }, 'Add packages'), ' in the browser, or upload with curl, pixi or rattler-build.'] : ['Packages uploaded to it will show here.']),
+      ...(canWrite(channel) ? [h('a', { href: path(channel.name, 'upload') }, 'Add packages'), ' in the browser, or upload with curl, pixi or rattler-build.'] : ['Packages uploaded to it will show here.']),
     );
   }
   return [

@@ -1,7 +1,7 @@
 // `/<channel>/packages/<name>`: every version and build per subdir, with its metadata.
 import { h, put, data, longText, outsideLink, bytes, when, loading, empty, failure, path, confirmButton } from '../dom.js';
 import { api } from '../api.js';
-import { loadChannel, channelHeader, canManage } from '../channel-common.js';
+import { loadChannel, channelHeader, canWrite } from '../channel-common.js';
 import { notFound } from './notfound.js';
 
 export async function render(view, ctx) {
@@ -33,12 +33,12 @@ export async function render(view, ctx) {
       put(body, empty('No files of this package are left.', h('a', { href: path(channel.name) }, 'Back to the channel')));
       return;
     }
-    put(body, packageView(channel, name, records, canManage(channel), load));
+    put(body, packageView(channel, name, records, canWrite(channel), load));
   };
   await load();
 }
 
-function packageView(channel, name, records, manage, reload) {
+function packageView(channel, name, records, write, reload) {
   const latest = records[0];
   const bySubdir = new Map();
   for (const r of records) {
@@ -67,12 +67,12 @@ function packageView(channel, name, records, manage, reload) {
       latest.description ? h('div', { class: 'description' }, h('h3', {}, 'Description'), longText(latest.description, 1200)) : null,
     ),
     [...bySubdir.entries()].map(([subdir, files]) =>
-      h('section', { class: 'card subdir' }, h('h2', {}, data(subdir)), files.map((r) => fileView(channel, r, manage, reload))),
+      h('section', { class: 'card subdir' }, h('h2', {}, data(subdir)), files.map((r) => fileView(channel, r, write, reload))),
     ),
   ];
 }
 
-function fileView(channel, r, manage, reload) {
+function fileView(channel, r, write, reload) {
   const href = path(channel.name, r.subdir, r.filename);
   return h(
     'article',
@@ -82,7 +82,7 @@ function fileView(channel, r, manage, reload) {
       { class: 'file-head' },
       h('h3', {}, data(r.version, 'data version'), ' ', h('span', { class: 'build' }, 'build ', data(r.build))),
       h('a', { href, class: 'button', download: '' }, 'Download'),
-      manage
+      write
         ? confirmButton('Delete', ['Delete ', h('bdi', {}, r.filename), ' for everyone?'], async () => {
             await api('DELETE', `delete/${encodeURIComponent(channel.name)}/${encodeURIComponent(r.subdir)}/${encodeURIComponent(r.filename)}`);
             await reload();

@@ -2,7 +2,7 @@
 // (extension, size, SHA-256), sent with its progress shown, and gets the server's verdict.
 import { h, put, data, bytes, loading, path } from '../dom.js';
 import { api, send } from '../api.js';
-import { loadChannel, channelHeader, canManage } from '../channel-common.js';
+import { loadChannel, channelHeader, canWrite } from '../channel-common.js';
 import { notFound } from './notfound.js';
 
 const EXTENSIONS = ['.conda', '.tar.bz2'];
@@ -18,11 +18,11 @@ export async function render(view, ctx) {
   }
   document.title = `Add packages · ${channel.name} · condaflare`;
   const maxBytes = server && typeof server.max_upload_bytes === 'number' ? server.max_upload_bytes : null;
-  if (!canManage(channel)) {
+  if (!canWrite(channel)) {
     put(
       view,
       channelHeader(channel, ctx.session, 'upload'),
-      h('div', { class: 'state empty' }, h('p', { class: 'state-title' }, 'Only the channel’s owners add packages.'), ctx.session ? null : h('p', {}, h('a', { href: '/-/signin?next=' + encodeURIComponent(location.pathname) }, 'Sign in'), ' with an owner’s key.')),
+      h('div', { class: 'state empty' }, h('p', { class: 'state-title' }, 'Only the channel’s owners and contributors add packages.'), ctx.session ? null : h('p', {}, h('a', { href: '/-/signin?next=' + encodeURIComponent(location.pathname) }, 'Sign in'), ' with an owner’s or a contributor’s key.')),
     );
     return;
   }
