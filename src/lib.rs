@@ -18,6 +18,7 @@ pub mod multipart;
 pub mod names;
 pub mod package;
 pub mod pages;
+pub mod provenance;
 pub mod publish;
 pub mod repodata;
 pub mod session;

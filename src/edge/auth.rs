@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiResult};
 use crate::access::{decide, hidden, Action, Decision, KeyHolder, Role};
 use crate::directory::{self, ChannelRow, KeyRow, RoleRow, SessionRow};
 use crate::keys::{has_key_shape, key_hash};
+use crate::provenance::WorkflowRun;
 use crate::session::session_hash;
 
 /// A signed-in user, and the key they signed in with.
@@ -38,6 +39,9 @@ pub struct KeyInfo {
     pub channels: Option<Vec<String>>,
     /// Milliseconds since the epoch.
     pub expires_at: Option<u64>,
+    /// The CI run a key minted for a trusted publisher was minted for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowRun>,
 }
 
 /// The channel list of a key as D1 stores it (a JSON array; NULL: no limit).
@@ -198,6 +202,7 @@ fn principal_of(row: KeyRow) -> Principal {
             read_only: row.read_only != 0,
             channels: key_channels(row.channels.as_deref()),
             expires_at: row.expires_at.map(|at| at as u64),
+            workflow: None,
         },
         session_expires_at: None,
     }

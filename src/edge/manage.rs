@@ -477,6 +477,7 @@ pub async fn create_key(ctx: &mut RequestContext) -> ApiResult<Response> {
         read_only: body.read_only,
         channels: body.channels,
         expires_at: body.expires_at,
+        workflow: None,
     };
     json(201, &CreatedKey { key, info })
 }
