@@ -64,6 +64,8 @@ pub fn key_by_id(id: i64) -> Statement {
 #[derive(Debug, Clone, Deserialize)]
 pub struct SessionRow {
     pub session_expires_at: f64,
+    /// The session was started by an identity that `ADMIN_IDENTITIES` names.
+    pub site_admin: i64,
     #[serde(flatten)]
     pub key: KeyRow,
 }
@@ -73,7 +75,7 @@ pub struct SessionRow {
 pub fn session_by_hash(hash: &str) -> Statement {
     Statement::new(
         concat!(
-            "SELECT s.expires_at AS session_expires_at, ",
+            "SELECT s.expires_at AS session_expires_at, s.site_admin, ",
             key_row_columns!(),
             " FROM sessions s JOIN api_keys k ON k.id = s.key_id JOIN users u ON u.id = k.user_id \
              WHERE s.id_hash = ?1 AND s.revoked_at IS NULL AND k.revoked_at IS NULL"
@@ -82,14 +84,26 @@ pub fn session_by_hash(hash: &str) -> Statement {
     )
 }
 
-/// Starts a session of an active key. Returns its row `id`, or no row when the key was revoked
-/// meanwhile.
-pub fn create_session(hash: &str, key_id: i64, now: i64, expires_at: i64) -> Statement {
+/// Starts a session of an active key (`site_admin`: of an identity `ADMIN_IDENTITIES` names).
+/// Returns its row `id`, or no row when the key was revoked meanwhile.
+pub fn create_session(
+    hash: &str,
+    key_id: i64,
+    now: i64,
+    expires_at: i64,
+    site_admin: bool,
+) -> Statement {
     Statement::new(
-        "INSERT INTO sessions (id_hash, user_id, key_id, created_at, expires_at) \
-         SELECT ?1, user_id, id, ?3, ?4 FROM api_keys WHERE id = ?2 AND revoked_at IS NULL \
+        "INSERT INTO sessions (id_hash, user_id, key_id, created_at, expires_at, site_admin) \
+         SELECT ?1, user_id, id, ?3, ?4, ?5 FROM api_keys WHERE id = ?2 AND revoked_at IS NULL \
          RETURNING id",
-        vec![hash.into(), key_id.into(), now.into(), expires_at.into()],
+        vec![
+            hash.into(),
+            key_id.into(),
+            now.into(),
+            expires_at.into(),
+            site_admin.into(),
+        ],
     )
 }
 
@@ -340,12 +354,13 @@ pub struct KeyListRow {
     pub revoked_at: Option<f64>,
 }
 
-/// The keys of one user, or of every user for `None`, oldest first.
+/// The keys of one user, or of every user for `None`, oldest first; not the keys identity
+/// sign-ins make for their sessions (see [`create_sign_in_key`]).
 pub fn keys(user: Option<&str>) -> Statement {
     Statement::new(
         "SELECT k.id, u.name AS user, k.name, k.prefix, k.read_only, k.channels, k.created_at, \
          k.expires_at, k.revoked_at FROM api_keys k JOIN users u ON u.id = k.user_id \
-         WHERE ?1 IS NULL OR u.name = ?1 ORDER BY k.id",
+         WHERE (?1 IS NULL OR u.name = ?1) AND k.identity_id IS NULL ORDER BY k.id",
         vec![user.into()],
     )
 }
@@ -393,6 +408,188 @@ pub fn revoke_key(id: i64, owner_id: Option<i64>, now: i64) -> Statement {
     )
 }
 
+/// A sign-in under way with an identity provider, as its callback takes it (see
+/// [`take_sign_in_attempt`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SignInAttemptRow {
+    pub provider: String,
+    pub nonce: String,
+    pub verifier: String,
+    pub next: String,
+    pub expires_at: f64,
+}
+
+/// What a new sign-in attempt keeps until its callback.
+#[derive(Debug, Clone)]
+pub struct NewSignInAttempt<'a> {
+    /// The SHA-256 of the `state` the browser's attempt cookie holds.
+    pub state_hash: &'a str,
+    pub provider: &'a str,
+    pub nonce: &'a str,
+    pub verifier: &'a str,
+    /// The path of this site to go to once signed in.
+    pub next: &'a str,
+    pub expires_at: i64,
+}
+
+pub fn create_sign_in_attempt(attempt: &NewSignInAttempt) -> Statement {
+    Statement::new(
+        "INSERT INTO sign_in_attempts (state_hash, provider, nonce, verifier, next, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        vec![
+            attempt.state_hash.into(),
+            attempt.provider.into(),
+            attempt.nonce.into(),
+            attempt.verifier.into(),
+            attempt.next.into(),
+            attempt.expires_at.into(),
+        ],
+    )
+}
+
+/// Takes the attempt whose state hashes to `state_hash`: it is deleted as it is read, so a
+/// second callback with the same state finds nothing. Expiry is the caller's to check.
+pub fn take_sign_in_attempt(state_hash: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM sign_in_attempts WHERE state_hash = ?1 \
+         RETURNING provider, nonce, verifier, next, expires_at",
+        vec![state_hash.into()],
+    )
+}
+
+/// Forgets what can no longer be used: sign-in attempts and identity sign-ins' keys that
+/// expired (their sessions go with them).
+pub fn delete_expired_sign_ins(now: i64) -> [Statement; 2] {
+    [
+        Statement::new(
+            "DELETE FROM sign_in_attempts WHERE expires_at <= ?1",
+            vec![now.into()],
+        ),
+        Statement::new(
+            "DELETE FROM api_keys WHERE identity_id IS NOT NULL AND expires_at <= ?1",
+            vec![now.into()],
+        ),
+    ]
+}
+
+/// An identity with its user.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdentityRow {
+    pub id: i64,
+    pub provider: String,
+    pub issuer: String,
+    pub subject: String,
+    pub label: String,
+    pub user_id: i64,
+    pub user: String,
+    pub created_at: f64,
+}
+
+macro_rules! identity_columns {
+    () => {
+        "i.id, i.provider, i.issuer, i.subject, i.label, i.user_id, u.name AS user, i.created_at"
+    };
+}
+
+/// The identity `subject` of `provider` (and, for OpenID Connect, `issuer`; '' otherwise).
+pub fn identity(provider: &str, issuer: &str, subject: &str) -> Statement {
+    Statement::new(
+        concat!(
+            "SELECT ",
+            identity_columns!(),
+            " FROM identities i JOIN users u ON u.id = i.user_id \
+             WHERE i.provider = ?1 AND i.issuer = ?2 AND i.subject = ?3"
+        ),
+        vec![provider.into(), issuer.into(), subject.into()],
+    )
+}
+
+/// Every identity, by provider and subject.
+pub fn identities() -> Statement {
+    Statement::new(
+        concat!(
+            "SELECT ",
+            identity_columns!(),
+            " FROM identities i JOIN users u ON u.id = i.user_id \
+             ORDER BY i.provider, i.issuer, i.subject"
+        ),
+        vec![],
+    )
+}
+
+/// What a new identity is.
+#[derive(Debug, Clone)]
+pub struct NewIdentity<'a> {
+    pub provider: &'a str,
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub user_id: i64,
+    pub label: &'a str,
+    pub now: i64,
+}
+
+/// Links an identity to a user. Returns its `id`, or no row when the identity belongs to a
+/// user already.
+pub fn create_identity(identity: &NewIdentity) -> Statement {
+    Statement::new(
+        "INSERT INTO identities (provider, issuer, subject, user_id, label, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (provider, issuer, subject) DO NOTHING \
+         RETURNING id",
+        vec![
+            identity.provider.into(),
+            identity.issuer.into(),
+            identity.subject.into(),
+            identity.user_id.into(),
+            identity.label.into(),
+            identity.now.into(),
+        ],
+    )
+}
+
+/// Unlinks an identity; the keys of its sign-ins, and so their sessions, go with it. Returns
+/// its `id`, or no row when there is no such identity.
+pub fn delete_identity(provider: &str, issuer: &str, subject: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM identities WHERE provider = ?1 AND issuer = ?2 AND subject = ?3 \
+         RETURNING id",
+        vec![provider.into(), issuer.into(), subject.into()],
+    )
+}
+
+/// Removes a user made by a first sign-in whose identity another sign-in linked first, as long
+/// as nothing refers to it yet.
+pub fn delete_unused_user(user_id: i64) -> Statement {
+    Statement::new(
+        "DELETE FROM users WHERE id = ?1 \
+         AND NOT EXISTS (SELECT 1 FROM identities WHERE user_id = ?1) \
+         AND NOT EXISTS (SELECT 1 FROM api_keys WHERE user_id = ?1) \
+         AND NOT EXISTS (SELECT 1 FROM memberships WHERE user_id = ?1) RETURNING id",
+        vec![user_id.into()],
+    )
+}
+
+/// The key an identity's sign-in makes for its session: no limits, expiring with the session,
+/// its hash that of a secret nobody keeps. Returns its `id`.
+pub fn create_sign_in_key(
+    identity_id: i64,
+    name: &str,
+    hash: &str,
+    now: i64,
+    expires_at: i64,
+) -> Statement {
+    Statement::new(
+        "INSERT INTO api_keys (user_id, name, key_hash, prefix, created_at, expires_at, identity_id) \
+         SELECT user_id, ?2, ?3, '', ?4, ?5, id FROM identities WHERE id = ?1 RETURNING id",
+        vec![
+            identity_id.into(),
+            name.into(),
+            hash.into(),
+            now.into(),
+            expires_at.into(),
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,12 +623,34 @@ mod tests {
             create_key(&key),
             revoke_key(1, None, 0),
             session_by_hash("h"),
-            create_session("h", 1, 0, 1),
+            create_session("h", 1, 0, 1, false),
             end_session("h", 0),
             delete_expired_sessions(0),
             set_channel_figures("c", 1, None),
+            create_sign_in_attempt(&NewSignInAttempt {
+                state_hash: "h",
+                provider: "github",
+                nonce: "n",
+                verifier: "v",
+                next: "/",
+                expires_at: 1,
+            }),
+            take_sign_in_attempt("h"),
+            identity("oidc", "https://idp.example", "s"),
+            identities(),
+            create_identity(&NewIdentity {
+                provider: "github",
+                issuer: "",
+                subject: "1",
+                user_id: 1,
+                label: "octo",
+                now: 0,
+            }),
+            delete_identity("github", "", "1"),
+            delete_unused_user(1),
+            create_sign_in_key(1, "n", "h", 0, 1),
         ];
-        for statement in statements {
+        for statement in statements.into_iter().chain(delete_expired_sign_ins(0)) {
             // Inlining panics on a placeholder without a parameter.
             assert!(!statement.inline().contains('?'), "{}", statement.sql);
         }

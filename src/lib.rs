@@ -23,6 +23,7 @@ pub mod publish;
 pub mod repodata;
 pub mod session;
 pub mod shards;
+pub mod signin;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sqlite;
 pub mod statement;

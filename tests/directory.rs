@@ -525,7 +525,7 @@ fn a_session_acts_with_its_key_until_it_or_the_key_ends() {
     each_mode(|db| {
         let ann = db.user("ann");
         let key = db.key(ann, "laptop");
-        let started: Vec<Value> = db.rows(&create_session("s1", key, 10, 1000));
+        let started: Vec<Value> = db.rows(&create_session("s1", key, 10, 1000, false));
         assert_eq!(started.len(), 1);
         let found: Vec<SessionRow> = db.read(&session_by_hash("s1"));
         assert_eq!(found.len(), 1);
@@ -543,13 +543,20 @@ fn a_session_acts_with_its_key_until_it_or_the_key_ends() {
         assert!(db.rows(&session_by_hash("s1")).is_empty());
 
         // Revoking the key ends its other sessions.
-        assert_eq!(db.rows(&create_session("s3", key, 30, 1000)).len(), 1);
+        assert_eq!(
+            db.rows(&create_session("s3", key, 30, 1000, false)).len(),
+            1
+        );
         assert_eq!(db.rows(&session_by_hash("s3")).len(), 1);
         assert_eq!(db.rows(&revoke_key(key, Some(ann), 40)).len(), 1);
         assert!(db.rows(&session_by_hash("s3")).is_empty());
         // And a revoked key starts none.
-        assert!(db.rows(&create_session("s4", key, 50, 1000)).is_empty());
-        assert!(db.rows(&create_session("s5", 999, 50, 1000)).is_empty());
+        assert!(db
+            .rows(&create_session("s4", key, 50, 1000, false))
+            .is_empty());
+        assert!(db
+            .rows(&create_session("s5", 999, 50, 1000, false))
+            .is_empty());
     });
 }
 
@@ -558,8 +565,8 @@ fn expired_sessions_are_forgotten() {
     each_mode(|db| {
         let ann = db.user("ann");
         let key = db.key(ann, "laptop");
-        db.rows(&create_session("old", key, 10, 100));
-        db.rows(&create_session("new", key, 10, 1000));
+        db.rows(&create_session("old", key, 10, 100, false));
+        db.rows(&create_session("new", key, 10, 1000, false));
         db.rows(&delete_expired_sessions(100));
         assert!(db.rows(&session_by_hash("old")).is_empty());
         assert_eq!(db.rows(&session_by_hash("new")).len(), 1);
@@ -578,5 +585,211 @@ fn channel_figures_are_listed_with_the_role() {
         assert_eq!(listed[0].package_count, 7);
         assert_eq!(listed[0].last_upload, Some(1234.0));
         assert_eq!(listed[0].role.as_deref(), Some("owner"));
+    });
+}
+
+fn identity_of(db: &Db, provider: &str, issuer: &str, subject: &str, user_id: i64) -> i64 {
+    let rows = db.rows(&create_identity(&NewIdentity {
+        provider,
+        issuer,
+        subject,
+        user_id,
+        label: "label",
+        now: 5,
+    }));
+    rows[0]["id"].as_i64().unwrap()
+}
+
+#[test]
+fn a_sign_in_attempt_is_taken_once() {
+    each_mode(|db| {
+        let attempt = NewSignInAttempt {
+            state_hash: "state-1",
+            provider: "oidc",
+            nonce: "nonce-1",
+            verifier: "verifier-1",
+            next: "/team",
+            expires_at: 600,
+        };
+        db.rows(&create_sign_in_attempt(&attempt));
+        let taken: Vec<SignInAttemptRow> = db.read(&take_sign_in_attempt("state-1"));
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            (taken[0].provider.as_str(), taken[0].nonce.as_str()),
+            ("oidc", "nonce-1")
+        );
+        assert_eq!(
+            (taken[0].verifier.as_str(), taken[0].next.as_str()),
+            ("verifier-1", "/team")
+        );
+        assert_eq!(taken[0].expires_at, 600.0);
+        // A replayed callback finds nothing; neither does a state never handed out.
+        assert!(db.rows(&take_sign_in_attempt("state-1")).is_empty());
+        assert!(db.rows(&take_sign_in_attempt("x' OR '1'='1")).is_empty());
+
+        // Expired attempts are forgotten.
+        db.rows(&create_sign_in_attempt(&NewSignInAttempt {
+            state_hash: "old",
+            expires_at: 100,
+            ..attempt.clone()
+        }));
+        db.rows(&create_sign_in_attempt(&NewSignInAttempt {
+            state_hash: "new",
+            expires_at: 1000,
+            ..attempt
+        }));
+        for statement in delete_expired_sign_ins(100) {
+            db.rows(&statement);
+        }
+        assert!(db.rows(&take_sign_in_attempt("old")).is_empty());
+        assert_eq!(db.rows(&take_sign_in_attempt("new")).len(), 1);
+    });
+}
+
+#[test]
+fn an_identity_belongs_to_one_user_and_is_found_under_its_issuer() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let bob = db.user("bob");
+        let id = identity_of(db, "oidc", "https://idp.example", "sub-1", ann);
+        let found: Vec<IdentityRow> = db.read(&identity("oidc", "https://idp.example", "sub-1"));
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].id, found[0].user_id), (id, ann));
+        assert_eq!(found[0].user, "ann");
+        // The same subject of another issuer, or of another provider, is someone else.
+        assert!(db
+            .rows(&identity("oidc", "https://other.example", "sub-1"))
+            .is_empty());
+        assert!(db.rows(&identity("github", "", "sub-1")).is_empty());
+        // Linking it again, to anyone, changes nothing.
+        let again = db.rows(&create_identity(&NewIdentity {
+            provider: "oidc",
+            issuer: "https://idp.example",
+            subject: "sub-1",
+            user_id: bob,
+            label: "bob",
+            now: 6,
+        }));
+        assert!(again.is_empty());
+        let found: Vec<IdentityRow> = db.read(&identity("oidc", "https://idp.example", "sub-1"));
+        assert_eq!(found[0].user_id, ann);
+
+        identity_of(db, "github", "", "12345", bob);
+        let listed: Vec<IdentityRow> = db.read(&identities());
+        let listed: Vec<(&str, &str, &str)> = listed
+            .iter()
+            .map(|i| (i.provider.as_str(), i.subject.as_str(), i.user.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![("github", "12345", "bob"), ("oidc", "sub-1", "ann")]
+        );
+        // An unknown provider is refused by the schema.
+        let statement = create_identity(&NewIdentity {
+            provider: "myspace",
+            issuer: "",
+            subject: "1",
+            user_id: ann,
+            label: "",
+            now: 0,
+        });
+        assert!(db.conn.execute(&statement.inline(), []).is_err());
+    });
+}
+
+#[test]
+fn a_sign_in_key_acts_as_its_user_is_hidden_and_goes_with_its_identity() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let laptop = db.key(ann, "laptop");
+        let identity_id = identity_of(db, "github", "", "12345", ann);
+        let rows = db.rows(&create_sign_in_key(
+            identity_id,
+            "GitHub sign-in",
+            "hash-s",
+            10,
+            1000,
+        ));
+        let key = rows[0]["id"].as_i64().unwrap();
+        // It is a key of ann's without limits, found by id as a session's key is.
+        let found: Vec<KeyRow> = db.read(&key_by_id(key));
+        assert_eq!(found[0].user_id, ann);
+        assert_eq!(
+            (found[0].read_only, found[0].channels.as_deref()),
+            (0, None)
+        );
+        assert_eq!(found[0].expires_at, Some(1000.0));
+        // Its secret is nobody's: no prefix to recognise it by, and no key listing shows it.
+        let listed: Vec<KeyListRow> = db.read(&keys(Some("ann")));
+        assert_eq!(
+            listed.iter().map(|k| k.id).collect::<Vec<_>>(),
+            vec![laptop]
+        );
+        let listed: Vec<KeyListRow> = db.read(&keys(None));
+        assert_eq!(
+            listed.iter().map(|k| k.id).collect::<Vec<_>>(),
+            vec![laptop]
+        );
+        // An identity that is not there makes no key.
+        assert!(db
+            .rows(&create_sign_in_key(999, "n", "hash-t", 10, 1000))
+            .is_empty());
+
+        // A session of it, as a site admin the configuration names.
+        db.rows(&create_session("s1", key, 10, 1000, true));
+        let sessions: Vec<SessionRow> = db.read(&session_by_hash("s1"));
+        assert_eq!(sessions[0].site_admin, 1);
+        assert_eq!(sessions[0].key.is_admin, 0);
+        db.rows(&create_session("s2", laptop, 10, 1000, false));
+        let sessions: Vec<SessionRow> = db.read(&session_by_hash("s2"));
+        assert_eq!(sessions[0].site_admin, 0);
+
+        // Unlinking the identity takes its key and so its sessions; the user's own keys stay.
+        let deleted = db.rows(&delete_identity("github", "", "12345"));
+        assert_eq!(deleted, vec![json!({"id": identity_id})]);
+        assert!(db.rows(&delete_identity("github", "", "12345")).is_empty());
+        assert!(db.rows(&key_by_id(key)).is_empty());
+        assert!(db.rows(&session_by_hash("s1")).is_empty());
+        assert_eq!(db.rows(&session_by_hash("s2")).len(), 1);
+    });
+}
+
+#[test]
+fn expired_sign_in_keys_are_forgotten_with_their_sessions() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let laptop = db.key(ann, "laptop");
+        let identity_id = identity_of(db, "access", "", "ann@example.com", ann);
+        let old = db.rows(&create_sign_in_key(identity_id, "n", "hash-old", 10, 100));
+        let old = old[0]["id"].as_i64().unwrap();
+        let new = db.rows(&create_sign_in_key(identity_id, "n", "hash-new", 10, 1000));
+        let new = new[0]["id"].as_i64().unwrap();
+        db.rows(&create_session("s-old", old, 10, 100, false));
+        for statement in delete_expired_sign_ins(100) {
+            db.rows(&statement);
+        }
+        assert!(db.rows(&key_by_id(old)).is_empty());
+        assert!(db.rows(&session_by_hash("s-old")).is_empty());
+        assert_eq!(db.rows(&key_by_id(new)).len(), 1);
+        // A key made by hand is never taken for a sign-in's, expired or not.
+        assert_eq!(db.rows(&key_by_id(laptop)).len(), 1);
+    });
+}
+
+#[test]
+fn a_user_made_for_a_lost_race_is_removed_only_while_unused() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let removed = db.rows(&delete_unused_user(ann));
+        assert_eq!(removed, vec![json!({"id": ann})]);
+        let bob = db.user("bob");
+        identity_of(db, "github", "", "1", bob);
+        assert!(db.rows(&delete_unused_user(bob)).is_empty());
+        let cid = db.user("cid");
+        db.key(cid, "laptop");
+        assert!(db.rows(&delete_unused_user(cid)).is_empty());
+        let dan = db.user("dan");
+        db.channel("team", dan);
+        assert!(db.rows(&delete_unused_user(dan)).is_empty());
     });
 }
