@@ -441,28 +441,19 @@ pub fn github_token_request(
     )
 }
 
-/// What an OIDC provider's discovery document says, of what the code flow needs.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct Discovery {
-    pub issuer: String,
-    pub authorization_endpoint: String,
-    pub token_endpoint: String,
-}
-
-impl Discovery {
-    /// The document of the configured issuer, else [`Refusal::Unavailable`]: a document that
-    /// names another issuer, or endpoints that are not http(s), is not followed.
-    pub fn parse(body: &str, issuer: &str) -> Result<Self, Refusal> {
-        let discovery: Self = serde_json::from_str(body).map_err(|_| Refusal::Unavailable)?;
-        let web = |url: &str| url.starts_with("https://") || url.starts_with("http://");
-        if discovery.issuer != issuer
-            || !web(&discovery.authorization_endpoint)
-            || !web(&discovery.token_endpoint)
-        {
-            return Err(Refusal::Unavailable);
-        }
-        Ok(discovery)
-    }
+/// The authorization and token endpoints of a provider's discovery document, which the code
+/// flow follows; a document without them, or naming one that is not http(s), is
+/// [`Refusal::Unavailable`].
+pub fn flow_endpoints(
+    authorization: Option<&str>,
+    token: Option<&str>,
+) -> Result<(String, String), Refusal> {
+    let web = |url: Option<&str>| {
+        url.filter(|url| url.starts_with("https://") || url.starts_with("http://"))
+            .map(str::to_owned)
+            .ok_or(Refusal::Unavailable)
+    };
+    Ok((web(authorization)?, web(token)?))
 }
 
 /// A token endpoint's answer: the token it issued, or its refusal.
@@ -572,6 +563,27 @@ pub fn check_nonce(claimed: Option<&serde_json::Value>, expected: &str) -> Resul
         Some(nonce) if same_secret(nonce, expected) => Ok(()),
         _ => Err(Refusal::Token),
     }
+}
+
+/// Whether an id_token with several audiences names this client as the party it was issued
+/// to (`azp`, OpenID Connect Core §3.1.3.7); one with a single audience needs none.
+pub fn check_authorized_party(
+    audiences: &[String],
+    azp: Option<&str>,
+    client_id: &str,
+) -> Result<(), Refusal> {
+    if audiences.len() <= 1 || azp == Some(client_id) {
+        Ok(())
+    } else {
+        Err(Refusal::Token)
+    }
+}
+
+/// A random suffix that makes a user name free: 8 hex digits.
+pub fn name_suffix() -> String {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("the platform provides randomness");
+    hex::encode(bytes)
 }
 
 /// Who a provider says signed in.
@@ -1001,42 +1013,21 @@ mod tests {
     }
 
     #[test]
-    fn discovery_must_be_the_configured_issuers() {
-        let document = |issuer: &str, auth: &str| {
-            json!({
-                "issuer": issuer,
-                "authorization_endpoint": auth,
-                "token_endpoint": "https://idp.example/token",
-                "jwks_uri": "https://idp.example/jwks",
-            })
-            .to_string()
-        };
-        let found = Discovery::parse(
-            &document("https://idp.example", "https://idp.example/auth"),
-            "https://idp.example",
-        )
-        .unwrap();
-        assert_eq!(found.token_endpoint, "https://idp.example/token");
-        for (body, issuer) in [
-            (
-                document("https://evil.example", "https://idp.example/auth"),
-                "https://idp.example",
-            ),
-            (
-                document("https://idp.example/", "https://idp.example/auth"),
-                "https://idp.example",
-            ),
-            (
-                document("https://idp.example", "javascript:alert(1)"),
-                "https://idp.example",
-            ),
-            ("not json".to_owned(), "https://idp.example"),
-            ("{}".to_owned(), "https://idp.example"),
+    fn the_flow_follows_only_web_endpoints() {
+        assert_eq!(
+            flow_endpoints(Some("https://idp.example/auth"), Some("http://idp/token")),
+            Ok(("https://idp.example/auth".into(), "http://idp/token".into()))
+        );
+        for (authorization, token) in [
+            (None, Some("https://idp/token")),
+            (Some("https://idp/auth"), None),
+            (Some("javascript:alert(1)"), Some("https://idp/token")),
+            (Some("https://idp/auth"), Some("file:///etc/passwd")),
         ] {
             assert_eq!(
-                Discovery::parse(&body, issuer).unwrap_err(),
-                Refusal::Unavailable,
-                "{body}"
+                flow_endpoints(authorization, token),
+                Err(Refusal::Unavailable),
+                "{authorization:?} {token:?}"
             );
         }
     }
@@ -1158,6 +1149,24 @@ mod tests {
         assert_eq!(check_nonce(Some(&json!("n2")), "n1"), Err(Refusal::Token));
         assert_eq!(check_nonce(Some(&json!(1)), "1"), Err(Refusal::Token));
         assert_eq!(check_nonce(None, "n1"), Err(Refusal::Token));
+    }
+
+    #[test]
+    fn several_audiences_need_this_client_as_authorized_party() {
+        let one = vec!["app".to_owned()];
+        let two = vec!["app".to_owned(), "other".to_owned()];
+        assert_eq!(check_authorized_party(&one, None, "app"), Ok(()));
+        assert_eq!(check_authorized_party(&two, Some("app"), "app"), Ok(()));
+        assert_eq!(
+            check_authorized_party(&two, None, "app"),
+            Err(Refusal::Token)
+        );
+        assert_eq!(
+            check_authorized_party(&two, Some("other"), "app"),
+            Err(Refusal::Token)
+        );
+        assert_eq!(name_suffix().len(), 8);
+        assert_ne!(name_suffix(), name_suffix());
     }
 
     #[test]

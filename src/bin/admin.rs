@@ -20,10 +20,13 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use condaflare::access::Role;
-use condaflare::directory::{self, KeyListRow, MemberRow, NewKey, RoleRow, UserRow};
+use condaflare::directory::{
+    self, IdentityRow, KeyListRow, MemberRow, NewIdentity, NewKey, RoleRow, UserRow,
+};
 use condaflare::error::{ApiError, ErrorCode};
 use condaflare::keys::{key_hash, key_prefix, new_key};
 use condaflare::names::check_channel_name;
+use condaflare::signin::Provider;
 use condaflare::sqlite;
 use condaflare::statement::Statement;
 use serde::de::DeserializeOwned;
@@ -39,6 +42,9 @@ commands (help: this list):
   channel list
   member add <channel> <user> --role owner|contributor|member
   member remove <channel> <user>      member list <channel>
+  identity link <oidc|github|access> <subject> <user> [--issuer URL]
+  identity unlink <oidc|github|access> <subject> [--issuer URL]
+  identity list                       (OpenID Connect identities need the issuer's URL)
 through the running Worker (--url URL, default http://127.0.0.1:8787), with the key in
 CONDAFLARE_API_KEY:
   channel delete <name>               (an owner's or a site admin's key)
@@ -565,6 +571,102 @@ fn member_list(db: &mut Database, args: Args) -> Outcome<Done> {
     })
 }
 
+/// The provider, issuer and subject of an identity named on the command line: an OpenID
+/// Connect subject is one of its issuer's (`--issuer`), the others' are the deployment's one
+/// GitHub and Access.
+fn identity_arguments(
+    provider: &str,
+    subject: &str,
+    issuer: Option<String>,
+) -> Outcome<(Provider, String, String)> {
+    let Some(provider) = Provider::parse(provider) else {
+        return usage("the provider is oidc, github or access");
+    };
+    let issuer = match (provider, issuer) {
+        (Provider::Oidc, Some(issuer)) => issuer,
+        (Provider::Oidc, None) => {
+            return usage(
+                "an oidc identity needs --issuer (the OIDC_ISSUER the server is set up with)",
+            )
+        }
+        (_, Some(_)) => return usage("--issuer is for oidc identities only"),
+        (_, None) => String::new(),
+    };
+    let subject = provider.normalize_subject(subject);
+    if subject.is_empty() {
+        return usage("the subject is empty");
+    }
+    Ok((provider, issuer, subject))
+}
+
+fn identity_link(db: &mut Database, mut args: Args) -> Outcome<Done> {
+    let issuer = args.option("--issuer")?;
+    let [provider, subject, user] =
+        args.positional("identity link <oidc|github|access> <subject> <user> [--issuer URL]")?;
+    let (provider, issuer, subject) = identity_arguments(&provider, &subject, issuer)?;
+    let user_id = db.user_id(&user)?;
+    let rows = db.rows(directory::create_identity(&NewIdentity {
+        provider: provider.as_str(),
+        issuer: &issuer,
+        subject: &subject,
+        user_id,
+        label: &subject,
+        now: now_ms(),
+    }))?;
+    if rows.is_empty() {
+        let found = db.rows(directory::identity(provider.as_str(), &issuer, &subject))?;
+        let owner = first::<IdentityRow>(&found)?.map_or_else(String::new, |row| row.user);
+        return Err(Failure::Failed(format!(
+            "that identity belongs to {owner} already: unlink it first"
+        )));
+    }
+    let provider = provider.as_str();
+    Ok(Done {
+        result: json!({ "provider": provider, "issuer": issuer, "subject": subject, "user": user }),
+        text: format!("{provider} identity {subject} now signs in as {user}"),
+    })
+}
+
+fn identity_unlink(db: &mut Database, mut args: Args) -> Outcome<Done> {
+    let issuer = args.option("--issuer")?;
+    let [provider, subject] =
+        args.positional("identity unlink <oidc|github|access> <subject> [--issuer URL]")?;
+    let (provider, issuer, subject) = identity_arguments(&provider, &subject, issuer)?;
+    let provider = provider.as_str();
+    if db
+        .rows(directory::delete_identity(provider, &issuer, &subject))?
+        .is_empty()
+    {
+        return usage(format!("no {provider} identity {subject}"));
+    }
+    Ok(Done {
+        result: json!({ "provider": provider, "issuer": issuer, "subject": subject, "unlinked": true }),
+        text: format!("unlinked {provider} identity {subject}; its sessions have ended"),
+    })
+}
+
+fn identity_list(db: &mut Database, args: Args) -> Outcome<Done> {
+    let [] = args.positional("identity list")?;
+    let rows = db.rows(directory::identities())?;
+    let mut lines = Vec::new();
+    for value in &rows {
+        let identity: IdentityRow = row(value)?;
+        let issuer = if identity.issuer.is_empty() {
+            String::new()
+        } else {
+            format!("\t{}", identity.issuer)
+        };
+        lines.push(format!(
+            "{}\t{}\t{}\t{}{issuer}",
+            identity.provider, identity.subject, identity.user, identity.label
+        ));
+    }
+    Ok(Done {
+        result: Value::Array(rows),
+        text: lines.join("\n"),
+    })
+}
+
 /// `check-name <channel>`: the channel name rule, for the commands scripts/admin.mjs sends to
 /// the Worker.
 fn check_name(args: Args) -> Outcome<Done> {
@@ -578,7 +680,7 @@ fn check_name(args: Args) -> Outcome<Done> {
 
 type Handler = fn(&mut Database, Args) -> Outcome<Done>;
 
-const COMMANDS: [(&str, Handler); 11] = [
+const COMMANDS: [(&str, Handler); 14] = [
     ("user create", user_create),
     ("user list", user_list),
     ("key create", key_create),
@@ -590,6 +692,9 @@ const COMMANDS: [(&str, Handler); 11] = [
     ("member add", member_add),
     ("member remove", member_remove),
     ("member list", member_list),
+    ("identity link", identity_link),
+    ("identity unlink", identity_unlink),
+    ("identity list", identity_list),
 ];
 
 fn main() -> ExitCode {

@@ -181,9 +181,14 @@ pub(super) async fn verify_session(ctx: &RequestContext, id: &str) -> ApiResult<
     let hash = session_hash(id);
     let principal = cached(&KEYS, session_cache_key(&hash), ctx.config(), async {
         let row: Option<SessionRow> = ctx.db()?.first(directory::session_by_hash(&hash)).await?;
-        Ok(row.map(|row| Principal {
-            session_expires_at: Some(row.session_expires_at as u64),
-            ..principal_of(row.key)
+        Ok(row.map(|row| {
+            let principal = principal_of(row.key);
+            Principal {
+                // An identity's session that ADMIN_IDENTITIES named when it started.
+                is_admin: principal.is_admin || row.site_admin != 0,
+                session_expires_at: Some(row.session_expires_at as u64),
+                ..principal
+            }
         }))
     })
     .await?;

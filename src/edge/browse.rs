@@ -13,6 +13,7 @@ use super::error::{json, ApiError, ApiResult};
 use crate::access::Action;
 use crate::browse::BrowseQuery;
 use crate::names::ChannelName;
+use crate::signin::Method;
 
 pub async fn list_packages(ctx: &RequestContext, channel: &ChannelName) -> ApiResult<Response> {
     let query =
@@ -43,6 +44,8 @@ pub async fn package(
 #[derive(Serialize)]
 struct ServerInfo {
     max_upload_bytes: u64,
+    /// The identity sign-in methods that are on (key sign-in always is).
+    sign_in: Vec<Method>,
 }
 
 pub async fn server_info(ctx: &RequestContext) -> ApiResult<Response> {
@@ -50,6 +53,7 @@ pub async fn server_info(ctx: &RequestContext) -> ApiResult<Response> {
         200,
         &ServerInfo {
             max_upload_bytes: ctx.config().max_upload_bytes,
+            sign_in: ctx.sign_in_config()?.methods(),
         },
     )
 }

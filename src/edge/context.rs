@@ -17,6 +17,7 @@ use crate::access::Action;
 use crate::config::Config;
 use crate::keys::PresentedCredentials;
 use crate::session::{from_another_site, refused_as_cross_site, session_from_cookies};
+use crate::signin::SignInConfig;
 
 /// The management API's JSON bodies are small; anything larger is refused unread.
 const MAX_JSON_BODY: u64 = 64 * 1024;
@@ -76,6 +77,13 @@ impl RequestContext {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The identity sign-in methods and `ADMIN_IDENTITIES` ([`SignInConfig`]), read when a
+    /// route needs them; a malformed setting is a 500, as for [`Config`].
+    pub fn sign_in_config(&self) -> ApiResult<SignInConfig> {
+        SignInConfig::from_vars(|name| self.env.var(name).ok().map(|value| value.to_string()))
+            .map_err(|message| internal(format!("configuration: {message}")))
     }
 
     pub fn req(&self) -> &Request {
@@ -170,7 +178,7 @@ impl RequestContext {
     }
 
     /// `scheme://host[:port]` of the request's URL.
-    fn own_origin(&self) -> ApiResult<String> {
+    pub fn own_origin(&self) -> ApiResult<String> {
         Ok(self.req.url()?.origin().ascii_serialization())
     }
 

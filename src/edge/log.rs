@@ -50,6 +50,17 @@ pub fn recovered(intent: &str, key: &str, kept: bool) {
     }));
 }
 
+/// A sign-in with an identity provider that was refused, and why (never a token).
+pub fn sign_in_refused(provider: &str, code: &str, detail: &str) {
+    line(json!({
+        "time": Date::now().as_millis(),
+        "event": "sign-in refused",
+        "provider": provider,
+        "code": code,
+        "detail": detail,
+    }));
+}
+
 pub fn error(message: &str) {
     console_error!(
         "{}",

@@ -12,6 +12,8 @@
 //! | GET, HEAD   | /<channel>/<subdir>/<file> (and `shards/<hash>.msgpack.zst`, `<package>.v0.sigs`) | [`serve::serve_file`] |
 //! | (see there) | /api/v1/whoami, /api/v1/channels…, /api/v1/keys… | [`manage`]     |
 //! | POST, GET, DELETE | /api/v1/session (a browser's sign-in)   | [`session`]        |
+//! | GET         | /api/v1/signin/{oidc,github} and `…/callback` (identity sign-in) | [`signin::oidc`], [`signin::github`] |
+//! | POST        | /api/v1/signin/access (Cloudflare Access)    | [`signin::access`] |
 //! | GET         | /api/v1/channels/<c>/packages…, /api/v1/server | [`browse`]     |
 //! | GET (Accept: text/html) | the web app's page URLs: `/`, `/<channel>`… | [`pages::shell`] |
 //!
@@ -45,6 +47,8 @@ mod publish;
 mod removal;
 mod serve;
 mod session;
+mod sessions;
+mod signin;
 mod storage;
 mod upload;
 
@@ -151,6 +155,15 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
         (Method::Post, ["api", "v1", "session"]) => session::sign_in(ctx).await,
         (Method::Get, ["api", "v1", "session"]) => session::current(ctx).await,
         (Method::Delete, ["api", "v1", "session"]) => session::sign_out(ctx).await,
+        (Method::Get, ["api", "v1", "signin", "oidc"]) => signin::oidc::start(ctx).await,
+        (Method::Get, ["api", "v1", "signin", "oidc", "callback"]) => {
+            signin::oidc::callback(ctx).await
+        }
+        (Method::Get, ["api", "v1", "signin", "github"]) => signin::github::start(ctx).await,
+        (Method::Get, ["api", "v1", "signin", "github", "callback"]) => {
+            signin::github::callback(ctx).await
+        }
+        (Method::Post, ["api", "v1", "signin", "access"]) => signin::access::sign_in(ctx).await,
         (Method::Get, ["api", "v1", "server"]) => browse::server_info(ctx).await,
         (Method::Get, ["api", "v1", "channels"]) => manage::list_channels(ctx).await,
         (Method::Post, ["api", "v1", "channels"]) => manage::create_channel(ctx).await,
