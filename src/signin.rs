@@ -501,7 +501,7 @@ pub struct Callback {
 impl Callback {
     /// The callback's code and state, if its `state` is the one this browser's attempt cookie
     /// holds. A provider's `error` is [`Refusal::Denied`]; anything else amiss is
-    /// [`Refusal::State`].
+    /// [`Refusal::State`]. Neither takes the attempt.
     pub fn read<K: AsRef<str>, V: AsRef<str>>(
         query: impl IntoIterator<Item = (K, V)>,
         cookie_state: Option<&str>,
@@ -516,13 +516,15 @@ impl Callback {
                 _ => {}
             }
         }
+        // A refusal is told as such, whoever's attempt it names: it changes nothing either way
+        // (and some providers leave the state out of their error answers).
+        if error {
+            return Err(Refusal::Denied);
+        }
         let state = state.ok_or(Refusal::State)?;
         let ours = cookie_state.is_some_and(|cookie| same_secret(cookie, &state));
         if !ours {
             return Err(Refusal::State);
-        }
-        if error {
-            return Err(Refusal::Denied);
         }
         Ok(Self {
             code: code.ok_or(Refusal::State)?,
@@ -1107,11 +1109,12 @@ mod tests {
                 Some(state.as_str()),
                 Refusal::Denied,
             ),
-            // Someone else's refusal is just a foreign callback.
+            // A refusal without the state, or with another browser's: still only a refusal.
+            (vec![("error", "access_denied")], None, Refusal::Denied),
             (
                 vec![("error", "access_denied"), ("state", state.as_str())],
                 None,
-                Refusal::State,
+                Refusal::Denied,
             ),
         ] {
             assert_eq!(read(&query, cookie), Err(refusal), "{query:?} {cookie:?}");

@@ -13,7 +13,7 @@ use crate::signin::{
 
 pub async fn start(ctx: &RequestContext) -> ApiResult<Response> {
     let answer = started(ctx).await;
-    navigation(ctx, Provider::Github, answer)
+    navigation(Provider::Github, answer)
 }
 
 async fn started(ctx: &RequestContext) -> Step<Response> {
@@ -27,7 +27,7 @@ async fn started(ctx: &RequestContext) -> Step<Response> {
 
 pub async fn callback(ctx: &RequestContext) -> ApiResult<Response> {
     let answer = called_back(ctx).await;
-    navigation(ctx, Provider::Github, answer)
+    navigation(Provider::Github, answer)
 }
 
 async fn called_back(ctx: &RequestContext) -> Step<Response> {

@@ -76,22 +76,15 @@ fn see_other(location: &str) -> ApiResult<Response> {
 }
 
 /// The answer to a step of a redirect flow: what it answered, or, refused, the sign-in page
-/// saying why (the attempt cookie dropped).
-pub fn navigation(
-    ctx: &RequestContext,
-    provider: Provider,
-    answer: Step<Response>,
-) -> ApiResult<Response> {
+/// saying why. A refusal sets no cookie: a callback that is not this browser's must not end
+/// the attempt it has under way.
+pub fn navigation(provider: Provider, answer: Step<Response>) -> ApiResult<Response> {
     match answer {
         Ok(response) => Ok(response),
         Err(Failure::Api(error)) => Err(error),
         Err(Failure::Refused(refusal)) => {
             super::log::sign_in_refused(provider.as_str(), refusal.code(), "");
-            let mut response = see_other(&refusal.page())?;
-            response
-                .headers_mut()
-                .append("Set-Cookie", &cleared_attempt_cookie(ctx.is_https()?))?;
-            Ok(response)
+            see_other(&refusal.page())
         }
     }
 }

@@ -29,7 +29,7 @@ async fn endpoints(settings: &OidcSettings) -> Step<(String, String)> {
 
 pub async fn start(ctx: &RequestContext) -> ApiResult<Response> {
     let answer = started(ctx).await;
-    navigation(ctx, Provider::Oidc, answer)
+    navigation(Provider::Oidc, answer)
 }
 
 async fn started(ctx: &RequestContext) -> Step<Response> {
@@ -44,7 +44,7 @@ async fn started(ctx: &RequestContext) -> Step<Response> {
 
 pub async fn callback(ctx: &RequestContext) -> ApiResult<Response> {
     let answer = called_back(ctx).await;
-    navigation(ctx, Provider::Oidc, answer)
+    navigation(Provider::Oidc, answer)
 }
 
 async fn called_back(ctx: &RequestContext) -> Step<Response> {
