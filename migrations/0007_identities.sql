@@ -27,12 +27,15 @@ ALTER TABLE sessions ADD COLUMN site_admin INTEGER NOT NULL DEFAULT 0;
 -- A sign-in under way: what the browser's callback must bring back (the state, of which only
 -- the SHA-256 is kept, as the browser's attempt cookie holds it), and the nonce and PKCE
 -- verifier the provider's answer is checked with. Each is taken (deleted) by its one callback.
+-- `replaces`: the hash of the session the browser held when it started, which the sign-in
+-- ends (the callback, a navigation from another site, does not carry the Strict cookie).
 CREATE TABLE sign_in_attempts (
     state_hash TEXT PRIMARY KEY,
     provider TEXT NOT NULL,
     nonce TEXT NOT NULL,
     verifier TEXT NOT NULL,
     next TEXT NOT NULL,
+    replaces TEXT,
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX sign_in_attempts_expiry ON sign_in_attempts(expires_at);

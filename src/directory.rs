@@ -416,6 +416,8 @@ pub struct SignInAttemptRow {
     pub nonce: String,
     pub verifier: String,
     pub next: String,
+    /// The hash of the session the browser held when it started.
+    pub replaces: Option<String>,
     pub expires_at: f64,
 }
 
@@ -429,19 +431,23 @@ pub struct NewSignInAttempt<'a> {
     pub verifier: &'a str,
     /// The path of this site to go to once signed in.
     pub next: &'a str,
+    /// The hash of the session the browser holds, which the sign-in is to end.
+    pub replaces: Option<&'a str>,
     pub expires_at: i64,
 }
 
 pub fn create_sign_in_attempt(attempt: &NewSignInAttempt) -> Statement {
     Statement::new(
-        "INSERT INTO sign_in_attempts (state_hash, provider, nonce, verifier, next, expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO sign_in_attempts \
+         (state_hash, provider, nonce, verifier, next, replaces, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         vec![
             attempt.state_hash.into(),
             attempt.provider.into(),
             attempt.nonce.into(),
             attempt.verifier.into(),
             attempt.next.into(),
+            attempt.replaces.into(),
             attempt.expires_at.into(),
         ],
     )
@@ -452,7 +458,7 @@ pub fn create_sign_in_attempt(attempt: &NewSignInAttempt) -> Statement {
 pub fn take_sign_in_attempt(state_hash: &str) -> Statement {
     Statement::new(
         "DELETE FROM sign_in_attempts WHERE state_hash = ?1 \
-         RETURNING provider, nonce, verifier, next, expires_at",
+         RETURNING provider, nonce, verifier, next, replaces, expires_at",
         vec![state_hash.into()],
     )
 }
@@ -633,6 +639,7 @@ mod tests {
                 nonce: "n",
                 verifier: "v",
                 next: "/",
+                replaces: None,
                 expires_at: 1,
             }),
             take_sign_in_attempt("h"),

@@ -1127,6 +1127,7 @@ mod tests {
             nonce: "n".into(),
             verifier: "v".into(),
             next: "/".into(),
+            replaces: None,
             expires_at,
         }
     }

@@ -609,6 +609,7 @@ fn a_sign_in_attempt_is_taken_once() {
             nonce: "nonce-1",
             verifier: "verifier-1",
             next: "/team",
+            replaces: Some("old-session"),
             expires_at: 600,
         };
         db.rows(&create_sign_in_attempt(&attempt));
@@ -622,6 +623,7 @@ fn a_sign_in_attempt_is_taken_once() {
             (taken[0].verifier.as_str(), taken[0].next.as_str()),
             ("verifier-1", "/team")
         );
+        assert_eq!(taken[0].replaces.as_deref(), Some("old-session"));
         assert_eq!(taken[0].expires_at, 600.0);
         // A replayed callback finds nothing; neither does a state never handed out.
         assert!(db.rows(&take_sign_in_attempt("state-1")).is_empty());
@@ -635,6 +637,7 @@ fn a_sign_in_attempt_is_taken_once() {
         }));
         db.rows(&create_sign_in_attempt(&NewSignInAttempt {
             state_hash: "new",
+            replaces: None,
             expires_at: 1000,
             ..attempt
         }));

@@ -23,7 +23,7 @@ pub async fn sign_in(ctx: &mut RequestContext) -> ApiResult<Response> {
     ctx.refuse_other_sites()?;
     let body: SignIn = ctx.json_body().await?;
     let principal = auth::verify_key(ctx, body.key.trim()).await?;
-    let started = sessions::start(ctx, principal, false).await?;
+    let started = sessions::start(ctx, principal, false, sessions::held(ctx)?).await?;
     let mut response = json(201, &started.body)?;
     response.headers_mut().set("Set-Cookie", &started.cookie)?;
     Ok(response)

@@ -38,13 +38,20 @@ pub struct Started {
     pub body: SessionBody,
 }
 
+/// The hash of the session the request's cookie names, which a sign-in ends.
+pub fn held(ctx: &RequestContext) -> ApiResult<Option<String>> {
+    Ok(ctx.session_id()?.map(|id| session_hash(&id)))
+}
+
 /// Starts a session acting with `principal`'s key (a site admin's when `site_admin`, for an
-/// identity `ADMIN_IDENTITIES` names), ending the one the request's cookie named. It lasts
-/// `SESSION_HOURS`, never beyond the key. 401 when the key was revoked meanwhile.
+/// identity `ADMIN_IDENTITIES` names), ending `replaced` (the hash of the session the browser
+/// held, see [`held`]). It lasts `SESSION_HOURS`, never beyond the key. 401 when the key was
+/// revoked meanwhile.
 pub async fn start(
     ctx: &RequestContext,
     principal: Principal,
     site_admin: bool,
+    replaced: Option<String>,
 ) -> ApiResult<Started> {
     let now = Date::now().as_millis();
     let expires_at = principal
@@ -55,7 +62,6 @@ pub async fn start(
     let id = new_session_id();
     let db = ctx.db()?;
     // The session this browser held until now ends here: a sign-in replaces it.
-    let replaced = ctx.session_id()?.map(|old| session_hash(&old));
     let mut housekeeping = vec![directory::delete_expired_sessions(now as i64)];
     housekeeping.extend(directory::delete_expired_sign_ins(now as i64));
     if let Some(old) = &replaced {

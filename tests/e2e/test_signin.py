@@ -17,6 +17,9 @@ from harness import AdminError, running_server
 from identity_providers import access_team, fake_github, oidc_provider
 from test_web import browser  # noqa: F401  (the browser fixture)
 
+# The OpenID Connect provider's library announces its own deprecations on every request.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 COOKIE = "condaflare_session"
 ATTEMPT_COOKIE = "condaflare_signin"
 OIDC_CLIENT_ID = "condaflare-test"
@@ -182,6 +185,34 @@ def test_oidc_sign_in_in_the_browser(site, oidc, site_tab):
     page.get_by_role("button", name="Authorize").click()
     expect(page.locator("#nav .user")).to_contain_text(name)
     assert users(site) == before
+
+
+def test_an_identity_sign_in_replaces_the_browsers_session(site, oidc, site_tab):
+    """As key sign-in does: the session the browser held ends, though the provider's callback
+    (a navigation from another site) does not carry the Strict cookie. The browser uses the
+    server as `localhost`, so that the provider on 127.0.0.1 is another site (ports do not
+    make one)."""
+    name = unique("keyed")
+    site.admin("user", "create", name)
+    key = site.admin("key", "create", name)["key"]
+    page = site_tab
+    local = site.url.replace("127.0.0.1", "localhost")
+    page.goto(f"{local}/-/signin")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.locator("#nav .user")).to_contain_text(name)
+    held = next(c["value"] for c in page.context.cookies() if c["name"] == COOKIE)
+    sub = unique("sub")
+    other = unique("other")
+    oidc.set_user(sub, {"preferred_username": other})
+    page.goto(f"{local}/-/signin")
+    page.get_by_role("link", name="Sign in with Test IdP").click()
+    page.locator("input[name=sub]").fill(sub)
+    page.get_by_role("button", name="Authorize").click()
+    expect(page.locator("#nav .user")).to_contain_text(other)
+    assert requests.get(f"{site.url}/api/v1/session", cookies={COOKIE: held}, timeout=30).status_code == 401
+    now = next(c["value"] for c in page.context.cookies() if c["name"] == COOKIE)
+    assert requests.get(f"{site.url}/api/v1/session", cookies={COOKIE: now}, timeout=30).json()["user"] == other
 
 
 def test_a_taken_user_name_is_made_unique(site, oidc):

@@ -9,6 +9,7 @@ use worker::{Date, Response};
 use crate::edge::context::RequestContext;
 use crate::edge::error::{json, ApiError, ApiResult, ErrorCode};
 use crate::edge::jwt::{self, KeySource};
+use crate::edge::sessions;
 use crate::jwt::Expected;
 use crate::signin::Profile;
 
@@ -44,7 +45,7 @@ pub async fn sign_in(ctx: &RequestContext) -> ApiResult<Response> {
     .await?;
     let profile = Profile::of_access_claims(&claims.extra)
         .map_err(|_| ApiError::invalid_key("the Access assertion names no email address"))?;
-    let started = super::sign_in(ctx, &config, profile).await?;
+    let started = super::sign_in(ctx, &config, profile, sessions::held(ctx)?).await?;
     let mut response = json(201, &started.body)?;
     response.headers_mut().set("Set-Cookie", &started.cookie)?;
     Ok(response)

@@ -54,5 +54,5 @@ async fn called_back(ctx: &RequestContext) -> Step<Response> {
         return Err(Refusal::Unavailable.into());
     }
     let profile = Profile::of_github_user(&user)?;
-    finish(ctx, &config, profile, &attempt.next).await
+    finish(ctx, &config, profile, &attempt).await
 }

@@ -110,6 +110,7 @@ pub async fn begin(
             nonce: &secrets.nonce,
             verifier: &secrets.verifier,
             next: &safe_next(next.as_deref()),
+            replaces: sessions::held(ctx)?.as_deref(),
             expires_at: (now + ATTEMPT_SECONDS * 1000) as i64,
         })])
         .await?;
@@ -137,16 +138,17 @@ pub async fn take(ctx: &RequestContext, provider: Provider) -> Step<(Callback, S
     Ok((callback, attempt))
 }
 
-/// Signs the browser in as `profile`'s user (made now on a first sign-in) and sends it to
-/// `next`, its attempt cookie dropped.
+/// Signs the browser in as `profile`'s user (made now on a first sign-in), ending the session
+/// it held when the attempt started, and sends it to the attempt's `next`, its attempt cookie
+/// dropped.
 pub async fn finish(
     ctx: &RequestContext,
     config: &SignInConfig,
     profile: Profile,
-    next: &str,
+    attempt: &SignInAttemptRow,
 ) -> Step<Response> {
-    let started = sign_in(ctx, config, profile).await?;
-    let mut response = see_other(&safe_next(Some(next)))?;
+    let started = sign_in(ctx, config, profile, attempt.replaces.clone()).await?;
+    let mut response = see_other(&safe_next(Some(&attempt.next)))?;
     let headers = response.headers_mut();
     headers.append("Set-Cookie", &started.cookie)?;
     headers.append("Set-Cookie", &cleared_attempt_cookie(ctx.is_https()?))?;
@@ -159,11 +161,13 @@ struct IdRow {
 }
 
 /// Starts a session of `profile`'s identity: through a key of its own (no limits, expiring with
-/// the session, its secret never kept), as a site admin if `ADMIN_IDENTITIES` names it.
+/// the session, its secret never kept), as a site admin if `ADMIN_IDENTITIES` names it, ending
+/// `replaced` (see [`sessions::start`]).
 pub async fn sign_in(
     ctx: &RequestContext,
     config: &SignInConfig,
     profile: Profile,
+    replaced: Option<String>,
 ) -> ApiResult<Started> {
     let identity_id = identity_of(ctx, &profile).await?;
     let now = Date::now().as_millis();
@@ -181,7 +185,7 @@ pub async fn sign_in(
     let key = key.ok_or_else(|| internal("the identity went before its sign-in key was made"))?;
     let principal = auth::verify_key_id(ctx, key.id).await?;
     let site_admin = config.names_admin(profile.provider, &profile.subject);
-    sessions::start(ctx, principal, site_admin).await
+    sessions::start(ctx, principal, site_admin, replaced).await
 }
 
 /// The identity's id, linked now to a new user (a member of nothing) if it has none: named

@@ -87,5 +87,5 @@ async fn called_back(ctx: &RequestContext) -> Step<Response> {
     check_nonce(claims.extra.get("nonce"), &attempt.nonce)?;
     check_authorized_party(&claims.aud, claims.text("azp"), &settings.client_id)?;
     let profile = Profile::of_id_token(&settings.issuer, claims.sub.as_deref(), &claims.extra)?;
-    finish(ctx, &config, profile, &attempt.next).await
+    finish(ctx, &config, profile, &attempt).await
 }
