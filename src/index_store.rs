@@ -161,8 +161,8 @@ pub struct NewRecord<'a> {
     pub about: Option<&'a str>,
     /// Epoch milliseconds.
     pub indexed_at: u64,
-    /// Who published it. Never part of the record, so never served in repodata.
-    pub provenance: &'a Provenance,
+    /// Who published it (`None`: unknown). Never part of the record, so never served.
+    pub provenance: Option<&'a Provenance>,
 }
 
 /// A mark a build claims: a dirty name, or a stale subdir (as `name`), with its number.
@@ -400,7 +400,7 @@ impl<'a, S: Sql> IndexStore<'a, S> {
                 file.run_exports.into(),
                 file.about.into(),
                 millis(file.indexed_at),
-                file.provenance.to_json().as_str().into(),
+                file.provenance.map(Provenance::to_json).as_deref().into(),
             ],
         )?;
         self.mark_changed(channel, file.subdir, file.name, file.indexed_at)?;

@@ -102,7 +102,7 @@ fn commit_as(
         run_exports: None,
         about: None,
         indexed_at: at,
-        provenance,
+        provenance: Some(provenance),
     };
     let replaces = store.stored(subdir, filename).unwrap().is_some();
     let key = key(subdir, filename);
@@ -450,7 +450,7 @@ fn a_commit_holds_an_intent_until_its_record_is_stored() {
         run_exports: Some("{\"weak\": []}"),
         about: Some("{\"summary\": \"A\"}"),
         indexed_at: 7,
-        provenance: &published_by("alice", "tests"),
+        provenance: Some(&published_by("alice", "tests")),
     };
     let key = key("noarch", "a-1-0.conda");
     store
@@ -517,7 +517,7 @@ fn a_replacing_commit_removes_the_old_record_before_its_object_is_written() {
         run_exports: None,
         about: None,
         indexed_at: 9,
-        provenance: &published_by("bob", "tests"),
+        provenance: None,
     };
     let key = key("noarch", "a-1-0.conda");
     store
@@ -537,6 +537,10 @@ fn a_replacing_commit_removes_the_old_record_before_its_object_is_written() {
         "bb"
     );
     assert_eq!(store.subdir_rows().unwrap()[0].packages, 1);
+    // It named no publisher (as a Worker of an earlier version sends it): unknown, not the
+    // replaced file's.
+    let records = store.package(CHANNEL, "a").unwrap().unwrap().records;
+    assert_eq!(records[0].provenance, None);
 }
 
 #[test]

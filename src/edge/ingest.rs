@@ -579,7 +579,7 @@ impl Received {
             record: record_json(&package.record),
             run_exports: package.run_exports.as_ref().map(|v| v.to_string()),
             about: package.about.as_ref().map(|v| v.to_string()),
-            provenance: options.provenance.clone(),
+            provenance: Some(options.provenance.clone()),
             force: options.force,
             build: options.build,
         })

@@ -28,7 +28,9 @@ pub struct CommitRequest {
     pub run_exports: Option<String>,
     pub about: Option<String>,
     /// Who publishes it: stored with a new record, kept when the bytes were already there.
-    pub provenance: Provenance,
+    /// `None` only from a Worker of an earlier version, during a deployment: stored as unknown.
+    #[serde(default)]
+    pub provenance: Option<Provenance>,
     pub force: bool,
     /// Build the artifacts before answering. Bulk imports commit many packages without, then
     /// ask for one build per subdir.
