@@ -5,11 +5,13 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 from dataclasses import dataclass
 
 import pytest
 import requests
+from playwright.sync_api import Browser, sync_playwright
 
 from harness import ROOT, Server, running_server
 
@@ -23,6 +25,8 @@ AUTH_CACHE_SECONDS = 3
 SHARD_RETENTION_SECONDS = 4
 # The smallest part R2 accepts, so that a test channel of a few MB already takes several.
 R2_PART_BYTES = 5 * 1024 * 1024
+# The browser the web app's tests drive (Debian's; Playwright's own download is not used).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +39,16 @@ def server(tmp_path_factory) -> Server:
     }
     with running_server(tmp_path_factory.mktemp("state"), variables) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def browser() -> Browser:
+    """One chromium for every browser test of the run (the web app's, the sign-in's)."""
+    with sync_playwright() as playwright:
+        # Chromium's sandbox needs user namespaces, which containers (and root) do not give it.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
 
 
 @dataclass

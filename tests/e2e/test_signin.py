@@ -15,7 +15,6 @@ from playwright.sync_api import expect
 from conftest import AUTH_CACHE_SECONDS, unique
 from harness import AdminError, running_server
 from identity_providers import access_team, fake_github, oidc_provider
-from test_web import browser  # noqa: F401  (the browser fixture)
 
 # The OpenID Connect provider's library announces its own deprecations on every request.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -77,7 +76,7 @@ def site(tmp_path_factory, providers):
 
 
 @pytest.fixture
-def site_tab(browser, site):  # noqa: F811
+def site_tab(browser, site):
     context = browser.new_context(base_url=site.url)
     page = context.new_page()
     errors = []
@@ -466,7 +465,7 @@ def access_sign_in(site, assertion: str | None, **headers) -> requests.Response:
     return requests.post(f"{site.url}/api/v1/signin/access", headers=headers, timeout=30)
 
 
-def test_access_sign_in_in_the_browser(site, access, browser):  # noqa: F811
+def test_access_sign_in_in_the_browser(site, access, browser):
     email = f"{unique('carol')}@example.com"
     # Access adds its assertion to every request that reaches the Worker.
     context = browser.new_context(base_url=site.url, extra_http_headers={"Cf-Access-Jwt-Assertion": access.assertion(email)})

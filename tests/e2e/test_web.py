@@ -7,18 +7,16 @@ import base64
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from conftest import FIXTURES, PACKAGES, import_tar, post_import, reference_records, sha256_of, unique, upload_raw
 from pkgbuild import build_tar_bz2
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = os.environ.get("CONDAFLARE_SCREENSHOTS")
 # Everything a page loads to run (scripts and style sheets) stays under this, uncompressed.
 PAGE_WEIGHT_LIMIT = 100_000
@@ -27,15 +25,6 @@ PAGE_WEIGHT_LIMIT = 100_000
 SCRIPT = "<script>alert(1)</script>"
 IMG = '<img src=x onerror="window.__injected=1;alert(2)">'
 RTL = "evil\u202egnp.exe"
-
-
-@pytest.fixture(scope="session")
-def browser():
-    with sync_playwright() as playwright:
-        # Chromium's sandbox needs user namespaces, which containers (and root) do not give it.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @dataclass
