@@ -27,16 +27,16 @@ use crate::signin::{
     SignInConfig, ATTEMPT_SECONDS,
 };
 
-/// Why a sign-in step did not go on: a refusal the person is told of, or a failure of the
-/// platform (a 500, as anywhere).
+/// Why a sign-in step did not go on: a refusal the person is told of (with what the log says
+/// of it), or a failure of the platform (a 500, as anywhere).
 pub enum Failure {
-    Refused(Refusal),
+    Refused(Refusal, String),
     Api(ApiError),
 }
 
 impl From<Refusal> for Failure {
     fn from(refusal: Refusal) -> Self {
-        Self::Refused(refusal)
+        Self::Refused(refusal, String::new())
     }
 }
 
@@ -57,14 +57,12 @@ type Step<T> = Result<T, Failure>;
 /// A provider's failure as the JWT verifier or discovery reports it: a token that does not
 /// verify is [`Refusal::Token`], a provider that cannot be read [`Refusal::Unavailable`]; the
 /// sentence, which names the failed check, goes to the log.
-pub fn provider_failure(provider: Provider, error: ApiError) -> Failure {
-    let refusal = match error.code {
-        ErrorCode::InvalidKey => Refusal::Token,
-        ErrorCode::Upstream => Refusal::Unavailable,
-        _ => return Failure::Api(error),
-    };
-    super::log::sign_in_refused(provider.as_str(), refusal.code(), &error.message);
-    Failure::Refused(refusal)
+pub fn provider_failure(error: ApiError) -> Failure {
+    match error.code {
+        ErrorCode::InvalidKey => Failure::Refused(Refusal::Token, error.message),
+        ErrorCode::Upstream => Failure::Refused(Refusal::Unavailable, error.message),
+        _ => Failure::Api(error),
+    }
 }
 
 /// A navigation's answer: `303 See Other` to `location`.
@@ -82,8 +80,8 @@ pub fn navigation(provider: Provider, answer: Step<Response>) -> ApiResult<Respo
     match answer {
         Ok(response) => Ok(response),
         Err(Failure::Api(error)) => Err(error),
-        Err(Failure::Refused(refusal)) => {
-            super::log::sign_in_refused(provider.as_str(), refusal.code(), "");
+        Err(Failure::Refused(refusal, detail)) => {
+            super::log::sign_in_refused(provider.as_str(), refusal.code(), &detail);
             see_other(&refusal.page())
         }
     }

@@ -20,7 +20,7 @@ use crate::signin::{
 async fn endpoints(settings: &OidcSettings) -> Step<(String, String)> {
     let metadata = jwt::provider(&settings.issuer)
         .await
-        .map_err(|error| provider_failure(Provider::Oidc, error))?;
+        .map_err(provider_failure)?;
     Ok(flow_endpoints(
         metadata.authorization_endpoint.as_deref(),
         metadata.token_endpoint.as_deref(),
@@ -83,7 +83,7 @@ async fn called_back(ctx: &RequestContext) -> Step<Response> {
         &expected,
     )
     .await
-    .map_err(|error| provider_failure(Provider::Oidc, error))?;
+    .map_err(provider_failure)?;
     check_nonce(claims.extra.get("nonce"), &attempt.nonce)?;
     check_authorized_party(&claims.aud, claims.text("azp"), &settings.client_id)?;
     let profile = Profile::of_id_token(&settings.issuer, claims.sub.as_deref(), &claims.extra)?;
