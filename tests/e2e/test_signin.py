@@ -537,3 +537,13 @@ def test_methods_are_offered_only_when_configured(site, server):
         refused_with(requests.get(f"{server.url}/api/v1/signin/{method}", allow_redirects=False, timeout=30), "disabled")
         refused_with(requests.get(f"{server.url}/api/v1/signin/{method}/callback?code=x&state=y", allow_redirects=False, timeout=30), "disabled")
     assert requests.post(f"{server.url}/api/v1/signin/access", headers={"Cf-Access-Jwt-Assertion": "x"}, timeout=30).status_code == 404
+
+
+def test_no_secret_or_token_reaches_the_log(site, github, access):
+    """After every sign-in above: the client secrets, GitHub's access tokens and any JWT (an
+    id_token, an Access assertion) are never written to the Worker's log."""
+    assert access_sign_in(site, access.assertion(f"{unique('log')}@example.com")).status_code == 201
+    log = site.log()
+    assert "sign-in refused" in log or "session start" in log
+    for secret in ["oidc-client-secret", GITHUB_SECRET, "eyJ", *github.tokens]:
+        assert secret not in log, secret
