@@ -26,6 +26,7 @@ pub mod shards;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sqlite;
 pub mod statement;
+pub mod trusted_publishing;
 pub mod ttl_cache;
 
 #[cfg(target_arch = "wasm32")]
