@@ -499,6 +499,7 @@ pub fn publishers(channel: &str) -> Statement {
 pub struct CandidateRow {
     pub id: i64,
     pub channel: String,
+    pub repository: String,
     pub workflow: Option<String>,
     pub environment: Option<String>,
     pub git_ref: Option<String>,
@@ -509,7 +510,8 @@ pub struct CandidateRow {
 /// `issuer`: those a token of that repository may match, oldest first.
 pub fn publishers_of_repository(issuer: &str, repository: &str) -> Statement {
     Statement::new(
-        "SELECT p.id, p.channel, p.workflow, p.environment, p.git_ref, p.created_by \
+        "SELECT p.id, p.channel, p.repository, p.workflow, p.environment, p.git_ref, \
+         p.created_by \
          FROM trusted_publishers p JOIN channels c ON c.name = p.channel \
          WHERE p.issuer = ?1 AND p.repository = ?2 COLLATE NOCASE AND c.deleting_at IS NULL \
          ORDER BY p.id",

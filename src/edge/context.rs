@@ -17,6 +17,7 @@ use crate::access::Action;
 use crate::config::Config;
 use crate::keys::PresentedCredentials;
 use crate::session::{from_another_site, refused_as_cross_site, session_from_cookies};
+use crate::trusted_publishing::Settings;
 
 /// The management API's JSON bodies are small; anything larger is refused unread.
 const MAX_JSON_BODY: u64 = 64 * 1024;
@@ -76,6 +77,12 @@ impl RequestContext {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The trusted-publishing settings, read when a route needs them.
+    pub fn trusted_publishing(&self) -> ApiResult<Settings> {
+        Settings::from_vars(|name| self.env.var(name).ok().map(|value| value.to_string()))
+            .map_err(|message| internal(format!("configuration: {message}")))
     }
 
     pub fn req(&self) -> &Request {
@@ -194,11 +201,14 @@ impl RequestContext {
     /// The opening of an upload or import: a key allowed to write to the channel, then the
     /// query and the announced length, all before a byte of the body is read.
     pub async fn open_channel_write(&self, channel: &str) -> ApiResult<ChannelWrite> {
-        let (caller, channel) = self.authorize_change(channel, Action::Write).await?;
+        let force = self.force_requested()?;
+        let (caller, channel) = self
+            .authorize_change(channel, Action::upload(force))
+            .await?;
         Ok(ChannelWrite {
             caller,
             channel,
-            force: self.force_requested()?,
+            force,
             length: self.upload_length()?,
         })
     }
