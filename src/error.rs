@@ -37,6 +37,8 @@ pub enum ErrorCode {
     InvalidPackage,
     /// A failure of the platform; the detail is in the log, not in the answer.
     Internal,
+    /// A server this one depends on (an identity provider's keys) failed or answered nonsense.
+    Upstream,
 }
 
 impl ErrorCode {
@@ -56,6 +58,7 @@ impl ErrorCode {
             Self::RangeNotSatisfiable => 416,
             Self::InvalidPackage => 422,
             Self::Internal => 500,
+            Self::Upstream => 502,
         }
     }
 }

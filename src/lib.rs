@@ -13,6 +13,7 @@ pub mod error;
 pub mod http_rules;
 pub mod index_plan;
 pub mod index_store;
+pub mod jwt;
 pub mod keys;
 pub mod multipart;
 pub mod names;

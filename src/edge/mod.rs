@@ -36,6 +36,7 @@ mod delete;
 mod error;
 mod form;
 mod ingest;
+mod jwt;
 mod log;
 mod manage;
 mod object_writer;
