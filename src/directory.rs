@@ -450,6 +450,12 @@ pub struct PublisherRow {
     pub created_at: f64,
 }
 
+/// The `id` a `RETURNING id` statement gives back.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdRow {
+    pub id: i64,
+}
+
 /// What a new trusted publisher is.
 #[derive(Debug, Clone)]
 pub struct NewPublisher<'a> {
