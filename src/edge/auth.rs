@@ -395,6 +395,10 @@ impl RequestContext {
             Decision::Allow => Ok((principal, channel)),
             Decision::Unauthenticated => Err(ApiError::unauthenticated()),
             Decision::Forbidden => Err(ApiError::forbidden(match action {
+                _ if principal.as_ref().is_some_and(|p| p.holder().minted) => {
+                    "a key minted for a trusted publisher only reads and uploads, and only on \
+                     the channels of its publishers"
+                }
                 Action::Read => "your key has no access to this channel",
                 Action::Write | Action::Delete | Action::Manage => {
                     "only an owner of this channel, with a key that may write to it, may change it"
