@@ -219,6 +219,8 @@ fn principal_of(row: KeyRow) -> Principal {
         ),
         None => key_channels(row.channels.as_deref()),
     };
+    // A minted key acts for its publishers, never as a site admin.
+    let is_admin = row.is_admin != 0 && minted.is_none();
     let (workflow, publishers) = match minted {
         Some(minted) => {
             let run = WorkflowRun {
@@ -238,7 +240,7 @@ fn principal_of(row: KeyRow) -> Principal {
     Principal {
         user_id: row.user_id,
         name: row.name,
-        is_admin: row.is_admin != 0,
+        is_admin,
         key: KeyInfo {
             id: row.key_id,
             name: row.key_name,

@@ -97,7 +97,7 @@ pub async fn mint_token(ctx: &mut RequestContext) -> ApiResult<Response> {
         .returns_row(directory::use_token(
             &issuer.url,
             &jti,
-            (claims.exp * 1000) as i64,
+            claims.exp.saturating_mul(1000).min(i64::MAX as u64) as i64,
         ))
         .await?;
     if !used {

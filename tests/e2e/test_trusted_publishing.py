@@ -428,3 +428,20 @@ def test_the_admin_command_registers_lists_and_removes_publishers(server, issuer
         server.admin("publisher", "remove", channel, str(created["id"]))
     assert again.value.code == 2
     assert server.admin("publisher", "list", channel) == []
+
+
+def test_a_minted_key_acts_for_its_publisher_not_as_its_user(server, issuer, tmp_path):
+    """A site admin who is no member of the channel registers the publisher: the key uploads
+    there by virtue of the publisher, and is no site admin anywhere."""
+    admin = user(server, admin=True)
+    channel = new_channel(server, user(server))
+    repo = repository()
+    register(server, admin, channel, repo)
+    key = minted_key(server, issuer, repo)
+    path = package_file(tmp_path, "admitted")
+    assert client_upload(server, channel, path, key=key) == {"uploaded": True}
+    whoami = server.api("GET", "whoami", key).json()
+    assert (whoami["user"], whoami["is_admin"]) == (admin.name, False)
+    assert whoami["key"]["publishers"] == [{"channel": channel, "publisher": server.api("GET", f"channels/{channel}/publishers", admin.key).json()["publishers"][0]["id"]}]
+    for method, url in [("GET", f"channels/{channel}/stats"), ("POST", f"channels/{channel}/check"), ("POST", f"channels/{channel}/rebuild")]:
+        assert server.api(method, url, key).status_code == 403, url
