@@ -80,6 +80,25 @@ class Issuer:
             "sha": "0123456789abcdef0123456789abcdef01234567",
         }
 
+    def gitlab_claims(self, project: str, config: str = ".gitlab-ci.yml", ref: str = "main") -> dict:
+        now = int(time.time())
+        return {
+            "iss": self.url,
+            "sub": f"project_path:{project}:ref_type:branch:ref:{ref}",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 300,
+            "jti": secrets.token_hex(16),
+            "project_path": project,
+            "namespace_path": project.rsplit("/", 1)[0],
+            "ci_config_ref_uri": f"gitlab.example.com/{project}//{config}@refs/heads/{ref}",
+            "ref": ref,
+            "ref_type": "branch",
+            "ref_path": f"refs/heads/{ref}",
+            "pipeline_id": "777",
+            "sha": "89abcdef0123456789abcdef0123456789abcdef",
+        }
+
     def prepare(self, claims: dict, signing: str = "rsa", reuse: bool = False) -> str:
         """A request token whose token request is answered with `claims` (None values are
         dropped) signed as `signing` says."""

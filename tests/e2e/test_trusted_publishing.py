@@ -33,10 +33,18 @@ def issuer():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, issuer):
+def gitlab():
+    """An issuer in place of GitLab's."""
+    with Issuer() as issuer:
+        yield issuer
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, issuer, gitlab):
     variables = {
         "AUTH_CACHE_SECONDS": str(AUTH_CACHE_SECONDS),
         "GITHUB_OIDC_ISSUER": issuer.url,
+        "GITLAB_OIDC_ISSUER": gitlab.url,
         "MINTED_KEY_SECONDS": str(MINTED_KEY_SECONDS),
     }
     with running_server(tmp_path_factory.mktemp("state"), variables) as server:
@@ -445,3 +453,29 @@ def test_a_minted_key_acts_for_its_publisher_not_as_its_user(server, issuer, tmp
     assert whoami["key"]["publishers"] == [{"channel": channel, "publisher": server.api("GET", f"channels/{channel}/publishers", admin.key).json()["publishers"][0]["id"]}]
     for method, url in [("GET", f"channels/{channel}/stats"), ("POST", f"channels/{channel}/check"), ("POST", f"channels/{channel}/rebuild")]:
         assert server.api(method, url, key).status_code == 403, url
+
+
+def test_a_gitlab_job_publishes_with_its_id_token(server, gitlab, owner, channel, tmp_path):
+    project = f"acme/{unique('group')}/widgets"
+    answer = server.api(
+        "POST", f"channels/{channel}/publishers", owner.key,
+        json={"issuer": "gitlab", "repository": project, "workflow": ".gitlab-ci.yml", "ref": "refs/heads/main"},
+    )
+    assert answer.status_code == 201, answer.text
+    assert (answer.json()["provider"], answer.json()["issuer"]) == ("gitlab", gitlab.url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "ACTIONS_", "GITLAB_", "CI"))}
+    # GitLab hands the job the token of the `id_tokens:` entry named for the audience.
+    token = gitlab.sign({"aud": "127.0.0.1", **gitlab.gitlab_claims(project)})
+    path = package_file(tmp_path, "gitlabbed")
+    uploaded = client_upload(server, channel, path, {**env, "GITLAB_CI": "true", "127_0_0_1_ID_TOKEN": token})
+    assert uploaded == {"uploaded": True}
+    assert path.name in repodata(server, channel, "noarch")["packages"]
+    # The run as GitLab's claims name it.
+    replay = mint(server, token)
+    assert (replay.status_code, replay.json()["error"]) == (401, "this token was already used")
+    key = mint(server, gitlab.sign({"aud": "127.0.0.1", **gitlab.gitlab_claims(project)})).text
+    run = server.api("GET", "whoami", key).json()["key"]["workflow"]
+    assert (run["repository"], run["workflow"], run["git_ref"], run["run_id"]) == (project, ".gitlab-ci.yml", "refs/heads/main", "777")
+    # Another branch is refused, naming it.
+    other = mint(server, gitlab.sign({"aud": "127.0.0.1", **gitlab.gitlab_claims(project, ref="dev")}))
+    assert other.status_code == 403 and "git ref 'refs/heads/dev'" in other.json()["error"]
