@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::names::check_subdir;
+use crate::provenance::Provenance;
 
 /// Names per page unless the client asks for another number.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -175,6 +176,10 @@ pub struct FileRow {
     /// info/about.json, if the package had one.
     pub about: Option<String>,
     pub indexed_at: u64,
+    /// Who published it, as the index stored it (JSON); `None` for a record stored before
+    /// that was kept, or where the query did not read it.
+    #[serde(default)]
+    pub provenance: Option<String>,
 }
 
 /// The fields of a record the pages show, read from its JSON (other fields are skipped).
@@ -285,6 +290,8 @@ pub struct RecordView {
     pub home: Option<String>,
     /// Where the file is downloaded: `/<channel>/<subdir>/<filename>`.
     pub url: String,
+    /// Who published it; `null` when unknown (stored before this was kept).
+    pub provenance: Option<Provenance>,
 }
 
 /// The files of `name` in `channel`, newest version first.
@@ -317,6 +324,7 @@ pub fn package_records(channel: &str, name: &str, rows: Vec<FileRow>) -> Package
                 summary: about.summary,
                 description: about.description,
                 home: about.home,
+                provenance: Provenance::from_stored(row.provenance.as_deref()),
             }
         })
         .collect();
@@ -352,6 +360,7 @@ mod tests {
             .to_string(),
             about: about.map(str::to_owned),
             indexed_at,
+            provenance: None,
         }
     }
 
@@ -443,5 +452,26 @@ mod tests {
         assert_eq!(second.depends, ["python >=3.8"]);
         assert_eq!(second.license.as_deref(), Some("MIT"));
         assert_eq!(listed.records[0].summary, None);
+    }
+
+    #[test]
+    fn a_record_shows_who_published_it_or_null() {
+        let publisher = Provenance {
+            user: "alice".into(),
+            key: "ci".into(),
+            workflow: None,
+        };
+        let rows = vec![
+            FileRow {
+                provenance: Some(publisher.to_json()),
+                ..row("noarch", "2.0", 0, 2, None)
+            },
+            row("noarch", "1.0", 0, 1, None),
+        ];
+        let listed = package_records("chan", "pkg", rows);
+        assert_eq!(listed.records[0].provenance, Some(publisher));
+        assert_eq!(listed.records[1].provenance, None);
+        let json = serde_json::to_value(&listed.records[1]).unwrap();
+        assert_eq!(json["provenance"], Value::Null);
     }
 }

@@ -4,10 +4,11 @@
 //! (`sqlite`). Both run a statement synchronously, so an operation here is one synchronous
 //! stretch of the object: what it writes is committed together.
 //!
-//! The tables: `packages` holds one row per file; `shards` the current shard of each package
-//! name; `dirty` the names whose shard must be rewritten by the next build (kept in storage, so
-//! a restart between a change and its build loses nothing); `retired_shards` the superseded
-//! shards, deleted by the alarm once clients can no longer hold an index naming them;
+//! The tables: `packages` holds one row per file (with who published it, which no artifact
+//! serves); `shards` the current shard of each package name; `dirty` the names whose shard
+//! must be rewritten by the next build (kept in storage, so a restart between a change and its
+//! build loses nothing); `retired_shards` the superseded shards, deleted by the alarm once
+//! clients can no longer hold an index naming them;
 //! `stale_repodata` the subdirs whose monolithic files miss a change, and since when;
 //! `pending_objects` the package objects a change was about to write or remove;
 //! `channel_name` the name the alarm works under (an object does not know its own name).
@@ -31,6 +32,7 @@ use crate::browse::{
     package_records, summarize, BrowseQuery, Cursor, FileRow, Group, PackagePage, PackageRecords,
 };
 use crate::index_plan::{releases, ObjectIntent, Page};
+use crate::provenance::Provenance;
 use crate::statement::{Param, Statement};
 
 /// Runs statements synchronously: the Durable Object's SqlStorage, or SQLite natively.
@@ -57,7 +59,7 @@ enum Step {
 }
 
 /// The schema: the tables as they are created today, then what older objects' tables lack.
-const SCHEMA: [Step; 12] = [
+const SCHEMA: [Step; 13] = [
     Step::Create(
         "CREATE TABLE IF NOT EXISTS packages (
             subdir TEXT NOT NULL,
@@ -68,6 +70,7 @@ const SCHEMA: [Step; 12] = [
             run_exports TEXT,
             about TEXT,
             indexed_at INTEGER NOT NULL,
+            provenance TEXT,
             PRIMARY KEY (subdir, filename)
         )",
     ),
@@ -119,6 +122,12 @@ const SCHEMA: [Step; 12] = [
         column: "mark",
         add: "ALTER TABLE stale_repodata ADD COLUMN mark INTEGER NOT NULL DEFAULT 0",
     },
+    // Who published each file was kept from then on; older rows hold NULL: unknown.
+    Step::AddColumn {
+        table: "packages",
+        column: "provenance",
+        add: "ALTER TABLE packages ADD COLUMN provenance TEXT",
+    },
 ];
 
 /// The tables a channel's destruction empties (the channel's name stays: the object is still
@@ -152,6 +161,8 @@ pub struct NewRecord<'a> {
     pub about: Option<&'a str>,
     /// Epoch milliseconds.
     pub indexed_at: u64,
+    /// Who published it (`None`: unknown). Never part of the record, so never served.
+    pub provenance: Option<&'a Provenance>,
 }
 
 /// A mark a build claims: a dirty name, or a stale subdir (as `name`), with its number.
@@ -378,8 +389,8 @@ impl<'a, S: Sql> IndexStore<'a, S> {
     ) -> Result<(), S::Error> {
         self.run(
             "INSERT OR REPLACE INTO packages \
-             (subdir, filename, name, sha256, record, run_exports, about, indexed_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             (subdir, filename, name, sha256, record, run_exports, about, indexed_at, provenance) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             vec![
                 file.subdir.into(),
                 file.filename.into(),
@@ -389,6 +400,7 @@ impl<'a, S: Sql> IndexStore<'a, S> {
                 file.run_exports.into(),
                 file.about.into(),
                 millis(file.indexed_at),
+                file.provenance.map(Provenance::to_json).as_deref().into(),
             ],
         )?;
         self.mark_changed(channel, file.subdir, file.name, file.indexed_at)?;
@@ -901,7 +913,8 @@ impl<'a, S: Sql> IndexStore<'a, S> {
     /// Every file of one name, newest first; `None` when the channel has none.
     pub fn package(&self, channel: &str, name: &str) -> Result<Option<PackageRecords>, S::Error> {
         let rows: Vec<FileRow> = self.rows(
-            "SELECT subdir, filename, record, about, indexed_at FROM packages WHERE name = ?",
+            "SELECT subdir, filename, record, about, indexed_at, provenance FROM packages \
+             WHERE name = ?",
             vec![name.into()],
         )?;
         Ok((!rows.is_empty()).then(|| package_records(channel, name, rows)))

@@ -41,3 +41,53 @@ pub struct Provenance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<WorkflowRun>,
 }
+
+impl Provenance {
+    /// The JSON the channel index stores beside the record.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("provenance serializes")
+    }
+
+    /// What the channel index stored: `None` for a record stored before provenance was kept
+    /// (or a value that does not read as one), which readers are shown as unknown.
+    pub fn from_stored(stored: Option<&str>) -> Option<Self> {
+        stored.and_then(|text| serde_json::from_str(text).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_provenance_round_trips_and_unknown_is_none() {
+        let by_key = Provenance {
+            user: "alice".into(),
+            key: "<b>laptop</b>".into(),
+            workflow: None,
+        };
+        assert_eq!(
+            by_key.to_json(),
+            r#"{"user":"alice","key":"<b>laptop</b>"}"#
+        );
+        let by_ci = Provenance {
+            workflow: Some(WorkflowRun {
+                publisher: 3,
+                issuer: "https://token.actions.githubusercontent.com".into(),
+                repository: "org/repo".into(),
+                workflow: Some("release.yml".into()),
+                run_id: Some("42".into()),
+                git_ref: Some("refs/tags/v1".into()),
+                commit: Some("abc".into()),
+                environment: None,
+            }),
+            ..by_key.clone()
+        };
+        for provenance in [by_key, by_ci] {
+            let stored = provenance.to_json();
+            assert_eq!(Provenance::from_stored(Some(&stored)), Some(provenance));
+        }
+        assert_eq!(Provenance::from_stored(None), None);
+        assert_eq!(Provenance::from_stored(Some("not json")), None);
+    }
+}

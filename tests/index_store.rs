@@ -1,6 +1,7 @@
 //! The channel index's statements run against real SQLite, as its Durable Object runs them:
 //! the schema fresh and over an older one, the marks and their numbering, intents,
-//! retirements, records, the pages the builds read, the check's queries and browsing.
+//! retirements, records and who published them, the pages the builds read, the check's
+//! queries and browsing.
 
 use condaflare::browse::{BrowseQuery, Cursor, Group};
 use condaflare::index_plan::{ObjectIntent, Pages, PAGE_ROWS};
@@ -8,6 +9,7 @@ use condaflare::index_store::{
     Figures, IndexStore, Intent, Mark, NameRow, NewRecord, RecordSize, ShardEntry, StaleSubdir,
     StoredFile, StoredWork, SubdirRows,
 };
+use condaflare::provenance::{Provenance, WorkflowRun};
 use condaflare::sqlite;
 use condaflare::statement::Statement;
 use rusqlite::Connection;
@@ -54,6 +56,14 @@ fn key(subdir: &str, filename: &str) -> String {
     format!("{CHANNEL}/{subdir}/{filename}")
 }
 
+fn published_by(user: &str, key: &str) -> Provenance {
+    Provenance {
+        user: user.into(),
+        key: key.into(),
+        workflow: None,
+    }
+}
+
 /// Commits a file the way the object does: both stretches, the object written in between.
 fn commit(
     store: &IndexStore<'_, Connection>,
@@ -61,6 +71,25 @@ fn commit(
     filename: &str,
     version: &str,
     at: u64,
+) {
+    commit_as(
+        store,
+        subdir,
+        filename,
+        version,
+        at,
+        &published_by("alice", "tests"),
+    );
+}
+
+/// [`commit`] by another publisher.
+fn commit_as(
+    store: &IndexStore<'_, Connection>,
+    subdir: &str,
+    filename: &str,
+    version: &str,
+    at: u64,
+    provenance: &Provenance,
 ) {
     let name = filename.split('-').next().unwrap();
     let record = record(name, version, 0);
@@ -73,6 +102,7 @@ fn commit(
         run_exports: None,
         about: None,
         indexed_at: at,
+        provenance: Some(provenance),
     };
     let replaces = store.stored(subdir, filename).unwrap().is_some();
     let key = key(subdir, filename);
@@ -126,6 +156,133 @@ fn the_schema_applies_fresh_and_again() {
     assert_eq!(
         columns(&conn, "stale_repodata"),
         ["subdir", "channel", "since", "mark"]
+    );
+    assert_eq!(
+        columns(&conn, "packages"),
+        [
+            "subdir",
+            "filename",
+            "name",
+            "sha256",
+            "record",
+            "run_exports",
+            "about",
+            "indexed_at",
+            "provenance"
+        ]
+    );
+}
+
+#[test]
+fn an_older_packages_table_gains_provenance_and_its_rows_show_as_unknown() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(
+        "CREATE TABLE packages (subdir TEXT NOT NULL, filename TEXT NOT NULL, name TEXT NOT NULL,
+             sha256 TEXT NOT NULL, record TEXT NOT NULL, run_exports TEXT, about TEXT,
+             indexed_at INTEGER NOT NULL, PRIMARY KEY (subdir, filename));",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO packages VALUES ('noarch', 'old-1-0.conda', 'old', 'aa', ?1, NULL, NULL, 5)",
+        [record("old", "1", 0)],
+    )
+    .unwrap();
+    let store = IndexStore::new(&conn);
+    store.migrate().unwrap();
+    assert_eq!(columns(&conn, "packages").last().unwrap(), "provenance");
+    // The row is kept, its publisher unknown; a file committed now records its own.
+    commit(&store, "noarch", "old-2-0.conda", "2", 9);
+    let records = store.package(CHANNEL, "old").unwrap().unwrap().records;
+    let publishers: Vec<_> = records
+        .iter()
+        .map(|r| (r.version.as_str(), r.provenance.clone()))
+        .collect();
+    assert_eq!(
+        publishers,
+        [("2", Some(published_by("alice", "tests"))), ("1", None)]
+    );
+    // Applying it again changes nothing.
+    store.migrate().unwrap();
+    assert_eq!(
+        store.package(CHANNEL, "old").unwrap().unwrap().records,
+        records
+    );
+}
+
+#[test]
+fn a_commit_records_its_publisher_beside_the_record_and_a_replacement_its_own() {
+    let conn = fresh();
+    let store = IndexStore::new(&conn);
+    let ci = Provenance {
+        workflow: Some(WorkflowRun {
+            publisher: 7,
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            repository: "org/<b>repo</b>".into(),
+            workflow: Some("release.yml".into()),
+            run_id: Some("1234".into()),
+            git_ref: Some("refs/tags/v1.0".into()),
+            commit: Some("0123abcd".into()),
+            environment: Some("release".into()),
+        }),
+        ..published_by("bot", "minted")
+    };
+    commit_as(&store, "noarch", "a-1-0.conda", "1", 5, &ci);
+    commit(&store, "linux-64", "a-1-0.conda", "1", 6);
+    let publishers = |store: &IndexStore<'_, Connection>| -> Vec<(String, Option<Provenance>)> {
+        let mut found: Vec<_> = store
+            .package(CHANNEL, "a")
+            .unwrap()
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| (r.subdir, r.provenance))
+            .collect();
+        found.sort_by(|x, y| x.0.cmp(&y.0));
+        found
+    };
+    assert_eq!(
+        publishers(&store),
+        [
+            ("linux-64".into(), Some(published_by("alice", "tests"))),
+            ("noarch".into(), Some(ci.clone())),
+        ]
+    );
+    // Only the record goes into what the builds read: no publisher in it.
+    let mut pages = Pages::default();
+    let mut read = Vec::new();
+    while let Some(page) = pages.next() {
+        let rows = store.page("noarch", &page).unwrap();
+        pages.advance(rows.len(), rows.last().map(|row| row.filename.as_str()));
+        read.extend(rows);
+    }
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].record, record("a", "1", 0));
+    assert!(!read[0].record.contains("bot") && !read[0].record.contains("minted"));
+    assert_eq!(
+        store.name_rows("noarch", "a").unwrap()[0].record,
+        record("a", "1", 0)
+    );
+    // A replacement is recorded as its publisher's.
+    commit_as(
+        &store,
+        "noarch",
+        "a-1-0.conda",
+        "1",
+        8,
+        &published_by("carol", "laptop"),
+    );
+    assert_eq!(
+        publishers(&store),
+        [
+            ("linux-64".into(), Some(published_by("alice", "tests"))),
+            ("noarch".into(), Some(published_by("carol", "laptop"))),
+        ]
+    );
+    // Marking everything for a rebuild leaves the rows, publishers included, as they are.
+    store.mark_everything(CHANNEL, 9).unwrap();
+    assert_eq!(
+        publishers(&store)[1].1,
+        Some(published_by("carol", "laptop"))
     );
 }
 
@@ -293,6 +450,7 @@ fn a_commit_holds_an_intent_until_its_record_is_stored() {
         run_exports: Some("{\"weak\": []}"),
         about: Some("{\"summary\": \"A\"}"),
         indexed_at: 7,
+        provenance: Some(&published_by("alice", "tests")),
     };
     let key = key("noarch", "a-1-0.conda");
     store
@@ -339,6 +497,7 @@ fn a_commit_holds_an_intent_until_its_record_is_stored() {
     assert_eq!(rows[0]["run_exports"], "{\"weak\": []}");
     assert_eq!(rows[0]["about"], "{\"summary\": \"A\"}");
     assert_eq!(rows[0]["indexed_at"], 7);
+    assert_eq!(rows[0]["provenance"], r#"{"user":"alice","key":"tests"}"#);
 }
 
 #[test]
@@ -358,6 +517,7 @@ fn a_replacing_commit_removes_the_old_record_before_its_object_is_written() {
         run_exports: None,
         about: None,
         indexed_at: 9,
+        provenance: None,
     };
     let key = key("noarch", "a-1-0.conda");
     store
@@ -377,6 +537,10 @@ fn a_replacing_commit_removes_the_old_record_before_its_object_is_written() {
         "bb"
     );
     assert_eq!(store.subdir_rows().unwrap()[0].packages, 1);
+    // It named no publisher (as a Worker of an earlier version sends it): unknown, not the
+    // replaced file's.
+    let records = store.package(CHANNEL, "a").unwrap().unwrap().records;
+    assert_eq!(records[0].provenance, None);
 }
 
 #[test]

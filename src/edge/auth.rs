@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult};
 use crate::access::{decide, hidden, Action, Decision, KeyHolder, Role};
 use crate::directory::{self, ChannelRow, KeyRow, PublisherGrant, RoleRow, SessionRow};
 use crate::keys::{has_key_shape, key_hash};
-use crate::provenance::WorkflowRun;
+use crate::provenance::{Provenance, WorkflowRun};
 use crate::session::session_hash;
 
 /// A signed-in user, and the key they signed in with.
@@ -60,6 +60,16 @@ impl Principal {
             read_only: self.key.read_only,
             channels: self.key.channels.as_deref(),
             minted: self.key.workflow.is_some(),
+        }
+    }
+
+    /// Who this caller is as the publisher of a file: the user, the key's name, and the CI run
+    /// a key minted for a trusted publisher was minted for.
+    pub fn provenance(&self) -> Provenance {
+        Provenance {
+            user: self.name.clone(),
+            key: self.key.name.clone(),
+            workflow: self.key.workflow.clone(),
         }
     }
 

@@ -29,6 +29,7 @@ use super::ingest::{ingest, Answer, Body, Named, Options, Stored, INLINE_BYTES};
 use crate::names::check_package_filename;
 use crate::names::ChannelName;
 use crate::package::{padding_for, TarEntryKind, TarHeader, TarPaths};
+use crate::provenance::Provenance;
 
 /// The request body, read on demand by whichever part of the import needs the next bytes.
 struct RequestBody {
@@ -190,7 +191,11 @@ pub async fn import(ctx: &mut RequestContext, channel_name: &ChannelName) -> Api
     let ctx = &*ctx;
     let mut results = Vec::new();
     let mut subdirs = BTreeSet::new();
-    let outcome = read_members(ctx, channel, &body, write.force, &mut results, &mut subdirs).await;
+    let importing = Importing {
+        force: write.force,
+        provenance: write.caller.provenance(),
+    };
+    let outcome = read_members(ctx, channel, &body, &importing, &mut results, &mut subdirs).await;
     // Whatever was committed is built, even when the tar turned out broken further on.
     let index = ctx.channel_index(channel)?;
     let mut repodata_json = BTreeMap::new();
@@ -224,11 +229,19 @@ const IN_FLIGHT: usize = 8;
 
 type Outcome = (String, ApiResult<Stored>);
 
+/// What holds for every package of an import.
+struct Importing {
+    /// `?force=true`.
+    force: bool,
+    /// The importing key, recorded as each file's publisher.
+    provenance: Provenance,
+}
+
 async fn read_members(
     ctx: &RequestContext,
     channel: &str,
     body: &SharedBody,
-    force: bool,
+    importing: &Importing,
     results: &mut Vec<PackageResult>,
     subdirs: &mut BTreeSet<String>,
 ) -> ApiResult<()> {
@@ -239,7 +252,7 @@ async fn read_members(
         }
         results.push(PackageResult::of(filename, outcome));
     };
-    let read = read_tar(ctx, channel, body, force, &mut in_flight, &mut record).await;
+    let read = read_tar(ctx, channel, body, importing, &mut in_flight, &mut record).await;
     // Every commit that started is seen through and reported, whatever ended the stream.
     while let Some(outcome) = in_flight.next().await {
         record(outcome);
@@ -251,7 +264,7 @@ async fn read_tar<'a>(
     ctx: &'a RequestContext,
     channel: &'a str,
     body: &SharedBody,
-    force: bool,
+    importing: &Importing,
     in_flight: &mut FuturesOrdered<Pin<Box<dyn Future<Output = Outcome> + 'a>>>,
     record: &mut impl FnMut(Outcome),
 ) -> ApiResult<()> {
@@ -304,10 +317,11 @@ async fn read_tar<'a>(
                     };
                     // The artifacts are built once at the end; the import logs its own line.
                     let options = Options {
-                        force,
+                        force: importing.force,
                         subdir: None,
                         build: false,
                         audit: None,
+                        provenance: importing.provenance.clone(),
                         answer: Answer::ByOutcome,
                     };
                     let ingesting = async move {

@@ -14,6 +14,7 @@ use rattler_conda_types::package::CondaArchiveType;
 use worker::{ByteStream, Date, FixedLengthStream, Response};
 
 use super::attestation;
+use super::auth::Principal;
 use super::channel_index::{CommitRequest, CommitStatus, Freshness, ObjectSource};
 use super::context::RequestContext;
 use super::error::{ApiError, ApiResult, ErrorCode};
@@ -22,6 +23,7 @@ use super::object_writer::ObjectWriter;
 use super::storage::{file_key, random_id, staging_key};
 use crate::names::check_package_filename;
 use crate::package::{ArchiveMetadata, Digests, Package, PackageError, PackageReader};
+use crate::provenance::Provenance;
 use crate::publish::content_md5_matches;
 use crate::repodata::record_json;
 
@@ -89,18 +91,25 @@ pub struct Options<'a> {
     pub build: bool,
     /// The change's line in the audit log, once the file is named; `None`: the caller logs.
     pub audit: Option<Audit<'a>>,
+    /// Who is recorded as the file's publisher (the caller's key, see
+    /// [`Principal::provenance`]).
+    pub provenance: Provenance,
     pub answer: Answer,
 }
 
 impl<'a> Options<'a> {
-    /// One upload by `user` through the route `action`: built with its commit, logged, and
-    /// answered by its outcome.
-    pub fn upload(action: &'static str, user: &'a str, force: bool) -> Self {
+    /// One upload by `caller` through the route `action`: built with its commit, logged,
+    /// recorded as the caller's, and answered by its outcome.
+    pub fn upload(action: &'static str, caller: &'a Principal, force: bool) -> Self {
         Self {
             force,
             subdir: None,
             build: true,
-            audit: Some(Audit { action, user }),
+            audit: Some(Audit {
+                action,
+                user: &caller.name,
+            }),
+            provenance: caller.provenance(),
             answer: Answer::ByOutcome,
         }
     }
@@ -570,6 +579,7 @@ impl Received {
             record: record_json(&package.record),
             run_exports: package.run_exports.as_ref().map(|v| v.to_string()),
             about: package.about.as_ref().map(|v| v.to_string()),
+            provenance: Some(options.provenance.clone()),
             force: options.force,
             build: options.build,
         })

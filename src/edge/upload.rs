@@ -38,7 +38,7 @@ pub async fn upload(ctx: &mut RequestContext, channel_name: &ChannelName) -> Api
             }
         }
     };
-    let options = Options::upload("upload", &write.caller.name, write.force);
+    let options = Options::upload("upload", &write.caller, write.force);
     ingest(ctx, &channel, body, options)
         .await?
         .response(&channel)

@@ -81,7 +81,7 @@ def test_check_reports_damage_and_repair_fixes_it(tmp_path):
         server.admin("user", "create", "root", "--admin")
         admin = server.admin("key", "create", "root")["key"]
         server.admin("user", "create", "someone")
-        someone = server.admin("key", "create", "someone")["key"]
+        someone = server.admin("key", "create", "someone", "--name", "uploads")["key"]
         server.admin("channel", "create", CHANNEL, "--owner", "someone")
         for filename, data in packages.values():
             auth = {"Authorization": f"Bearer {someone}"}
@@ -160,6 +160,13 @@ def test_check_reports_damage_and_repair_fixes_it(tmp_path):
         assert f".staging/{CHANNEL}/fresh-upload" in keys
         linux = get(server, f"{CHANNEL}/linux-64/repodata.json").json()
         assert list(linux["packages"]) == [packages["gamma"][0]]
+        # The rebuilt subdirs' records keep who published them, the record without its
+        # object too.
+        for name, (filename, _) in packages.items():
+            answer = server.api("GET", f"channels/{CHANNEL}/packages/{name}").json()
+            assert [(r["filename"], r["provenance"]) for r in answer["records"]] == [
+                (filename, {"user": "someone", "key": "uploads"})
+            ]
 
         # A record without its object is not rebuilt away: it is reported until it is deleted.
         after = check(server, admin)

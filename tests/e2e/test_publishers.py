@@ -79,16 +79,30 @@ def assert_nothing_stored(server, channel: str) -> None:
 def test_the_client_uploads_and_the_file_is_served(server, owner, channel, client, tmp_path):
     path = PACKAGES / "flask-0.11.1-py_0.tar.bz2"
     data = path.read_bytes()
-    upload(client, server, channel, str(path), owner.key)
+    key_name = f"{client} release key"
+    key = server.admin("key", "create", owner.name, "--name", key_name)["key"]
+    upload(client, server, channel, str(path), key)
     record = repodata(server, channel, "noarch")["packages"][path.name]
     assert (record["name"], record["version"], record["sha256"], record["size"]) == (
         "flask", "0.11.1", sha256_of(data), len(data)
     )
     assert served(server, channel, "noarch", path.name) == data
-    # The same bytes again, as a retry sends them: accepted, nothing changes.
+    # Who published it is recorded, for the channel's readers: the key's user and name.
+    published = {"user": owner.name, "key": key_name}
+    assert publishers(server, channel, "flask") == {path.name: published}
+    # The same bytes again, as a retry sends them: accepted, nothing changes, the publisher
+    # included.
     upload(client, server, channel, str(path), owner.key)
     assert repodata(server, channel, "noarch")["packages"][path.name] == record
+    assert publishers(server, channel, "flask") == {path.name: published}
     assert_channel_consistent(server, channel)
+
+
+def publishers(server, channel: str, name: str) -> dict[str, dict | None]:
+    """filename -> provenance of every file of `name`, from the browse API."""
+    answer = server.api("GET", f"channels/{channel}/packages/{name}")
+    assert answer.status_code == 200, answer.text
+    return {record["filename"]: record["provenance"] for record in answer.json()["records"]}
 
 
 @pytest.mark.parametrize("client", CLIENTS)

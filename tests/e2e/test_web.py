@@ -279,6 +279,60 @@ def test_search_and_open_the_package_page(server, tab, owner, channel):
     tab.assert_clean()
 
 
+def test_the_package_page_shows_who_published_each_file(server, tab, owner, channel):
+    page = tab.page
+    # A key's name is free text: this one must show as text.
+    key = server.admin("key", "create", owner.name, "--name", IMG)["key"]
+    files = [build_tar_bz2("published", version=v) for v in ("2.0", "1.0")]
+    for filename, data in files:
+        assert upload_raw(server, channel, filename, data, headers={"Authorization": f"Bearer {key}"}).status_code == 201
+
+    # Readers see it, signed in or not.
+    page.goto(f"/{channel}/packages/published")
+    articles = page.locator("article.file")
+    expect(articles).to_have_count(2)
+    for at in range(2):
+        expect(articles.nth(at).locator(".publisher")).to_have_text(f"{owner.name} with key {IMG}")
+    assert page.locator(".ci-run").count() == 0
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("window.__injected") is None
+
+    # A file published from CI shows its run, every claim as text; a file stored before
+    # publishers were kept shows "unknown". (The answer is rewritten on its way to the page.)
+    run = {
+        "publisher": 1,
+        "issuer": "https://token.actions.githubusercontent.com",
+        "repository": f"org/{SCRIPT}",
+        "workflow": IMG,
+        "run_id": "987654321",
+        "git_ref": "refs/tags/v2.0",
+        "commit": "0123456789abcdef0123456789abcdef01234567",
+        "environment": RTL,
+    }
+
+    def rewrite(route):
+        answer = route.fetch()
+        body = answer.json()
+        body["records"][0]["provenance"] = {"user": "ci-bot", "key": "minted", "workflow": run}
+        body["records"][1]["provenance"] = None
+        route.fulfill(response=answer, json=body)
+
+    page.route(f"**/api/v1/channels/{channel}/packages/published", rewrite)
+    page.reload()
+    expect(articles).to_have_count(2)
+    newest, oldest = articles.nth(0), articles.nth(1)
+    expect(newest.locator(".publisher")).to_have_text("ci-bot with key minted")
+    ci = newest.locator(".ci-run")
+    for label, claim in (("repository", "repository"), ("workflow", "workflow"), ("run", "run_id"), ("ref", "git_ref"), ("commit", "commit"), ("environment", "environment"), ("issuer", "issuer")):
+        expect(ci.locator(f"li.{label}")).to_have_text(f"{label} {run[claim]}")
+    expect(oldest).to_contain_text("Published by")
+    expect(oldest.locator(".publisher")).to_have_count(0)
+    expect(oldest.locator("dd", has_text="unknown")).to_have_count(1)
+    assert page.locator("main script, main img").count() == 0
+    assert page.evaluate("window.__injected") is None
+    tab.assert_clean()
+
+
 def test_add_change_and_remove_a_member(server, tab, owner, make_user, channel):
     page = tab.page
     other = make_user()

@@ -12,6 +12,7 @@ use super::super::error::{internal, ApiResult};
 use crate::consistency::{CheckOptions, CheckReport};
 use crate::index_plan::CommitStatus;
 use crate::index_store::{StaleSubdir, SubdirRows};
+use crate::provenance::Provenance;
 
 /// A validated package, ready to be committed from its staging object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +27,10 @@ pub struct CommitRequest {
     pub record: String,
     pub run_exports: Option<String>,
     pub about: Option<String>,
+    /// Who publishes it: stored with a new record, kept when the bytes were already there.
+    /// `None` only from a Worker of an earlier version, during a deployment: stored as unknown.
+    #[serde(default)]
+    pub provenance: Option<Provenance>,
     pub force: bool,
     /// Build the artifacts before answering. Bulk imports commit many packages without, then
     /// ask for one build per subdir.

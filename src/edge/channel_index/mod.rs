@@ -442,6 +442,7 @@ impl ChannelIndex {
             run_exports: request.run_exports.as_deref(),
             about: request.about.as_deref(),
             indexed_at: now,
+            provenance: request.provenance.as_ref(),
         };
         self.store().finish_commit(&request.channel, &file, &key)?;
         drop(write);

@@ -271,7 +271,7 @@ async fn store_transferred(
         subdir: Some(&ticket.subdir),
         // Storage answers a completed POST with 201, stored anew or not; the client needs it.
         answer: Answer::Created,
-        ..Options::upload("upload (anaconda)", &staged_by.name, false)
+        ..Options::upload("upload (anaconda)", &staged_by, false)
     };
     ingest(ctx, &channel.name, body, options)
         .await?

@@ -32,7 +32,7 @@ pub async fn deploy(
     };
     let options = Options {
         subdir: Some(subdir),
-        ..Options::upload("upload (artifactory)", &caller.name, force)
+        ..Options::upload("upload (artifactory)", &caller, force)
     };
     ingest(ctx, &channel.name, body, options)
         .await?

@@ -45,7 +45,7 @@ async fn store(
         },
         stream: ctx.body_stream().ok(),
     };
-    let options = Options::upload("upload (quetz)", &caller.name, query.force);
+    let options = Options::upload("upload (quetz)", &caller, query.force);
     ingest(ctx, &channel.name, body, options)
         .await?
         .response(&channel.name)

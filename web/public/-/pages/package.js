@@ -102,11 +102,34 @@ function fileView(channel, r, write, reload) {
       h('dd', {}, h('code', { class: 'hash' }, String(r.sha256 ?? ''))),
       h('dt', {}, 'Indexed'),
       h('dd', {}, when(r.indexed_at)),
+      h('dt', {}, 'Published by'),
+      h('dd', {}, publisher(r.provenance)),
+      r.provenance?.workflow ? [h('dt', {}, 'CI run'), h('dd', {}, ciRun(r.provenance.workflow))] : null,
       h('dt', {}, 'License'),
       h('dd', {}, r.license ? longText(r.license, 200) : h('span', { class: 'muted' }, 'not stated')),
     ),
     h('div', { class: 'deps' }, depList('Depends', r.depends), depList('Constrains', r.constrains)),
   );
+}
+
+// Who published a file: the user and key name; a file stored before this was kept is "unknown".
+function publisher(provenance) {
+  if (!provenance || typeof provenance !== 'object') return h('span', { class: 'muted' }, 'unknown');
+  return h('span', { class: 'publisher' }, data(provenance.user, 'data user'), ' with key ', data(provenance.key, 'data key'));
+}
+
+// The CI run a key minted for a trusted publisher was minted for, as its token named it.
+function ciRun(run) {
+  const facts = [
+    ['repository', run.repository],
+    ['workflow', run.workflow],
+    ['run', run.run_id],
+    ['ref', run.git_ref],
+    ['commit', run.commit],
+    ['environment', run.environment],
+    ['issuer', run.issuer],
+  ].filter(([, value]) => value !== undefined && value !== null && value !== '');
+  return h('ul', { class: 'ci-run' }, facts.map(([label, value]) => h('li', { class: label }, h('span', { class: 'muted' }, label), ' ', data(value))));
 }
 
 function depList(title, specs) {
