@@ -40,7 +40,7 @@ pub struct KeyInfo {
     /// Milliseconds since the epoch.
     pub expires_at: Option<u64>,
     /// The CI run a key minted for a trusted publisher was minted for (`publisher`: the one of
-    /// its first channel; `publishers` names each channel's).
+    /// its first channel, or, once the caller is authorized on a channel, that channel's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow: Option<WorkflowRun>,
     /// For a minted key, the publishers it acts for, one per channel, each still registered.
@@ -71,6 +71,16 @@ impl Principal {
             key: self.key.name.clone(),
             workflow: self.key.workflow.clone(),
         }
+    }
+
+    /// The caller as authorized on `channel`: a minted key's run names the publisher that
+    /// let it in there, so what it publishes records that publisher.
+    fn on_channel(mut self, channel: &str) -> Self {
+        let grant = self.key.publishers.iter().find(|g| g.channel == channel);
+        if let (Some(run), Some(grant)) = (self.key.workflow.as_mut(), grant) {
+            run.publisher = grant.publisher;
+        }
+        self
     }
 
     /// Creating channels and managing keys (see [`KeyHolder::may_manage_account`]); 403
@@ -404,7 +414,7 @@ impl RequestContext {
             return Err(refusal());
         }
         match decide(action, channel.private, caller) {
-            Decision::Allow => Ok((principal, channel)),
+            Decision::Allow => Ok((principal.map(|p| p.on_channel(&channel.name)), channel)),
             Decision::Unauthenticated => Err(ApiError::unauthenticated()),
             Decision::Forbidden => Err(ApiError::forbidden(match action {
                 _ if principal.as_ref().is_some_and(|p| p.holder().minted) => {

@@ -20,6 +20,8 @@ from conftest import AUTH_CACHE_SECONDS, PACKAGES, User, sha256_of, unique
 from harness import AdminError, running_server
 from oidc_issuer import Issuer
 from pkgbuild import build_tar_bz2
+from playwright.sync_api import expect
+from test_web import browser, tab  # noqa: F401 (the browser fixtures, for the package page)
 
 # Short, so that a test can see a minted key expire; long enough for one client's uploads.
 MINTED_KEY_SECONDS = 10
@@ -479,3 +481,52 @@ def test_a_gitlab_job_publishes_with_its_id_token(server, gitlab, owner, channel
     # Another branch is refused, naming it.
     other = mint(server, gitlab.sign({"aud": "127.0.0.1", **gitlab.gitlab_claims(project, ref="dev")}))
     assert other.status_code == 403 and "git ref 'refs/heads/dev'" in other.json()["error"]
+
+
+def provenance(server, channel: str, name: str) -> dict:
+    [record] = server.api("GET", f"channels/{channel}/packages/{name}").json()["records"]
+    return record["provenance"]
+
+
+def test_the_browse_api_and_the_package_page_show_the_run(server, issuer, owner, channel, tmp_path, tab):
+    repo = repository()
+    publisher = register(server, owner, channel, repo, workflow="release.yml")
+    path = package_file(tmp_path, "provenanced")
+    claims = {**issuer.github_claims(repo, ref="refs/tags/v1.0"), "environment": "release"}
+    assert publish(server, issuer, channel, path, claims) == {"uploaded": True}
+    run = {
+        "publisher": publisher["id"],
+        "issuer": issuer.url,
+        "repository": repo,
+        "workflow": "release.yml",
+        "run_id": "4242",
+        "git_ref": "refs/tags/v1.0",
+        "commit": claims["sha"],
+        "environment": "release",
+    }
+    assert provenance(server, channel, "provenanced") == {"user": owner.name, "key": f"trusted publisher {repo}", "workflow": run}
+
+    page = tab.page
+    page.goto(f"/{channel}/packages/provenanced")
+    article = page.locator("article.file")
+    expect(article.locator(".publisher")).to_have_text(f"{owner.name} with key trusted publisher {repo}")
+    ci = article.locator(".ci-run")
+    for label, claim in (("repository", "repository"), ("workflow", "workflow"), ("run", "run_id"), ("ref", "git_ref"), ("commit", "commit"), ("environment", "environment"), ("issuer", "issuer")):
+        expect(ci.locator(f"li.{label}")).to_have_text(f"{label} {run[claim]}")
+    tab.assert_clean()
+
+
+def test_one_token_publishes_to_every_channel_whose_publisher_accepts_it(server, issuer, owner, tmp_path):
+    repo = repository()
+    alpha, beta, gamma = new_channel(server, owner), new_channel(server, owner), new_channel(server, owner)
+    first = register(server, owner, alpha, repo)
+    second = register(server, owner, beta, repo)
+    register(server, owner, gamma, repo, workflow="other.yml")
+    key = minted_key(server, issuer, repo)
+    assert sorted(server.api("GET", "whoami", key).json()["key"]["channels"]) == sorted([alpha, beta])
+    path = package_file(tmp_path, "everywhere")
+    for channel, publisher in ((alpha, first), (beta, second)):
+        assert client_upload(server, channel, path, key=key) == {"uploaded": True}
+        assert provenance(server, channel, "everywhere")["workflow"]["publisher"] == publisher["id"]
+    assert "only on the channels of its publishers" in client_upload(server, gamma, path, key=key).get("error", "")
+    assert_nothing_stored(server, gamma)
