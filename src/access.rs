@@ -362,6 +362,25 @@ mod tests {
     }
 
     #[test]
+    fn a_forced_upload_needs_the_right_to_delete() {
+        assert_eq!(Action::upload(false), Action::Write);
+        assert_eq!(Action::upload(true), Action::Delete);
+        let contributor = caller(false, Some(Role::Contributor), KeyScope::FULL);
+        for force in [false, true] {
+            assert_eq!(
+                decide(Action::upload(force), true, contributor),
+                Decision::Allow
+            );
+        }
+        let minted = minted(false, "team", None);
+        assert_eq!(decide(Action::upload(false), true, minted), Decision::Allow);
+        assert_eq!(
+            decide(Action::upload(true), true, minted),
+            Decision::Forbidden
+        );
+    }
+
+    #[test]
     fn a_listing_shows_what_its_reader_may_read() {
         let team = ["team".to_owned()];
         let plain = |is_admin| KeyHolder {
