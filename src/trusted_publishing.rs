@@ -7,6 +7,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::directory::CandidateRow;
+
 /// GitHub Actions' issuer, unless `GITHUB_OIDC_ISSUER` names another.
 pub const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
 /// GitLab.com's issuer, unless `GITLAB_OIDC_ISSUER` names another.
@@ -292,6 +294,36 @@ pub fn refusal(closest: Claim, run: &Run) -> String {
             "trusted publishing refused: the token names no {what}, and the trusted publishers \
              of its repository require one"
         ),
+    }
+}
+
+/// The publishers among `candidates` (those of the run's repository, oldest first) that accept
+/// `run`: the oldest of each channel. When none does, the refusal naming the claim that came
+/// closest to matching (see [`refusal`]).
+pub fn accepting<'a>(
+    candidates: &'a [CandidateRow],
+    run: &Run,
+) -> Result<Vec<&'a CandidateRow>, String> {
+    let mut closest = Claim::Repository;
+    let mut accepted: Vec<&CandidateRow> = Vec::new();
+    for candidate in candidates {
+        let conditions = Conditions {
+            workflow: candidate.workflow.as_deref(),
+            environment: candidate.environment.as_deref(),
+            git_ref: candidate.git_ref.as_deref(),
+        };
+        match mismatch(&candidate.repository, &conditions, run) {
+            None if !accepted.iter().any(|a| a.channel == candidate.channel) => {
+                accepted.push(candidate)
+            }
+            None => {}
+            Some(claim) => closest = closest.max(claim),
+        }
+    }
+    if accepted.is_empty() {
+        Err(refusal(closest, run))
+    } else {
+        Ok(accepted)
     }
 }
 
@@ -719,6 +751,71 @@ mod tests {
         assert!(refusal(Claim::Environment, &bare).contains("names no environment"));
         let long = run(&"x".repeat(1000), None, None, None);
         assert!(refusal(Claim::Repository, &long).len() < 300);
+    }
+
+    fn candidate(
+        id: i64,
+        channel: &str,
+        workflow: Option<&str>,
+        git_ref: Option<&str>,
+    ) -> CandidateRow {
+        CandidateRow {
+            id,
+            channel: channel.into(),
+            repository: "Acme/Widgets".into(),
+            workflow: workflow.map(Into::into),
+            environment: None,
+            git_ref: git_ref.map(Into::into),
+            created_by: 1,
+        }
+    }
+
+    #[test]
+    fn a_run_is_accepted_by_one_publisher_per_channel() {
+        let candidates = [
+            candidate(1, "alpha", Some("release.yml"), None),
+            candidate(2, "alpha", None, None),
+            candidate(3, "beta", Some("other.yml"), None),
+            candidate(4, "gamma", None, Some("refs/tags/*")),
+            candidate(5, "beta", None, Some("refs/heads/main")),
+        ];
+        let on_main = run(
+            "acme/widgets",
+            Some("release.yml"),
+            None,
+            Some("refs/heads/main"),
+        );
+        let ids = |accepted: Vec<&CandidateRow>| accepted.iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(accepting(&candidates, &on_main).unwrap()), [1, 5]);
+        let tagged = run(
+            "acme/widgets",
+            Some("deploy.yml"),
+            None,
+            Some("refs/tags/v1"),
+        );
+        assert_eq!(ids(accepting(&candidates, &tagged).unwrap()), [2, 4]);
+
+        // None accepts it: the refusal names the claim that came closest, with the token's value.
+        let narrow = [
+            candidate(1, "alpha", Some("release.yml"), None),
+            candidate(2, "beta", None, Some("refs/tags/*")),
+        ];
+        let deploy_on_main = run(
+            "acme/widgets",
+            Some("deploy.yml"),
+            None,
+            Some("refs/heads/main"),
+        );
+        let error = accepting(&narrow, &deploy_on_main).unwrap_err();
+        assert!(error.contains("git ref 'refs/heads/main'"), "{error}");
+        let error = accepting(&narrow[..1], &tagged).unwrap_err();
+        assert!(error.contains("workflow 'deploy.yml'"), "{error}");
+        let error = accepting(&[], &tagged).unwrap_err();
+        assert!(error.contains("repository 'acme/widgets'"), "{error}");
+        assert!(
+            !error.contains("alpha") && !error.contains("release.yml"),
+            "{error}"
+        );
     }
 
     #[test]

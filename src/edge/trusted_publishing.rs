@@ -16,7 +16,7 @@ use crate::directory::{self, CandidateRow, IdRow, MintedRun, NewKey, NewPublishe
 use crate::jwt::{parse, Expected};
 use crate::keys::{key_hash, key_prefix, new_key};
 use crate::names::ChannelName;
-use crate::trusted_publishing::{check_publisher, mismatch, refusal, Claim, Conditions, Settings};
+use crate::trusted_publishing::{accepting, check_publisher, Conditions, Settings};
 
 #[derive(Deserialize)]
 struct MintRequest {
@@ -70,26 +70,8 @@ pub async fn mint_token(ctx: &mut RequestContext) -> ApiResult<Response> {
             &run.repository,
         ))
         .await?;
-    let mut closest = Claim::Repository;
-    let mut matched: Vec<&CandidateRow> = Vec::new();
-    for candidate in &candidates {
-        let conditions = Conditions {
-            workflow: candidate.workflow.as_deref(),
-            environment: candidate.environment.as_deref(),
-            git_ref: candidate.git_ref.as_deref(),
-        };
-        match mismatch(&candidate.repository, &conditions, &run) {
-            // One publisher per channel: the oldest (candidates come oldest first).
-            None if !matched.iter().any(|m| m.channel == candidate.channel) => {
-                matched.push(candidate)
-            }
-            None => {}
-            Some(claim) => closest = closest.max(claim),
-        }
-    }
-    let Some(first) = matched.first() else {
-        return Err(ApiError::forbidden(refusal(closest, &run)));
-    };
+    let matched = accepting(&candidates, &run).map_err(ApiError::forbidden)?;
+    let first = matched[0];
 
     db.batch(directory::delete_expired_mints(now as i64))
         .await?;
