@@ -71,6 +71,7 @@ pub async fn mint_token(ctx: &mut RequestContext) -> ApiResult<Response> {
         ))
         .await?;
     let matched = accepting(&candidates, &run).map_err(ApiError::forbidden)?;
+    // Never empty: `accepting` refuses instead.
     let first = matched[0];
 
     db.batch(directory::delete_expired_mints(now as i64))
