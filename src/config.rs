@@ -20,7 +20,14 @@ pub struct Config {
     pub staging_grace_ms: u64,
     /// How long a browser session lasts at most (`SESSION_HOURS`); never beyond its key's expiry.
     pub session_ms: u64,
+    /// How long a key minted for a trusted publisher lasts (`MINTED_KEY_SECONDS`): at most
+    /// [`MAX_MINTED_KEY_MS`].
+    pub minted_key_ms: u64,
 }
+
+/// A key minted for a trusted publisher lasts 15 minutes at most: long enough for one CI job's
+/// uploads, short enough that a leaked one is soon worthless.
+pub const MAX_MINTED_KEY_MS: u64 = 15 * 60 * 1000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -32,6 +39,7 @@ impl Default for Config {
             r2_part_bytes: 8 * 1024 * 1024,
             staging_grace_ms: 24 * 3600 * 1000,
             session_ms: 12 * 3600 * 1000,
+            minted_key_ms: MAX_MINTED_KEY_MS,
         }
     }
 }
@@ -51,7 +59,15 @@ impl Config {
         let seconds = |name: &str, default_ms: u64| {
             Ok::<_, String>(number(name)?.map_or(default_ms, |s| (s * 1000.0) as u64))
         };
+        let minted_key_ms = seconds("MINTED_KEY_SECONDS", defaults.minted_key_ms)?;
+        if minted_key_ms > MAX_MINTED_KEY_MS {
+            return Err(format!(
+                "MINTED_KEY_SECONDS is over {}, the longest a minted key may last",
+                MAX_MINTED_KEY_MS / 1000
+            ));
+        }
         Ok(Self {
+            minted_key_ms,
             max_upload_bytes: number("MAX_UPLOAD_BYTES")?
                 .map_or(defaults.max_upload_bytes, |v| v as u64),
             auth_cache_ms: seconds("AUTH_CACHE_SECONDS", defaults.auth_cache_ms)?,
@@ -92,6 +108,7 @@ mod tests {
             ("R2_PART_BYTES", "5242880"),
             ("STAGING_GRACE_SECONDS", "2"),
             ("SESSION_HOURS", "0.5"),
+            ("MINTED_KEY_SECONDS", "5"),
         ]))
         .unwrap();
         assert_eq!(config.max_upload_bytes, 1000);
@@ -100,6 +117,7 @@ mod tests {
         assert_eq!(config.r2_part_bytes, 5 * 1024 * 1024);
         assert_eq!(config.staging_grace_ms, 2000);
         assert_eq!(config.session_ms, 1800 * 1000);
+        assert_eq!(config.minted_key_ms, 5000);
     }
 
     #[test]
@@ -107,5 +125,8 @@ mod tests {
         let error = Config::from_vars(vars(&[("AUTH_CACHE_SECONDS", "soon")])).unwrap_err();
         assert!(error.contains("AUTH_CACHE_SECONDS"), "{error}");
         assert!(Config::from_vars(vars(&[("MAX_UPLOAD_BYTES", "-1")])).is_err());
+        let error = Config::from_vars(vars(&[("MINTED_KEY_SECONDS", "901")])).unwrap_err();
+        assert!(error.contains("MINTED_KEY_SECONDS"), "{error}");
+        assert!(Config::from_vars(vars(&[("MINTED_KEY_SECONDS", "900")])).is_ok());
     }
 }

@@ -1,5 +1,5 @@
-//! The directory: every statement run against D1 (users, keys, channels, memberships), with
-//! the rows it returns. The Worker binds them (`edge::db`), the admin command binds them on the
+//! The directory: every statement run against D1 (users, keys, channels, memberships, trusted
+//! publishers), with the rows it returns. The Worker binds them (`edge::db`), the admin command binds them on the
 //! local D1 file (`sqlite`) or inlines them for `wrangler d1 execute --remote`: all run the same
 //! SQL, so a rule written into a statement holds for each.
 //!
@@ -25,6 +25,39 @@ pub struct KeyRow {
     pub user_id: i64,
     pub name: String,
     pub is_admin: i64,
+    /// For a key minted for trusted publishers, what it was minted for (JSON, see
+    /// [`MintedFor`]).
+    pub minted: Option<String>,
+}
+
+impl KeyRow {
+    /// What the key was minted for, if it was minted for trusted publishers.
+    pub fn minted_for(&self) -> Option<MintedFor> {
+        self.minted
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+    }
+}
+
+/// The CI run a minted key was minted for, and the publishers it still acts for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MintedFor {
+    pub issuer: String,
+    pub repository: String,
+    pub workflow: Option<String>,
+    pub run_id: Option<String>,
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
+    pub environment: Option<String>,
+    /// One per channel, each still registered.
+    pub publishers: Vec<PublisherGrant>,
+}
+
+/// A channel a minted key uploads to, by virtue of its publisher there.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct PublisherGrant {
+    pub channel: String,
+    pub publisher: i64,
 }
 
 /// The columns of a [`KeyRow`], from `api_keys k JOIN users u`: one text for each statement
@@ -32,11 +65,18 @@ pub struct KeyRow {
 macro_rules! key_row_columns {
     () => {
         "k.id AS key_id, k.name AS key_name, k.read_only, k.channels, k.expires_at, k.user_id, \
-         u.name, u.is_admin"
+         u.name, u.is_admin, \
+         (SELECT json_object('issuer', m.issuer, 'repository', m.repository, \
+         'workflow', m.workflow, 'run_id', m.run_id, 'git_ref', m.git_ref, \
+         'commit', m.commit_sha, 'environment', m.environment, 'publishers', \
+         json((SELECT json_group_array(json_object('channel', p.channel, 'publisher', p.id)) \
+         FROM minted_key_publishers g JOIN trusted_publishers p ON p.id = g.publisher_id \
+         WHERE g.key_id = m.key_id))) FROM minted_keys m WHERE m.key_id = k.id) AS minted"
     };
 }
 
-/// The statement reading the key that meets `$condition`, with its user, unless it was revoked.
+/// The statement reading the key that meets `$condition`, with its user, unless it was revoked
+/// or was minted for trusted publishers none of which is registered any more.
 macro_rules! active_key {
     ($condition:literal) => {
         concat!(
@@ -44,7 +84,9 @@ macro_rules! active_key {
             key_row_columns!(),
             " FROM api_keys k JOIN users u ON u.id = k.user_id WHERE ",
             $condition,
-            " AND k.revoked_at IS NULL"
+            " AND k.revoked_at IS NULL \
+             AND (NOT EXISTS (SELECT 1 FROM minted_keys m WHERE m.key_id = k.id) \
+             OR EXISTS (SELECT 1 FROM minted_key_publishers g WHERE g.key_id = k.id))"
         )
     };
 }
@@ -596,6 +638,172 @@ pub fn create_sign_in_key(
     )
 }
 
+/// A trusted publisher of a channel, as its owners see it listed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PublisherRow {
+    pub id: i64,
+    pub channel: String,
+    pub issuer: String,
+    pub repository: String,
+    pub workflow: Option<String>,
+    pub environment: Option<String>,
+    pub git_ref: Option<String>,
+    /// The user who registered it.
+    pub created_by: String,
+    pub created_at: f64,
+}
+
+/// The `id` a `RETURNING id` statement gives back.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdRow {
+    pub id: i64,
+}
+
+/// What a new trusted publisher is.
+#[derive(Debug, Clone)]
+pub struct NewPublisher<'a> {
+    pub channel: &'a str,
+    pub issuer: &'a str,
+    pub repository: &'a str,
+    pub workflow: Option<&'a str>,
+    pub environment: Option<&'a str>,
+    pub git_ref: Option<&'a str>,
+    pub created_by: i64,
+    pub now: i64,
+}
+
+/// Registers a publisher for a channel in service. Returns its `id`, or no row when the channel
+/// is not in service or has a publisher of the same description.
+pub fn create_publisher(publisher: &NewPublisher) -> Statement {
+    Statement::new(
+        "INSERT INTO trusted_publishers \
+         (channel, issuer, repository, workflow, environment, git_ref, created_by, created_at) \
+         SELECT name, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM channels \
+         WHERE name = ?1 AND deleting_at IS NULL ON CONFLICT DO NOTHING RETURNING id",
+        vec![
+            publisher.channel.into(),
+            publisher.issuer.into(),
+            publisher.repository.into(),
+            publisher.workflow.into(),
+            publisher.environment.into(),
+            publisher.git_ref.into(),
+            publisher.created_by.into(),
+            publisher.now.into(),
+        ],
+    )
+}
+
+/// The publishers of a channel, oldest first.
+pub fn publishers(channel: &str) -> Statement {
+    Statement::new(
+        "SELECT p.id, p.channel, p.issuer, p.repository, p.workflow, p.environment, p.git_ref, \
+         u.name AS created_by, p.created_at FROM trusted_publishers p \
+         JOIN users u ON u.id = p.created_by WHERE p.channel = ?1 ORDER BY p.id",
+        vec![channel.into()],
+    )
+}
+
+/// A publisher a token may match (see [`publishers_of_repository`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CandidateRow {
+    pub id: i64,
+    pub channel: String,
+    pub repository: String,
+    pub workflow: Option<String>,
+    pub environment: Option<String>,
+    pub git_ref: Option<String>,
+    pub created_by: i64,
+}
+
+/// Every publisher, on a channel in service, for `repository` (compared without case) at
+/// `issuer`: those a token of that repository may match, oldest first.
+pub fn publishers_of_repository(issuer: &str, repository: &str) -> Statement {
+    Statement::new(
+        "SELECT p.id, p.channel, p.repository, p.workflow, p.environment, p.git_ref, \
+         p.created_by \
+         FROM trusted_publishers p JOIN channels c ON c.name = p.channel \
+         WHERE p.issuer = ?1 AND p.repository = ?2 COLLATE NOCASE AND c.deleting_at IS NULL \
+         ORDER BY p.id",
+        vec![issuer.into(), repository.into()],
+    )
+}
+
+/// Removes a publisher of a channel, and with it what its minted keys may do there. Returns its
+/// `id`, or no row when the channel has no such publisher.
+pub fn remove_publisher(channel: &str, id: i64) -> Statement {
+    Statement::new(
+        "DELETE FROM trusted_publishers WHERE channel = ?1 AND id = ?2 RETURNING id",
+        vec![channel.into(), id.into()],
+    )
+}
+
+/// Records that a token was used, until it expires (milliseconds). Returns the `jti`, or no row
+/// when the token was used before.
+pub fn use_token(issuer: &str, jti: &str, expires_at: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO used_tokens (issuer, jti, expires_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT DO NOTHING RETURNING jti",
+        vec![issuer.into(), jti.into(), expires_at.into()],
+    )
+}
+
+/// Forgets used tokens that expired (they are refused as expired anyway) and minted keys that
+/// expired (they never work again).
+pub fn delete_expired_mints(now: i64) -> [Statement; 2] {
+    [
+        Statement::new(
+            "DELETE FROM used_tokens WHERE expires_at <= ?1",
+            vec![now.into()],
+        ),
+        Statement::new(
+            "DELETE FROM api_keys WHERE expires_at <= ?1 \
+             AND id IN (SELECT key_id FROM minted_keys)",
+            vec![now.into()],
+        ),
+    ]
+}
+
+/// The CI run a key is minted for, as its token's claims name it.
+#[derive(Debug, Clone)]
+pub struct MintedRun<'a> {
+    pub issuer: &'a str,
+    pub repository: &'a str,
+    pub workflow: Option<&'a str>,
+    pub run_id: Option<&'a str>,
+    pub git_ref: Option<&'a str>,
+    pub commit: Option<&'a str>,
+    pub environment: Option<&'a str>,
+}
+
+/// Creates a key minted for trusted publishers (`key` names its hash), what it was minted for,
+/// and the publishers it acts for (`publisher_ids`, a JSON array of ids); run as one batch.
+pub fn mint_key(key: &NewKey, run: &MintedRun, publisher_ids: &str) -> [Statement; 3] {
+    [
+        create_key(key),
+        Statement::new(
+            "INSERT INTO minted_keys \
+             (key_id, issuer, repository, workflow, run_id, git_ref, commit_sha, environment) \
+             SELECT id, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM api_keys WHERE key_hash = ?1",
+            vec![
+                key.hash.into(),
+                run.issuer.into(),
+                run.repository.into(),
+                run.workflow.into(),
+                run.run_id.into(),
+                run.git_ref.into(),
+                run.commit.into(),
+                run.environment.into(),
+            ],
+        ),
+        Statement::new(
+            "INSERT INTO minted_key_publishers (key_id, publisher_id) \
+             SELECT k.id, p.id FROM api_keys k JOIN trusted_publishers p \
+             ON p.id IN (SELECT value FROM json_each(?2)) WHERE k.key_hash = ?1",
+            vec![key.hash.into(), publisher_ids.into()],
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,8 +864,36 @@ mod tests {
             delete_identity("github", "", "1"),
             delete_unused_user(1),
             create_sign_in_key(1, "n", "h", 0, 1),
+            create_publisher(&NewPublisher {
+                channel: "c",
+                issuer: "i",
+                repository: "o/r",
+                workflow: None,
+                environment: None,
+                git_ref: None,
+                created_by: 1,
+                now: 0,
+            }),
+            publishers("c"),
+            publishers_of_repository("i", "o/r"),
+            remove_publisher("c", 1),
+            use_token("i", "j", 0),
         ];
-        for statement in statements.into_iter().chain(delete_expired_sign_ins(0)) {
+        let run = MintedRun {
+            issuer: "i",
+            repository: "o/r",
+            workflow: None,
+            run_id: None,
+            git_ref: None,
+            commit: None,
+            environment: None,
+        };
+        let statements = statements
+            .into_iter()
+            .chain(delete_expired_mints(0))
+            .chain(delete_expired_sign_ins(0))
+            .chain(mint_key(&key, &run, "[1]"));
+        for statement in statements {
             // Inlining panics on a placeholder without a parameter.
             assert!(!statement.inline().contains('?'), "{}", statement.sql);
         }

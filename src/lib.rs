@@ -28,6 +28,7 @@ pub mod signin;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sqlite;
 pub mod statement;
+pub mod trusted_publishing;
 pub mod ttl_cache;
 
 #[cfg(target_arch = "wasm32")]

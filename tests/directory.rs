@@ -796,3 +796,282 @@ fn a_user_made_for_a_lost_race_is_removed_only_while_unused() {
         assert!(db.rows(&delete_unused_user(dan)).is_empty());
     });
 }
+
+const ISSUER: &str = "https://token.actions.githubusercontent.com";
+
+fn publisher<'a>(channel: &'a str, repository: &'a str, by: i64) -> NewPublisher<'a> {
+    NewPublisher {
+        channel,
+        issuer: ISSUER,
+        repository,
+        workflow: Some("release.yml"),
+        environment: None,
+        git_ref: None,
+        created_by: by,
+        now: 7,
+    }
+}
+
+impl Db {
+    fn publisher(&self, new: &NewPublisher) -> Option<i64> {
+        let rows = self.rows(&create_publisher(new));
+        rows.first().map(|row| row["id"].as_i64().unwrap())
+    }
+
+    /// Mints a key whose hash is `hash` for the publishers `ids`, expiring at `expires_at`.
+    fn mint(&self, user_id: i64, hash: &str, ids: &[i64], expires_at: i64) {
+        let key = NewKey {
+            user_id,
+            name: "trusted publisher",
+            hash,
+            prefix: "cfk-minted12",
+            now: 10,
+            expires_at: Some(expires_at),
+            read_only: false,
+            channels_json: None,
+        };
+        let run = MintedRun {
+            issuer: ISSUER,
+            repository: "Acme/Widgets",
+            workflow: Some("release.yml"),
+            run_id: Some("42"),
+            git_ref: Some("refs/tags/v1"),
+            commit: Some("abc"),
+            environment: None,
+        };
+        for statement in mint_key(&key, &run, &serde_json::to_string(ids).unwrap()) {
+            self.rows(&statement);
+        }
+    }
+
+    fn minted(&self, hash: &str) -> Option<MintedFor> {
+        let rows: Vec<KeyRow> = self.read(&key_by_hash(hash));
+        rows.first()
+            .map(|row| row.minted_for().expect("a minted key"))
+    }
+}
+
+#[test]
+fn publishers_are_registered_once_per_description_and_listed() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        db.channel("team", ann);
+        let first = db
+            .publisher(&publisher("team", "acme/widgets", ann))
+            .unwrap();
+        // The same again, or with the repository in other case: refused.
+        assert_eq!(db.publisher(&publisher("team", "acme/widgets", ann)), None);
+        assert_eq!(db.publisher(&publisher("team", "ACME/Widgets", ann)), None);
+        // Another environment makes another publisher; so does no workflow at all.
+        let staged = db
+            .publisher(&NewPublisher {
+                environment: Some("release"),
+                ..publisher("team", "acme/widgets", ann)
+            })
+            .unwrap();
+        let any_workflow = db
+            .publisher(&NewPublisher {
+                workflow: None,
+                ..publisher("team", "acme/widgets", ann)
+            })
+            .unwrap();
+        assert_eq!(
+            db.publisher(&NewPublisher {
+                workflow: None,
+                ..publisher("team", "acme/widgets", ann)
+            }),
+            None
+        );
+        // No channel, or one being deleted: no row.
+        assert_eq!(
+            db.publisher(&publisher("missing", "acme/widgets", ann)),
+            None
+        );
+        db.channel("going", ann);
+        db.rows(&begin_channel_deletion("going", 9));
+        assert_eq!(db.publisher(&publisher("going", "acme/widgets", ann)), None);
+
+        let listed: Vec<PublisherRow> = db.read(&publishers("team"));
+        assert_eq!(
+            listed.iter().map(|p| p.id).collect::<Vec<_>>(),
+            [first, staged, any_workflow]
+        );
+        let p = &listed[0];
+        assert_eq!(
+            (p.channel.as_str(), p.issuer.as_str(), p.repository.as_str()),
+            ("team", ISSUER, "acme/widgets")
+        );
+        assert_eq!(p.workflow.as_deref(), Some("release.yml"));
+        assert_eq!(
+            (p.environment.as_deref(), p.git_ref.as_deref()),
+            (None, None)
+        );
+        assert_eq!((p.created_by.as_str(), p.created_at), ("ann", 7.0));
+        assert!(db.rows(&publishers("other")).is_empty());
+
+        // Removed only from its own channel.
+        db.channel("other", ann);
+        assert!(db.rows(&remove_publisher("other", first)).is_empty());
+        assert_eq!(db.rows(&remove_publisher("team", first)).len(), 1);
+        assert!(db.rows(&remove_publisher("team", first)).is_empty());
+        assert_eq!(db.rows(&publishers("team")).len(), 2);
+    });
+}
+
+#[test]
+fn a_token_finds_the_publishers_of_its_repository_on_channels_in_service() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        let bob = db.user("bob");
+        for channel in ["alpha", "beta", "gamma"] {
+            db.channel(channel, ann);
+        }
+        let alpha = db
+            .publisher(&publisher("alpha", "Acme/Widgets", ann))
+            .unwrap();
+        let beta = db
+            .publisher(&NewPublisher {
+                git_ref: Some("refs/tags/*"),
+                ..publisher("beta", "acme/widgets", bob)
+            })
+            .unwrap();
+        db.publisher(&publisher("beta", "acme/gadgets", ann))
+            .unwrap();
+        db.publisher(&NewPublisher {
+            issuer: "https://gitlab.com",
+            ..publisher("alpha", "acme/widgets", ann)
+        })
+        .unwrap();
+        db.publisher(&publisher("gamma", "acme/widgets", ann))
+            .unwrap();
+        db.rows(&begin_channel_deletion("gamma", 9));
+
+        let found: Vec<CandidateRow> = db.read(&publishers_of_repository(ISSUER, "acme/WIDGETS"));
+        let found: Vec<_> = found
+            .iter()
+            .map(|c| (c.id, c.channel.as_str(), c.git_ref.as_deref(), c.created_by))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (alpha, "alpha", None, ann),
+                (beta, "beta", Some("refs/tags/*"), bob)
+            ]
+        );
+        assert!(db
+            .rows(&publishers_of_repository(ISSUER, "acme/other"))
+            .is_empty());
+    });
+}
+
+#[test]
+fn a_minted_key_acts_for_its_publishers_until_they_are_removed() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        db.channel("alpha", ann);
+        db.channel("beta", ann);
+        let alpha = db
+            .publisher(&publisher("alpha", "acme/widgets", ann))
+            .unwrap();
+        let beta = db
+            .publisher(&publisher("beta", "acme/widgets", ann))
+            .unwrap();
+        db.mint(ann, "m1", &[alpha, beta], 1000);
+
+        let rows: Vec<KeyRow> = db.read(&key_by_hash("m1"));
+        assert_eq!((rows[0].user_id, rows[0].expires_at), (ann, Some(1000.0)));
+        let minted = db.minted("m1").unwrap();
+        assert_eq!(
+            minted,
+            MintedFor {
+                issuer: ISSUER.into(),
+                repository: "Acme/Widgets".into(),
+                workflow: Some("release.yml".into()),
+                run_id: Some("42".into()),
+                git_ref: Some("refs/tags/v1".into()),
+                commit: Some("abc".into()),
+                environment: None,
+                publishers: vec![
+                    PublisherGrant {
+                        channel: "alpha".into(),
+                        publisher: alpha
+                    },
+                    PublisherGrant {
+                        channel: "beta".into(),
+                        publisher: beta
+                    },
+                ],
+            }
+        );
+        // An ordinary key is minted for nothing.
+        db.key(ann, "laptop");
+        let plain: Vec<KeyRow> = db.read(&key_by_hash("hash-of-laptop"));
+        assert_eq!(plain[0].minted, None);
+
+        // Removing one publisher leaves the other; removing both leaves no key.
+        db.rows(&remove_publisher("alpha", alpha));
+        let left = db.minted("m1").unwrap().publishers;
+        assert_eq!(left.iter().map(|g| g.publisher).collect::<Vec<_>>(), [beta]);
+        db.rows(&remove_publisher("beta", beta));
+        assert!(db.rows(&key_by_hash("m1")).is_empty());
+
+        // Deleting a channel removes its publishers, and so its minted keys.
+        let again = db
+            .publisher(&publisher("alpha", "acme/widgets", ann))
+            .unwrap();
+        db.mint(ann, "m2", &[again], 1000);
+        assert!(db.minted("m2").is_some());
+        for statement in delete_channel("alpha") {
+            db.rows(&statement);
+        }
+        assert!(db.rows(&publishers("alpha")).is_empty());
+        assert!(db.rows(&key_by_hash("m2")).is_empty());
+    });
+}
+
+#[test]
+fn a_token_is_used_once_and_forgotten_with_the_keys_when_expired() {
+    each_mode(|db| {
+        let ann = db.user("ann");
+        db.channel("alpha", ann);
+        let alpha = db
+            .publisher(&publisher("alpha", "acme/widgets", ann))
+            .unwrap();
+        assert_eq!(db.rows(&use_token(ISSUER, "jti-1", 100)).len(), 1);
+        assert!(db.rows(&use_token(ISSUER, "jti-1", 100)).is_empty());
+        // The same id from another issuer is another token.
+        assert_eq!(
+            db.rows(&use_token("https://gitlab.com", "jti-1", 100))
+                .len(),
+            1
+        );
+        assert_eq!(db.rows(&use_token(ISSUER, "jti-2", 300)).len(), 1);
+
+        db.mint(ann, "old", &[alpha], 100);
+        db.mint(ann, "new", &[alpha], 300);
+        // An ordinary key that expired is kept (its owner sees it listed as expired).
+        db.rows(&create_key(&NewKey {
+            user_id: ann,
+            name: "expired",
+            hash: "plain",
+            prefix: "cfk-plain123",
+            now: 1,
+            expires_at: Some(50),
+            read_only: false,
+            channels_json: None,
+        }));
+        for statement in delete_expired_mints(100) {
+            db.rows(&statement);
+        }
+        assert_eq!(db.rows(&use_token(ISSUER, "jti-1", 100)).len(), 1);
+        assert!(db.rows(&use_token(ISSUER, "jti-2", 300)).is_empty());
+        assert!(db.rows(&key_by_hash("old")).is_empty());
+        assert!(db.minted("new").is_some());
+        assert_eq!(db.rows(&key_by_hash("plain")).len(), 1);
+        let names: Vec<KeyListRow> = db.read(&keys(Some("ann")));
+        assert_eq!(
+            names.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+            ["trusted publisher", "expired"]
+        );
+    });
+}

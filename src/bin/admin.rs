@@ -21,7 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use condaflare::access::Role;
 use condaflare::directory::{
-    self, IdentityRow, KeyListRow, MemberRow, NewIdentity, NewKey, RoleRow, UserRow,
+    self, IdRow, IdentityRow, KeyListRow, MemberRow, NewIdentity, NewKey, NewPublisher,
+    PublisherRow, RoleRow, UserRow,
 };
 use condaflare::error::{ApiError, ErrorCode};
 use condaflare::keys::{key_hash, key_prefix, new_key};
@@ -29,6 +30,7 @@ use condaflare::names::check_channel_name;
 use condaflare::signin::Provider;
 use condaflare::sqlite;
 use condaflare::statement::Statement;
+use condaflare::trusted_publishing::{check_publisher, Conditions, Settings};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -45,6 +47,9 @@ commands (help: this list):
   identity link <oidc|github|access> <subject> <user> [--issuer URL]
   identity unlink <oidc|github|access> <subject> [--issuer URL]
   identity list                       (OpenID Connect identities need the issuer's URL)
+  publisher add <channel> --issuer github|gitlab|<url> --repository R --by <user>
+      [--workflow W] [--environment E] [--ref R]   (GITHUB_OIDC_ISSUER etc. as the Worker's)
+  publisher remove <channel> <id>     publisher list <channel>
 through the running Worker (--url URL, default http://127.0.0.1:8787), with the key in
 CONDAFLARE_API_KEY:
   channel delete <name>               (an owner's or a site admin's key)
@@ -667,6 +672,118 @@ fn identity_list(db: &mut Database, args: Args) -> Outcome<Done> {
     })
 }
 
+fn publisher_add(db: &mut Database, mut args: Args) -> Outcome<Done> {
+    const SYNOPSIS: &str = "publisher add <channel> --issuer github|gitlab|<url> --repository R \
+                            --by <user> [--workflow W] [--environment E] [--ref R]";
+    let issuer = args.option("--issuer")?;
+    let repository = args.option("--repository")?;
+    let by = args.option("--by")?;
+    let workflow = args.option("--workflow")?;
+    let environment = args.option("--environment")?;
+    let git_ref = args.option("--ref")?;
+    let [channel] = args.positional(SYNOPSIS)?;
+    check_channel(&channel)?;
+    let (Some(issuer), Some(repository), Some(by)) = (issuer, repository, by) else {
+        return usage(format!("usage: {SYNOPSIS}"));
+    };
+    // The issuers the Worker trusts, from the same variables, set in this environment.
+    let settings = Settings::from_vars(|name| std::env::var(name).ok()).map_err(Failure::Usage)?;
+    let issuer = settings.named(&issuer).map_err(Failure::Usage)?;
+    let conditions = Conditions {
+        workflow: workflow.as_deref(),
+        environment: environment.as_deref(),
+        git_ref: git_ref.as_deref(),
+    };
+    check_publisher(issuer.provider, &repository, &conditions).map_err(Failure::Usage)?;
+    let user_id = db.user_id(&by)?;
+    let answers = db.run(&[
+        directory::create_publisher(&NewPublisher {
+            channel: &channel,
+            issuer: &issuer.url,
+            repository: &repository,
+            workflow: conditions.workflow,
+            environment: conditions.environment,
+            git_ref: conditions.git_ref,
+            created_by: user_id,
+            now: now_ms(),
+        }),
+        directory::channel(&channel),
+    ])?;
+    let [created, channels] = <[Vec<Value>; 2]>::try_from(answers)
+        .map_err(|_| Failure::Failed("wrangler answered for fewer statements than sent".into()))?;
+    let Some(IdRow { id }) = first(&created)? else {
+        return if channels.is_empty() {
+            usage(format!("no channel named '{channel}'"))
+        } else {
+            Err(Failure::Failed(format!(
+                "{channel} has a trusted publisher of that description"
+            )))
+        };
+    };
+    Ok(Done {
+        result: json!({
+            "id": id,
+            "channel": channel,
+            "issuer": issuer.url,
+            "repository": repository,
+            "workflow": workflow,
+            "environment": environment,
+            "ref": git_ref,
+            "created_by": by,
+        }),
+        text: format!(
+            "publisher {id}: {repository} at {} may publish to {channel}",
+            issuer.url
+        ),
+    })
+}
+
+fn publisher_list(db: &mut Database, args: Args) -> Outcome<Done> {
+    let [channel] = args.positional("publisher list <channel>")?;
+    let rows = db.rows(directory::publishers(&channel))?;
+    let mut lines = Vec::new();
+    for value in &rows {
+        let p: PublisherRow = row(value)?;
+        let conditions = [
+            ("workflow", &p.workflow),
+            ("environment", &p.environment),
+            ("ref", &p.git_ref),
+        ]
+        .iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("\t{name} {v}")))
+        .collect::<String>();
+        lines.push(format!(
+            "{}\t{}\t{}{conditions}",
+            p.id, p.issuer, p.repository
+        ));
+    }
+    Ok(Done {
+        result: Value::Array(rows),
+        text: lines.join("\n"),
+    })
+}
+
+fn publisher_remove(db: &mut Database, args: Args) -> Outcome<Done> {
+    let [channel, id] = args.positional("publisher remove <channel> <id>")?;
+    check_channel(&channel)?;
+    let publisher_id = match id.parse::<i64>() {
+        Ok(value) if id.bytes().all(|b| b.is_ascii_digit()) => value,
+        _ => return usage("a publisher id is a number (see 'publisher list')"),
+    };
+    if db
+        .rows(directory::remove_publisher(&channel, publisher_id))?
+        .is_empty()
+    {
+        return usage(format!(
+            "{channel} has no trusted publisher with id {publisher_id}"
+        ));
+    }
+    Ok(Done {
+        result: json!({ "channel": channel, "id": publisher_id, "removed": true }),
+        text: format!("removed publisher {publisher_id} of {channel}"),
+    })
+}
+
 /// `check-name <channel>`: the channel name rule, for the commands scripts/admin.mjs sends to
 /// the Worker.
 fn check_name(args: Args) -> Outcome<Done> {
@@ -680,7 +797,7 @@ fn check_name(args: Args) -> Outcome<Done> {
 
 type Handler = fn(&mut Database, Args) -> Outcome<Done>;
 
-const COMMANDS: [(&str, Handler); 14] = [
+const COMMANDS: [(&str, Handler); 17] = [
     ("user create", user_create),
     ("user list", user_list),
     ("key create", key_create),
@@ -695,6 +812,9 @@ const COMMANDS: [(&str, Handler); 14] = [
     ("identity link", identity_link),
     ("identity unlink", identity_unlink),
     ("identity list", identity_list),
+    ("publisher add", publisher_add),
+    ("publisher list", publisher_list),
+    ("publisher remove", publisher_remove),
 ];
 
 fn main() -> ExitCode {

@@ -12,7 +12,7 @@ use super::cache::{cached, IsolateCache};
 use super::context::RequestContext;
 use super::error::{ApiError, ApiResult};
 use crate::access::{decide, hidden, Action, Decision, KeyHolder, Role};
-use crate::directory::{self, ChannelRow, KeyRow, RoleRow, SessionRow};
+use crate::directory::{self, ChannelRow, KeyRow, PublisherGrant, RoleRow, SessionRow};
 use crate::keys::{has_key_shape, key_hash};
 use crate::provenance::{Provenance, WorkflowRun};
 use crate::session::session_hash;
@@ -39,9 +39,13 @@ pub struct KeyInfo {
     pub channels: Option<Vec<String>>,
     /// Milliseconds since the epoch.
     pub expires_at: Option<u64>,
-    /// The CI run a key minted for a trusted publisher was minted for.
+    /// The CI run a key minted for a trusted publisher was minted for (`publisher`: the one of
+    /// its first channel, or, once the caller is authorized on a channel, that channel's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow: Option<WorkflowRun>,
+    /// For a minted key, the publishers it acts for, one per channel, each still registered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publishers: Vec<PublisherGrant>,
 }
 
 /// The channel list of a key as D1 stores it (a JSON array; NULL: no limit).
@@ -55,6 +59,7 @@ impl Principal {
             is_admin: self.is_admin,
             read_only: self.key.read_only,
             channels: self.key.channels.as_deref(),
+            minted: self.key.workflow.is_some(),
         }
     }
 
@@ -66,6 +71,16 @@ impl Principal {
             key: self.key.name.clone(),
             workflow: self.key.workflow.clone(),
         }
+    }
+
+    /// The caller as authorized on `channel`: a minted key's run names the publisher that
+    /// let it in there, so what it publishes records that publisher.
+    fn on_channel(mut self, channel: &str) -> Self {
+        let grant = self.key.publishers.iter().find(|g| g.channel == channel);
+        if let (Some(run), Some(grant)) = (self.key.workflow.as_mut(), grant) {
+            run.publisher = grant.publisher;
+        }
+        self
     }
 
     /// Creating channels and managing keys (see [`KeyHolder::may_manage_account`]); 403
@@ -156,6 +171,16 @@ pub fn forget_key(key_id: i64) {
     });
 }
 
+/// Drops the keys this isolate verified that were minted for a publisher, after it was removed
+/// through the API.
+pub fn forget_publisher(publisher_id: i64) {
+    KEYS.with(|cache| {
+        cache.borrow_mut().forget_where(|_, principal| {
+            principal.is_none_or(|p| !p.key.publishers.iter().any(|g| g.publisher == publisher_id))
+        })
+    });
+}
+
 /// The user behind a key; 401 for a key that is unknown, revoked or expired. Expiry is checked
 /// on every call, cached or not.
 pub(super) async fn verify_key(ctx: &RequestContext, key: &str) -> ApiResult<Principal> {
@@ -207,17 +232,48 @@ pub(super) async fn verify_session(ctx: &RequestContext, id: &str) -> ApiResult<
 }
 
 fn principal_of(row: KeyRow) -> Principal {
+    let minted = row.minted_for();
+    // A minted key reaches the channels of its publishers that are still registered.
+    let channels = match &minted {
+        Some(minted) => Some(
+            minted
+                .publishers
+                .iter()
+                .map(|g| g.channel.clone())
+                .collect(),
+        ),
+        None => key_channels(row.channels.as_deref()),
+    };
+    // A minted key acts for its publishers, never as a site admin.
+    let is_admin = row.is_admin != 0 && minted.is_none();
+    let (workflow, publishers) = match minted {
+        Some(minted) => {
+            let run = WorkflowRun {
+                publisher: minted.publishers.first().map_or(0, |g| g.publisher),
+                issuer: minted.issuer,
+                repository: minted.repository,
+                workflow: minted.workflow,
+                run_id: minted.run_id,
+                git_ref: minted.git_ref,
+                commit: minted.commit,
+                environment: minted.environment,
+            };
+            (Some(run), minted.publishers)
+        }
+        None => (None, Vec::new()),
+    };
     Principal {
         user_id: row.user_id,
         name: row.name,
-        is_admin: row.is_admin != 0,
+        is_admin,
         key: KeyInfo {
             id: row.key_id,
             name: row.key_name,
             read_only: row.read_only != 0,
-            channels: key_channels(row.channels.as_deref()),
+            channels,
             expires_at: row.expires_at.map(|at| at as u64),
-            workflow: None,
+            workflow,
+            publishers,
         },
         session_expires_at: None,
     }
@@ -351,8 +407,8 @@ impl RequestContext {
             _ => return Err(refusal()),
         };
         let caller = match &principal {
-            // A site admin's role changes nothing: no D1 read for it.
-            Some(p) if p.is_admin => Some(p.holder().on(&channel.name, None)),
+            // A site admin's role changes nothing, nor a minted key's user's: no D1 read for it.
+            Some(p) if !p.holder().role_matters() => Some(p.holder().on(&channel.name, None)),
             Some(p) => {
                 let role = self.role(&channel.name, p.user_id).await?;
                 Some(p.holder().on(&channel.name, role))
@@ -363,11 +419,15 @@ impl RequestContext {
             return Err(refusal());
         }
         match decide(action, channel.private, caller) {
-            Decision::Allow => Ok((principal, channel)),
+            Decision::Allow => Ok((principal.map(|p| p.on_channel(&channel.name)), channel)),
             Decision::Unauthenticated => Err(ApiError::unauthenticated()),
             Decision::Forbidden => Err(ApiError::forbidden(match action {
+                _ if principal.as_ref().is_some_and(|p| p.holder().minted) => {
+                    "a key minted for a trusted publisher only reads and uploads, and only on \
+                     the channels of its publishers"
+                }
                 Action::Read => "your key has no access to this channel",
-                Action::Write | Action::Manage => {
+                Action::Write | Action::Delete | Action::Manage => {
                     "only an owner of this channel, with a key that may write to it, may change it"
                 }
                 Action::Inspect | Action::Repair => {

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::keys::PresentedCredentials;
 use crate::session::{from_another_site, refused_as_cross_site, session_from_cookies};
 use crate::signin::SignInConfig;
+use crate::trusted_publishing::Settings;
 
 /// The management API's JSON bodies are small; anything larger is refused unread.
 const MAX_JSON_BODY: u64 = 64 * 1024;
@@ -83,6 +84,12 @@ impl RequestContext {
     /// route needs them; a malformed setting is a 500, as for [`Config`].
     pub fn sign_in_config(&self) -> ApiResult<SignInConfig> {
         SignInConfig::from_vars(|name| self.env.var(name).ok().map(|value| value.to_string()))
+            .map_err(|message| internal(format!("configuration: {message}")))
+    }
+
+    /// The trusted-publishing settings, read when a route needs them.
+    pub fn trusted_publishing(&self) -> ApiResult<Settings> {
+        Settings::from_vars(|name| self.env.var(name).ok().map(|value| value.to_string()))
             .map_err(|message| internal(format!("configuration: {message}")))
     }
 
@@ -202,11 +209,14 @@ impl RequestContext {
     /// The opening of an upload or import: a key allowed to write to the channel, then the
     /// query and the announced length, all before a byte of the body is read.
     pub async fn open_channel_write(&self, channel: &str) -> ApiResult<ChannelWrite> {
-        let (caller, channel) = self.authorize_change(channel, Action::Write).await?;
+        let force = self.force_requested()?;
+        let (caller, channel) = self
+            .authorize_change(channel, Action::upload(force))
+            .await?;
         Ok(ChannelWrite {
             caller,
             channel,
-            force: self.force_requested()?,
+            force,
             length: self.upload_length()?,
         })
     }

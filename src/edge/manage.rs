@@ -478,6 +478,7 @@ pub async fn create_key(ctx: &mut RequestContext) -> ApiResult<Response> {
         channels: body.channels,
         expires_at: body.expires_at,
         workflow: None,
+        publishers: Vec::new(),
     };
     json(201, &CreatedKey { key, info })
 }

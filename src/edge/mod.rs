@@ -14,6 +14,8 @@
 //! | POST, GET, DELETE | /api/v1/session (a browser's sign-in)   | [`session`]        |
 //! | GET         | /api/v1/signin/{oidc,github} and `…/callback` (identity sign-in) | [`signin::oidc`], [`signin::github`] |
 //! | POST        | /api/v1/signin/access (Cloudflare Access)    | [`signin::access`] |
+//! | POST        | /api/oidc/mint_token (a CI job's OIDC token for a key) | [`trusted_publishing::mint_token`] |
+//! | GET, POST, DELETE | /api/v1/channels/<c>/publishers[/<id>] (trusted publishers) | [`trusted_publishing`] |
 //! | GET         | /api/v1/channels/<c>/packages…, /api/v1/server | [`browse`]     |
 //! | GET (Accept: text/html) | the web app's page URLs: `/`, `/<channel>`… | [`pages::shell`] |
 //!
@@ -50,6 +52,7 @@ mod session;
 mod sessions;
 mod signin;
 mod storage;
+mod trusted_publishing;
 mod upload;
 
 use worker::{event, Context, Date, Env, Method, Request, Response};
@@ -151,6 +154,7 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
             let dist = DistPath::parse(owner, name, version, subdir, filename)?;
             publish::anaconda::remove(ctx, &dist).await
         }
+        (Method::Post, ["api", "oidc", "mint_token"]) => trusted_publishing::mint_token(ctx).await,
         (Method::Get, ["api", "v1", "whoami"]) => manage::whoami(ctx).await,
         (Method::Post, ["api", "v1", "session"]) => session::sign_in(ctx).await,
         (Method::Get, ["api", "v1", "session"]) => session::current(ctx).await,
@@ -176,6 +180,11 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
                 (Method::Patch, []) => manage::update_channel(ctx, &channel).await,
                 (Method::Delete, []) => manage::delete_channel(ctx, &channel).await,
                 (Method::Get, ["members"]) => manage::list_members(ctx, &channel).await,
+                (Method::Get, ["publishers"]) => trusted_publishing::list(ctx, &channel).await,
+                (Method::Post, ["publishers"]) => trusted_publishing::add(ctx, &channel).await,
+                (Method::Delete, ["publishers", id]) => {
+                    trusted_publishing::remove(ctx, &channel, id).await
+                }
                 (Method::Get, ["stats"]) => manage::channel_stats(ctx, &channel).await,
                 (Method::Post, ["rebuild"]) => manage::rebuild_channel(ctx, &channel).await,
                 (Method::Post, ["check"]) => manage::check_channel(ctx, &channel).await,

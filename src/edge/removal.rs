@@ -23,7 +23,7 @@ pub async fn remove_package(
     subdir: &str,
     filename: &str,
 ) -> ApiResult<Response> {
-    let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
+    let (caller, channel) = ctx.authorize_change(channel_name, Action::Delete).await?;
     let outcome = ctx
         .channel_index(&channel.name)?
         .delete(&DeleteRequest {

@@ -528,6 +528,48 @@ def test_channel_settings_visibility_and_delete(server, tab, owner):
     tab.assert_clean()
 
 
+
+def test_trusted_publishers_on_the_settings_page(server, tab, owner, make_user, channel):
+    page = tab.page
+    sign_in(tab, owner.key, owner.name)
+    page.goto(f"/{channel}/settings")
+    card = page.locator("#trusted-publishers")
+    expect(card).to_contain_text("No trusted publishers.")
+    hostile = "<img src=x onerror=alert(1)>"
+    card.get_by_label("issuer").select_option("github")
+    card.get_by_label("repository").fill("acme/widgets")
+    card.get_by_label("workflow").fill("release.yml")
+    card.get_by_label("environment").fill(hostile)
+    card.get_by_role("button", name="Add publisher").click()
+    expect(card.locator(".message")).to_contain_text("Publisher added.")
+    [publisher] = server.api("GET", f"channels/{channel}/publishers", owner.key).json()["publishers"]
+    assert (publisher["repository"], publisher["workflow"], publisher["environment"], publisher["ref"]) == (
+        "acme/widgets", "release.yml", hostile, None
+    )
+    row = card.locator(f"tr[data-publisher='{publisher['id']}']")
+    expect(row).to_contain_text("acme/widgets")
+    expect(row.locator("td").nth(3)).to_have_text(hostile)
+    expect(card.locator("img")).to_have_count(0)
+
+    # A refusal shows the server's sentence, and adds nothing.
+    card.get_by_label("repository").fill("not-a-repository")
+    card.get_by_role("button", name="Add publisher").click()
+    expect(card.locator(".message")).to_contain_text("repository is owner/name")
+    assert len(server.api("GET", f"channels/{channel}/publishers", owner.key).json()["publishers"]) == 1
+
+    row.get_by_role("button", name="Remove").click()
+    row.get_by_role("button", name="Yes, remove").click()
+    expect(card).to_contain_text("No trusted publishers.")
+    assert server.api("GET", f"channels/{channel}/publishers", owner.key).json()["publishers"] == []
+
+    # A contributor does not get the settings page.
+    contributor = make_user()
+    server.admin("member", "add", channel, contributor.name, "--role", "contributor")
+    sign_in(tab, contributor.key, contributor.name)
+    page.goto(f"/{channel}/settings")
+    expect(page.locator("#trusted-publishers")).to_have_count(0)
+    tab.assert_clean()
+
 def hostile_package() -> tuple[str, bytes, dict]:
     """A package whose every free-text field is an attack; its name looks like a file path as
     far as names allow (no '/' or '..' pass the server's name rules)."""

@@ -19,8 +19,10 @@ pub async fn deploy(
     subdir: &Subdir,
     filename: &PackageFilename,
 ) -> ApiResult<Response> {
-    let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
     let force = UploadQuery::parse(ctx.req().url()?.query_pairs()).force;
+    let (caller, channel) = ctx
+        .authorize_change(channel_name, Action::upload(force))
+        .await?;
     let body = Body::Request {
         file: Named {
             filename: filename.to_string(),

@@ -31,8 +31,10 @@ async fn store(
     channel_name: &ChannelName,
     filename: &PackageFilename,
 ) -> ApiResult<Response> {
-    let (caller, channel) = ctx.authorize_change(channel_name, Action::Write).await?;
     let query = UploadQuery::parse(ctx.req().url()?.query_pairs());
+    let (caller, channel) = ctx
+        .authorize_change(channel_name, Action::upload(query.force))
+        .await?;
     let sha256 = query
         .sha256
         .ok_or_else(|| ApiError::bad_request("the sha256 query parameter is missing"))?;

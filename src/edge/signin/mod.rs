@@ -17,7 +17,7 @@ use super::context::RequestContext;
 use super::error::{internal, ApiError, ApiResult, ErrorCode};
 use super::sessions::{self, Started};
 use crate::directory::{
-    self, IdentityRow, NewIdentity, NewSignInAttempt, SignInAttemptRow, UserRow,
+    self, IdRow, IdentityRow, NewIdentity, NewSignInAttempt, SignInAttemptRow, UserRow,
 };
 use crate::keys::{key_hash, new_key};
 use crate::session::session_hash;
@@ -151,11 +151,6 @@ pub async fn finish(
     headers.append("Set-Cookie", &started.cookie)?;
     headers.append("Set-Cookie", &cleared_attempt_cookie(ctx.is_https()?))?;
     Ok(response)
-}
-
-#[derive(serde::Deserialize)]
-struct IdRow {
-    id: i64,
 }
 
 /// Starts a session of `profile`'s identity: through a key of its own (no limits, expiring with

@@ -1,7 +1,9 @@
-// `/<channel>/settings` (owners): visibility, and deleting the channel (type its name).
+// `/<channel>/settings` (owners): visibility, trusted publishers, and deleting the channel (type
+// its name).
 import { h, put } from '../dom.js';
 import { api } from '../api.js';
 import { channelHeader, openOwnerPage } from '../channel-common.js';
+import { publishersCard } from '../publishers.js';
 
 export async function render(view, ctx) {
   const channel = await openOwnerPage(view, ctx, {
@@ -68,5 +70,5 @@ export async function render(view, ctx) {
     }
   });
 
-  put(view, header, visibility, danger);
+  put(view, header, visibility, publishersCard(channel), danger);
 }
