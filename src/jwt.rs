@@ -39,10 +39,12 @@ pub enum JwtError {
     Algorithm(String),
     #[error("the token's header has fields this server does not understand (crit)")]
     Critical,
-    #[error("the token names no signing key (kid)")]
+    #[error("the token names no signing key (kid), and the issuer has several")]
     NoKeyId,
     #[error("the issuer has no key with the id '{0}'")]
     UnknownKey(String),
+    #[error("the token names no signing key (kid), and the issuer has none for its algorithm")]
+    NoFittingKey,
     #[error("the issuer's key '{0}' is not a key for the token's algorithm")]
     KeyMismatch(String),
     #[error("the token's signature does not verify")]
@@ -85,7 +87,9 @@ struct Header {
 #[derive(Debug, Clone)]
 pub struct SignedToken {
     pub algorithm: Algorithm,
-    pub kid: String,
+    /// The signing key's id; `None` when the header names none, which only an issuer with a
+    /// single key for the algorithm can have meant.
+    pub kid: Option<String>,
     /// `<header>.<payload>` as received: the bytes the signature covers.
     pub signing_input: String,
     pub signature: Vec<u8>,
@@ -124,10 +128,6 @@ pub fn parse(token: &str) -> Result<SignedToken, JwtError> {
     if header.crit.is_some() {
         return Err(JwtError::Critical);
     }
-    let kid = header
-        .kid
-        .filter(|kid| !kid.is_empty())
-        .ok_or(JwtError::NoKeyId)?;
     let signature = decode_part(signature, "signature is not base64url")?;
     if signature.is_empty() {
         return Err(JwtError::Unsigned);
@@ -137,7 +137,10 @@ pub fn parse(token: &str) -> Result<SignedToken, JwtError> {
     }
     Ok(SignedToken {
         algorithm,
-        kid: shorten(&kid),
+        kid: header
+            .kid
+            .filter(|kid| !kid.is_empty())
+            .map(|kid| shorten(&kid)),
         signing_input: token[..token.rfind('.').expect("three parts")].to_owned(),
         signature,
         payload: decode_part(payload, "payload is not base64url")?,
@@ -186,35 +189,49 @@ pub struct Jwks {
 
 impl Jwks {
     /// The key that must have signed `token`: the one under its `kid`, of the kind its
-    /// algorithm needs, meant for signatures.
+    /// algorithm needs, meant for signatures. A token naming no key may only have been signed
+    /// by the issuer's one key of that kind (RFC 7515 makes `kid` optional; some providers
+    /// leave it out when they have a single key).
     pub fn key_for(&self, token: &SignedToken) -> Result<&Jwk, JwtError> {
+        let Some(kid) = &token.kid else {
+            let mut fitting = self.keys.iter().filter(|key| key.fits(token.algorithm));
+            return match (fitting.next(), fitting.next()) {
+                (Some(key), None) => Ok(key),
+                (None, _) => Err(JwtError::NoFittingKey),
+                (Some(_), Some(_)) => Err(JwtError::NoKeyId),
+            };
+        };
         let key = self
             .keys
             .iter()
-            .find(|key| key.kid.as_deref() == Some(token.kid.as_str()))
-            .ok_or_else(|| JwtError::UnknownKey(token.kid.clone()))?;
-        let (kty, alg) = match token.algorithm {
-            Algorithm::Rs256 => ("RSA", "RS256"),
-            Algorithm::Es256 => ("EC", "ES256"),
-        };
-        let fits = key.kty == kty
-            && key.alg.as_deref().is_none_or(|a| a == alg)
-            && key.usage.as_deref().is_none_or(|u| u == "sig")
-            && match token.algorithm {
-                Algorithm::Rs256 => key.n.is_some() && key.e.is_some(),
-                Algorithm::Es256 => {
-                    key.crv.as_deref() == Some("P-256") && key.x.is_some() && key.y.is_some()
-                }
-            };
-        if fits {
+            .find(|key| key.kid.as_deref() == Some(kid.as_str()))
+            .ok_or_else(|| JwtError::UnknownKey(kid.clone()))?;
+        if key.fits(token.algorithm) {
             Ok(key)
         } else {
-            Err(JwtError::KeyMismatch(token.kid.clone()))
+            Err(JwtError::KeyMismatch(kid.clone()))
         }
     }
 }
 
 impl Jwk {
+    /// Whether this is a public key for signatures of `algorithm`.
+    fn fits(&self, algorithm: Algorithm) -> bool {
+        let (kty, alg) = match algorithm {
+            Algorithm::Rs256 => ("RSA", "RS256"),
+            Algorithm::Es256 => ("EC", "ES256"),
+        };
+        self.kty == kty
+            && self.alg.as_deref().is_none_or(|a| a == alg)
+            && self.usage.as_deref().is_none_or(|u| u == "sig")
+            && match algorithm {
+                Algorithm::Rs256 => self.n.is_some() && self.e.is_some(),
+                Algorithm::Es256 => {
+                    self.crv.as_deref() == Some("P-256") && self.x.is_some() && self.y.is_some()
+                }
+            }
+    }
+
     /// The key's public parameters alone, as WebCrypto imports a JWK.
     pub fn public_parameters(&self) -> Value {
         let mut jwk = Map::new();

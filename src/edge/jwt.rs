@@ -3,9 +3,6 @@
 //! in the isolate as long as their `Cache-Control` says within bounds, and fetched again once
 //! when a token names a key they lack; the signature is checked by the runtime's WebCrypto.
 
-// Its callers (the token exchange and the sign-ins) are being added.
-#![allow(dead_code)]
-
 use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
 use js_sys::{Object, Reflect, JSON};
@@ -138,7 +135,7 @@ async fn signing_key(url: &str, token: &SignedToken) -> ApiResult<Jwk> {
     let keys = cached_document(&KEY_SETS, url, None, |_: &Jwks| Ok(())).await?;
     match keys.key_for(token) {
         Ok(key) => Ok(key.clone()),
-        Err(JwtError::UnknownKey(_)) => {
+        Err(JwtError::UnknownKey(_) | JwtError::NoFittingKey) => {
             let fresher_than = Date::now()
                 .as_millis()
                 .saturating_sub(MIN_REFETCH_INTERVAL_MS);
@@ -184,7 +181,9 @@ async fn signature_holds(key: &Jwk, token: &SignedToken) -> ApiResult<bool> {
         .map_err(|_| ApiError::internal())?;
     // A published key WebCrypto cannot use is no key for this token.
     let Ok(crypto_key) = JsFuture::from(imported).await else {
-        return Err(refused(JwtError::KeyMismatch(token.kid.clone())));
+        return Err(refused(JwtError::KeyMismatch(
+            token.kid.clone().unwrap_or_default(),
+        )));
     };
     let checked = subtle
         .verify_with_object_and_u8_array_and_u8_array(

@@ -84,18 +84,6 @@ def oidc_provider():
     os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
     import oidc_provider_mock
 
-    from oidc_provider_mock import _app
-
-    class OpenIDCodeNamingItsKey(_app.OpenIDCode):
-        """Names the signing key (`kid`) in the id_token's header, as the providers people
-        use do (Google, Entra ID, Okta, Keycloak); the mock leaves it out."""
-
-        def get_encode_header(self, client):
-            header = super().get_encode_header(client)
-            header["kid"] = _app.storage.jwk.as_dict()["kid"]
-            return header
-
-    _app.OpenIDCode = OpenIDCodeNamingItsKey
     app = Pkce(oidc_provider_mock.app(require_nonce=True))
     port = free_port()
     server = werkzeug.serving.make_server("127.0.0.1", port, app, threaded=True)

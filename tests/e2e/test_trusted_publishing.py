@@ -21,7 +21,7 @@ from harness import AdminError, running_server
 from oidc_issuer import Issuer
 from pkgbuild import build_tar_bz2
 from playwright.sync_api import expect
-from test_web import browser, tab  # noqa: F401 (the browser fixtures, for the package page)
+from test_web import tab  # noqa: F401 (a page of the web app, for the package page)
 
 # Short, so that a test can see a minted key expire; long enough for one client's uploads.
 MINTED_KEY_SECONDS = 10
