@@ -14,7 +14,8 @@ pub const INDEX_LIFETIME_MS: u64 = 30_000;
 /// Package files change only by a forced replacement or a delete, which drop the copy where
 /// the channel's index writes them; other data centres may serve the old bytes this long.
 pub const PACKAGE_LIFETIME_MS: u64 = 24 * 3600 * 1000;
-/// Shards are content-addressed: their bytes never change, so they stay until evicted.
+/// Shards are content-addressed: their bytes never change, so they stay until evicted (or
+/// until a superseded one is deleted, after its retention).
 pub const SHARD_LIFETIME_MS: u64 = 365 * 24 * 3600 * 1000;
 
 /// The headers a cached copy carries besides the served ones: when it was stored, and the

@@ -285,6 +285,9 @@ impl ChannelIndex {
             if !expired.is_empty() {
                 // The objects go before their rows, so a cut-short deletion is repeated.
                 self.bucket()?.delete_multiple(expired.clone()).await?;
+                let cached: Vec<String> =
+                    expired.iter().map(|k| crate::edge_cache::key(k)).collect();
+                super::edge_cache::purge(&cached).await;
                 for key in expired {
                     self.store().forget_retired(&key)?;
                 }
