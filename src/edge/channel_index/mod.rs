@@ -314,8 +314,10 @@ impl ChannelIndex {
             if !recorded {
                 self.bring_up_to_date(channel, &intent.subdir, true).await?;
                 self.bucket()?.delete(&intent.key).await?;
-                super::edge_cache::purge(&[crate::edge_cache::key(&intent.key)]).await;
             }
+            // The object changed or went, and the request that changed it may have died before
+            // dropping its cached copy.
+            super::edge_cache::purge(&[crate::edge_cache::key(&intent.key)]).await;
             self.store().clear_intent(&intent.key)?;
             super::log::recovered(intent.action.as_str(), &intent.key, recorded);
         }
