@@ -59,7 +59,7 @@ fn refuse_control_characters(req: &Request) -> ApiResult<()> {
 
 thread_local! {
     /// The settings, read once per isolate: a deployment's variables do not change while it runs.
-    static CONFIG: std::cell::OnceCell<Config> = const { std::cell::OnceCell::new() };
+    static CONFIG: OnceCell<Config> = const { OnceCell::new() };
 }
 
 /// The deployment's settings; a malformed one is a 500 (with the detail in the log), since no
