@@ -26,6 +26,8 @@ DURATION = "8s"
 CONNECTIONS = 16
 PACKAGES = ROOT / "tests" / "fixtures" / "packages"
 SUBDIR = "linux-64"
+FLOOR_WORKER = Path(__file__).resolve().parent / "floor"
+REPEATS = 1000
 
 
 def wrk(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:
@@ -82,8 +84,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tmp.chmod(0o755)  # nginx's workers run as another user
-        with running_server(tmp / "state") as server, running_quetz(tmp / "quetz") as quetz:
-            server.admin("user", "create", "bench")
+        with (
+            running_server(tmp / "state") as server,
+            running_server(tmp / "floor", worker_dir=FLOOR_WORKER) as floor,
+            running_quetz(tmp / "quetz") as quetz,
+        ):
+            server.admin("user", "create", "bench", "--admin")
             key = server.admin("key", "create", "bench")["key"]
             server.admin("channel", "create", "open", "--owner", "bench")
             server.admin("channel", "create", "closed", "--owner", "bench", "--private")
@@ -113,6 +119,7 @@ def main():
                 files[name] = requests.get(f"{server.url}/open/{SUBDIR}/{name}", headers=plain, timeout=10).content
                 (tmp / "www" / "open" / SUBDIR / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / "www" / "open" / SUBDIR / name).write_bytes(files[name])
+                requests.put(f"{floor.url}/open/{SUBDIR}/{name}", data=files[name], timeout=10).raise_for_status()
             quetz_repodata = requests.get(quetz.file_url("open", SUBDIR, "repodata.json"), timeout=10)
             assert package in quetz_repodata.json()["packages"]
             assert requests.get(quetz.file_url("open", SUBDIR, package), timeout=10).content == files[package]
@@ -128,6 +135,7 @@ def main():
                 plan = [
                     ("repodata.json", "nginx", f"{theirs}/repodata.json", plain),
                     ("repodata.json", "quetz", quetz.file_url("open", SUBDIR, "repodata.json"), plain),
+                    ("repodata.json", "floor (one R2 get)", f"{floor.url}/open/{SUBDIR}/repodata.json", plain),
                     ("repodata.json", "condaflare", f"{ours}/repodata.json", plain),
                     ("repodata.json", "condaflare, private, Bearer", f"{server.url}/closed/{SUBDIR}/repodata.json", {**plain, "Authorization": f"Bearer {key}"}),
                     ("repodata.json", "condaflare, private, /t/<key>/", f"{server.url}/t/{key}/closed/{SUBDIR}/repodata.json", plain),
@@ -135,12 +143,15 @@ def main():
                     ("repodata.json 304", "quetz (answers 200)", quetz.file_url("open", SUBDIR, "repodata.json"), {**plain, "If-None-Match": quetz_etag}),
                     ("repodata.json 304", "condaflare", f"{ours}/repodata.json", {"If-None-Match": etag}),
                     ("a shard", "nginx", f"{theirs}/{shard}", plain),
+                    ("a shard", "floor (one R2 get)", f"{floor.url}/open/{SUBDIR}/{shard}", plain),
                     ("a shard", "condaflare", f"{ours}/{shard}", plain),
                     (f"a package ({len(files[package]) // 1000} KB)", "nginx", f"{theirs}/{package}", plain),
                     (f"a package ({len(files[package]) // 1000} KB)", "quetz", quetz.file_url("open", SUBDIR, package), plain),
+                    (f"a package ({len(files[package]) // 1000} KB)", "floor (one R2 get)", f"{floor.url}/open/{SUBDIR}/{package}", plain),
                     (f"a package ({len(files[package]) // 1000} KB)", "condaflare", f"{ours}/{package}", plain),
                 ]
                 rows = [(what, who, wrk(url, headers)) for what, who, url, headers in plan]
+                r2 = {name: r2_operations_of_repeats(server, key, f"{ours}/{name}") for name in ("repodata.json", shard, package)}
             finally:
                 proc.terminate()
                 proc.wait()
@@ -159,6 +170,26 @@ def main():
                 f"{what:20} {who:31} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
                 f"{r['rps'] / baseline['rps']:8.3g}x {versus_quetz}"
             )
+
+        print(f"R2 operations of {REPEATS} repeated GETs (one after another), from the Worker isolate's counter:")
+        for name, counts in r2.items():
+            print(f"  {name:60} {counts}")
+
+
+def r2_operations(server, key: str) -> dict[str, int]:
+    stats = requests.get(f"{server.url}/api/v1/channels/open/stats", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    stats.raise_for_status()
+    return stats.json()["r2_operations"]
+
+
+def r2_operations_of_repeats(server, key: str, url: str) -> dict[str, int]:
+    """The R2 operations the Worker's isolate counted over REPEATS GETs of `url`."""
+    before = r2_operations(server, key)
+    with requests.Session() as session:
+        for _ in range(REPEATS):
+            session.get(url, headers={"Accept-Encoding": "identity"}, timeout=10).raise_for_status()
+    after = r2_operations(server, key)
+    return {kind: after.get(kind, 0) - before.get(kind, 0) for kind in after if after.get(kind, 0) != before.get(kind, 0)}
 
 
 def shard_path(subdir_url: str, name: str) -> str:

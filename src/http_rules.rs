@@ -106,6 +106,22 @@ pub fn is_not_modified(
     }
 }
 
+/// Whether a plain GET answers 304, decided as R2's conditional get decides it for the Worker
+/// (one entity tag compared, a list or `*` ignored; else `If-Modified-Since` in whole seconds),
+/// so a copy from the edge cache answers exactly as a read from R2 does.
+pub fn get_is_not_modified(
+    if_none_match: Option<&str>,
+    if_modified_since_ms: Option<u64>,
+    etag: &str,
+    last_modified_ms: u64,
+) -> bool {
+    match (if_none_match, if_modified_since_ms) {
+        (Some(header), _) => single_etag(header).is_some_and(|tag| tag == bare_etag(etag)),
+        (None, Some(since)) => last_modified_ms <= since + 999,
+        (None, None) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +186,23 @@ mod tests {
         assert!(is_not_modified(None, Some(5_000), "\"a\"", 5_999));
         assert!(!is_not_modified(None, Some(5_000), "\"a\"", 6_000));
         assert!(!is_not_modified(None, None, "\"a\"", 0));
+    }
+
+    #[test]
+    fn conditions_of_a_plain_get() {
+        assert!(get_is_not_modified(Some("\"a\""), None, "\"a\"", 0));
+        assert!(get_is_not_modified(Some("W/\"a\""), None, "\"a\"", 0));
+        assert!(!get_is_not_modified(Some("\"a\", \"b\""), None, "\"a\"", 0));
+        assert!(!get_is_not_modified(Some("*"), None, "\"a\"", 0));
+        // A tag that does not match wins over a date that would.
+        assert!(!get_is_not_modified(
+            Some("\"b\""),
+            Some(10_000),
+            "\"a\"",
+            5_000
+        ));
+        assert!(get_is_not_modified(None, Some(5_000), "\"a\"", 5_999));
+        assert!(!get_is_not_modified(None, Some(5_000), "\"a\"", 6_000));
+        assert!(!get_is_not_modified(None, None, "\"a\"", 0));
     }
 }

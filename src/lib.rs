@@ -9,6 +9,7 @@ pub mod browse;
 pub mod config;
 pub mod consistency;
 pub mod directory;
+pub mod edge_cache;
 pub mod error;
 pub mod http_rules;
 pub mod index_plan;

@@ -7,12 +7,13 @@ use std::cell::OnceCell;
 
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use worker::{Bucket, ByteStream, Env, Fetcher, Request};
+use worker::{Bucket, ByteStream, Context, Env, Fetcher, Request};
 
 use super::auth::{self, Channel, Principal};
 use super::channel_index::ChannelIndexClient;
 use super::db::Db;
 use super::error::{internal, ApiError, ApiResult, ErrorCode};
+use super::r2_counter;
 use crate::access::Action;
 use crate::config::Config;
 use crate::keys::PresentedCredentials;
@@ -26,6 +27,8 @@ const MAX_JSON_BODY: u64 = 64 * 1024;
 pub struct RequestContext {
     env: Env,
     req: Request,
+    /// The runtime's hold on the request, for work that may finish after the answer is sent.
+    lifetime: Context,
     config: Config,
     /// The key of a `/t/<key>/` path prefix, which the router has already cut from the path.
     path_token: Option<String>,
@@ -56,20 +59,41 @@ fn refuse_control_characters(req: &Request) -> ApiResult<()> {
     Ok(())
 }
 
+thread_local! {
+    /// The settings, read once per isolate: a deployment's variables do not change while it runs.
+    static CONFIG: OnceCell<Config> = const { OnceCell::new() };
+}
+
+/// The deployment's settings; a malformed one is a 500 (with the detail in the log), since no
+/// request can be answered right under it.
+fn isolate_config(env: &Env) -> ApiResult<Config> {
+    if let Some(config) = CONFIG.with(|cell| cell.get().copied()) {
+        return Ok(config);
+    }
+    let config = Config::from_vars(|name| env.var(name).ok().map(|value| value.to_string()))
+        .map_err(|message| internal(format!("configuration: {message}")))?;
+    CONFIG.with(|cell| cell.set(config).ok());
+    Ok(config)
+}
+
 fn cross_site_refused() -> ApiError {
     ApiError::forbidden("cross-site request refused")
 }
 
 impl RequestContext {
-    /// The context of `req`; a malformed setting is a 500 (with the detail in the log), since
-    /// no request can be answered right under it.
-    pub fn new(env: Env, req: Request, path_token: Option<&str>) -> ApiResult<Self> {
-        let config = Config::from_vars(|name| env.var(name).ok().map(|value| value.to_string()))
-            .map_err(|message| internal(format!("configuration: {message}")))?;
+    /// The context of `req`; a malformed setting is a 500 (see [`isolate_config`]).
+    pub fn new(
+        env: Env,
+        req: Request,
+        lifetime: Context,
+        path_token: Option<&str>,
+    ) -> ApiResult<Self> {
+        let config = isolate_config(&env)?;
         refuse_control_characters(&req)?;
         Ok(Self {
             env,
             req,
+            lifetime,
             config,
             path_token: path_token.map(str::to_owned),
             caller: OnceCell::new(),
@@ -97,8 +121,14 @@ impl RequestContext {
         &self.req
     }
 
+    /// The packages bucket, its operations counted ([`super::r2_counter`]).
     pub fn bucket(&self) -> ApiResult<Bucket> {
-        Ok(self.env.bucket("PACKAGES")?)
+        Ok(r2_counter::counted(self.env.bucket("PACKAGES")?))
+    }
+
+    /// Runs `work` to its end even after the answer has been sent.
+    pub fn wait_until(&self, work: impl std::future::Future<Output = ()> + 'static) {
+        self.lifetime.wait_until(work);
     }
 
     pub fn db(&self) -> ApiResult<Db> {
@@ -142,12 +172,11 @@ impl RequestContext {
 
     /// The session id in the request's cookie, if it carries one.
     pub fn session_id(&self) -> ApiResult<Option<String>> {
-        let cookies = self.req.headers().get("Cookie")?;
+        let Some(cookies) = self.req.headers().get("Cookie")? else {
+            return Ok(None);
+        };
         let https = self.is_https()?;
-        Ok(cookies
-            .as_deref()
-            .and_then(|header| session_from_cookies(header, https))
-            .map(str::to_owned))
+        Ok(session_from_cookies(&cookies, https).map(str::to_owned))
     }
 
     /// The caller of the request's session cookie, if it names a live session; 403 when the

@@ -516,6 +516,8 @@ pub async fn revoke_key(ctx: &RequestContext, id: &str) -> ApiResult<Response> {
 struct ChannelStats<'a, S> {
     channel: &'a str,
     index: S,
+    /// The R2 operations of the isolate that answered, per kind, of every channel.
+    r2_operations: std::collections::BTreeMap<String, u64>,
 }
 
 /// `GET /api/v1/channels/<c>/stats`: what the channel's index holds and the memory its Durable
@@ -528,6 +530,7 @@ pub async fn channel_stats(ctx: &RequestContext, name: &ChannelName) -> ApiResul
         &ChannelStats {
             channel: name,
             index,
+            r2_operations: super::r2_counter::counts(),
         },
     )
 }

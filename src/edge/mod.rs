@@ -37,6 +37,7 @@ mod channel_index;
 mod context;
 mod db;
 mod delete;
+mod edge_cache;
 mod error;
 mod form;
 mod ingest;
@@ -46,6 +47,7 @@ mod manage;
 mod object_writer;
 mod pages;
 mod publish;
+mod r2_counter;
 mod removal;
 mod serve;
 mod session;
@@ -63,12 +65,12 @@ use context::RequestContext;
 use error::{ApiError, ApiResult, ErrorCode};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, lifetime: Context) -> worker::Result<Response> {
     let started = Date::now().as_millis();
     let method = req.method();
     let raw_path = req.path();
     let (path_token, path) = split_token(&raw_path);
-    let answered = match RequestContext::new(env, req, path_token) {
+    let answered = match RequestContext::new(env, req, lifetime, path_token) {
         Ok(mut ctx) => route(&mut ctx, &method, path).await,
         Err(error) => Err(error),
     };

@@ -1,14 +1,20 @@
-//! GET and HEAD of channel files: repodata and packages, straight from R2 once the caller is
-//! authorized.
+//! GET and HEAD of channel files: repodata and packages, once the caller is authorized, from the
+//! data centre's cache (see [`super::edge_cache`]) or else straight from R2.
 
-use worker::{Bucket, Conditional, Date, DateInit, Headers, Method, Request, Response};
+use worker::{
+    Bucket, Conditional, Date, DateInit, Headers, Method, Request, Response, ResponseBody,
+};
 
 use super::auth::{Channel, Hiding};
 use super::context::RequestContext;
+use super::edge_cache::{self, Copy, Stored};
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::storage::file_key;
 use crate::access::Action;
-use crate::http_rules::{is_not_modified, parse_range, single_etag, ByteRange, RangeRequest};
+use crate::edge_cache::lifetime_ms;
+use crate::http_rules::{
+    get_is_not_modified, is_not_modified, parse_range, single_etag, ByteRange, RangeRequest,
+};
 use crate::names::{ChannelFile, ChannelName, Subdir};
 use crate::repodata::empty_noarch;
 
@@ -30,8 +36,8 @@ pub async fn serve_file(
     filename: &str,
     kind: ChannelFile,
 ) -> ApiResult<Response> {
-    // Authorized before any byte is read. The channel's visibility and the key come from the
-    // isolate cache, so a public read stays one R2 read.
+    // Authorized before any byte is read, from the cache or from R2. The channel's visibility
+    // and the key come from the isolate cache, so a public read is one read.
     let (_, channel) = ctx
         .authorize(channel_name, Action::Read, Hiding::Challenge)
         .await?;
@@ -39,9 +45,44 @@ pub async fn serve_file(
     let req = ctx.req();
     let head_only = req.method() == Method::Head;
     let key = file_key(channel_name, subdir, filename);
-    let fetched = fetch_object(&ctx.bucket()?, req, &key, head_only).await?;
     let caching = Caching::of(&channel, kind);
+    let conditions = Conditions::of(req)?;
+    // A range is read from R2: the cache keeps whole files, and slicing one would read it all.
+    let cached_kind = lifetime_ms(kind).is_some() && conditions.range.is_none();
+    if cached_kind {
+        if let Some(copy) = edge_cache::lookup(&key, kind, channel.created_at).await {
+            let fetched = from_copy(copy, &conditions, head_only);
+            return respond(fetched, filename, &caching, head_only);
+        }
+    }
+    let fetched = fetch_object(&ctx.bucket()?, &conditions, &key, head_only).await?;
     match fetched {
+        Some(Fetched::Body {
+            meta,
+            body: Some(body),
+            range: None,
+        }) if cached_kind && !head_only && conditions.is_plain() => {
+            let (answer, copy) = edge_cache::tee(body);
+            if let Some(copy) = copy {
+                let stored = Stored {
+                    object_key: key,
+                    kind,
+                    channel_created: channel.created_at,
+                    etag: meta.etag.clone(),
+                    uploaded_ms: meta.uploaded_ms,
+                    size: meta.size,
+                    content_type: ChannelFile::content_type(filename),
+                };
+                // After the answer: the copy is read as the client reads its branch.
+                ctx.wait_until(edge_cache::store(stored, copy));
+            }
+            let fetched = Fetched::Body {
+                meta,
+                body: Some(answer),
+                range: None,
+            };
+            respond(fetched, filename, &caching, head_only)
+        }
         Some(fetched) => respond(fetched, filename, &caching, head_only),
         None if subdir.as_str() == "noarch" && kind == ChannelFile::Index => {
             serve_empty_noarch(req, &channel, filename, &caching, head_only)
@@ -90,103 +131,175 @@ impl Caching {
     }
 }
 
-/// What R2 gave back for a request.
+/// What answers need of a stored file.
+struct Meta {
+    etag: String,
+    uploaded_ms: u64,
+    size: u64,
+}
+
+impl Meta {
+    fn of(object: &worker::Object) -> Self {
+        Self {
+            etag: object.http_etag(),
+            uploaded_ms: object.uploaded().as_millis(),
+            size: object.size(),
+        }
+    }
+}
+
+/// What R2 (or the cache) gave back for a request.
 enum Fetched {
-    /// The object, or the part of it that was asked for.
+    /// The file, or the part of it that was asked for (no body for HEAD).
     Body {
-        object: worker::Object,
+        meta: Meta,
+        body: Option<ResponseBody>,
         range: Option<ByteRange>,
     },
     /// A conditional request whose condition says the client's copy is current.
-    NotModified(worker::Object),
+    NotModified(Meta),
     Unsatisfiable(u64),
+}
+
+impl Fetched {
+    fn of(object: worker::Object, range: Option<ByteRange>) -> ApiResult<Self> {
+        Ok(match object.body() {
+            Some(body) => Self::Body {
+                meta: Meta::of(&object),
+                body: Some(body.response_body()?),
+                range,
+            },
+            None => Self::NotModified(Meta::of(&object)),
+        })
+    }
+}
+
+/// The request's conditions and range.
+struct Conditions {
+    if_none_match: Option<String>,
+    if_modified_since: Option<u64>,
+    range: Option<String>,
+}
+
+impl Conditions {
+    fn of(req: &Request) -> ApiResult<Self> {
+        let headers = req.headers();
+        Ok(Self {
+            if_none_match: headers.get("If-None-Match")?,
+            if_modified_since: headers
+                .get("If-Modified-Since")?
+                .and_then(|value| parse_http_date(&value)),
+            range: headers.get("Range")?,
+        })
+    }
+
+    /// Neither conditional nor ranged: the GETs whose whole file is stored in the cache (so
+    /// what a copy answers never depends on which request stored it).
+    fn is_plain(&self) -> bool {
+        self.if_none_match.is_none() && self.if_modified_since.is_none() && self.range.is_none()
+    }
+}
+
+/// The answer from a cached copy, decided exactly as a read from R2 decides it: HEAD by the
+/// same comparison as after R2's head, a GET as R2's conditional get.
+fn from_copy(copy: Copy, conditions: &Conditions, head_only: bool) -> Fetched {
+    let meta = Meta {
+        etag: copy.etag,
+        uploaded_ms: copy.uploaded_ms,
+        size: copy.size,
+    };
+    let condition = if head_only {
+        is_not_modified
+    } else {
+        get_is_not_modified
+    };
+    if condition(
+        conditions.if_none_match.as_deref(),
+        conditions.if_modified_since,
+        &meta.etag,
+        meta.uploaded_ms,
+    ) {
+        return Fetched::NotModified(meta);
+    }
+    Fetched::Body {
+        meta,
+        body: copy.body.filter(|_| !head_only).map(ResponseBody::Stream),
+        range: None,
+    }
 }
 
 async fn fetch_object(
     bucket: &Bucket,
-    req: &Request,
+    conditions: &Conditions,
     key: &str,
     head_only: bool,
 ) -> ApiResult<Option<Fetched>> {
-    let headers = req.headers();
-    let if_none_match = headers.get("If-None-Match")?;
-    let if_modified_since = headers
-        .get("If-Modified-Since")?
-        .and_then(|value| parse_http_date(&value));
-    let range_header = headers.get("Range")?;
+    let if_none_match = conditions.if_none_match.as_deref();
+    let if_modified_since = conditions.if_modified_since;
+    let range_header = conditions.range.as_deref();
 
     if head_only || range_header.is_some() {
         // Metadata first: HEAD needs nothing else, and a range needs the size.
         let Some(object) = bucket.head(key).await? else {
             return Ok(None);
         };
-        let last_modified = object.uploaded().as_millis();
+        let meta = Meta::of(&object);
         if is_not_modified(
-            if_none_match.as_deref(),
+            if_none_match,
             if_modified_since,
-            &object.http_etag(),
-            last_modified,
+            &meta.etag,
+            meta.uploaded_ms,
         ) {
-            return Ok(Some(Fetched::NotModified(object)));
+            return Ok(Some(Fetched::NotModified(meta)));
         }
         if head_only {
             return Ok(Some(Fetched::Body {
-                object,
+                meta,
+                body: None,
                 range: None,
             }));
         }
-        let size = object.size();
-        return match parse_range(range_header.as_deref(), size) {
-            RangeRequest::Unsatisfiable => Ok(Some(Fetched::Unsatisfiable(size))),
+        return match parse_range(range_header, meta.size) {
+            RangeRequest::Unsatisfiable => Ok(Some(Fetched::Unsatisfiable(meta.size))),
             RangeRequest::Whole => get(bucket, key, None).await,
-            RangeRequest::Partial(range) => {
-                let fetched = get(bucket, key, Some((range.start, range.length()))).await?;
-                Ok(fetched.map(|fetched| match fetched {
-                    Fetched::Body { object, .. } => Fetched::Body {
-                        object,
-                        range: Some(range),
-                    },
-                    other => other,
-                }))
-            }
+            RangeRequest::Partial(range) => get(bucket, key, Some(range)).await,
         };
     }
 
     // A plain GET, with the client's condition passed to R2 so a 304 costs no body read.
     let mut request = bucket.get(key);
-    if let Some(tag) = if_none_match.as_deref().and_then(single_etag) {
+    if let Some(tag) = if_none_match.and_then(single_etag) {
         request = request.only_if(Conditional {
             etag_does_not_match: Some(tag.to_owned()),
             ..Default::default()
         });
-    } else if let (None, Some(since)) = (&if_none_match, if_modified_since) {
+    } else if let (None, Some(since)) = (if_none_match, if_modified_since) {
         // HTTP dates have whole seconds; R2 times have milliseconds.
         request = request.only_if(Conditional {
             uploaded_after: Some(Date::new(DateInit::Millis(since + 999))),
             ..Default::default()
         });
     }
-    Ok(request.execute().await?.map(|object| {
-        if object.body().is_some() {
-            Fetched::Body {
-                object,
-                range: None,
-            }
-        } else {
-            Fetched::NotModified(object)
-        }
-    }))
+    request
+        .execute()
+        .await?
+        .map(|object| Fetched::of(object, None))
+        .transpose()
 }
 
-async fn get(bucket: &Bucket, key: &str, range: Option<(u64, u64)>) -> ApiResult<Option<Fetched>> {
+async fn get(bucket: &Bucket, key: &str, range: Option<ByteRange>) -> ApiResult<Option<Fetched>> {
     let mut request = bucket.get(key);
-    if let Some((offset, length)) = range {
-        request = request.range(worker::Range::OffsetWithLength { offset, length });
+    if let Some(range) = range {
+        request = request.range(worker::Range::OffsetWithLength {
+            offset: range.start,
+            length: range.length(),
+        });
     }
-    Ok(request.execute().await?.map(|object| Fetched::Body {
-        object,
-        range: None,
-    }))
+    request
+        .execute()
+        .await?
+        .map(|object| Fetched::of(object, range))
+        .transpose()
 }
 
 fn parse_http_date(value: &str) -> Option<u64> {
@@ -207,7 +320,7 @@ fn respond(
     let headers = Headers::new();
     caching.set(&headers)?;
     headers.set("Accept-Ranges", "bytes")?;
-    let (object, status, length) = match fetched {
+    let (meta, body, status, length) = match fetched {
         Fetched::Unsatisfiable(size) => {
             let mut response = super::error::response(&ApiError::new(
                 ErrorCode::RangeNotSatisfiable,
@@ -218,39 +331,40 @@ fn respond(
                 .set("Content-Range", &format!("bytes */{size}"))?;
             return Ok(response);
         }
-        Fetched::NotModified(object) => {
-            set_validators(&headers, &object)?;
+        Fetched::NotModified(meta) => {
+            set_validators(&headers, &meta)?;
             return Ok(Response::builder()
                 .with_status(304)
                 .with_headers(headers)
                 .empty());
         }
-        Fetched::Body { object, range } => match range {
+        Fetched::Body { meta, body, range } => match range {
             Some(range) => {
-                headers.set("Content-Range", &range.content_range(object.size()))?;
-                (object, 206, range.length())
+                headers.set("Content-Range", &range.content_range(meta.size))?;
+                let length = range.length();
+                (meta, body, 206, length)
             }
             None => {
-                let size = object.size();
-                (object, 200, size)
+                let size = meta.size;
+                (meta, body, 200, size)
             }
         },
     };
-    set_validators(&headers, &object)?;
+    set_validators(&headers, &meta)?;
     headers.set("Content-Type", ChannelFile::content_type(filename))?;
     headers.set("Content-Length", &length.to_string())?;
     let builder = Response::builder()
         .with_status(status)
         .with_headers(headers);
-    match object.body().filter(|_| !head_only) {
-        Some(body) => Ok(builder.body(body.response_body()?)),
+    match body.filter(|_| !head_only) {
+        Some(body) => Ok(builder.body(body)),
         None => Ok(builder.empty()),
     }
 }
 
-fn set_validators(headers: &Headers, object: &worker::Object) -> ApiResult<()> {
-    headers.set("ETag", &object.http_etag())?;
-    headers.set("Last-Modified", &http_date(object.uploaded().as_millis()))?;
+fn set_validators(headers: &Headers, meta: &Meta) -> ApiResult<()> {
+    headers.set("ETag", &meta.etag)?;
+    headers.set("Last-Modified", &http_date(meta.uploaded_ms))?;
     Ok(())
 }
 

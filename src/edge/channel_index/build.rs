@@ -3,10 +3,12 @@
 
 use worker::Date;
 
+use super::super::edge_cache::purge;
 use super::super::error::{internal, ApiResult};
 use super::super::object_writer::ObjectWriter;
 use super::super::storage::file_key;
 use super::{metadata, ChannelIndex, Freshness};
+use crate::edge_cache::key;
 use crate::index_plan::{
     alarm_due, keeps_shard_index, moves_alarm, shard_update, AlarmWork, Pages, ShardUpdate,
 };
@@ -168,7 +170,7 @@ impl ChannelIndex {
         let entries = self.store().shards(subdir)?;
         let index_key = file_key(channel, subdir, shards::INDEX_FILENAME);
         if !keeps_shard_index(subdir, entries.len()) {
-            bucket.delete(index_key).await?;
+            bucket.delete(&index_key).await?;
         } else {
             let shards: Vec<(String, [u8; 32])> = entries
                 .into_iter()
@@ -176,11 +178,12 @@ impl ChannelIndex {
                 .collect();
             let created_at = String::from(js_sys::Date::new_0().to_iso_string());
             bucket
-                .put(index_key, build_index(subdir, &created_at, &shards))
+                .put(&index_key, build_index(subdir, &created_at, &shards))
                 .http_metadata(metadata("application/zstd"))
                 .execute()
                 .await?;
         }
+        purge(&[key(&index_key)]).await;
         Ok(())
     }
 
@@ -224,6 +227,8 @@ impl ChannelIndex {
             pages.advance(rows.len(), rows.last().map(|row| row.filename.as_str()));
         }
         let (bytes, json_parts, zst_parts) = out.finish().await?;
+        let written = ["repodata.json", "repodata.json.zst", "run_exports.json"];
+        purge(&written.map(|name| key(&file_key(channel, subdir, name)))).await;
         super::super::log::build(channel, subdir, bytes, json_parts, zst_parts);
         Ok(())
     }

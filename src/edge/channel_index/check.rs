@@ -389,6 +389,8 @@ impl ChannelIndex {
         let bucket = self.bucket()?;
         for keys in check.orphans.chunks(PAGE as usize) {
             bucket.delete_multiple(keys.to_vec()).await?;
+            let cached: Vec<String> = keys.iter().map(|k| crate::edge_cache::key(k)).collect();
+            super::super::edge_cache::purge(&cached).await;
         }
         for keys in check.staging.chunks(PAGE as usize) {
             bucket.delete_multiple(keys.to_vec()).await?;

@@ -102,6 +102,10 @@ pub struct IndexStats {
     /// is the peak since the object was loaded).
     pub wasm_memory_bytes: u64,
     pub sqlite_bytes: u64,
+    /// The R2 operations of this object's isolate, per kind (see [`super::super::r2_counter`]);
+    /// empty from an object of an earlier version, mid-deployment.
+    #[serde(default)]
+    pub r2_operations: std::collections::BTreeMap<String, u64>,
 }
 
 /// One operation on the index: the body of every request to the object, which answers with

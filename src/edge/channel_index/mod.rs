@@ -176,8 +176,9 @@ impl DurableObject for ChannelIndex {
 }
 
 impl ChannelIndex {
+    /// The packages bucket, its operations counted in this object's isolate.
     fn bucket(&self) -> worker::Result<Bucket> {
-        self.env.bucket("PACKAGES")
+        Ok(super::r2_counter::counted(self.env.bucket("PACKAGES")?))
     }
 
     fn store(&self) -> IndexStore<'_, SqlStorage> {
@@ -284,6 +285,9 @@ impl ChannelIndex {
             if !expired.is_empty() {
                 // The objects go before their rows, so a cut-short deletion is repeated.
                 self.bucket()?.delete_multiple(expired.clone()).await?;
+                let cached: Vec<String> =
+                    expired.iter().map(|k| crate::edge_cache::key(k)).collect();
+                super::edge_cache::purge(&cached).await;
                 for key in expired {
                     self.store().forget_retired(&key)?;
                 }
@@ -311,6 +315,9 @@ impl ChannelIndex {
                 self.bring_up_to_date(channel, &intent.subdir, true).await?;
                 self.bucket()?.delete(&intent.key).await?;
             }
+            // The object changed or went, and the request that changed it may have died before
+            // dropping its cached copy.
+            super::edge_cache::purge(&[crate::edge_cache::key(&intent.key)]).await;
             self.store().clear_intent(&intent.key)?;
             super::log::recovered(intent.action.as_str(), &intent.key, recorded);
         }
@@ -485,6 +492,7 @@ impl ChannelIndex {
         self.bring_up_to_date(&request.channel, &request.subdir, true)
             .await?;
         self.bucket()?.delete(&key).await?;
+        super::edge_cache::purge(&[crate::edge_cache::key(&key)]).await;
         self.store().clear_intent(&key)?;
         drop(write);
         Ok(DeleteOutcome { deleted: true })
@@ -543,6 +551,7 @@ impl ChannelIndex {
             stale_repodata: self.store().stale()?,
             wasm_memory_bytes: wasm_memory_bytes.into(),
             sqlite_bytes: self.sql.database_size() as u64,
+            r2_operations: super::r2_counter::counts(),
         })
     }
 
@@ -574,6 +583,8 @@ impl ChannelIndex {
         put.http_metadata(metadata(ChannelFile::content_type(filename)))
             .execute()
             .await?;
+        // A replacement (`?force`): the old bytes leave this data centre's cache at once.
+        super::edge_cache::purge(&[crate::edge_cache::key(to)]).await;
         Ok(())
     }
 
