@@ -204,6 +204,31 @@ def ceiling_url(server: Server, size: int) -> str:
     return f"{server.url}/?bytes={size}"
 
 
+def ceiling_own_url(server: Server) -> str:
+    """The runtime ceiling's own socket behind wrangler dev's proxy (as Server.worker_address
+    finds condaflare's): the one listening socket of its workerd processes, other than the
+    public port, that answers `?bytes=3` with 3 bytes."""
+    inodes = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.getpgid(int(proc.name)) == server.pgid and (proc / "comm").read_text().strip() == "workerd":
+                inodes.update(os.readlink(fd)[8:-1] for fd in (proc / "fd").iterdir() if os.readlink(fd).startswith("socket:["))
+        except OSError:
+            continue
+    public = int(server.url.rsplit(":", 1)[1])
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        port = int(fields[1].split(":")[1], 16)
+        if fields[3] != "0A" or fields[9] not in inodes or port == public:  # 0A: LISTEN
+            continue
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/?bytes=3", timeout=5).content == bytes(3):
+                return f"http://127.0.0.1:{port}"
+        except requests.RequestException:
+            continue
+    raise RuntimeError("the runtime ceiling's own socket was not found")
+
+
 def timed(call, pgid: int | None = None) -> tuple[float, float | None]:
     """Seconds a request takes (raising on an error status), and the CPU seconds the server's
     process group spent meanwhile."""

@@ -18,7 +18,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from artifacts import unzstd  # noqa: E402
-from baselines import CEILING, FLOOR, NGINX, QUETZ, Load, ceiling_url, floor_worker, measure, nginx, print_serve_table, trivial_worker  # noqa: E402
+from baselines import CEILING, FLOOR, NGINX, QUETZ, Load, ceiling_own_url, ceiling_url, floor_worker, measure, nginx, print_serve_table, trivial_worker  # noqa: E402
 from harness import ROOT, running_server  # noqa: E402
 from quetz_server import running_quetz  # noqa: E402
 
@@ -96,6 +96,7 @@ def main():
                     Load("repodata.json", QUETZ, quetz.file_url("open", SUBDIR, "repodata.json"), plain),
                     Load("repodata.json", "condaflare", f"{ours}/repodata.json", plain, server.pgid),
                     Load("repodata.json", "condaflare, no wrangler proxy", f"{direct}/repodata.json", plain, server.pgid),
+                    Load("repodata.json", "ceiling, no wrangler proxy", f"{ceiling_own_url(ceiling)}/?bytes={len(files['repodata.json'])}", plain, ceiling.pgid),
                     Load("repodata.json", "condaflare, private, Bearer", f"{server.url}/closed/{SUBDIR}/repodata.json", {**plain, "Authorization": f"Bearer {key}"}, server.pgid),
                     Load("repodata.json", "condaflare, private, /t/<key>/", f"{server.url}/t/{key}/closed/{SUBDIR}/repodata.json", plain, server.pgid),
                     Load("repodata.json 304", NGINX, f"{theirs}/repodata.json", {"If-None-Match": nginx_etag}),

@@ -2,8 +2,8 @@
 
 1. Size: the upload `wrangler deploy --dry-run` bundles (what the edge receives; the free plan
    allows 3 MB gzipped), and build/index_bg.wasm raw and gzipped (-9), per section.
-2. Profile: the code section's bytes per crate, from the function names in the wasm's name
-   section (generic code is counted in the crate whose function it instantiates, as the name
+2. Profile: the code section's bytes per crate, from the function names in the name section of
+   the linked module before wasm-bindgen (build/ ships without names; generic code is counted in the crate whose function it instantiates, as the name
    says, e.g. `core::ptr::drop_in_place<…>` in core; C functions of zstd and bzip2 by prefix).
 3. Start-up: how long V8 (node's, the engine workerd embeds) takes to compile the module
    (`new WebAssembly.Module`, what a fresh isolate does before the first request), and the time
@@ -28,6 +28,7 @@ from baselines import ROUNDS, TRIVIAL_WORKER, load  # noqa: E402
 from harness import ROOT, KillableServer  # noqa: E402
 
 WASM = ROOT / "build" / "index_bg.wasm"
+LINKED = ROOT / "target" / "wasm32-unknown-unknown" / "release" / "condaflare.wasm"
 TOP_CRATES = 15
 SECTIONS = {0: "custom", 1: "type", 2: "import", 3: "function", 4: "table", 5: "memory", 6: "global",
             7: "export", 8: "start", 9: "element", 10: "code", 11: "data", 12: "data count", 13: "tag"}
@@ -115,6 +116,12 @@ def crate_of(name: str) -> str:
     for crate, prefixes in C_PREFIXES.items():
         if name.startswith(prefixes):
             return crate
+    mangled = re.match(r"_ZN(\d+)", name)
+    if mangled:  # Rust's legacy mangling: _ZN, then each path segment prefixed by its length
+        start = mangled.end()
+        segment = name[start:start + int(mangled.group(1))]
+        # An impl's first segment is `_<` (`_$LT$`) and the type's path, `..` between segments.
+        return re.sub(r"^_?(\$LT\$|\$RF\$|\$u20\$|mut|dyn)*", "", segment).split("..", 1)[0] or "other"
     path = re.sub(r"^[<&*\s]*(?:mut |dyn |const )?", "", name)
     return path.split("::", 1)[0] if "::" in path else "other (C, runtime, unnamed)"
 
@@ -169,14 +176,14 @@ def main():
     for name, _, size in sections(data):
         if size > 10_000:
             print(f"  section {name:18} {size / 1e6:6.2f} MB")
-    by_crate = code_by_crate(data)
+    by_crate = code_by_crate(LINKED.read_bytes()) if LINKED.exists() else Counter()
     total = sum(by_crate.values())
     if total:
-        print(f"code section by crate (top {TOP_CRATES} of {len(by_crate)}):")
+        print(f"code section of {LINKED.relative_to(ROOT)} by crate (top {TOP_CRATES} of {len(by_crate)}):")
         for crate, size in by_crate.most_common(TOP_CRATES):
             print(f"  {crate:32} {size / 1e3:8.0f} KB {100 * size / total:5.1f}%")
     else:
-        print("no name section: build without stripping names to see the code by crate")
+        print(f"no names in {LINKED.relative_to(ROOT)}: build the Worker to see the code by crate")
 
     compiles = [compile_ms(WASM) for _ in range(ROUNDS)]
     print(f"V8 compile of the module (node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}): {statistics.median(compiles):.0f} ms")
