@@ -1,5 +1,5 @@
 // ESLint over the admin and build scripts (node), the web app's modules (browser) and the
-// bench's floor Worker (workerd): the recommended rules.
+// bench's floor and ceiling Workers (workerd): the recommended rules.
 const js = require("@eslint/js");
 const globals = require("globals");
 
@@ -14,7 +14,7 @@ module.exports = [
     languageOptions: { sourceType: "module", globals: globals.browser },
   },
   {
-    files: ["bench/floor/*.js"],
+    files: ["bench/floor/*.js", "bench/trivial/*.js"],
     languageOptions: { sourceType: "module", globals: globals.serviceworker },
   },
 ];

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, running_server  # noqa: E402
 from pkgbuild import build_tar_bz2  # noqa: E402
-from serve import nginx, shard_path  # noqa: E402
+from baselines import nginx  # noqa: E402
+from serve import shard_path  # noqa: E402
 
 PACKAGES = int(os.environ.get("SCALE_PACKAGES", 100_000))
 NAMES = int(os.environ.get("SCALE_NAMES", 10_000))
@@ -153,13 +154,9 @@ def main():
                 f"(condaflare: import {import_seconds:.0f} s incl. upload, rebuild {rebuild_seconds:.1f} s)"
             )
 
-            proc, nginx_url = nginx(tmp)
-            try:
+            with nginx(tmp) as nginx_url:
                 first_gets(server.url, nginx_url)
                 solves(server.url, nginx_url, tmp)
-            finally:
-                proc.terminate()
-                proc.wait()
 
 
 def first_gets(ours: str, nginx_url: str) -> None:

@@ -1,16 +1,15 @@
 """What a read costs: repodata.json (public; private with the key checked on every request, from
 the isolate cache after the first; with the key in the path), a 304 revalidation, a shard and a
-package file — against nginx serving the same bytes from disk (the practical limit) and quetz
-serving the same packages, measured in the same run.
+package file — against the baselines of bench/baselines.py, measured in the same run: the floor
+Worker reading the same bytes with one R2 get, the runtime's ceiling (a Worker answering as many
+bytes from memory), nginx serving the same bytes from disk and quetz serving the same packages.
 
-Runs wrk against each; prints requests/s, p50, p99, and the ratios to nginx and to quetz."""
+Runs wrk against each, medians of BENCH_ROUNDS interleaved rounds; prints requests/s, p50, p99,
+CPU ms per request and the ratios to each baseline."""
 
 import hashlib
-import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import msgpack
@@ -19,61 +18,13 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from artifacts import unzstd  # noqa: E402
-from harness import ROOT, free_port, running_server  # noqa: E402
+from baselines import CEILING, FLOOR, NGINX, QUETZ, Load, ceiling_own_url, ceiling_url, floor_worker, measure, nginx, print_serve_table, trivial_worker  # noqa: E402
+from harness import ROOT, running_server  # noqa: E402
 from quetz_server import running_quetz  # noqa: E402
 
-DURATION = "8s"
-CONNECTIONS = 16
 PACKAGES = ROOT / "tests" / "fixtures" / "packages"
 SUBDIR = "linux-64"
-FLOOR_WORKER = Path(__file__).resolve().parent / "floor"
 REPEATS = 1000
-
-
-def wrk(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:
-    args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", url]
-    for name, value in (headers or {}).items():
-        args += ["-H", f"{name}: {value}"]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non_2xx:
-        raise RuntimeError(f"{url}: {non_2xx.group(1)} failed responses")
-
-    def latency_ms(percentile: str) -> float:
-        value, unit = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)", out, re.M).groups()
-        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": latency_ms("50"),
-        "p99": latency_ms("99"),
-    }
-
-
-def nginx(root: Path):
-    port = free_port()
-    conf = root / "nginx.conf"
-    conf.write_text(
-        f"""
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log;
-daemon off;
-events {{}}
-http {{
-    access_log off;
-    server {{ listen 127.0.0.1:{port}; root {root}/www; etag on; }}
-}}
-"""
-    )
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stderr=subprocess.DEVNULL)
-    for _ in range(50):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    return proc, f"http://127.0.0.1:{port}"
 
 
 def fixture(name: str) -> Path:
@@ -86,7 +37,8 @@ def main():
         tmp.chmod(0o755)  # nginx's workers run as another user
         with (
             running_server(tmp / "state") as server,
-            running_server(tmp / "floor", worker_dir=FLOOR_WORKER) as floor,
+            floor_worker(tmp / "floor") as floor,
+            trivial_worker(tmp / "trivial") as ceiling,
             running_quetz(tmp / "quetz") as quetz,
         ):
             server.admin("user", "create", "bench", "--admin")
@@ -119,57 +71,57 @@ def main():
                 files[name] = requests.get(f"{server.url}/open/{SUBDIR}/{name}", headers=plain, timeout=10).content
                 (tmp / "www" / "open" / SUBDIR / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / "www" / "open" / SUBDIR / name).write_bytes(files[name])
-                requests.put(f"{floor.url}/open/{SUBDIR}/{name}", data=files[name], timeout=10).raise_for_status()
+                floor.put_object(f"open/{SUBDIR}/{name}", files[name])
             quetz_repodata = requests.get(quetz.file_url("open", SUBDIR, "repodata.json"), timeout=10)
             assert package in quetz_repodata.json()["packages"]
             assert requests.get(quetz.file_url("open", SUBDIR, package), timeout=10).content == files[package]
 
-            proc, nginx_url = nginx(tmp)
-            try:
+            with nginx(tmp) as nginx_url:
                 ours = f"{server.url}/open/{SUBDIR}"
                 theirs = f"{nginx_url}/open/{SUBDIR}"
+                bare = f"{floor.url}/open/{SUBDIR}"
                 etag = repodata.headers["ETag"]
                 nginx_etag = requests.get(f"{theirs}/repodata.json", timeout=5).headers["ETag"]
                 quetz_etag = quetz_repodata.headers["ETag"]
-                # (what, server, url, headers); quetz serves no shards and answers no 304.
+                ceiling_load = dict(who=CEILING, headers=plain, pgid=ceiling.pgid)
+                # The same Worker reached on its own socket, behind wrangler dev's proxy: what a
+                # thinner local runtime than `wrangler dev` could give at most.
+                host, port = server.worker_address()
+                direct = f"http://{host}:{port}/open/{SUBDIR}"
+                package_row = f"a package ({len(files[package]) // 1000} KB)"
+                # quetz serves no shards and answers no 304; the floor and the ceiling answer no 304 either.
                 plan = [
-                    ("repodata.json", "nginx", f"{theirs}/repodata.json", plain),
-                    ("repodata.json", "quetz", quetz.file_url("open", SUBDIR, "repodata.json"), plain),
-                    ("repodata.json", "floor (one R2 get)", f"{floor.url}/open/{SUBDIR}/repodata.json", plain),
-                    ("repodata.json", "condaflare", f"{ours}/repodata.json", plain),
-                    ("repodata.json", "condaflare, private, Bearer", f"{server.url}/closed/{SUBDIR}/repodata.json", {**plain, "Authorization": f"Bearer {key}"}),
-                    ("repodata.json", "condaflare, private, /t/<key>/", f"{server.url}/t/{key}/closed/{SUBDIR}/repodata.json", plain),
-                    ("repodata.json 304", "nginx", f"{theirs}/repodata.json", {"If-None-Match": nginx_etag}),
-                    ("repodata.json 304", "quetz (answers 200)", quetz.file_url("open", SUBDIR, "repodata.json"), {**plain, "If-None-Match": quetz_etag}),
-                    ("repodata.json 304", "condaflare", f"{ours}/repodata.json", {"If-None-Match": etag}),
-                    ("a shard", "nginx", f"{theirs}/{shard}", plain),
-                    ("a shard", "floor (one R2 get)", f"{floor.url}/open/{SUBDIR}/{shard}", plain),
-                    ("a shard", "condaflare", f"{ours}/{shard}", plain),
-                    (f"a package ({len(files[package]) // 1000} KB)", "nginx", f"{theirs}/{package}", plain),
-                    (f"a package ({len(files[package]) // 1000} KB)", "quetz", quetz.file_url("open", SUBDIR, package), plain),
-                    (f"a package ({len(files[package]) // 1000} KB)", "floor (one R2 get)", f"{floor.url}/open/{SUBDIR}/{package}", plain),
-                    (f"a package ({len(files[package]) // 1000} KB)", "condaflare", f"{ours}/{package}", plain),
+                    Load("repodata.json", FLOOR, f"{bare}/repodata.json", plain, floor.pgid),
+                    Load("repodata.json", url=ceiling_url(ceiling, len(files["repodata.json"])), **ceiling_load),
+                    Load("repodata.json", NGINX, f"{theirs}/repodata.json", plain),
+                    Load("repodata.json", QUETZ, quetz.file_url("open", SUBDIR, "repodata.json"), plain),
+                    Load("repodata.json", "condaflare", f"{ours}/repodata.json", plain, server.pgid),
+                    Load("repodata.json", "condaflare, no wrangler proxy", f"{direct}/repodata.json", plain, server.pgid),
+                    Load("repodata.json", "ceiling, no wrangler proxy", f"{ceiling_own_url(ceiling)}/?bytes={len(files['repodata.json'])}", plain, ceiling.pgid),
+                    Load("repodata.json", "condaflare, private, Bearer", f"{server.url}/closed/{SUBDIR}/repodata.json", {**plain, "Authorization": f"Bearer {key}"}, server.pgid),
+                    Load("repodata.json", "condaflare, private, /t/<key>/", f"{server.url}/t/{key}/closed/{SUBDIR}/repodata.json", plain, server.pgid),
+                    Load("repodata.json 304", NGINX, f"{theirs}/repodata.json", {"If-None-Match": nginx_etag}),
+                    Load("repodata.json 304", f"{QUETZ} (answers 200)", quetz.file_url("open", SUBDIR, "repodata.json"), {**plain, "If-None-Match": quetz_etag}),
+                    Load("repodata.json 304", "condaflare", f"{ours}/repodata.json", {"If-None-Match": etag}, server.pgid),
+                    Load("a shard", FLOOR, f"{bare}/{shard}", plain, floor.pgid),
+                    Load("a shard", url=ceiling_url(ceiling, len(files[shard])), **ceiling_load),
+                    Load("a shard", NGINX, f"{theirs}/{shard}", plain),
+                    Load("a shard", "condaflare", f"{ours}/{shard}", plain, server.pgid),
+                    Load(package_row, FLOOR, f"{bare}/{package}", plain, floor.pgid),
+                    Load(package_row, url=ceiling_url(ceiling, len(files[package])), **ceiling_load),
+                    Load(package_row, NGINX, f"{theirs}/{package}", plain),
+                    Load(package_row, QUETZ, quetz.file_url("open", SUBDIR, package), plain),
+                    Load(package_row, "condaflare", f"{ours}/{package}", plain, server.pgid),
+                    Load(package_row, "condaflare, no wrangler proxy", f"{direct}/{package}", plain, server.pgid),
                 ]
-                rows = [(what, who, wrk(url, headers)) for what, who, url, headers in plan]
+                rows = measure(plan)
                 r2 = {name: r2_operations_of_repeats(server, key, f"{ours}/{name}") for name in ("repodata.json", shard, package)}
-            finally:
-                proc.terminate()
-                proc.wait()
 
         print(
-            f"wrk -t2 -c{CONNECTIONS} -d{DURATION}; one workerd (wrangler dev), one nginx worker, one quetz "
-            f"(uvicorn) worker on this machine; repodata.json {len(files['repodata.json'])} bytes "
-            f"(quetz's own: {len(quetz_repodata.content)})"
+            f"one workerd per Worker (wrangler dev), one nginx worker, one quetz (uvicorn) worker on this machine; "
+            f"repodata.json {len(files['repodata.json'])} bytes (quetz's own: {len(quetz_repodata.content)})"
         )
-        print(f"{'':20} {'server':31} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs nginx':>9} {'vs quetz':>9}")
-        for what, who, r in rows:
-            baseline = next(x for w, s, x in rows if w == what and s == "nginx")
-            quetz_row = next((x for w, s, x in rows if w == what and s.startswith("quetz")), None)
-            versus_quetz = f"{r['rps'] / quetz_row['rps']:8.3g}x" if quetz_row else f"{'-':>9}"
-            print(
-                f"{what:20} {who:31} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
-                f"{r['rps'] / baseline['rps']:8.3g}x {versus_quetz}"
-            )
+        print_serve_table(rows)
 
         print(f"R2 operations of {REPEATS} repeated GETs (one after another), from the Worker isolate's counter:")
         for name, counts in r2.items():

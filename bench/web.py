@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, running_server  # noqa: E402
 from scale import CHANNEL, NAMES, PACKAGES, SUBDIR, write_channel  # noqa: E402
-from serve import nginx  # noqa: E402
+from baselines import nginx  # noqa: E402
 
 RUNS = int(os.environ.get("WEB_RUNS", 7))
 # How many connections a browser opens to one host at once.
@@ -125,12 +125,8 @@ def main():
 
             (tmp / "www" / "-").mkdir(parents=True)
             (tmp / "www" / "-" / "shell.html").write_bytes((ROOT / "web" / "public" / "-" / "shell.html").read_bytes())
-            proc, nginx_url = nginx(tmp)
-            try:
+            with nginx(tmp) as nginx_url:
                 measure("baseline: nginx serving shell.html", lambda: timed_get(f"{nginx_url}/-/shell.html"))
-            finally:
-                proc.terminate()
-                proc.wait()
 
             verdicts = {
                 "first screen": statistics.median(first_screen),

@@ -14,7 +14,7 @@ step "formatting (cargo fmt --check)"
 cargo fmt --check
 
 step "lints (eslint over scripts and the web app, shellcheck)"
-eslint scripts/*.mjs web/public bench/floor
+eslint scripts/*.mjs web/public bench/floor bench/trivial
 shellcheck scripts/*.sh bench/*.sh web/*.sh .ci/run
 
 # The Worker's release build ends in one long single-threaded link (LTO), in a build directory
