@@ -46,6 +46,7 @@ mod removal;
 mod serve;
 mod session;
 mod storage;
+mod tee;
 mod upload;
 
 use worker::{event, Context, Date, Env, Method, Request, Response};
