@@ -1,4 +1,4 @@
-"""Upload-to-visible time for packages of about 1, 20 and 95 MB through the full upload path
+"""Upload-to-visible time for packages of about 1, 5, 20, 60 and 95 MB through the full upload path
 (stream, hash, read, validate, commit, rebuild the index), against the same bytes posted to
 quetz (until its repodata.json lists them), and against the same bytes streamed straight into
 R2 by a Worker that does nothing else (`bench/floor/`, on the same local runtime: the floor), in
@@ -22,7 +22,7 @@ from harness import running_server  # noqa: E402
 from pkgbuild import build_tar_bz2  # noqa: E402
 from quetz_server import running_quetz  # noqa: E402
 
-SIZES_MB = (1, 20, 95)
+SIZES_MB = (1, 5, 20, 60, 95)
 FLOOR_WORKER = Path(__file__).resolve().parent / "floor"
 RUNS = 3
 
