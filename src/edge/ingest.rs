@@ -4,8 +4,8 @@
 //! metadata is read; nothing large is buffered whole (files up to [`INLINE_BYTES`] are, and
 //! travel in the commit request instead; a body of unknown length is staged part by part).
 //! A larger request body of announced length is split by the runtime ([`super::tee`]): it
-//! flows into R2 and the runtime's digests untouched, and wasm reads only what the package's
-//! scan asks for.
+//! flows into R2, which hashes it, untouched, and wasm reads only what the package's scan asks
+//! for.
 //! Only a package that checks out is handed to the channel index, which moves it into place.
 //! The staging object is deleted on every path.
 
@@ -21,7 +21,7 @@ use super::attestation;
 use super::auth::Principal;
 use super::channel_index::{CommitRequest, CommitStatus, Freshness, ObjectSource};
 use super::context::RequestContext;
-use super::error::{ApiError, ApiResult, ErrorCode};
+use super::error::{internal, ApiError, ApiResult, ErrorCode};
 use super::form::{self, BodyStream, Fields};
 use super::object_writer::ObjectWriter;
 use super::storage::{file_key, random_id, staging_key};
@@ -32,6 +32,7 @@ use crate::package::{
 };
 use crate::provenance::Provenance;
 use crate::publish::content_md5_matches;
+use crate::r2_checksum::sha256_refusal;
 use crate::repodata::record_json;
 
 /// Chunks handed between JS and wasm are gathered to this size: crossing the boundary per
@@ -375,7 +376,9 @@ async fn receive(
     let format = check_announced(&filename, sha256.as_deref())?;
     let bytes = match (bytes, length) {
         (Bytes::Body(body), Some(length)) if length > INLINE_BYTES => {
-            let received = receive_split(ctx, channel, filename, format, &body, length).await?;
+            let claimed = sha256.as_deref();
+            let received =
+                receive_split(ctx, channel, filename, format, &body, length, claimed).await?;
             return check_claimed(ctx, received, sha256).await;
         }
         (Bytes::Body(body), _) => Box::pin(ByteStream::from(body)),
@@ -388,7 +391,7 @@ async fn receive(
         None => receive_unsized(ctx, channel, inspected).await?,
     };
     let reader = Rc::try_unwrap(reader)
-        .map_err(|_| super::error::internal("upload reader still shared"))?
+        .map_err(|_| internal("upload reader still shared"))?
         .into_inner();
     let (digests, metadata) = reader.finish();
     let received = Received {
@@ -409,13 +412,7 @@ async fn check_claimed(
 ) -> ApiResult<Received> {
     match sha256 {
         Some(claimed) if !received.digests.sha256.eq_ignore_ascii_case(&claimed) => {
-            let error = ApiError::new(
-                ErrorCode::ChecksumMismatch,
-                format!(
-                    "the announced SHA-256 does not match the received bytes, whose SHA-256 is {}",
-                    received.digests.sha256
-                ),
-            );
+            let error = checksum_mismatch(Some(&received.digests.sha256));
             received.discard(ctx).await;
             Err(error)
         }
@@ -427,8 +424,10 @@ async fn check_claimed(
 type Source = (ObjectSource, Option<String>);
 
 /// A request body of announced `length`, beyond [`INLINE_BYTES`]: split by the runtime, which
-/// streams one branch into a staging object and hashes two more, while the package's scan
-/// reads the last as far as it must.
+/// streams one branch into a staging object while the package's scan reads another as far as
+/// it must. R2 hashes what it stores: it checks the `claimed` SHA-256 (refusing the put when
+/// the bytes differ) and gives the MD5; with no claim, a third branch goes to the runtime's
+/// SHA-256 digest stream.
 async fn receive_split(
     ctx: &RequestContext,
     channel: &str,
@@ -436,22 +435,44 @@ async fn receive_split(
     format: CondaArchiveType,
     body: &ReadableStream,
     length: u64,
+    claimed: Option<&str>,
 ) -> ApiResult<Received> {
-    let split = tee::split(body);
+    let split = tee::split(body, claimed.is_none());
     let bucket = ctx.bucket()?;
     let staging = staging_key(channel, &random_id());
-    let (stored, digests, scanned) = futures_util::join!(
-        bucket.put(&staging, split.store).execute(),
-        split.digests.finish(),
+    let mut put = bucket.put(&staging, split.store);
+    if let Some(claimed) = claimed {
+        let claimed = hex::decode(claimed).map_err(|_| internal("claimed SHA-256 is not hex"))?;
+        put = put.sha256(claimed);
+    }
+    let sha256 = async {
+        match split.sha256 {
+            Some(digest) => digest.finish().await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (stored, sha256, scanned) = futures_util::join!(
+        put.execute(),
+        sha256,
         scan(split.read, PackageScanner::new(format)),
     );
-    if let Err(error) = stored {
+    let object = match stored {
+        Ok(Some(object)) => object,
+        Ok(None) => return Err(internal("the staging put stored nothing")),
         // A put that failed left no object.
-        super::log::error(&format!("upload stream to staging failed: {error}"));
-        return Err(ApiError::short_body(length));
-    }
-    let (digests, scanner) = match (digests, scanned) {
-        (Ok((sha256, md5)), Ok(scanner)) => {
+        Err(error) => {
+            let message = error.to_string();
+            if let Some(actual) = sha256_refusal(&message) {
+                return Err(checksum_mismatch(actual.as_deref()));
+            }
+            super::log::error(&format!("upload stream to staging failed: {message}"));
+            return Err(ApiError::short_body(length));
+        }
+    };
+    let md5 = object.checksum().md5.map(hex::encode);
+    let sha256 = sha256.map(|digest| digest.or_else(|| claimed.map(str::to_ascii_lowercase)));
+    let (digests, scanner) = match (sha256, md5, scanned) {
+        (Ok(Some(sha256)), Some(md5), Ok(scanner)) => {
             let digests = Digests {
                 sha256,
                 md5,
@@ -459,8 +480,12 @@ async fn receive_split(
             };
             (digests, scanner)
         }
-        (Err(error), _) | (_, Err(error)) => {
-            super::log::error(&format!("upload stream broke off after staging: {error}"));
+        (sha256, md5, scanned) => {
+            let why = match (sha256, md5, scanned) {
+                (Err(error), _, _) | (_, _, Err(error)) => error.to_string(),
+                _ => "R2 gave no MD5".to_owned(),
+            };
+            super::log::error(&format!("upload stream broke off after staging: {why}"));
             delete_staging(ctx, &staging).await;
             return Err(ApiError::short_body(length));
         }
@@ -474,6 +499,18 @@ async fn receive_split(
         digests,
         metadata: scanner.finish(length),
     })
+}
+
+/// The bytes received are not those the uploader claims to have sent, whose SHA-256 is
+/// `actual` (when known).
+fn checksum_mismatch(actual: Option<&str>) -> ApiError {
+    let message = match actual {
+        Some(actual) => format!(
+            "the announced SHA-256 does not match the received bytes, whose SHA-256 is {actual}"
+        ),
+        None => "the announced SHA-256 does not match the received bytes".to_owned(),
+    };
+    ApiError::new(ErrorCode::ChecksumMismatch, message)
 }
 
 /// Hands the scan the parts of each chunk it asks for, until it needs no more (when the rest

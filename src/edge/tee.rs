@@ -1,9 +1,10 @@
-//! A body split by the runtime: one branch to store, two hashed by the runtime's own digest
-//! streams (`crypto.DigestStream`, SHA-256 and MD5), and one for wasm to read as far as it
-//! needs. The bytes reach storage and the digests without being copied into wasm.
+//! A body split by the runtime: one branch to store, one for wasm to read as far as it needs,
+//! and, when no SHA-256 is claimed for R2 to check, one hashed by the runtime's digest stream
+//! (`crypto.DigestStream`). The bytes reach storage and the digest without being copied into
+//! wasm.
 
-use js_sys::{Array, Promise, Reflect, Uint8Array};
-use wasm_bindgen::{JsCast, JsValue};
+use js_sys::{Reflect, Uint8Array};
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ReadableStream, ReadableStreamDefaultReader};
 use worker::worker_sys::DigestStream;
@@ -14,27 +15,27 @@ pub struct Split {
     pub store: ReadableStream,
     /// Every byte, for wasm to read.
     pub read: Chunks,
-    pub digests: Digesting,
+    pub sha256: Option<Sha256>,
 }
 
-/// Splits `body` into its branches; the digests are computed as the branches are read.
-pub fn split(body: &ReadableStream) -> Split {
+/// Splits `body` into its branches, with a SHA-256 branch if `sha256`.
+pub fn split(body: &ReadableStream, sha256: bool) -> Split {
     let (store, rest) = tee(body);
-    let (for_sha256, rest) = tee(&rest);
-    let (for_md5, read) = tee(&rest);
-    let sha256 = DigestStream::new("SHA-256");
-    let md5 = DigestStream::new("MD5");
-    let piped = Promise::all(&Array::of2(
-        &for_sha256.pipe_to(&sha256),
-        &for_md5.pipe_to(&md5),
-    ));
+    let (read, sha256) = if sha256 {
+        let (for_digest, read) = tee(&rest);
+        let digest = DigestStream::new("SHA-256");
+        let piped = JsFuture::from(for_digest.pipe_to(&digest));
+        (read, Some(Sha256 { digest, piped }))
+    } else {
+        (rest, None)
+    };
     let reader = read
         .get_reader()
         .unchecked_into::<ReadableStreamDefaultReader>();
     Split {
         store,
         read: Chunks { reader },
-        digests: Digesting { sha256, md5, piped },
+        sha256,
     }
 }
 
@@ -46,25 +47,19 @@ fn tee(stream: &ReadableStream) -> (ReadableStream, ReadableStream) {
     )
 }
 
-/// The runtime's digests of a body, ready once it has been read to its end.
-pub struct Digesting {
-    sha256: DigestStream,
-    md5: DigestStream,
-    piped: Promise,
+/// The runtime's SHA-256 of a body, ready once its branch has been read to the end.
+pub struct Sha256 {
+    digest: DigestStream,
+    piped: JsFuture,
 }
 
-impl Digesting {
-    /// The SHA-256 and MD5 of every byte, in hex; fails when the body broke off.
-    pub async fn finish(self) -> worker::Result<(String, String)> {
-        JsFuture::from(self.piped).await?;
-        let sha256 = JsFuture::from(self.sha256.digest()).await?;
-        let md5 = JsFuture::from(self.md5.digest()).await?;
-        Ok((hex_of(&sha256), hex_of(&md5)))
+impl Sha256 {
+    /// In hex; fails when the body broke off.
+    pub async fn finish(self) -> worker::Result<String> {
+        self.piped.await?;
+        let digest = JsFuture::from(self.digest.digest()).await?;
+        Ok(hex::encode(Uint8Array::new(&digest).to_vec()))
     }
-}
-
-fn hex_of(digest: &JsValue) -> String {
-    hex::encode(Uint8Array::new(digest).to_vec())
 }
 
 /// A branch read chunk by chunk, each chunk left in JS until some of it is asked for.
