@@ -121,3 +121,18 @@ def test_large_bad_upload_is_refused_and_leaves_nothing(server, owner, channel, 
     assert stored_keys(server, channel) == [], description
     served = repodata(server, channel, "noarch")
     assert (served["packages"], served["packages.conda"]) == ({}, {})
+
+
+@pytest.mark.parametrize("checksum", ["claimed", "none"])
+def test_large_artifactory_put_is_hashed_with_or_without_a_claimed_checksum(server, owner, channel, checksum):
+    # Without X-Checksum-Sha256 the runtime's digest stream hashes the body; with one, R2
+    # checks it while storing.
+    filename, data = build_conda("deployedlarge", files=payload(8))
+    url = f"{server.url}/{channel}/noarch/{filename}"
+    headers = {**owner.auth, **({"X-Checksum-Sha256": sha256_of(data)} if checksum == "claimed" else {})}
+    response = requests.put(url, data=data, headers=headers, timeout=60)
+    assert response.status_code == 201, response.text
+    record = response.json()
+    assert (record["sha256"], record["md5"], record["size"]) == (sha256_of(data), hashlib.md5(data).hexdigest(), len(data))
+    assert requests.get(url, timeout=30).content == data
+    assert [k for k in stored_keys(server, channel) if ".staging" in k] == []
