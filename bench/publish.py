@@ -1,4 +1,4 @@
-"""Upload-to-visible time for packages of about 1, 20 and 95 MB through the full upload path
+"""Upload-to-visible time for packages of about 1, 5, 20, 60 and 95 MB through the full upload path
 (stream, hash, read, validate, commit, rebuild the index), against the same bytes posted to
 quetz (until its repodata.json lists them), against the same bytes streamed straight into R2 by
 a Worker that does nothing else (the floor) and read to their end by a Worker that stores
@@ -24,7 +24,7 @@ from harness import running_server  # noqa: E402
 from pkgbuild import build_tar_bz2  # noqa: E402
 from quetz_server import running_quetz  # noqa: E402
 
-SIZES_MB = (1, 20, 95)
+SIZES_MB = (1, 5, 20, 60, 95)
 
 
 def main():

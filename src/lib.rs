@@ -22,6 +22,7 @@ pub mod package;
 pub mod pages;
 pub mod provenance;
 pub mod publish;
+pub mod r2_checksum;
 pub mod repodata;
 pub mod session;
 pub mod shards;

@@ -5,7 +5,7 @@ use std::{fs, path::PathBuf};
 
 use condaflare::{
     names::check_package_filename,
-    package::{Package, PackageError, PackageReader},
+    package::{ArchiveMetadata, Package, PackageError, PackageReader, PackageScanner},
     repodata::{record_json, run_exports_entry, IndexWriter},
 };
 use rattler_conda_types::{package::CondaArchiveType, MatchSpec, ParseStrictness};
@@ -37,7 +37,43 @@ fn read_bytes(filename: &str, bytes: &[u8], chunk: usize) -> Result<Package, Pac
     }
     let (digests, metadata) = reader.finish();
     assert_eq!(digests.size, bytes.len() as u64);
-    Package::from_parts(filename, &digests, metadata?, now())
+    let skipping = scan_skipping(archive_type, bytes, chunk);
+    let read = Package::from_parts(filename, &digests, metadata?, now());
+    // Seeing only the bytes it asks for, the scan comes to the same verdict.
+    let scanned =
+        skipping.and_then(|metadata| Package::from_parts(filename, &digests, metadata, now()));
+    assert_eq!(scanned.as_ref().err(), read.as_ref().err(), "{filename}");
+    assert_eq!(
+        scanned.as_ref().ok().map(|p| &p.record),
+        read.as_ref().ok().map(|p| &p.record)
+    );
+    read
+}
+
+/// The metadata as [`PackageScanner`] finds it when fed, chunk by chunk, only the bytes it does
+/// not say it may skip; it stops being fed once it needs nothing more.
+fn scan_skipping(
+    archive_type: CondaArchiveType,
+    bytes: &[u8],
+    chunk: usize,
+) -> Result<ArchiveMetadata, PackageError> {
+    let mut scanner = PackageScanner::new(archive_type);
+    'chunks: for mut part in bytes.chunks(chunk) {
+        while !part.is_empty() {
+            let skippable = scanner.skippable();
+            if skippable == u64::MAX {
+                break 'chunks;
+            }
+            let skipped = skippable.min(part.len() as u64);
+            scanner.skip(skipped);
+            part = &part[skipped as usize..];
+            if skipped == 0 {
+                scanner.feed(part);
+                break;
+            }
+        }
+    }
+    scanner.finish(bytes.len() as u64)
 }
 
 /// The time of upload, in milliseconds since the epoch.

@@ -283,6 +283,11 @@ impl RequestContext {
         Ok(length)
     }
 
+    /// The body as the runtime's stream, for handing on without reading it in wasm.
+    pub fn body(&self) -> Option<web_sys::ReadableStream> {
+        self.req.inner().body()
+    }
+
     /// The body as a stream of chunks.
     pub fn body_stream(&mut self) -> ApiResult<ByteStream> {
         Ok(self.req.stream()?)

@@ -3,6 +3,9 @@
 //! The body streams into a staging object while every byte is hashed and the package's
 //! metadata is read; nothing large is buffered whole (files up to [`INLINE_BYTES`] are, and
 //! travel in the commit request instead; a body of unknown length is staged part by part).
+//! A larger request body of announced length is split by the runtime ([`super::tee`]): it
+//! flows into R2, which hashes it, untouched, and wasm reads only what the package's scan asks
+//! for.
 //! Only a package that checks out is handed to the channel index, which moves it into place.
 //! The staging object is deleted on every path.
 
@@ -11,20 +14,25 @@ use std::{cell::RefCell, rc::Rc};
 use base64::Engine;
 use futures_util::{stream, Stream, StreamExt};
 use rattler_conda_types::package::CondaArchiveType;
+use web_sys::ReadableStream;
 use worker::{ByteStream, Date, FixedLengthStream, Response};
 
 use super::attestation;
 use super::auth::Principal;
 use super::channel_index::{CommitRequest, CommitStatus, Freshness, ObjectSource};
 use super::context::RequestContext;
-use super::error::{ApiError, ApiResult, ErrorCode};
+use super::error::{internal, ApiError, ApiResult, ErrorCode};
 use super::form::{self, BodyStream, Fields};
 use super::object_writer::ObjectWriter;
 use super::storage::{file_key, random_id, staging_key};
+use super::tee;
 use crate::names::check_package_filename;
-use crate::package::{ArchiveMetadata, Digests, Package, PackageError, PackageReader};
+use crate::package::{
+    ArchiveMetadata, Digests, Package, PackageError, PackageReader, PackageScanner,
+};
 use crate::provenance::Provenance;
 use crate::publish::content_md5_matches;
+use crate::r2_checksum::sha256_refusal;
 use crate::repodata::record_json;
 
 /// Chunks handed between JS and wasm are gathered to this size: crossing the boundary per
@@ -52,7 +60,7 @@ pub enum Body {
     /// are chunked).
     Request {
         file: Named,
-        stream: Option<ByteStream>,
+        stream: Option<ReadableStream>,
     },
     /// Exactly `length` bytes (a member of an import's tar).
     Sized {
@@ -186,7 +194,7 @@ pub async fn ingest(
         } => {
             let incoming = Incoming {
                 length: Some(length),
-                bytes,
+                bytes: Bytes::Chunks(bytes),
                 form: None,
             };
             (file, Ok(incoming))
@@ -216,7 +224,7 @@ pub async fn ingest(
             };
             let incoming = opened.map(|(part, rest)| Incoming {
                 length: part.length,
-                bytes: part.bytes,
+                bytes: Bytes::Chunks(part.bytes),
                 form: Some((rest, fields)),
             });
             (file, incoming)
@@ -252,11 +260,18 @@ pub async fn ingest(
 /// A file's bytes, with its length when that is known before they are read.
 struct Incoming {
     length: Option<u64>,
-    bytes: BodyStream,
+    bytes: Bytes,
     form: Option<(Fields, FormFields)>,
 }
 
-fn request_bytes(ctx: &RequestContext, stream: Option<ByteStream>) -> ApiResult<Incoming> {
+enum Bytes {
+    /// Read in wasm.
+    Chunks(BodyStream),
+    /// The request's body, for the runtime to split when it is large.
+    Body(ReadableStream),
+}
+
+fn request_bytes(ctx: &RequestContext, stream: Option<ReadableStream>) -> ApiResult<Incoming> {
     let length = match ctx.req().headers().get("Content-Length")? {
         Some(_) => Some(ctx.upload_length()?),
         None => None,
@@ -264,7 +279,7 @@ fn request_bytes(ctx: &RequestContext, stream: Option<ByteStream>) -> ApiResult<
     let stream = stream.ok_or_else(|| ApiError::invalid_package("the file is empty"))?;
     Ok(Incoming {
         length,
-        bytes: Box::pin(stream),
+        bytes: Bytes::Body(stream),
         form: None,
     })
 }
@@ -356,9 +371,19 @@ async fn receive(
     filename: String,
     sha256: Option<String>,
     length: Option<u64>,
-    bytes: BodyStream,
+    bytes: Bytes,
 ) -> ApiResult<Received> {
     let format = check_announced(&filename, sha256.as_deref())?;
+    let bytes = match (bytes, length) {
+        (Bytes::Body(body), Some(length)) if length > INLINE_BYTES => {
+            let claimed = sha256.as_deref();
+            let received =
+                receive_split(ctx, channel, filename, format, &body, length, claimed).await?;
+            return check_claimed(ctx, received, sha256).await;
+        }
+        (Bytes::Body(body), _) => Box::pin(ByteStream::from(body)),
+        (Bytes::Chunks(bytes), _) => bytes,
+    };
     let reader = Rc::new(RefCell::new(PackageReader::new(format)));
     let inspected = inspect(bytes, reader.clone());
     let (source, staging) = match length {
@@ -366,7 +391,7 @@ async fn receive(
         None => receive_unsized(ctx, channel, inspected).await?,
     };
     let reader = Rc::try_unwrap(reader)
-        .map_err(|_| super::error::internal("upload reader still shared"))?
+        .map_err(|_| internal("upload reader still shared"))?
         .into_inner();
     let (digests, metadata) = reader.finish();
     let received = Received {
@@ -376,15 +401,18 @@ async fn receive(
         digests,
         metadata,
     };
+    check_claimed(ctx, received, sha256).await
+}
+
+/// The received file, unless its bytes are not those the uploader claims to have sent.
+async fn check_claimed(
+    ctx: &RequestContext,
+    received: Received,
+    sha256: Option<String>,
+) -> ApiResult<Received> {
     match sha256 {
         Some(claimed) if !received.digests.sha256.eq_ignore_ascii_case(&claimed) => {
-            let error = ApiError::new(
-                ErrorCode::ChecksumMismatch,
-                format!(
-                    "the announced SHA-256 does not match the received bytes, whose SHA-256 is {}",
-                    received.digests.sha256
-                ),
-            );
+            let error = checksum_mismatch(Some(&received.digests.sha256));
             received.discard(ctx).await;
             Err(error)
         }
@@ -394,6 +422,118 @@ async fn receive(
 
 /// Where a received file's bytes are, and the staging object to delete once it has served.
 type Source = (ObjectSource, Option<String>);
+
+/// A request body of announced `length`, beyond [`INLINE_BYTES`]: split by the runtime, which
+/// streams one branch into a staging object while the package's scan reads another as far as
+/// it must. R2 hashes what it stores: it checks the `claimed` SHA-256 (refusing the put when
+/// the bytes differ) and gives the MD5; with no claim, a third branch goes to the runtime's
+/// SHA-256 digest stream.
+async fn receive_split(
+    ctx: &RequestContext,
+    channel: &str,
+    filename: String,
+    format: CondaArchiveType,
+    body: &ReadableStream,
+    length: u64,
+    claimed: Option<&str>,
+) -> ApiResult<Received> {
+    let split = tee::split(body, claimed.is_none());
+    let bucket = ctx.bucket()?;
+    let staging = staging_key(channel, &random_id());
+    let mut put = bucket.put(&staging, split.store);
+    if let Some(claimed) = claimed {
+        let claimed = hex::decode(claimed).map_err(|_| internal("claimed SHA-256 is not hex"))?;
+        put = put.sha256(claimed);
+    }
+    let sha256 = async {
+        match split.sha256 {
+            Some(digest) => digest.finish().await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (stored, sha256, scanned) = futures_util::join!(
+        put.execute(),
+        sha256,
+        scan(split.read, PackageScanner::new(format)),
+    );
+    let object = match stored {
+        Ok(Some(object)) => object,
+        Ok(None) => return Err(internal("the staging put stored nothing")),
+        // A put that failed left no object.
+        Err(error) => {
+            let message = error.to_string();
+            if let Some(actual) = sha256_refusal(&message) {
+                return Err(checksum_mismatch(actual.as_deref()));
+            }
+            super::log::error(&format!("upload stream to staging failed: {message}"));
+            return Err(ApiError::short_body(length));
+        }
+    };
+    let md5 = object.checksum().md5.map(hex::encode);
+    let sha256 = sha256.map(|digest| digest.or_else(|| claimed.map(str::to_ascii_lowercase)));
+    let (digests, scanner) = match (sha256, md5, scanned) {
+        (Ok(Some(sha256)), Some(md5), Ok(scanner)) => {
+            let digests = Digests {
+                sha256,
+                md5,
+                size: length,
+            };
+            (digests, scanner)
+        }
+        (sha256, md5, scanned) => {
+            let why = match (sha256, md5, scanned) {
+                (Err(error), _, _) | (_, _, Err(error)) => error.to_string(),
+                _ => "R2 gave no MD5".to_owned(),
+            };
+            super::log::error(&format!("upload stream broke off after staging: {why}"));
+            delete_staging(ctx, &staging).await;
+            return Err(ApiError::short_body(length));
+        }
+    };
+    Ok(Received {
+        filename,
+        source: ObjectSource::Staged {
+            key: staging.clone(),
+        },
+        staging: Some(staging),
+        digests,
+        metadata: scanner.finish(length),
+    })
+}
+
+/// The bytes received are not those the uploader claims to have sent, whose SHA-256 is
+/// `actual` (when known).
+fn checksum_mismatch(actual: Option<&str>) -> ApiError {
+    let message = match actual {
+        Some(actual) => format!(
+            "the announced SHA-256 does not match the received bytes, whose SHA-256 is {actual}"
+        ),
+        None => "the announced SHA-256 does not match the received bytes".to_owned(),
+    };
+    ApiError::new(ErrorCode::ChecksumMismatch, message)
+}
+
+/// Hands the scan the parts of each chunk it asks for, until it needs no more (when the rest
+/// of the branch is let go) or the branch ends.
+async fn scan(
+    mut chunks: tee::Chunks,
+    mut scanner: PackageScanner,
+) -> worker::Result<PackageScanner> {
+    while let Some(chunk) = chunks.next().await? {
+        let skippable = scanner.skippable();
+        if skippable == u64::MAX {
+            chunks.cancel();
+            break;
+        }
+        let length = chunk.length();
+        let skipped = skippable.min(length.into()) as u32;
+        scanner.skip(skipped.into());
+        if skipped < length {
+            scanner.feed(&chunk.subarray(skipped, length).to_vec());
+        }
+    }
+    Ok(scanner)
+}
 
 /// A file of announced length: read whole when small, else streamed into a staging object.
 async fn receive_sized(

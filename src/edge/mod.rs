@@ -54,6 +54,7 @@ mod session;
 mod sessions;
 mod signin;
 mod storage;
+mod tee;
 mod trusted_publishing;
 mod upload;
 

@@ -14,10 +14,9 @@ pub async fn upload(ctx: &mut RequestContext, channel_name: &ChannelName) -> Api
     let write = ctx.open_channel_write(channel_name).await?;
     let channel = write.channel.name;
     let content_type = ctx.req().headers().get("Content-Type")?.unwrap_or_default();
-    let stream = ctx.body_stream()?;
     let body = match MultipartReader::boundary_of(&content_type) {
         Some(boundary) => Body::Form {
-            stream,
+            stream: ctx.body_stream()?,
             boundary: boundary.to_owned(),
             length: write.length,
             file: None,
@@ -34,7 +33,7 @@ pub async fn upload(ctx: &mut RequestContext, channel_name: &ChannelName) -> Api
             };
             Body::Request {
                 file,
-                stream: Some(stream),
+                stream: ctx.body(),
             }
         }
     };

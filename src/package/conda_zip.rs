@@ -108,6 +108,31 @@ impl CondaScanner {
         Ok(())
     }
 
+    /// How many of the next bytes are data of an entry that is stepped over unkept.
+    pub fn skippable(&self) -> u64 {
+        match self.state {
+            State::Data {
+                remaining,
+                component: Component::Payload | Component::Other,
+            } => remaining,
+            _ => 0,
+        }
+    }
+
+    /// Steps over `count` bytes of such an entry's data, at most [`Self::skippable`].
+    pub fn skip(&mut self, count: u64) {
+        if let State::Data {
+            remaining,
+            component: Component::Payload | Component::Other,
+        } = &mut self.state
+        {
+            *remaining -= count.min(*remaining);
+            if *remaining == 0 {
+                self.state = State::Header;
+            }
+        }
+    }
+
     pub fn finish(self) -> Result<(Vec<u8>, InfoFiles, ComponentNames), PackageError> {
         let State::CentralDirectory { tail } = &self.state else {
             return Err(PackageError::Corrupt(

@@ -104,27 +104,52 @@ pub struct ComponentNames {
 /// Hashes a package file and extracts its metadata in one pass over its bytes.
 pub struct PackageReader {
     digester: Digester,
-    archive_type: CondaArchiveType,
-    /// The first error stops the scan, but hashing goes on: a checksum mismatch is reported
-    /// before a broken archive, since it means the bytes were damaged on the way.
-    scanner: Result<Scanner, PackageError>,
+    scanner: PackageScanner,
 }
 
 impl PackageReader {
+    pub fn new(archive_type: CondaArchiveType) -> Self {
+        Self {
+            digester: Digester::default(),
+            scanner: PackageScanner::new(archive_type),
+        }
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.digester.update(chunk);
+        self.scanner.feed(chunk);
+    }
+
+    /// The digests of everything fed, and the metadata if the archive was readable.
+    pub fn finish(self) -> (Digests, Result<ArchiveMetadata, PackageError>) {
+        let digests = self.digester.finish();
+        let metadata = self.scanner.finish(digests.size);
+        (digests, metadata)
+    }
+}
+
+/// Extracts a package file's metadata from its bytes in order, and says which of them it
+/// need not see: the caller hashes the file elsewhere and hands over only those it needs.
+pub struct PackageScanner {
+    archive_type: CondaArchiveType,
+    /// The first error stops the scan for good: a checksum mismatch, found by whoever hashes
+    /// the bytes, is reported before a broken archive, since it means they were damaged.
+    scanner: Result<Scanner, PackageError>,
+}
+
+impl PackageScanner {
     pub fn new(archive_type: CondaArchiveType) -> Self {
         let scanner = match archive_type {
             CondaArchiveType::Conda => Scanner::Conda(Box::default()),
             CondaArchiveType::TarBz2 => Scanner::TarBz2(Box::default()),
         };
         Self {
-            digester: Digester::default(),
             archive_type,
             scanner: Ok(scanner),
         }
     }
 
-    pub fn update(&mut self, chunk: &[u8]) {
-        self.digester.update(chunk);
+    pub fn feed(&mut self, chunk: &[u8]) {
         let result = match &mut self.scanner {
             Ok(Scanner::Conda(scanner)) => scanner.feed(chunk),
             Ok(Scanner::TarBz2(scanner)) => scanner.feed(chunk),
@@ -135,11 +160,27 @@ impl PackageReader {
         }
     }
 
-    /// The digests of everything fed, and the metadata if the archive was readable.
-    pub fn finish(self) -> (Digests, Result<ArchiveMetadata, PackageError>) {
-        let digests = self.digester.finish();
+    /// How many of the next bytes the scan does not need to see: those of a `.conda` entry it
+    /// only steps over, or all of them ([`u64::MAX`]) once no byte can change its result.
+    pub fn skippable(&self) -> u64 {
+        match &self.scanner {
+            Ok(Scanner::Conda(scanner)) => scanner.skippable(),
+            Ok(Scanner::TarBz2(scanner)) if !scanner.is_done() => 0,
+            Ok(Scanner::TarBz2(_)) | Err(_) => u64::MAX,
+        }
+    }
+
+    /// Steps over `count` bytes unseen, at most [`Self::skippable`].
+    pub fn skip(&mut self, count: u64) {
+        if let Ok(Scanner::Conda(scanner)) = &mut self.scanner {
+            scanner.skip(count);
+        }
+    }
+
+    /// The metadata, if the archive of `size` bytes was readable.
+    pub fn finish(self, size: u64) -> Result<ArchiveMetadata, PackageError> {
         let extension = self.archive_type.extension();
-        let metadata = if digests.size == 0 {
+        let metadata = if size == 0 {
             Err(PackageError::Corrupt("the file is empty".into()))
         } else {
             self.scanner.and_then(|scanner| match scanner {
@@ -157,13 +198,12 @@ impl PackageReader {
                 }),
             })
         };
-        let metadata = metadata.map_err(|error| match error {
+        metadata.map_err(|error| match error {
             PackageError::Corrupt(msg) => {
                 PackageError::Corrupt(format!("not a valid {extension} file: {msg}"))
             }
             invalid => invalid,
-        });
-        (digests, metadata)
+        })
     }
 }
 

@@ -73,6 +73,11 @@ impl TarBz2Scanner {
         Ok(())
     }
 
+    /// True when feeding more data cannot change the result.
+    pub fn is_done(&self) -> bool {
+        self.tar.is_done()
+    }
+
     pub fn finish(self) -> Result<InfoFiles, PackageError> {
         if !self.tar.is_done() && !self.stream_ended {
             return Err(PackageError::Corrupt(

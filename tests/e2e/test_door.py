@@ -49,6 +49,9 @@ def request_head(path: str, key: str, length: int, headers: dict[str, str]) -> s
 def package(size: str) -> tuple[str, bytes]:
     if size == "small":
         return build_tar_bz2("cut")
+    if size == "package":
+        # A real package, info/ first: cut halfway, after its metadata was read.
+        return build_tar_bz2("cutpackage", files={"share/blob": os.urandom(LARGE)})
     # Never read whole: it is cut before the end, so its bytes need not be a package.
     return "cutlarge-1.0-0.tar.bz2", os.urandom(LARGE)
 
@@ -81,7 +84,7 @@ def left_in_r2(server, channel: str) -> list[str]:
     return [k for k in server.r2_keys() if channel in k]
 
 
-CASES = ["raw-small", "raw-large", "multipart-small", "multipart-large", "multiparthead-small", "import-small", "import-large"]
+CASES = ["raw-small", "raw-large", "raw-package", "multipart-small", "multipart-large", "multiparthead-small", "import-small", "import-large"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -28,7 +28,7 @@ pub async fn deploy(
             filename: filename.to_string(),
             sha256: ctx.req().headers().get("X-Checksum-Sha256")?,
         },
-        stream: ctx.body_stream().ok(),
+        stream: ctx.body(),
     };
     let options = Options {
         subdir: Some(subdir),

@@ -43,7 +43,7 @@ async fn store(
             filename: filename.to_string(),
             sha256: Some(sha256),
         },
-        stream: ctx.body_stream().ok(),
+        stream: ctx.body(),
     };
     let options = Options::upload("upload (quetz)", &caller, query.force);
     ingest(ctx, &channel.name, body, options)
