@@ -81,18 +81,21 @@ impl Config {
     }
 }
 
+/// The variables of `pairs`, as `from_vars` reads them: what the settings' tests pass.
+#[cfg(test)]
+pub fn test_vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    |name| {
+        pairs
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_vars as vars;
     use super::*;
-
-    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        |name| {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_string())
-        }
-    }
 
     #[test]
     fn unset_settings_take_their_defaults() {

@@ -26,8 +26,9 @@ fn cookie_name(https: bool) -> &'static str {
     }
 }
 
-/// A new session id: 256 random bits, URL-safe.
-pub fn new_session_id() -> String {
+/// A new secret for a cookie (a session id, a sign-in's state, nonce and PKCE verifier): 256
+/// random bits, URL-safe.
+pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the platform provides randomness");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -38,14 +39,19 @@ pub fn session_hash(id: &str) -> String {
     key_hash(id)
 }
 
-/// The session id in a `Cookie` header, if it carries one of the form [`new_session_id`] makes
+/// The session id in a `Cookie` header, if it carries one of the form [`random_secret`] makes
 /// under the cookie's name for the scheme; anything else is no session.
 pub fn session_from_cookies(cookie_header: &str, https: bool) -> Option<&str> {
-    let wanted = cookie_name(https);
+    secret_from_cookies(cookie_header, cookie_name(https))
+}
+
+/// The value of the cookie `name` in a `Cookie` header, if it has the form [`random_secret`]
+/// makes; anything else is no value.
+pub fn secret_from_cookies<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
     cookie_header
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == wanted)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.trim().trim_matches('"'))
         .filter(|value| {
             value.len() == 43
@@ -90,7 +96,7 @@ mod tests {
 
     #[test]
     fn ids_are_random_and_stored_as_hashes() {
-        let (one, two) = (new_session_id(), new_session_id());
+        let (one, two) = (random_secret(), random_secret());
         assert_ne!(one, two);
         assert_eq!(one.len(), 43);
         assert_eq!(session_hash(&one).len(), 64);

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::directory::SignInAttemptRow;
 use crate::names::check_channel_name;
+use crate::session::{random_secret, secret_from_cookies};
 
 /// How long a started sign-in waits for its callback.
 pub const ATTEMPT_SECONDS: u64 = 600;
@@ -287,13 +288,6 @@ impl Refusal {
     pub fn page(self) -> String {
         format!("/-/signin?error={}", self.code())
     }
-}
-
-/// A random secret: 256 bits, URL-safe (43 characters).
-pub fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the platform provides randomness");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The secrets of one attempt: `state` (which the browser's cookie holds and the callback must
@@ -751,33 +745,14 @@ pub fn cleared_attempt_cookie(https: bool) -> String {
 
 /// The state in a `Cookie` header's attempt cookie, if it holds one of [`random_secret`]'s form.
 pub fn attempt_from_cookies(cookie_header: &str, https: bool) -> Option<&str> {
-    let wanted = attempt_cookie_name(https);
-    cookie_header
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == wanted)
-        .map(|(_, value)| value.trim())
-        .filter(|value| {
-            value.len() == 43
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    secret_from_cookies(cookie_header, attempt_cookie_name(https))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::test_vars as vars;
     use serde_json::json;
-
-    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        |name| {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_string())
-        }
-    }
 
     #[test]
     fn every_method_is_off_unless_configured() {

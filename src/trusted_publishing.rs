@@ -402,6 +402,7 @@ pub fn check_publisher(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::test_vars as vars;
     use serde_json::json;
 
     fn claims(value: Value) -> Map<String, Value> {
@@ -496,15 +497,6 @@ mod tests {
                 let error = provider.run(&claims(given)).unwrap_err();
                 assert!(error.contains(&format!("'{claim}'")), "{error}");
             }
-        }
-    }
-
-    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        |name| {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_string())
         }
     }
 

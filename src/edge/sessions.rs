@@ -9,7 +9,7 @@ use super::auth::{forget_session, KeyInfo, Principal};
 use super::context::RequestContext;
 use super::error::{ApiError, ApiResult};
 use crate::directory;
-use crate::session::{new_session_id, session_cookie, session_hash};
+use crate::session::{random_secret, session_cookie, session_hash};
 
 /// What the pages know of their session.
 #[derive(Serialize)]
@@ -59,7 +59,7 @@ pub async fn start(
         .expires_at
         .unwrap_or(u64::MAX)
         .min(now + ctx.config().session_ms);
-    let id = new_session_id();
+    let id = random_secret();
     let db = ctx.db()?;
     // The session this browser held until now ends here: a sign-in replaces it.
     let mut housekeeping = vec![directory::delete_expired_sessions(now as i64)];
