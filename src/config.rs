@@ -23,6 +23,10 @@ pub struct Config {
     /// How long a key minted for a trusted publisher lasts (`MINTED_KEY_SECONDS`): at most
     /// [`MAX_MINTED_KEY_MS`].
     pub minted_key_ms: u64,
+    /// Whether a successful read (GET or HEAD answered below 400) gets a log line
+    /// (`LOG_READS`). Off by default: the platform's request log already records every
+    /// request, and a line per read is most of a cached read's CPU time.
+    pub log_reads: bool,
 }
 
 /// A key minted for a trusted publisher lasts 15 minutes at most: long enough for one CI job's
@@ -40,6 +44,7 @@ impl Default for Config {
             staging_grace_ms: 24 * 3600 * 1000,
             session_ms: 12 * 3600 * 1000,
             minted_key_ms: MAX_MINTED_KEY_MS,
+            log_reads: false,
         }
     }
 }
@@ -66,8 +71,14 @@ impl Config {
                 MAX_MINTED_KEY_MS / 1000
             ));
         }
+        let log_reads = match var("LOG_READS").as_deref().map(str::trim) {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(format!("LOG_READS is '{other}', not true or false")),
+        };
         Ok(Self {
             minted_key_ms,
+            log_reads,
             max_upload_bytes: number("MAX_UPLOAD_BYTES")?
                 .map_or(defaults.max_upload_bytes, |v| v as u64),
             auth_cache_ms: seconds("AUTH_CACHE_SECONDS", defaults.auth_cache_ms)?,
@@ -78,6 +89,12 @@ impl Config {
                 (hours * 3600.0 * 1000.0) as u64
             }),
         })
+    }
+
+    /// Whether a request gets its log line: every change and every refusal or failure, and a
+    /// successful read only when `LOG_READS` asks for it.
+    pub fn logs_request(&self, read: bool, status: u16) -> bool {
+        !read || status >= 400 || self.log_reads
     }
 }
 
@@ -112,6 +129,7 @@ mod tests {
             ("STAGING_GRACE_SECONDS", "2"),
             ("SESSION_HOURS", "0.5"),
             ("MINTED_KEY_SECONDS", "5"),
+            ("LOG_READS", "true"),
         ]))
         .unwrap();
         assert_eq!(config.max_upload_bytes, 1000);
@@ -121,6 +139,22 @@ mod tests {
         assert_eq!(config.staging_grace_ms, 2000);
         assert_eq!(config.session_ms, 1800 * 1000);
         assert_eq!(config.minted_key_ms, 5000);
+        assert!(config.log_reads);
+    }
+
+    #[test]
+    fn successful_reads_are_logged_only_when_asked() {
+        let quiet = Config::default();
+        assert!(!quiet.logs_request(true, 200));
+        assert!(!quiet.logs_request(true, 304));
+        assert!(quiet.logs_request(true, 404));
+        assert!(quiet.logs_request(true, 500));
+        assert!(quiet.logs_request(false, 201));
+        let chatty = Config {
+            log_reads: true,
+            ..quiet
+        };
+        assert!(chatty.logs_request(true, 200));
     }
 
     #[test]
@@ -131,5 +165,7 @@ mod tests {
         let error = Config::from_vars(vars(&[("MINTED_KEY_SECONDS", "901")])).unwrap_err();
         assert!(error.contains("MINTED_KEY_SECONDS"), "{error}");
         assert!(Config::from_vars(vars(&[("MINTED_KEY_SECONDS", "900")])).is_ok());
+        let error = Config::from_vars(vars(&[("LOG_READS", "yes")])).unwrap_err();
+        assert!(error.contains("LOG_READS"), "{error}");
     }
 }

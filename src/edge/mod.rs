@@ -71,17 +71,22 @@ async fn fetch(req: Request, env: Env, lifetime: Context) -> worker::Result<Resp
     let method = req.method();
     let raw_path = req.path();
     let (path_token, path) = split_token(&raw_path);
-    let answered = match RequestContext::new(env, req, lifetime, path_token) {
-        Ok(mut ctx) => route(&mut ctx, &method, path).await,
-        Err(error) => Err(error),
+    let (answered, config) = match RequestContext::new(env, req, lifetime, path_token) {
+        Ok(mut ctx) => (route(&mut ctx, &method, path).await, Some(*ctx.config())),
+        Err(error) => (Err(error), None),
     };
     let response = answered.unwrap_or_else(|error| error::response(&error));
-    log::request(
-        method.as_ref(),
-        path,
-        response.status_code(),
-        Date::now().as_millis() - started,
-    );
+    let status = response.status_code();
+    let read = matches!(method, Method::Get | Method::Head);
+    // Without settings (a configuration error) every request is logged.
+    if config.is_none_or(|config| config.logs_request(read, status)) {
+        log::request(
+            method.as_ref(),
+            path,
+            status,
+            Date::now().as_millis() - started,
+        );
+    }
     Ok(response)
 }
 

@@ -36,6 +36,8 @@ def server(tmp_path_factory) -> Server:
         "AUTH_CACHE_SECONDS": str(AUTH_CACHE_SECONDS),
         "SHARD_RETENTION_SECONDS": str(SHARD_RETENTION_SECONDS),
         "R2_PART_BYTES": str(R2_PART_BYTES),
+        # Some tests read which files a client fetched from the request log.
+        "LOG_READS": "true",
     }
     with running_server(tmp_path_factory.mktemp("state"), variables) as server:
         yield server

@@ -1,12 +1,15 @@
 """Reading a channel the way conda, mamba and rattler do: repodata and package files with
 validators, conditional requests, HEAD and ranges."""
 
+import json
+import time
 from email.utils import parsedate_to_datetime
 
 import pytest
 import requests
 
 from conftest import PACKAGES, upload_raw
+from harness import running_server
 
 
 @pytest.fixture
@@ -163,3 +166,33 @@ def test_keys_never_reach_the_log(server, owner, outsider):
     assert any('"path":"/nochannel/noarch/repodata.json"' in line for line in ours)
     for key in (owner.key, outsider.key):
         assert not [line for line in ours if key in line]
+
+
+def test_successful_reads_are_logged_only_when_asked(tmp_path):
+    """With the deployment's default settings (no LOG_READS) a successful read gets no log
+    line; an upload, a refusal and a miss each get theirs."""
+    with running_server(tmp_path / "state") as server:
+        server.admin("user", "create", "reader")
+        key = server.admin("key", "create", "reader")["key"]
+        server.admin("channel", "create", "quiet", "--owner", "reader")
+        path = PACKAGES / "flask-0.11.1-py_0.tar.bz2"
+        auth = {"Authorization": f"Bearer {key}"}
+        assert upload_raw(server, "quiet", path.name, path.read_bytes(), headers=auth).status_code == 201
+        assert requests.get(f"{server.url}/quiet/noarch/repodata.json", timeout=10).status_code == 200
+        assert requests.head(f"{server.url}/quiet/noarch/{path.name}", timeout=10).status_code == 200
+        assert requests.get(f"{server.url}/quiet/linux-64/repodata.json", timeout=10).status_code == 404
+        refused = requests.delete(f"{server.url}/api/v1/delete/quiet/noarch/{path.name}", timeout=10)
+        assert refused.status_code == 401
+
+        def lines():
+            return [json.loads(line) for line in server.log().splitlines() if line.startswith('{"method"')]
+
+        deadline = time.monotonic() + 20
+        while not any(line.get("method") == "DELETE" for line in lines()):
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        logged = {(line["method"], line["path"], line["status"]) for line in lines()}
+        assert ("POST", "/api/v1/upload/quiet", 201) in logged
+        assert ("GET", "/quiet/linux-64/repodata.json", 404) in logged
+        assert ("DELETE", f"/api/v1/delete/quiet/noarch/{path.name}", 401) in logged
+        assert not [entry for entry in logged if entry[2] < 400 and entry[0] in ("GET", "HEAD")], logged
