@@ -24,8 +24,8 @@ pub struct Config {
     /// [`MAX_MINTED_KEY_MS`].
     pub minted_key_ms: u64,
     /// Whether a successful read (GET or HEAD answered below 400) gets a log line
-    /// (`LOG_READS`). Off by default: the platform's request log already records every
-    /// request, and a line per read is most of a cached read's CPU time.
+    /// (`LOG_READS`). Off by default: the Workers dashboard already counts every request, and
+    /// a line per read is most of a cached read's CPU time.
     pub log_reads: bool,
 }
 
