@@ -326,3 +326,83 @@ fn conda_components_named_for_another_file_are_refused() {
         assert!(err.to_string().contains(&expected), "{err}");
     }
 }
+
+/// The byte offset by which [`PackageScanner::subdir`] names the subdir when fed `bytes` in
+/// chunks of `chunk` (skipping what it may), and that subdir.
+fn subdir_found_at(filename: &str, bytes: &[u8], chunk: usize) -> Option<(usize, String)> {
+    let mut scanner = PackageScanner::new(CondaArchiveType::try_from(filename).unwrap());
+    let mut read = 0;
+    for part in bytes.chunks(chunk) {
+        if let Some(subdir) = scanner.subdir() {
+            return Some((read, subdir));
+        }
+        if scanner.skippable() == u64::MAX {
+            break;
+        }
+        let skipped = scanner.skippable().min(part.len() as u64) as usize;
+        scanner.skip(skipped as u64);
+        scanner.feed(&part[skipped..]);
+        read += part.len();
+    }
+    scanner.subdir().map(|subdir| (read, subdir))
+}
+
+#[test]
+fn the_scan_names_the_subdir_the_package_is_stored_under() {
+    for path in &files_in("packages") {
+        let filename = path.file_name().unwrap().to_str().unwrap();
+        let bytes = fs::read(path).unwrap();
+        let package = read_package(path, 4096).unwrap();
+        for chunk in [1021, 1 << 20] {
+            let (_, subdir) = subdir_found_at(filename, &bytes, chunk)
+                .unwrap_or_else(|| panic!("{filename}: no subdir found"));
+            assert_eq!(subdir, package.subdir, "{filename}");
+        }
+    }
+}
+
+/// A fixture `.conda` rewritten with its info component first or last.
+fn with_info(source: &str, first: bool) -> Vec<u8> {
+    use std::io::{Cursor, Read, Write};
+    let bytes = fs::read(fixtures().join("packages").join(source)).unwrap();
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = (0..archive.len())
+        .map(|i| {
+            let mut entry = archive.by_index(i).unwrap();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            (entry.name().to_owned(), data)
+        })
+        .collect();
+    entries.sort_by_key(|(name, _)| name.starts_with("info-") != first);
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in entries {
+        writer.start_file(name, stored).unwrap();
+        writer.write_all(&data).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+#[test]
+fn a_conda_names_its_subdir_before_its_pkg_component_only_when_its_info_comes_first() {
+    let source = "zlib-1.2.11-h7b6447c_3.conda";
+    let pkg_at = |bytes: &[u8]| {
+        bytes
+            .windows(4)
+            .position(|window| window == b"pkg-")
+            .unwrap()
+    };
+    // Checked after each chunk of 512 bytes: found within the chunk where pkg's header starts.
+    let first = with_info(source, true);
+    assert_eq!(read_bytes(source, &first, 4096).unwrap().subdir, "linux-64");
+    let (found, subdir) = subdir_found_at(source, &first, 512).unwrap();
+    assert_eq!(subdir, "linux-64");
+    assert!(found <= pkg_at(&first) + 512, "found at {found}");
+    // As conda-package-handling writes it: the info component after pkg's 98 KB.
+    let last = with_info(source, false);
+    assert_eq!(read_bytes(source, &last, 4096).unwrap().subdir, "linux-64");
+    let (found, _) = subdir_found_at(source, &last, 512).unwrap();
+    assert!(found > pkg_at(&last) + 90_000, "found at {found}");
+}

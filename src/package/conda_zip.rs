@@ -133,6 +133,11 @@ impl CondaScanner {
         }
     }
 
+    /// The info component's `info/index.json`, once the component was read whole.
+    pub fn index(&self) -> Option<&[u8]> {
+        self.info.as_ref()?.index.as_deref()
+    }
+
     pub fn finish(self) -> Result<(Vec<u8>, InfoFiles, ComponentNames), PackageError> {
         let State::CentralDirectory { tail } = &self.state else {
             return Err(PackageError::Corrupt(

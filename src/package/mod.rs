@@ -177,6 +177,19 @@ impl PackageScanner {
         }
     }
 
+    /// The subdir the package belongs in, as soon as its `info/index.json` has been read (and
+    /// names one): a file's key is known before the rest of it arrives. [`Package::from_parts`]
+    /// derives the same from the same bytes.
+    pub fn subdir(&self) -> Option<String> {
+        let index = match &self.scanner {
+            Ok(Scanner::Conda(scanner)) => scanner.index(),
+            Ok(Scanner::TarBz2(scanner)) => scanner.index(),
+            Err(_) => None,
+        }?;
+        let index = serde_json::from_slice::<IndexJson>(index).ok()?;
+        subdir_of(&index).ok()
+    }
+
     /// The metadata, if the archive of `size` bytes was readable.
     pub fn finish(self, size: u64) -> Result<ArchiveMetadata, PackageError> {
         let extension = self.archive_type.extension();

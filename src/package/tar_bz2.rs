@@ -78,6 +78,11 @@ impl TarBz2Scanner {
         self.tar.is_done()
     }
 
+    /// `info/index.json`, once read whole.
+    pub fn index(&self) -> Option<&[u8]> {
+        self.tar.index()
+    }
+
     pub fn finish(self) -> Result<InfoFiles, PackageError> {
         if !self.tar.is_done() && !self.stream_ended {
             return Err(PackageError::Corrupt(

@@ -111,6 +111,11 @@ impl TarScanner {
         matches!(self.state, State::End) || self.past_info
     }
 
+    /// `info/index.json`, once read whole.
+    pub fn index(&self) -> Option<&[u8]> {
+        self.files.index.as_deref()
+    }
+
     pub fn feed(&mut self, mut data: &[u8]) -> Result<(), PackageError> {
         while !data.is_empty() && !self.is_done() {
             match &mut self.state {
