@@ -14,6 +14,10 @@ pub struct Config {
     pub shard_retention_ms: u64,
     /// Part size of streamed artifact writes (`R2_PART_BYTES`; R2's minimum is 5 MiB).
     pub r2_part_bytes: usize,
+    /// How much of a large upload's body is held unstored while the package's scan looks for
+    /// its subdir, before it is staged instead of written straight to its key
+    /// (`UPLOAD_HOLD_BYTES`; see [`crate::placement`]).
+    pub upload_hold_bytes: u64,
     /// How old a staging object must be before the channel index's sweep deletes it as left
     /// over from an upload that died, and the consistency check reports it as stale
     /// (`STAGING_GRACE_SECONDS`); longer than any upload takes to commit.
@@ -41,6 +45,7 @@ impl Default for Config {
             auth_cache_ms: 30_000,
             shard_retention_ms: 7 * 24 * 3600 * 1000,
             r2_part_bytes: 8 * 1024 * 1024,
+            upload_hold_bytes: crate::placement::HELD_BYTES,
             staging_grace_ms: 24 * 3600 * 1000,
             session_ms: 12 * 3600 * 1000,
             minted_key_ms: MAX_MINTED_KEY_MS,
@@ -84,6 +89,8 @@ impl Config {
             auth_cache_ms: seconds("AUTH_CACHE_SECONDS", defaults.auth_cache_ms)?,
             shard_retention_ms: seconds("SHARD_RETENTION_SECONDS", defaults.shard_retention_ms)?,
             r2_part_bytes: number("R2_PART_BYTES")?.map_or(defaults.r2_part_bytes, |v| v as usize),
+            upload_hold_bytes: number("UPLOAD_HOLD_BYTES")?
+                .map_or(defaults.upload_hold_bytes, |v| v as u64),
             staging_grace_ms: seconds("STAGING_GRACE_SECONDS", defaults.staging_grace_ms)?,
             session_ms: number("SESSION_HOURS")?.map_or(defaults.session_ms, |hours| {
                 (hours * 3600.0 * 1000.0) as u64
@@ -127,6 +134,7 @@ mod tests {
             ("SHARD_RETENTION_SECONDS", "3"),
             ("R2_PART_BYTES", "5242880"),
             ("STAGING_GRACE_SECONDS", "2"),
+            ("UPLOAD_HOLD_BYTES", "1048576"),
             ("SESSION_HOURS", "0.5"),
             ("MINTED_KEY_SECONDS", "5"),
             ("LOG_READS", "true"),
@@ -137,6 +145,7 @@ mod tests {
         assert_eq!(config.shard_retention_ms, 3000);
         assert_eq!(config.r2_part_bytes, 5 * 1024 * 1024);
         assert_eq!(config.staging_grace_ms, 2000);
+        assert_eq!(config.upload_hold_bytes, 1024 * 1024);
         assert_eq!(config.session_ms, 1800 * 1000);
         assert_eq!(config.minted_key_ms, 5000);
         assert!(config.log_reads);

@@ -11,6 +11,8 @@
 //! clients can no longer hold an index naming them;
 //! `stale_repodata` the subdirs whose monolithic files miss a change, and since when;
 //! `pending_objects` the package objects a change was about to write or remove;
+//! `direct_uploads` the keys an upload is writing straight to, before its commit
+//! ([`IndexStore::reserve_upload`]);
 //! `channel_name` the name the alarm works under (an object does not know its own name).
 //!
 //! A mark (dirty or stale) carries a number, higher than any held when it was set, so that a
@@ -59,7 +61,7 @@ enum Step {
 }
 
 /// The schema: the tables as they are created today, then what older objects' tables lack.
-const SCHEMA: [Step; 13] = [
+const SCHEMA: [Step; 14] = [
     Step::Create(
         "CREATE TABLE IF NOT EXISTS packages (
             subdir TEXT NOT NULL,
@@ -107,6 +109,12 @@ const SCHEMA: [Step; 13] = [
         )",
     ),
     Step::Create(
+        "CREATE TABLE IF NOT EXISTS direct_uploads (
+            key TEXT PRIMARY KEY, subdir TEXT NOT NULL, filename TEXT NOT NULL,
+            since INTEGER NOT NULL
+        )",
+    ),
+    Step::Create(
         "CREATE TABLE IF NOT EXISTS channel_name (
             id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL
         )",
@@ -132,13 +140,14 @@ const SCHEMA: [Step; 13] = [
 
 /// The tables a channel's destruction empties (the channel's name stays: the object is still
 /// that channel's).
-const CHANNEL_TABLES: [&str; 6] = [
+const CHANNEL_TABLES: [&str; 7] = [
     "DELETE FROM packages",
     "DELETE FROM shards",
     "DELETE FROM dirty",
     "DELETE FROM retired_shards",
     "DELETE FROM stale_repodata",
     "DELETE FROM pending_objects",
+    "DELETE FROM direct_uploads",
 ];
 
 /// The sha256 and record stored for a file.
@@ -201,6 +210,15 @@ pub struct Intent {
     pub action: ObjectIntent,
     pub subdir: String,
     pub filename: String,
+}
+
+/// A key an upload is writing straight to, since when (epoch milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DirectUpload {
+    pub key: String,
+    pub subdir: String,
+    pub filename: String,
+    pub since: u64,
 }
 
 /// What the rows hold for the alarm to do.
@@ -404,6 +422,7 @@ impl<'a, S: Sql> IndexStore<'a, S> {
             ],
         )?;
         self.mark_changed(channel, file.subdir, file.name, file.indexed_at)?;
+        self.end_upload(key)?;
         self.clear_intent(key)
     }
 
@@ -469,6 +488,62 @@ impl<'a, S: Sql> IndexStore<'a, S> {
             "SELECT key, action, subdir, filename FROM pending_objects",
             Vec::new(),
         )
+    }
+
+    // Direct uploads.
+
+    /// Reserves `key` for an upload that writes the file's bytes straight to it, unless a
+    /// record names the file or another upload holds the key; answers whether it did. Until
+    /// the upload's commit stores the record (or the upload is released), no other commit
+    /// places an object there.
+    pub fn reserve_upload(
+        &self,
+        subdir: &str,
+        filename: &str,
+        key: &str,
+        now: u64,
+    ) -> Result<bool, S::Error> {
+        if self.stored(subdir, filename)?.is_some() || self.upload_at(key)?.is_some() {
+            return Ok(false);
+        }
+        self.run(
+            "INSERT INTO direct_uploads (key, subdir, filename, since) VALUES (?, ?, ?, ?)",
+            vec![key.into(), subdir.into(), filename.into(), millis(now)],
+        )?;
+        Ok(true)
+    }
+
+    /// The upload holding `key`, if one does.
+    pub fn upload_at(&self, key: &str) -> Result<Option<DirectUpload>, S::Error> {
+        self.first(
+            "SELECT key, subdir, filename, since FROM direct_uploads WHERE key = ?",
+            vec![key.into()],
+        )
+    }
+
+    pub fn end_upload(&self, key: &str) -> Result<(), S::Error> {
+        self.run("DELETE FROM direct_uploads WHERE key = ?", vec![key.into()])
+    }
+
+    /// The uploads reserved before `cutoff`, oldest first: only an upload that died holds one
+    /// that long.
+    pub fn uploads_before(&self, cutoff: u64) -> Result<Vec<DirectUpload>, S::Error> {
+        self.rows(
+            "SELECT key, subdir, filename, since FROM direct_uploads WHERE since < ? \
+             ORDER BY since",
+            vec![millis(cutoff)],
+        )
+    }
+
+    /// When the oldest reservation was made.
+    pub fn oldest_upload(&self) -> Result<Option<u64>, S::Error> {
+        #[derive(Deserialize)]
+        struct Row {
+            since: Option<u64>,
+        }
+        Ok(self
+            .first::<Row>("SELECT MIN(since) AS since FROM direct_uploads", Vec::new())?
+            .and_then(|row| row.since))
     }
 
     // Marks.

@@ -20,6 +20,7 @@ pub mod multipart;
 pub mod names;
 pub mod package;
 pub mod pages;
+pub mod placement;
 pub mod provenance;
 pub mod publish;
 pub mod r2_checksum;

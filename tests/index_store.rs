@@ -6,8 +6,8 @@
 use condaflare::browse::{BrowseQuery, Cursor, Group};
 use condaflare::index_plan::{ObjectIntent, Pages, PAGE_ROWS};
 use condaflare::index_store::{
-    Figures, IndexStore, Intent, Mark, NameRow, NewRecord, RecordSize, ShardEntry, StaleSubdir,
-    StoredFile, StoredWork, SubdirRows,
+    DirectUpload, Figures, IndexStore, Intent, Mark, NameRow, NewRecord, RecordSize, ShardEntry,
+    StaleSubdir, StoredFile, StoredWork, SubdirRows,
 };
 use condaflare::provenance::{Provenance, WorkflowRun};
 use condaflare::sqlite;
@@ -141,6 +141,7 @@ fn the_schema_applies_fresh_and_again() {
         tables,
         [
             "channel_name",
+            "direct_uploads",
             "dirty",
             "packages",
             "packages_by_name",
@@ -673,6 +674,9 @@ fn clearing_empties_every_table_but_the_name() {
     store
         .begin_commit(CHANNEL, "noarch", "b-1-0.conda", None, "intent", 1)
         .unwrap();
+    assert!(store
+        .reserve_upload("noarch", "c-1-0.conda", &key("noarch", "c-1-0.conda"), 1)
+        .unwrap());
     store.clear().unwrap();
     for table in [
         "SELECT * FROM packages",
@@ -681,6 +685,7 @@ fn clearing_empties_every_table_but_the_name() {
         "SELECT * FROM retired_shards",
         "SELECT * FROM stale_repodata",
         "SELECT * FROM pending_objects",
+        "SELECT * FROM direct_uploads",
     ] {
         assert!(query(&conn, table).is_empty(), "{table}");
     }
@@ -922,4 +927,41 @@ fn a_package_lists_every_file_of_its_name_newest_first() {
         ]
     );
     assert_eq!(store.package(CHANNEL, "pyyam").unwrap(), None);
+}
+
+#[test]
+fn a_direct_upload_reserves_a_key_no_record_or_other_upload_holds_until_its_commit() {
+    let conn = fresh();
+    let store = IndexStore::new(&conn);
+    let (subdir, filename) = ("linux-64", "a-1-0.tar.bz2");
+    let at = key(subdir, filename);
+    assert!(store.reserve_upload(subdir, filename, &at, 10).unwrap());
+    // A second upload of the file while the first writes it: no.
+    assert!(!store.reserve_upload(subdir, filename, &at, 11).unwrap());
+    let reserved = DirectUpload {
+        key: at.clone(),
+        subdir: subdir.into(),
+        filename: filename.into(),
+        since: 10,
+    };
+    assert_eq!(store.upload_at(&at).unwrap(), Some(reserved.clone()));
+    assert_eq!(store.oldest_upload().unwrap(), Some(10));
+    // Expired only once older than the cutoff.
+    assert!(store.uploads_before(10).unwrap().is_empty());
+    assert_eq!(store.uploads_before(11).unwrap(), [reserved]);
+    // The commit's record ends the reservation in the same stretch.
+    commit(&store, subdir, filename, "1", 12);
+    assert_eq!(store.upload_at(&at).unwrap(), None);
+    assert_eq!(store.oldest_upload().unwrap(), None);
+    // A file a record names is not reserved: its upload is staged and answered by its commit.
+    assert!(!store.reserve_upload(subdir, filename, &at, 13).unwrap());
+    // A released reservation frees the key.
+    let other = key(subdir, "b-1-0.tar.bz2");
+    assert!(store
+        .reserve_upload(subdir, "b-1-0.tar.bz2", &other, 14)
+        .unwrap());
+    store.end_upload(&other).unwrap();
+    assert!(store
+        .reserve_upload(subdir, "b-1-0.tar.bz2", &other, 15)
+        .unwrap());
 }

@@ -1,13 +1,16 @@
 //! The one way a package file gets into a channel, whichever route brought it: [`ingest`].
 //!
-//! The body streams into a staging object while every byte is hashed and the package's
-//! metadata is read; nothing large is buffered whole (files up to [`INLINE_BYTES`] are, and
-//! travel in the commit request instead; a body of unknown length is staged part by part).
+//! The body streams into R2 while every byte is hashed and the package's metadata is read;
+//! nothing large is buffered whole (files up to [`INLINE_BYTES`] are, and travel in the commit
+//! request instead; a body of unknown length is staged part by part).
 //! A larger request body of announced length is split by the runtime ([`super::tee`]): it
-//! flows into R2, which hashes it, untouched, and wasm reads only what the package's scan asks
-//! for.
-//! Only a package that checks out is handed to the channel index, which moves it into place.
-//! The staging object is deleted on every path.
+//! flows into R2 untouched, R2 hashing what it stores, and wasm reads only what the package's
+//! scan asks for. When the uploader claims the SHA-256 and the scan finds the subdir early,
+//! the bytes go once, straight to the file's own key, which the channel index reserves for the
+//! upload; otherwise ([`crate::placement`]) through a staging object.
+//! Only a package that checks out is handed to the channel index, which stores its record (and
+//! copies a staging object into place). A staging object is deleted, and a reservation
+//! released with what it holds, on every path that does not commit.
 
 use std::{cell::RefCell, rc::Rc};
 
@@ -15,21 +18,22 @@ use base64::Engine;
 use futures_util::{stream, Stream, StreamExt};
 use rattler_conda_types::package::CondaArchiveType;
 use web_sys::ReadableStream;
-use worker::{ByteStream, Date, FixedLengthStream, Response};
+use worker::{ByteStream, Date, FixedLengthStream, HttpMetadata, Response};
 
 use super::attestation;
 use super::auth::Principal;
-use super::channel_index::{CommitRequest, CommitStatus, Freshness, ObjectSource};
+use super::channel_index::{CommitRequest, CommitStatus, FileRequest, Freshness, ObjectSource};
 use super::context::RequestContext;
 use super::error::{internal, ApiError, ApiResult, ErrorCode};
 use super::form::{self, BodyStream, Fields};
 use super::object_writer::ObjectWriter;
 use super::storage::{file_key, random_id, staging_key};
 use super::tee;
-use crate::names::check_package_filename;
+use crate::names::{check_package_filename, ChannelFile};
 use crate::package::{
     ArchiveMetadata, Digests, Package, PackageError, PackageReader, PackageScanner,
 };
+use crate::placement::{placement, Placement, Scanned};
 use crate::provenance::Provenance;
 use crate::publish::content_md5_matches;
 use crate::r2_checksum::sha256_refusal;
@@ -299,6 +303,7 @@ async fn store(
         sha256,
         incoming.length,
         incoming.bytes,
+        options,
     )
     .await?;
     // The form is judged before the package is committed, so a bad one leaves nothing behind.
@@ -372,13 +377,20 @@ async fn receive(
     sha256: Option<String>,
     length: Option<u64>,
     bytes: Bytes,
+    options: &Options<'_>,
 ) -> ApiResult<Received> {
     let format = check_announced(&filename, sha256.as_deref())?;
     let bytes = match (bytes, length) {
         (Bytes::Body(body), Some(length)) if length > INLINE_BYTES => {
-            let claimed = sha256.as_deref();
-            let received =
-                receive_split(ctx, channel, filename, format, &body, length, claimed).await?;
+            let file = SplitFile {
+                filename,
+                format,
+                length,
+                claimed: sha256.as_deref(),
+                named: options.subdir,
+                force: options.force,
+            };
+            let received = receive_split(ctx, channel, file, &body).await?;
             return check_claimed(ctx, received, sha256).await;
         }
         (Bytes::Body(body), _) => Box::pin(ByteStream::from(body)),
@@ -386,7 +398,7 @@ async fn receive(
     };
     let reader = Rc::new(RefCell::new(PackageReader::new(format)));
     let inspected = inspect(bytes, reader.clone());
-    let (source, staging) = match length {
+    let source = match length {
         Some(length) => receive_sized(ctx, channel, inspected, length).await?,
         None => receive_unsized(ctx, channel, inspected).await?,
     };
@@ -397,7 +409,7 @@ async fn receive(
     let received = Received {
         filename,
         source,
-        staging,
+        reservation: None,
         digests,
         metadata,
     };
@@ -420,56 +432,184 @@ async fn check_claimed(
     }
 }
 
-/// Where a received file's bytes are, and the staging object to delete once it has served.
-type Source = (ObjectSource, Option<String>);
+/// A request body of announced length beyond [`INLINE_BYTES`], as [`receive_split`] takes it.
+struct SplitFile<'a> {
+    filename: String,
+    format: CondaArchiveType,
+    length: u64,
+    /// The SHA-256 the uploader claims.
+    claimed: Option<&'a str>,
+    /// The subdir the route's URL names.
+    named: Option<&'a str>,
+    /// A forced replacement.
+    force: bool,
+}
 
-/// A request body of announced `length`, beyond [`INLINE_BYTES`]: split by the runtime, which
-/// streams one branch into a staging object while the package's scan reads another as far as
-/// it must. R2 hashes what it stores: it checks the `claimed` SHA-256 (refusing the put when
-/// the bytes differ) and gives the MD5; with no claim, a third branch goes to the runtime's
-/// SHA-256 digest stream.
+/// A request body of announced length, beyond [`INLINE_BYTES`]: split by the runtime. The
+/// package's scan reads one branch as far as it must while the other is held, until the scan
+/// knows the subdir or [`crate::placement`] gives up waiting; the held branch then goes straight
+/// to the file's key ([`receive_direct`]) or to a staging object ([`receive_staged`]).
 async fn receive_split(
     ctx: &RequestContext,
     channel: &str,
-    filename: String,
-    format: CondaArchiveType,
+    file: SplitFile<'_>,
     body: &ReadableStream,
-    length: u64,
-    claimed: Option<&str>,
 ) -> ApiResult<Received> {
-    let split = tee::split(body, claimed.is_none());
+    let split = tee::split(body);
+    let mut scan = Scan {
+        chunks: Some(split.read),
+        scanner: PackageScanner::new(file.format),
+        read: 0,
+    };
+    let held_bytes = ctx.config().upload_hold_bytes;
+    let placed = match scan.until_placed(&file, held_bytes).await {
+        Ok(placed) => placed,
+        // Nothing is stored yet.
+        Err(error) => {
+            super::log::error(&format!("upload stream broke off before storing: {error}"));
+            return Err(ApiError::short_body(file.length));
+        }
+    };
+    match placed {
+        Placement::Direct { subdir } => {
+            receive_direct(ctx, channel, file, &subdir, &split.store, scan).await
+        }
+        Placement::Staged => receive_staged(ctx, channel, file, &split.store, scan).await,
+    }
+}
+
+/// The held branch written once, straight to `<channel>/<subdir>/<filename>` (see
+/// [`crate::placement`]): in one put that R2 checks against the claimed SHA-256 and that gives
+/// the MD5, to the key the channel index reserves for this upload. When it reserves none (a
+/// record names the file, or another upload is writing it), the file is staged instead, and
+/// its commit answers as for any file of that name.
+async fn receive_direct(
+    ctx: &RequestContext,
+    channel: &str,
+    file: SplitFile<'_>,
+    subdir: &str,
+    store: &ReadableStream,
+    scan: Scan,
+) -> ApiResult<Received> {
+    let Some(claimed) = file.claimed else {
+        return receive_staged(ctx, channel, file, store, scan).await;
+    };
+    let reservation = FileRequest {
+        channel: channel.to_owned(),
+        subdir: subdir.to_owned(),
+        filename: file.filename.clone(),
+    };
+    let index = ctx.channel_index(channel)?;
+    if !index.reserve(&reservation).await? {
+        return receive_staged(ctx, channel, file, store, scan).await;
+    }
+    let key = file_key(channel, subdir, &file.filename);
+    let sha256 = hex::decode(claimed).map_err(|_| internal("claimed SHA-256 is not hex"))?;
+    let bucket = ctx.bucket()?;
+    let put = bucket
+        .put(&key, store.clone())
+        .sha256(sha256)
+        .http_metadata(HttpMetadata {
+            content_type: Some(ChannelFile::content_type(&file.filename).to_owned()),
+            ..Default::default()
+        });
+    let (stored, scanned) = futures_util::join!(put.execute(), scan.read_on());
+    let length = file.length;
+    let md5 = stored.map(|object| object.and_then(|object| object.checksum().md5));
+    match (md5, scanned) {
+        (Ok(Some(md5)), Ok(scanner)) => Ok(Received {
+            filename: file.filename,
+            source: ObjectSource::Written { key },
+            reservation: Some(reservation),
+            digests: Digests {
+                sha256: claimed.to_ascii_lowercase(),
+                md5: hex::encode(md5),
+                size: length,
+            },
+            metadata: scanner.finish(length),
+        }),
+        (md5, scanned) => {
+            // A put that failed stored nothing; one that succeeded is deleted with the
+            // reservation.
+            release(ctx, &reservation).await;
+            match (md5, scanned) {
+                (Err(error), _) => Err(put_refused(&error, length)),
+                (_, Err(error)) => {
+                    super::log::error(&format!("upload stream to {key} broke off: {error}"));
+                    Err(ApiError::short_body(length))
+                }
+                _ => Err(internal("R2 stored no object, or gave no MD5")),
+            }
+        }
+    }
+}
+
+/// A put of an upload's bytes that R2 refused: other bytes than the claimed SHA-256, or a body
+/// that broke off before its announced `length`.
+fn put_refused(error: &worker::Error, length: u64) -> ApiError {
+    let message = error.to_string();
+    if let Some(actual) = sha256_refusal(&message) {
+        return checksum_mismatch(actual.as_deref());
+    }
+    super::log::error(&format!("upload stream to R2 failed: {message}"));
+    ApiError::short_body(length)
+}
+
+/// Ends a reservation whose upload will not commit (the index deletes what it wrote).
+async fn release(ctx: &RequestContext, reservation: &FileRequest) {
+    let released = match ctx.channel_index(&reservation.channel) {
+        Ok(index) => index.release(reservation).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = released {
+        // The index's sweep ends it once STAGING_GRACE_SECONDS have passed.
+        super::log::error(&format!(
+            "could not release the upload of {}/{}: {}",
+            reservation.subdir, reservation.filename, error.message
+        ));
+    }
+}
+
+/// The held branch streamed into a staging object. R2 hashes what it stores: it checks the
+/// claimed SHA-256 (refusing the put when the bytes differ) and gives the MD5; with no claim, a
+/// branch of it goes to the runtime's SHA-256 digest stream.
+async fn receive_staged(
+    ctx: &RequestContext,
+    channel: &str,
+    file: SplitFile<'_>,
+    store: &ReadableStream,
+    scan: Scan,
+) -> ApiResult<Received> {
+    let (store, sha256) = match file.claimed {
+        Some(_) => (store.clone(), None),
+        None => {
+            let (store, hashed) = tee::branch(store);
+            (store, Some(tee::Digest::of(&hashed, "SHA-256")))
+        }
+    };
     let bucket = ctx.bucket()?;
     let staging = staging_key(channel, &random_id());
-    let mut put = bucket.put(&staging, split.store);
-    if let Some(claimed) = claimed {
+    let mut put = bucket.put(&staging, store);
+    if let Some(claimed) = file.claimed {
         let claimed = hex::decode(claimed).map_err(|_| internal("claimed SHA-256 is not hex"))?;
         put = put.sha256(claimed);
     }
     let sha256 = async {
-        match split.sha256 {
+        match sha256 {
             Some(digest) => digest.finish().await.map(Some),
             None => Ok(None),
         }
     };
-    let (stored, sha256, scanned) = futures_util::join!(
-        put.execute(),
-        sha256,
-        scan(split.read, PackageScanner::new(format)),
-    );
+    let (stored, sha256, scanned) = futures_util::join!(put.execute(), sha256, scan.read_on());
+    let length = file.length;
     let object = match stored {
         Ok(Some(object)) => object,
         Ok(None) => return Err(internal("the staging put stored nothing")),
         // A put that failed left no object.
-        Err(error) => {
-            let message = error.to_string();
-            if let Some(actual) = sha256_refusal(&message) {
-                return Err(checksum_mismatch(actual.as_deref()));
-            }
-            super::log::error(&format!("upload stream to staging failed: {message}"));
-            return Err(ApiError::short_body(length));
-        }
+        Err(error) => return Err(put_refused(&error, length)),
     };
     let md5 = object.checksum().md5.map(hex::encode);
+    let claimed = file.claimed;
     let sha256 = sha256.map(|digest| digest.or_else(|| claimed.map(str::to_ascii_lowercase)));
     let (digests, scanner) = match (sha256, md5, scanned) {
         (Ok(Some(sha256)), Some(md5), Ok(scanner)) => {
@@ -491,11 +631,9 @@ async fn receive_split(
         }
     };
     Ok(Received {
-        filename,
-        source: ObjectSource::Staged {
-            key: staging.clone(),
-        },
-        staging: Some(staging),
+        filename: file.filename,
+        source: ObjectSource::Staged { key: staging },
+        reservation: None,
         digests,
         metadata: scanner.finish(length),
     })
@@ -513,26 +651,78 @@ fn checksum_mismatch(actual: Option<&str>) -> ApiError {
     ApiError::new(ErrorCode::ChecksumMismatch, message)
 }
 
-/// Hands the scan the parts of each chunk it asks for, until it needs no more (when the rest
-/// of the branch is let go) or the branch ends.
-async fn scan(
-    mut chunks: tee::Chunks,
-    mut scanner: PackageScanner,
-) -> worker::Result<PackageScanner> {
-    while let Some(chunk) = chunks.next().await? {
-        let skippable = scanner.skippable();
-        if skippable == u64::MAX {
-            chunks.cancel();
-            break;
-        }
-        let length = chunk.length();
-        let skipped = skippable.min(length.into()) as u32;
-        scanner.skip(skipped.into());
-        if skipped < length {
-            scanner.feed(&chunk.subarray(skipped, length).to_vec());
+/// The package's scan of a branch: it is handed the parts of each chunk it asks for, until it
+/// needs no more (when the rest of the branch is let go) or the branch ends.
+struct Scan {
+    /// `None` once the scan reads no more.
+    chunks: Option<tee::Chunks>,
+    scanner: PackageScanner,
+    /// Bytes of the branch read so far.
+    read: u64,
+}
+
+impl Scan {
+    /// Reads on until it is known where the bytes of `file` go (`held_bytes`: the most read
+    /// before giving up on the subdir).
+    async fn until_placed(
+        &mut self,
+        file: &SplitFile<'_>,
+        held_bytes: u64,
+    ) -> worker::Result<Placement> {
+        let named = file.named;
+        loop {
+            let found = match named {
+                Some(_) => None,
+                None => self.scanner.subdir(),
+            };
+            let scanned = Scanned {
+                claimed: file.claimed.is_some(),
+                force: file.force,
+                named,
+                found: found.as_deref(),
+                read: self.read,
+                finished: self.chunks.is_none(),
+                held_bytes,
+            };
+            if let Some(placed) = placement(scanned) {
+                return Ok(placed);
+            }
+            self.step().await?;
         }
     }
-    Ok(scanner)
+
+    async fn read_on(mut self) -> worker::Result<PackageScanner> {
+        while self.chunks.is_some() {
+            self.step().await?;
+        }
+        Ok(self.scanner)
+    }
+
+    /// Feeds the scan the next chunk, or ends the reading.
+    async fn step(&mut self) -> worker::Result<()> {
+        let Some(chunks) = &mut self.chunks else {
+            return Ok(());
+        };
+        let skippable = self.scanner.skippable();
+        if skippable == u64::MAX {
+            if let Some(chunks) = self.chunks.take() {
+                chunks.cancel();
+            }
+            return Ok(());
+        }
+        let Some(chunk) = chunks.next().await? else {
+            self.chunks = None;
+            return Ok(());
+        };
+        let length = chunk.length();
+        let skipped = skippable.min(length.into()) as u32;
+        self.scanner.skip(skipped.into());
+        if skipped < length {
+            self.scanner.feed(&chunk.subarray(skipped, length).to_vec());
+        }
+        self.read += u64::from(length);
+        Ok(())
+    }
 }
 
 /// A file of announced length: read whole when small, else streamed into a staging object.
@@ -541,12 +731,12 @@ async fn receive_sized(
     channel: &str,
     bytes: impl Stream<Item = worker::Result<Vec<u8>>> + 'static,
     length: u64,
-) -> ApiResult<Source> {
+) -> ApiResult<ObjectSource> {
     if length == 0 {
         return Err(ApiError::invalid_package("the file is empty"));
     }
     if length <= INLINE_BYTES {
-        return Ok((inline(read_whole(bytes, length).await?), None));
+        return Ok(inline(read_whole(bytes, length).await?));
     }
     let staging = staging_key(channel, &random_id());
     let stored = ctx
@@ -559,10 +749,7 @@ async fn receive_sized(
         super::log::error(&format!("upload stream to staging failed: {error}"));
         return Err(ApiError::short_body(length));
     }
-    let source = ObjectSource::Staged {
-        key: staging.clone(),
-    };
-    Ok((source, Some(staging)))
+    Ok(ObjectSource::Staged { key: staging })
 }
 
 /// A file sent without a length: kept in memory up to [`INLINE_BYTES`], beyond that written to
@@ -571,7 +758,7 @@ async fn receive_unsized(
     ctx: &RequestContext,
     channel: &str,
     bytes: impl Stream<Item = worker::Result<Vec<u8>>>,
-) -> ApiResult<Source> {
+) -> ApiResult<ObjectSource> {
     let limit = ctx.config().max_upload_bytes;
     let mut bytes = Box::pin(bytes);
     let bucket = ctx.bucket()?;
@@ -611,12 +798,9 @@ async fn receive_unsized(
     match writer {
         Some(staged) => {
             staged.finish().await?;
-            let source = ObjectSource::Staged {
-                key: staging.clone(),
-            };
-            Ok((source, Some(staging)))
+            Ok(ObjectSource::Staged { key: staging })
         }
-        None => Ok((inline(head), None)),
+        None => Ok(inline(head)),
     }
 }
 
@@ -648,47 +832,81 @@ async fn read_whole(
 }
 
 /// A file received whole, its claimed checksum checked, not yet committed: commit or discard
-/// it, either of which deletes its staging object.
+/// it, either of which deletes its staging object; discarding it, or refusing it before the
+/// channel index is handed it, releases its reservation.
 struct Received {
     filename: String,
     source: ObjectSource,
-    staging: Option<String>,
+    /// The reservation of the key its bytes were written to.
+    reservation: Option<FileRequest>,
     digests: Digests,
     metadata: Result<ArchiveMetadata, PackageError>,
+}
+
+/// What a received file holds in R2 until it is committed or dropped.
+enum Held {
+    Nothing,
+    Staging(String),
+    Reserved(FileRequest),
+}
+
+impl Held {
+    fn of(received: &Received) -> Self {
+        match (&received.reservation, &received.source) {
+            (Some(reservation), _) => Held::Reserved(reservation.clone()),
+            (None, ObjectSource::Staged { key }) => Held::Staging(key.clone()),
+            (None, ObjectSource::Inline { .. } | ObjectSource::Written { .. }) => Held::Nothing,
+        }
+    }
+
+    /// Lets it go: the file will not be committed from it.
+    async fn release(&self, ctx: &RequestContext) {
+        match self {
+            Held::Nothing => {}
+            Held::Staging(key) => delete_staging(ctx, key).await,
+            Held::Reserved(reservation) => release(ctx, reservation).await,
+        }
+    }
 }
 
 impl Received {
     /// Drops the file unstored.
     async fn discard(self, ctx: &RequestContext) {
-        if let Some(staging) = &self.staging {
-            delete_staging(ctx, staging).await;
-        }
+        Held::of(&self).release(ctx).await;
     }
 
     /// Checks the package and commits it through the channel index.
     async fn commit(
-        mut self,
+        self,
         ctx: &RequestContext,
         channel: &str,
         options: &Options<'_>,
     ) -> ApiResult<Stored> {
-        let staging = self.staging.take();
-        let result = async {
-            let request = self.into_request(channel, options)?;
-            let outcome = ctx.channel_index(channel)?.commit(&request).await?;
-            Ok(Stored {
-                filename: request.filename,
-                subdir: request.subdir,
-                outcome: outcome.status,
-                record: outcome.record,
-                repodata: outcome.repodata,
-                answer: options.answer,
-            })
-        }
-        .await;
-        if let Some(staging) = &staging {
+        let held = Held::of(&self);
+        let prepared = self
+            .into_request(channel, options)
+            .and_then(|request| Ok((ctx.channel_index(channel)?, request)));
+        let (index, request) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                held.release(ctx).await;
+                return Err(error);
+            }
+        };
+        let result = index.commit(&request).await.map(|outcome| Stored {
+            filename: request.filename,
+            subdir: request.subdir,
+            outcome: outcome.status,
+            record: outcome.record,
+            repodata: outcome.repodata,
+            answer: options.answer,
+        });
+        match &held {
             // Copied into place, or refused: the staging object has served either way.
-            delete_staging(ctx, staging).await;
+            Held::Staging(key) => delete_staging(ctx, key).await,
+            // Refused, or its answer lost: a release after the commit changes nothing.
+            Held::Reserved(reservation) if result.is_err() => release(ctx, reservation).await,
+            Held::Reserved(_) | Held::Nothing => {}
         }
         result
     }
@@ -708,6 +926,15 @@ impl Received {
                 "{} belongs in {}, not in {expected}",
                 self.filename, package.subdir
             )));
+        }
+        if let ObjectSource::Written { key } = &self.source {
+            // Written where the scan first found the subdir: a second info/index.json may not
+            // name another.
+            if *key != file_key(channel, &package.subdir, &package.filename) {
+                return Err(ApiError::invalid_package(
+                    "invalid package: its info/index.json is there twice, naming two subdirs",
+                ));
+            }
         }
         Ok(CommitRequest {
             channel: channel.to_owned(),

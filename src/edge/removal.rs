@@ -5,7 +5,7 @@ use serde::Serialize;
 use worker::Response;
 
 use super::attestation;
-use super::channel_index::DeleteRequest;
+use super::channel_index::FileRequest;
 use super::context::RequestContext;
 use super::error::{json, ApiError, ApiResult};
 use crate::access::Action;
@@ -26,7 +26,7 @@ pub async fn remove_package(
     let (caller, channel) = ctx.authorize_change(channel_name, Action::Delete).await?;
     let outcome = ctx
         .channel_index(&channel.name)?
-        .delete(&DeleteRequest {
+        .delete(&FileRequest {
             channel: channel.name.clone(),
             subdir: subdir.to_owned(),
             filename: filename.to_owned(),

@@ -1,6 +1,6 @@
-//! A body split by the runtime: one branch to store, one for wasm to read as far as it needs,
-//! and, when no SHA-256 is claimed for R2 to check, one hashed by the runtime's digest stream
-//! (`crypto.DigestStream`). The bytes reach storage and the digest without being copied into
+//! A body split by the runtime (`ReadableStream.tee`): one branch to store, one for wasm to
+//! read as far as it needs, and branches hashed by the runtime's digest streams
+//! (`crypto.DigestStream`). The bytes reach storage and the digests without being copied into
 //! wasm.
 
 use js_sys::{Reflect, Uint8Array};
@@ -11,35 +11,24 @@ use worker::worker_sys::DigestStream;
 
 /// The branches of one body.
 pub struct Split {
-    /// Every byte, for storage.
+    /// Every byte, for storage; unread until the store starts, the runtime holding what the
+    /// other branch has read ahead.
     pub store: ReadableStream,
     /// Every byte, for wasm to read.
     pub read: Chunks,
-    pub sha256: Option<Sha256>,
 }
 
-/// Splits `body` into its branches, with a SHA-256 branch if `sha256`.
-pub fn split(body: &ReadableStream, sha256: bool) -> Split {
-    let (store, rest) = tee(body);
-    let (read, sha256) = if sha256 {
-        let (for_digest, read) = tee(&rest);
-        let digest = DigestStream::new("SHA-256");
-        let piped = JsFuture::from(for_digest.pipe_to(&digest));
-        (read, Some(Sha256 { digest, piped }))
-    } else {
-        (rest, None)
-    };
-    let reader = read
-        .get_reader()
-        .unchecked_into::<ReadableStreamDefaultReader>();
+/// Splits `body` into its branches.
+pub fn split(body: &ReadableStream) -> Split {
+    let (store, read) = branch(body);
     Split {
         store,
-        read: Chunks { reader },
-        sha256,
+        read: Chunks::of(&read),
     }
 }
 
-fn tee(stream: &ReadableStream) -> (ReadableStream, ReadableStream) {
+/// Two branches of `stream`, each with every byte.
+pub fn branch(stream: &ReadableStream) -> (ReadableStream, ReadableStream) {
     let branches = stream.tee();
     (
         branches.get(0).unchecked_into(),
@@ -47,13 +36,20 @@ fn tee(stream: &ReadableStream) -> (ReadableStream, ReadableStream) {
     )
 }
 
-/// The runtime's SHA-256 of a body, ready once its branch has been read to the end.
-pub struct Sha256 {
+/// The runtime's digest of a branch, ready once the branch has been read to its end.
+pub struct Digest {
     digest: DigestStream,
     piped: JsFuture,
 }
 
-impl Sha256 {
+impl Digest {
+    /// Hashes `stream` with `algorithm` (`"SHA-256"`, `"MD5"`).
+    pub fn of(stream: &ReadableStream, algorithm: &str) -> Self {
+        let digest = DigestStream::new(algorithm);
+        let piped = JsFuture::from(stream.pipe_to(&digest));
+        Self { digest, piped }
+    }
+
     /// In hex; fails when the body broke off.
     pub async fn finish(self) -> worker::Result<String> {
         self.piped.await?;
@@ -68,6 +64,12 @@ pub struct Chunks {
 }
 
 impl Chunks {
+    pub fn of(stream: &ReadableStream) -> Self {
+        Self {
+            reader: stream.get_reader().unchecked_into(),
+        }
+    }
+
     /// The next chunk; `None` at the end.
     pub async fn next(&mut self) -> worker::Result<Option<Uint8Array>> {
         let result = JsFuture::from(self.reader.read()).await?;

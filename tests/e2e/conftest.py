@@ -25,6 +25,10 @@ AUTH_CACHE_SECONDS = 3
 SHARD_RETENTION_SECONDS = 4
 # The smallest part R2 accepts, so that a test channel of a few MB already takes several.
 R2_PART_BYTES = 5 * 1024 * 1024
+# Less than the default (8 MiB), so that a file of the test server's size whose subdir comes only
+# after 1 MiB (info/ or the info component last) goes through a staging object, as a large one
+# does in production.
+UPLOAD_HOLD_BYTES = 1024 * 1024
 # The browser the web app's tests drive (Debian's; Playwright's own download is not used).
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -36,6 +40,7 @@ def server(tmp_path_factory) -> Server:
         "AUTH_CACHE_SECONDS": str(AUTH_CACHE_SECONDS),
         "SHARD_RETENTION_SECONDS": str(SHARD_RETENTION_SECONDS),
         "R2_PART_BYTES": str(R2_PART_BYTES),
+        "UPLOAD_HOLD_BYTES": str(UPLOAD_HOLD_BYTES),
         # Some tests read which files a client fetched from the request log.
         "LOG_READS": "true",
     }
@@ -102,6 +107,23 @@ def channel(server, owner) -> str:
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def admin(server, make_user):
+    """A site admin, who reads the Worker's R2 counter through the stats of a channel of their
+    own."""
+    user = make_user(admin=True)
+    user.probe = unique("probe")
+    server.admin("channel", "create", user.probe, "--owner", user.name)
+    return user
+
+
+def r2_operations(server, admin) -> dict[str, int]:
+    """The R2 operations the Worker's isolate has made so far, per kind (of every channel)."""
+    stats = server.api("GET", f"channels/{admin.probe}/stats", admin.key)
+    assert stats.status_code == 200, stats.text
+    return stats.json()["r2_operations"]
 
 
 def upload_raw(server: Server, channel: str, filename: str, data: bytes, headers=None, sha256=None, params=None):

@@ -58,6 +58,18 @@ class Server:
                 keys.update(conn.execute("SELECT key, size FROM _mf_objects").fetchall())
         return keys
 
+    def direct_uploads(self) -> set[str]:
+        """The keys the channel indexes hold reserved for uploads writing straight to them (read
+        from workerd's Durable Object store)."""
+        keys: set[str] = set()
+        for db in (self.state / "v3" / "do").glob("*/*.sqlite"):
+            if db.name == "metadata.sqlite":
+                continue
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'direct_uploads'").fetchone():
+                    keys.update(key for (key,) in conn.execute("SELECT key FROM direct_uploads"))
+        return keys
+
     def api(self, method: str, path: str, key: str | None = None, timeout: float = 30, **kwargs) -> requests.Response:
         """A call to the management API, with the key as Bearer token."""
         headers = kwargs.pop("headers", {})

@@ -11,17 +11,21 @@ import zipfile
 import zstandard
 
 
-def build_tar_bz2(name: str, **spec) -> tuple[str, bytes]:
+def build_tar_bz2(name: str, info_last: bool = False, **spec) -> tuple[str, bytes]:
     """Returns (filename, bytes) of a package whose index.json says what the arguments say
-    (those of `package_entries`)."""
+    (those of `package_entries`); its info/ entries come first, as conda-build writes them,
+    unless `info_last`."""
     stem, entries = package_entries(name, **spec)
+    if info_last:
+        entries = sorted(entries, key=lambda entry: entry[0].startswith("info/"))
     return f"{stem}.tar.bz2", bz2.compress(tar_of(entries))
 
 
-def build_conda(name: str, component_stem: str | None = None, **spec) -> tuple[str, bytes]:
+def build_conda(name: str, component_stem: str | None = None, info_first: bool = False, **spec) -> tuple[str, bytes]:
     """Returns (filename, bytes) of a .conda package (`spec`: the arguments of
     `package_entries`); its components are named for `component_stem` (by default, as they
-    must be, for the file's own stem)."""
+    must be, for the file's own stem). The info component comes after the pkg component, as
+    conda-package-handling writes it, unless `info_first` (as some producers do)."""
     stem, entries = package_entries(name, **spec)
     info = [(path, data) for path, data in entries if path.startswith("info/")]
     payload = [(path, data) for path, data in entries if not path.startswith("info/")]
@@ -29,8 +33,12 @@ def build_conda(name: str, component_stem: str | None = None, **spec) -> tuple[s
     raw = io.BytesIO()
     with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
-        archive.writestr(f"pkg-{component_stem or stem}.tar.zst", compress(tar_of(payload)))
-        archive.writestr(f"info-{component_stem or stem}.tar.zst", compress(tar_of(info)))
+        components = [
+            (f"pkg-{component_stem or stem}.tar.zst", compress(tar_of(payload))),
+            (f"info-{component_stem or stem}.tar.zst", compress(tar_of(info))),
+        ]
+        for member, data in reversed(components) if info_first else components:
+            archive.writestr(member, data)
     return f"{stem}.conda", raw.getvalue()
 
 

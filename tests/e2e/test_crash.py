@@ -1,6 +1,9 @@
 """The whole server killed (`kill -9` of its process group) at the moments that used to lose or
 orphan something, then started again on the same state: nothing acknowledged is lost, no
-package object is left without its record, and no staging object is left behind."""
+package object is left without its record, and no staging object is left behind. A large file
+whose subdir is known early is written once, straight to its key, which the channel index
+reserves for the upload: killed before the commit, the reservation and whatever it wrote are
+swept once the staging grace has passed."""
 
 import os
 import random
@@ -33,8 +36,18 @@ def crashable(tmp_path):
 
 @pytest.fixture(scope="module")
 def large_package() -> tuple[str, bytes]:
-    """Over 1 MiB, so it goes through a staging object, and large enough to take a while."""
+    """Over 1 MiB, so it is not sent inline, and large enough to take a while: info/ first, so
+    it is written straight to its key."""
     filename, data = build_tar_bz2("large", files={"blob": os.urandom(12 * 1024 * 1024)})
+    assert len(data) > 12 * 1024 * 1024
+    return filename, data
+
+
+@pytest.fixture(scope="module")
+def large_staged_package() -> tuple[str, bytes]:
+    """The same with info/ last, past the 8 MiB held while the subdir is looked for: it goes
+    through a staging object."""
+    filename, data = build_tar_bz2("largelate", info_last=True, files={"blob": os.urandom(12 * 1024 * 1024)})
     assert len(data) > 12 * 1024 * 1024
     return filename, data
 
@@ -206,12 +219,12 @@ def test_no_object_is_left_without_its_record_after_a_kill_during_a_commit(crash
     eventually(agree, message=lambda: f"objects {package_objects(server)} against records {listed(server)}")
 
 
-def test_a_staging_object_left_by_a_kill_is_swept_after_a_restart(crashable, large_package):
+def test_a_staging_object_left_by_a_kill_is_swept_after_a_restart(crashable, large_staged_package):
     """Killed right after a large body was stored in staging: after a restart, the channel's
     index deletes the staging object once its grace has passed."""
     server = crashable.start()
     auth = open_channel(server)
-    filename, data = large_package
+    filename, data = large_staged_package
     in_background(server, filename, data, auth)
     kill_when(crashable, server, lambda keys: any(key.startswith(f".staging/{CHANNEL}/") for key in keys))
     assert [key for key in server.r2_keys() if key.startswith(".staging/")]
@@ -223,6 +236,35 @@ def test_a_staging_object_left_by_a_kill_is_swept_after_a_restart(crashable, lar
         lambda: not [key for key in server.r2_keys() if key.startswith(".staging/")],
         message=lambda: "the staging object is still there",
     )
+
+
+def test_a_direct_upload_killed_before_its_commit_is_swept_and_the_file_uploads_again(crashable, large_package):
+    """Killed while a large file is written straight to its reserved key: after a restart
+    nothing lists or serves it and the check finds the channel consistent; once the grace has
+    passed the sweep ends the reservation, and the file uploaded again is stored."""
+    server = crashable.start()
+    auth = open_channel(server)
+    filename, data = large_package
+    key = f"{CHANNEL}/noarch/{filename}"
+    in_background(server, filename, data, auth)
+    kill_once(crashable, lambda: key in server.direct_uploads(), 60, "the key was never reserved")
+
+    server = crashable.start()
+    server.admin("user", "create", "root", "--admin")
+    admin_key = server.admin("key", "create", "root")["key"]
+    assert key in server.direct_uploads()
+    assert get(server, f"{CHANNEL}/noarch/{filename}").status_code in (200, 404)
+    assert filename not in listed(server)[1]
+    found = check_report(server, admin_key)
+    assert found["consistent"], found
+    # Another upload wakes the channel's index, whose sweep comes once the grace has passed.
+    other, other_data = build_tar_bz2("other")
+    assert upload_raw(server, CHANNEL, other, other_data, headers=auth).status_code == 201
+    eventually(lambda: key not in server.direct_uploads() and key not in server.r2_keys(),
+               message=lambda: f"reserved {server.direct_uploads()}, objects {package_objects(server)}")
+    assert upload_raw(server, CHANNEL, filename, data, headers=auth).status_code == 201
+    assert get(server, f"{CHANNEL}/noarch/{filename}").content == data
+    eventually(lambda: all(filename in files for files in listed(server)))
 
 
 # The rounds `npm test` runs; `CRASH_ROUNDS` raises them (`npm run crash` runs 20).

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from conftest import sha256_of
-from pkgbuild import build_tar_bz2
+from pkgbuild import build_conda, build_tar_bz2
 
 BOUNDARY = "door-boundary"
 # Over the 1 MiB a file may have to skip the staging object.
@@ -50,8 +50,12 @@ def package(size: str) -> tuple[str, bytes]:
     if size == "small":
         return build_tar_bz2("cut")
     if size == "package":
-        # A real package, info/ first: cut halfway, after its metadata was read.
+        # A real package, info/ first: cut halfway, after its metadata was read and while its
+        # bytes go straight to the file's key.
         return build_tar_bz2("cutpackage", files={"share/blob": os.urandom(LARGE)})
+    if size == "condafirst":
+        # The same for a .conda with its info component first.
+        return build_conda("cutcondafirst", info_first=True, files={"share/blob": os.urandom(LARGE)})
     # Never read whole: it is cut before the end, so its bytes need not be a package.
     return "cutlarge-1.0-0.tar.bz2", os.urandom(LARGE)
 
@@ -84,7 +88,7 @@ def left_in_r2(server, channel: str) -> list[str]:
     return [k for k in server.r2_keys() if channel in k]
 
 
-CASES = ["raw-small", "raw-large", "raw-package", "multipart-small", "multipart-large", "multiparthead-small", "import-small", "import-large"]
+CASES = ["raw-small", "raw-large", "raw-package", "raw-condafirst", "multipart-small", "multipart-large", "multiparthead-small", "import-small", "import-large"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -106,6 +110,8 @@ def test_a_body_cut_short_is_an_incomplete_body_and_leaves_nothing(server, owner
     assert (status, content) == (500, b"Error: Network connection lost.") or json.loads(content)["code"] == "incomplete_body"
     time.sleep(1)  # a Worker still running behind the proxy's answer finishes its cleanup
     assert left_in_r2(server, channel) == []
+    # An upload written straight to the file's key was released.
+    assert [key for key in server.direct_uploads() if channel in key] == []
 
 
 @pytest.mark.parametrize("header", ["X-File-Name", "User-Agent"])

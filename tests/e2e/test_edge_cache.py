@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from artifacts import unzstd
-from conftest import PACKAGES, unique, upload_raw
+from conftest import PACKAGES, r2_operations, unique, upload_raw
 from pkgbuild import build_tar_bz2
 
 PACKAGE = PACKAGES / "flask-0.11.1-py_0.tar.bz2"
@@ -21,20 +21,9 @@ SECRET_MARKERS = (b"flask", b"werkzeug")
 PER_ANSWER = {"date", "cf-ray", "connection", "keep-alive", "transfer-encoding"}
 
 
-@pytest.fixture(scope="module")
-def admin(server, make_user):
-    """A site admin, who reads the R2 counter through the stats of a channel of their own."""
-    user = make_user(admin=True)
-    user.probe = unique("probe")
-    server.admin("channel", "create", user.probe, "--owner", user.name)
-    return user
-
-
 def r2_reads(server, admin) -> int:
     """The GETs and HEADs the Worker's isolate has sent to R2 so far (of every channel)."""
-    stats = server.api("GET", f"channels/{admin.probe}/stats", admin.key)
-    assert stats.status_code == 200, stats.text
-    counts = stats.json()["r2_operations"]
+    counts = r2_operations(server, admin)
     return counts["get"] + counts["head"]
 
 

@@ -16,7 +16,8 @@
 //! live again takes `writes` as well, so it either precedes the check (its row is then read,
 //! and the object is no orphan) or follows the repair (and writes the object anew). Stale
 //! staging objects are those the alarm's sweep deletes (the same rule and
-//! `STAGING_GRACE_SECONDS`, sparing the ones a commit is reading).
+//! `STAGING_GRACE_SECONDS`, sparing the ones a commit is reading); an object an upload is
+//! writing straight to its reserved key is neither checked nor repaired until it commits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -108,9 +109,17 @@ impl ChannelIndex {
         let mut listing = Listing::default();
         let mut subdirs = BTreeSet::new();
         let prefix = format!("{channel}/");
+        // An upload writing straight to its key has no record until it commits.
+        let uploading: BTreeSet<String> = self
+            .store()
+            .uploads_before(u64::MAX)?
+            .into_iter()
+            .map(|upload| upload.key)
+            .collect();
         list(&bucket, &prefix, |object| {
             let key = object.key();
             match Object::of(&key[prefix.len()..]) {
+                Object::Package { .. } if uploading.contains(&key) => {}
                 Object::Package { subdir, filename } => {
                     subdirs.insert(subdir.to_owned());
                     listing

@@ -37,13 +37,16 @@ pub struct CommitRequest {
     pub build: bool,
 }
 
-/// Where the package's bytes are: a staging object for large files, or in the request itself
-/// for small ones (which then cost no staging put, get and delete).
+/// Where the package's bytes are: in the request itself for small files (which then cost no
+/// staging put, get and delete), already at the file's own key when the upload reserved it
+/// ([`ChannelIndexClient::reserve`]) and wrote them there, or else in a staging object that the
+/// commit copies into place.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectSource {
     Staged { key: String },
     Inline { base64: String },
+    Written { key: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,8 +77,9 @@ impl Freshness {
     }
 }
 
+/// One file of a channel, as a delete, a reservation and a release name it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeleteRequest {
+pub struct FileRequest {
     pub channel: String,
     pub subdir: String,
     pub filename: String,
@@ -117,7 +121,11 @@ pub(super) enum IndexRequest<'a> {
     /// Answers a [`CommitOutcome`].
     Commit(Cow<'a, CommitRequest>),
     /// Answers a [`DeleteOutcome`].
-    Delete(Cow<'a, DeleteRequest>),
+    Delete(Cow<'a, FileRequest>),
+    /// Reserves a file's key for an upload that writes it directly; answers whether it did.
+    Reserve(Cow<'a, FileRequest>),
+    /// Ends an upload's reservation, deleting what it wrote unless its commit stored it.
+    Release(Cow<'a, FileRequest>),
     /// Brings a subdir's artifacts up to date with its rows; answers a [`Freshness`].
     Build {
         channel: Cow<'a, str>,
@@ -151,7 +159,9 @@ impl IndexRequest<'_> {
     pub(super) fn channel(&self) -> Option<&str> {
         match self {
             IndexRequest::Commit(request) => Some(&request.channel),
-            IndexRequest::Delete(request) => Some(&request.channel),
+            IndexRequest::Delete(request)
+            | IndexRequest::Reserve(request)
+            | IndexRequest::Release(request) => Some(&request.channel),
             IndexRequest::Build { channel, .. }
             | IndexRequest::Rebuild { channel }
             | IndexRequest::Destroy { channel }
@@ -180,9 +190,22 @@ impl ChannelIndexClient {
             .await
     }
 
-    pub async fn delete(&self, request: &DeleteRequest) -> ApiResult<DeleteOutcome> {
+    pub async fn delete(&self, request: &FileRequest) -> ApiResult<DeleteOutcome> {
         self.call(&IndexRequest::Delete(Cow::Borrowed(request)))
             .await
+    }
+
+    /// Reserves the file's key for an upload that writes its bytes there before committing:
+    /// `false` when a record names the file or another upload holds the key. A reservation
+    /// ends with the commit, or with [`Self::release`].
+    pub async fn reserve(&self, file: &FileRequest) -> ApiResult<bool> {
+        self.call(&IndexRequest::Reserve(Cow::Borrowed(file))).await
+    }
+
+    /// Ends a reservation whose upload will not commit, deleting what it wrote; after a
+    /// commit, changes nothing.
+    pub async fn release(&self, file: &FileRequest) -> ApiResult<()> {
+        self.call(&IndexRequest::Release(Cow::Borrowed(file))).await
     }
 
     /// Brings a subdir's artifacts up to date with its rows.

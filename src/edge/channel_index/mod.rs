@@ -73,7 +73,7 @@ use worker::{
 };
 
 use super::db::Db;
-use super::error::{internal, ApiResult};
+use super::error::{internal, ApiError, ApiResult, ErrorCode};
 use super::storage::{file_key, staging_key};
 use crate::config::Config;
 use crate::directory;
@@ -86,7 +86,7 @@ use crate::names::ChannelFile;
 use crate::repodata::{record_json, Record};
 use client::IndexRequest;
 pub use client::{
-    ChannelIndexClient, CommitOutcome, CommitRequest, DeleteOutcome, DeleteRequest, DestroyOutcome,
+    ChannelIndexClient, CommitOutcome, CommitRequest, DeleteOutcome, DestroyOutcome, FileRequest,
     Freshness, IndexStats, ObjectSource,
 };
 
@@ -220,6 +220,8 @@ impl ChannelIndex {
                 Response::from_json(&self.commit(request.into_owned()).await?)
             }
             IndexRequest::Delete(request) => Response::from_json(&self.delete(&request).await?),
+            IndexRequest::Reserve(file) => Response::from_json(&self.reserve(&file).await?),
+            IndexRequest::Release(file) => Response::from_json(&self.release(&file).await?),
             IndexRequest::Build { channel, subdir } => {
                 Response::from_json(&self.bring_up_to_date(&channel, &subdir, false).await?)
             }
@@ -324,8 +326,8 @@ impl ChannelIndex {
         Ok(())
     }
 
-    /// Deletes the channel's staging objects that only an upload that died can have left, and
-    /// notes when to come back for the younger ones.
+    /// Deletes the channel's staging objects and direct uploads that only an upload that died
+    /// can have left, and notes when to come back for the younger ones.
     async fn sweep_staging(&self, channel: &str) -> ApiResult<()> {
         let bucket = self.bucket()?;
         let grace_ms = self.config()?.staging_grace_ms;
@@ -353,7 +355,18 @@ impl ChannelIndex {
                 break;
             }
         }
-        self.sweep_at.set(next);
+        let cutoff = Date::now().as_millis().saturating_sub(grace_ms);
+        {
+            let _write = self.writes.lock().await;
+            for upload in self.store().uploads_before(cutoff)? {
+                self.drop_upload(&upload.key).await?;
+            }
+        }
+        let next_upload = self
+            .store()
+            .oldest_upload()?
+            .map(|since| since.saturating_add(grace_ms));
+        self.sweep_at.set(next.into_iter().chain(next_upload).min());
         Ok(())
     }
 
@@ -386,9 +399,26 @@ impl ChannelIndex {
                     self.in_flight.borrow_mut().remove(key);
                 }))
             }
-            ObjectSource::Inline { .. } => None,
+            ObjectSource::Inline { .. } | ObjectSource::Written { .. } => None,
         };
+        let key = file_key(&request.channel, &request.subdir, &request.filename);
         let write = self.writes.lock().await;
+        let reserved = self.store().upload_at(&key)?.is_some();
+        match &request.source {
+            ObjectSource::Written { key: written } if *written != key || !reserved => {
+                return Err(internal(format!("no reservation of {key} for {written}")));
+            }
+            ObjectSource::Staged { .. } | ObjectSource::Inline { .. } if reserved => {
+                return Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "{}/{} is being uploaded by another request; retry once it has finished",
+                        request.subdir, request.filename
+                    ),
+                ));
+            }
+            _ => {}
+        }
         let stored = self.store().stored(&request.subdir, &request.filename)?;
         let status = commit_status(
             &request.subdir,
@@ -418,18 +448,21 @@ impl ChannelIndex {
                 repodata: Some(repodata),
             });
         }
-        let key = file_key(&request.channel, &request.subdir, &request.filename);
-        // The intent is stored before the object is written, and a replaced record goes with
-        // it: whatever is in place if this commit dies, no record names it and the alarm
-        // deletes it.
-        self.store().begin_commit(
-            &request.channel,
-            &request.subdir,
-            &request.filename,
-            replaces.then_some(request.name.as_str()),
-            &key,
-            Date::now().as_millis(),
-        )?;
+        if !matches!(request.source, ObjectSource::Written { .. }) {
+            // The intent is stored before the object is written, and a replaced record goes
+            // with it: whatever is in place if this commit dies, no record names it and the
+            // alarm deletes it. (An object already written is its upload's reservation's until
+            // the record below ends it, in the same stretch; the reservation kept any other
+            // record of the file from being stored meanwhile.)
+            self.store().begin_commit(
+                &request.channel,
+                &request.subdir,
+                &request.filename,
+                replaces.then_some(request.name.as_str()),
+                &key,
+                Date::now().as_millis(),
+            )?;
+        }
         self.place_object(&request.source, &key, &request.filename)
             .await?;
         // CEP 47: the server's time of indexing, in every record of every artifact.
@@ -468,7 +501,7 @@ impl ChannelIndex {
         })
     }
 
-    async fn delete(&self, request: &DeleteRequest) -> ApiResult<DeleteOutcome> {
+    async fn delete(&self, request: &FileRequest) -> ApiResult<DeleteOutcome> {
         let write = self.writes.lock().await;
         self.schedule_alarm(AlarmWork {
             unfinished: true,
@@ -496,6 +529,45 @@ impl ChannelIndex {
         self.store().clear_intent(&key)?;
         drop(write);
         Ok(DeleteOutcome { deleted: true })
+    }
+
+    /// Reserves a file's key for an upload that writes it before committing (see
+    /// [`crate::index_store::IndexStore::reserve_upload`]); the sweep ends a reservation left
+    /// by an upload that died, once `STAGING_GRACE_SECONDS` have passed.
+    async fn reserve(&self, file: &FileRequest) -> ApiResult<bool> {
+        let _write = self.writes.lock().await;
+        let key = file_key(&file.channel, &file.subdir, &file.filename);
+        let now = Date::now().as_millis();
+        let reserved = self
+            .store()
+            .reserve_upload(&file.subdir, &file.filename, &key, now)?;
+        if reserved {
+            let expires = now.saturating_add(self.config()?.staging_grace_ms);
+            let due = self.sweep_at.get().map_or(expires, |at| at.min(expires));
+            self.sweep_at.set(Some(due));
+            self.schedule_alarm(AlarmWork::default()).await?;
+        }
+        Ok(reserved)
+    }
+
+    /// Ends the reservation of an upload that will not commit, and deletes what it wrote; a
+    /// reservation that its commit ended (or a sweep) is left alone.
+    async fn release(&self, file: &FileRequest) -> ApiResult<()> {
+        let _write = self.writes.lock().await;
+        let key = file_key(&file.channel, &file.subdir, &file.filename);
+        if self.store().upload_at(&key)?.is_some() {
+            self.drop_upload(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an uncommitted upload's object and its reservation (under `writes`).
+    async fn drop_upload(&self, key: &str) -> ApiResult<()> {
+        self.bucket()?.delete(key).await?;
+        // A reader may have cached it in the instant it was there.
+        super::edge_cache::purge(&[crate::edge_cache::key(key)]).await;
+        self.store().end_upload(key)?;
+        Ok(())
     }
 
     async fn destroy(&self, channel: &str) -> ApiResult<DestroyOutcome> {
@@ -559,6 +631,8 @@ impl ChannelIndex {
     async fn place_object(&self, source: &ObjectSource, to: &str, filename: &str) -> ApiResult<()> {
         let bucket = self.bucket()?;
         let put = match source {
+            // Its upload wrote it there.
+            ObjectSource::Written { .. } => return Ok(()),
             ObjectSource::Inline { base64 } => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(base64)
