@@ -111,7 +111,7 @@ const SCHEMA: [Step; 14] = [
     Step::Create(
         "CREATE TABLE IF NOT EXISTS direct_uploads (
             key TEXT PRIMARY KEY, subdir TEXT NOT NULL, filename TEXT NOT NULL,
-            since INTEGER NOT NULL
+            sha256 TEXT NOT NULL, holders INTEGER NOT NULL, since INTEGER NOT NULL
         )",
     ),
     Step::Create(
@@ -212,12 +212,15 @@ pub struct Intent {
     pub filename: String,
 }
 
-/// A key an upload is writing straight to, since when (epoch milliseconds).
+/// A key uploads of one content are writing straight to: the content's SHA-256, how many
+/// uploads hold it, and since when the last joined (epoch milliseconds).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct DirectUpload {
     pub key: String,
     pub subdir: String,
     pub filename: String,
+    pub sha256: String,
+    pub holders: u64,
     pub since: u64,
 }
 
@@ -422,7 +425,7 @@ impl<'a, S: Sql> IndexStore<'a, S> {
             ],
         )?;
         self.mark_changed(channel, file.subdir, file.name, file.indexed_at)?;
-        self.end_upload(key)?;
+        self.leave_upload(key)?;
         self.clear_intent(key)
     }
 
@@ -492,33 +495,70 @@ impl<'a, S: Sql> IndexStore<'a, S> {
 
     // Direct uploads.
 
-    /// Reserves `key` for an upload that writes the file's bytes straight to it, unless a
-    /// record names the file or another upload holds the key; answers whether it did. Until
-    /// the upload's commit stores the record (or the upload is released), no other commit
-    /// places an object there.
+    /// Reserves `key` for an upload that writes the bytes of `sha256` straight to it, unless a
+    /// record names the file or uploads of other bytes hold the key; answers whether it did.
+    /// Uploads of the same bytes share the key (a retry joins the upload it repeats: R2 stores
+    /// each put whole or not at all, and both store the same bytes). Until the last holder
+    /// leaves, no other commit places an object there.
     pub fn reserve_upload(
         &self,
-        subdir: &str,
-        filename: &str,
+        file: (&str, &str),
         key: &str,
+        sha256: &str,
         now: u64,
     ) -> Result<bool, S::Error> {
-        if self.stored(subdir, filename)?.is_some() || self.upload_at(key)?.is_some() {
+        let (subdir, filename) = file;
+        if self.stored(subdir, filename)?.is_some() {
             return Ok(false);
         }
-        self.run(
-            "INSERT INTO direct_uploads (key, subdir, filename, since) VALUES (?, ?, ?, ?)",
-            vec![key.into(), subdir.into(), filename.into(), millis(now)],
-        )?;
-        Ok(true)
+        match self.upload_at(key)? {
+            Some(upload) if upload.sha256 != sha256 => Ok(false),
+            Some(_) => {
+                self.run(
+                    "UPDATE direct_uploads SET holders = holders + 1, since = ? WHERE key = ?",
+                    vec![millis(now), key.into()],
+                )?;
+                Ok(true)
+            }
+            None => {
+                self.run(
+                    "INSERT INTO direct_uploads (key, subdir, filename, sha256, holders, since) \
+                     VALUES (?, ?, ?, ?, 1, ?)",
+                    vec![
+                        key.into(),
+                        subdir.into(),
+                        filename.into(),
+                        sha256.into(),
+                        millis(now),
+                    ],
+                )?;
+                Ok(true)
+            }
+        }
     }
 
-    /// The upload holding `key`, if one does.
+    /// The uploads holding `key`, if any do.
     pub fn upload_at(&self, key: &str) -> Result<Option<DirectUpload>, S::Error> {
         self.first(
-            "SELECT key, subdir, filename, since FROM direct_uploads WHERE key = ?",
+            "SELECT key, subdir, filename, sha256, holders, since FROM direct_uploads \
+             WHERE key = ?",
             vec![key.into()],
         )
+    }
+
+    /// One holder of `key` leaves it (committed or failed); answers whether that was the last.
+    pub fn leave_upload(&self, key: &str) -> Result<bool, S::Error> {
+        self.run(
+            "UPDATE direct_uploads SET holders = holders - 1 WHERE key = ?",
+            vec![key.into()],
+        )?;
+        let left = self
+            .upload_at(key)?
+            .is_some_and(|upload| upload.holders == 0);
+        if left {
+            self.end_upload(key)?;
+        }
+        Ok(left)
     }
 
     pub fn end_upload(&self, key: &str) -> Result<(), S::Error> {
@@ -529,8 +569,8 @@ impl<'a, S: Sql> IndexStore<'a, S> {
     /// that long.
     pub fn uploads_before(&self, cutoff: u64) -> Result<Vec<DirectUpload>, S::Error> {
         self.rows(
-            "SELECT key, subdir, filename, since FROM direct_uploads WHERE since < ? \
-             ORDER BY since",
+            "SELECT key, subdir, filename, sha256, holders, since FROM direct_uploads \
+             WHERE since < ? ORDER BY since",
             vec![millis(cutoff)],
         )
     }

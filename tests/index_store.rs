@@ -675,7 +675,12 @@ fn clearing_empties_every_table_but_the_name() {
         .begin_commit(CHANNEL, "noarch", "b-1-0.conda", None, "intent", 1)
         .unwrap();
     assert!(store
-        .reserve_upload("noarch", "c-1-0.conda", &key("noarch", "c-1-0.conda"), 1)
+        .reserve_upload(
+            ("noarch", "c-1-0.conda"),
+            &key("noarch", "c-1-0.conda"),
+            "s",
+            1
+        )
         .unwrap());
     store.clear().unwrap();
     for table in [
@@ -930,38 +935,41 @@ fn a_package_lists_every_file_of_its_name_newest_first() {
 }
 
 #[test]
-fn a_direct_upload_reserves_a_key_no_record_or_other_upload_holds_until_its_commit() {
+fn a_direct_upload_reserves_a_key_for_its_bytes_until_its_last_holder_leaves() {
     let conn = fresh();
     let store = IndexStore::new(&conn);
-    let (subdir, filename) = ("linux-64", "a-1-0.tar.bz2");
-    let at = key(subdir, filename);
-    assert!(store.reserve_upload(subdir, filename, &at, 10).unwrap());
-    // A second upload of the file while the first writes it: no.
-    assert!(!store.reserve_upload(subdir, filename, &at, 11).unwrap());
+    let file = ("linux-64", "a-1-0.tar.bz2");
+    let at = key(file.0, file.1);
+    assert!(store.reserve_upload(file, &at, "s1", 10).unwrap());
+    // Other bytes under the name while the first writes it: no.
+    assert!(!store.reserve_upload(file, &at, "s2", 11).unwrap());
+    // The same bytes (a retry, or a second publisher of the same build) join, and refresh it.
+    assert!(store.reserve_upload(file, &at, "s1", 12).unwrap());
     let reserved = DirectUpload {
         key: at.clone(),
-        subdir: subdir.into(),
-        filename: filename.into(),
-        since: 10,
+        subdir: file.0.into(),
+        filename: file.1.into(),
+        sha256: "s1".into(),
+        holders: 2,
+        since: 12,
     };
     assert_eq!(store.upload_at(&at).unwrap(), Some(reserved.clone()));
-    assert_eq!(store.oldest_upload().unwrap(), Some(10));
+    assert_eq!(store.oldest_upload().unwrap(), Some(12));
     // Expired only once older than the cutoff.
-    assert!(store.uploads_before(10).unwrap().is_empty());
-    assert_eq!(store.uploads_before(11).unwrap(), [reserved]);
-    // The commit's record ends the reservation in the same stretch.
-    commit(&store, subdir, filename, "1", 12);
+    assert!(store.uploads_before(12).unwrap().is_empty());
+    assert_eq!(store.uploads_before(13).unwrap(), [reserved]);
+    // One holder's commit stores the record and leaves; the other still holds the key.
+    commit(&store, file.0, file.1, "1", 13);
+    assert_eq!(store.upload_at(&at).unwrap().map(|u| u.holders), Some(1));
+    assert!(store.leave_upload(&at).unwrap());
     assert_eq!(store.upload_at(&at).unwrap(), None);
     assert_eq!(store.oldest_upload().unwrap(), None);
     // A file a record names is not reserved: its upload is staged and answered by its commit.
-    assert!(!store.reserve_upload(subdir, filename, &at, 13).unwrap());
-    // A released reservation frees the key.
-    let other = key(subdir, "b-1-0.tar.bz2");
-    assert!(store
-        .reserve_upload(subdir, "b-1-0.tar.bz2", &other, 14)
-        .unwrap());
-    store.end_upload(&other).unwrap();
-    assert!(store
-        .reserve_upload(subdir, "b-1-0.tar.bz2", &other, 15)
-        .unwrap());
+    assert!(!store.reserve_upload(file, &at, "s1", 14).unwrap());
+    // A released reservation frees the key for other bytes.
+    let other = ("linux-64", "b-1-0.tar.bz2");
+    let other_at = key(other.0, other.1);
+    assert!(store.reserve_upload(other, &other_at, "s3", 15).unwrap());
+    assert!(store.leave_upload(&other_at).unwrap());
+    assert!(store.reserve_upload(other, &other_at, "s4", 16).unwrap());
 }

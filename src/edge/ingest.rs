@@ -481,7 +481,7 @@ async fn receive_split(
 /// The held branch written once, straight to `<channel>/<subdir>/<filename>` (see
 /// [`crate::placement`]): in one put that R2 checks against the claimed SHA-256 and that gives
 /// the MD5, to the key the channel index reserves for this upload. When it reserves none (a
-/// record names the file, or another upload is writing it), the file is staged instead, and
+/// record names the file, or uploads of other bytes are writing it), the file is staged instead, and
 /// its commit answers as for any file of that name.
 async fn receive_direct(
     ctx: &RequestContext,
@@ -500,7 +500,10 @@ async fn receive_direct(
         filename: file.filename.clone(),
     };
     let index = ctx.channel_index(channel)?;
-    if !index.reserve(&reservation).await? {
+    if !index
+        .reserve(&reservation, &claimed.to_ascii_lowercase())
+        .await?
+    {
         return receive_staged(ctx, channel, file, store, scan).await;
     }
     let key = file_key(channel, subdir, &file.filename);

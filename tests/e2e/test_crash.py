@@ -238,10 +238,11 @@ def test_a_staging_object_left_by_a_kill_is_swept_after_a_restart(crashable, lar
     )
 
 
-def test_a_direct_upload_killed_before_its_commit_is_swept_and_the_file_uploads_again(crashable, large_package):
+def test_a_direct_upload_killed_before_its_commit_is_joined_by_its_retry_and_swept(crashable, large_package):
     """Killed while a large file is written straight to its reserved key: after a restart
-    nothing lists or serves it and the check finds the channel consistent; once the grace has
-    passed the sweep ends the reservation, and the file uploaded again is stored."""
+    nothing lists it and the check finds the channel consistent; the same bytes sent again
+    share the key and are stored at once; once the grace has passed the sweep ends the dead
+    upload's reservation and keeps the object its retry stored."""
     server = crashable.start()
     auth = open_channel(server)
     filename, data = large_package
@@ -257,14 +258,18 @@ def test_a_direct_upload_killed_before_its_commit_is_swept_and_the_file_uploads_
     assert filename not in listed(server)[1]
     found = check_report(server, admin_key)
     assert found["consistent"], found
-    # Another upload wakes the channel's index, whose sweep comes once the grace has passed.
-    other, other_data = build_tar_bz2("other")
-    assert upload_raw(server, CHANNEL, other, other_data, headers=auth).status_code == 201
-    eventually(lambda: key not in server.direct_uploads() and key not in server.r2_keys(),
-               message=lambda: f"reserved {server.direct_uploads()}, objects {package_objects(server)}")
+    # Other bytes under the name wait for the sweep; the same bytes join the reservation.
+    impostor_name, impostor = build_tar_bz2("large", files={"blob": b"other bytes"})
+    assert impostor_name == filename
+    refused = upload_raw(server, CHANNEL, filename, impostor, headers=auth)
+    assert refused.status_code == 409, refused.text
     assert upload_raw(server, CHANNEL, filename, data, headers=auth).status_code == 201
     assert get(server, f"{CHANNEL}/noarch/{filename}").content == data
     eventually(lambda: all(filename in files for files in listed(server)))
+    eventually(lambda: key not in server.direct_uploads(), message=lambda: f"reserved {server.direct_uploads()}")
+    assert get(server, f"{CHANNEL}/noarch/{filename}").content == data
+    found = check_report(server, admin_key)
+    assert found["consistent"], found
 
 
 # The rounds `npm test` runs; `CRASH_ROUNDS` raises them (`npm run crash` runs 20).

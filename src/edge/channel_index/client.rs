@@ -122,8 +122,12 @@ pub(super) enum IndexRequest<'a> {
     Commit(Cow<'a, CommitRequest>),
     /// Answers a [`DeleteOutcome`].
     Delete(Cow<'a, FileRequest>),
-    /// Reserves a file's key for an upload that writes it directly; answers whether it did.
-    Reserve(Cow<'a, FileRequest>),
+    /// Reserves a file's key for an upload that writes these bytes (their SHA-256) directly;
+    /// answers whether it did.
+    Reserve {
+        file: Cow<'a, FileRequest>,
+        sha256: Cow<'a, str>,
+    },
     /// Ends an upload's reservation, deleting what it wrote unless its commit stored it.
     Release(Cow<'a, FileRequest>),
     /// Brings a subdir's artifacts up to date with its rows; answers a [`Freshness`].
@@ -160,7 +164,7 @@ impl IndexRequest<'_> {
         match self {
             IndexRequest::Commit(request) => Some(&request.channel),
             IndexRequest::Delete(request)
-            | IndexRequest::Reserve(request)
+            | IndexRequest::Reserve { file: request, .. }
             | IndexRequest::Release(request) => Some(&request.channel),
             IndexRequest::Build { channel, .. }
             | IndexRequest::Rebuild { channel }
@@ -195,15 +199,19 @@ impl ChannelIndexClient {
             .await
     }
 
-    /// Reserves the file's key for an upload that writes its bytes there before committing:
-    /// `false` when a record names the file or another upload holds the key. A reservation
-    /// ends with the commit, or with [`Self::release`].
-    pub async fn reserve(&self, file: &FileRequest) -> ApiResult<bool> {
-        self.call(&IndexRequest::Reserve(Cow::Borrowed(file))).await
+    /// Reserves the file's key for an upload that writes the bytes of `sha256` there before
+    /// committing: `false` when a record names the file or uploads of other bytes hold the
+    /// key. The upload holds it until its commit, or [`Self::release`].
+    pub async fn reserve(&self, file: &FileRequest, sha256: &str) -> ApiResult<bool> {
+        self.call(&IndexRequest::Reserve {
+            file: Cow::Borrowed(file),
+            sha256: sha256.into(),
+        })
+        .await
     }
 
-    /// Ends a reservation whose upload will not commit, deleting what it wrote; after a
-    /// commit, changes nothing.
+    /// Leaves a reservation whose upload will not commit; the last holder to leave deletes
+    /// the object unless a commit stored it.
     pub async fn release(&self, file: &FileRequest) -> ApiResult<()> {
         self.call(&IndexRequest::Release(Cow::Borrowed(file))).await
     }

@@ -220,7 +220,9 @@ impl ChannelIndex {
                 Response::from_json(&self.commit(request.into_owned()).await?)
             }
             IndexRequest::Delete(request) => Response::from_json(&self.delete(&request).await?),
-            IndexRequest::Reserve(file) => Response::from_json(&self.reserve(&file).await?),
+            IndexRequest::Reserve { file, sha256 } => {
+                Response::from_json(&self.reserve(&file, &sha256).await?)
+            }
             IndexRequest::Release(file) => Response::from_json(&self.release(&file).await?),
             IndexRequest::Build { channel, subdir } => {
                 Response::from_json(&self.bring_up_to_date(&channel, &subdir, false).await?)
@@ -359,7 +361,9 @@ impl ChannelIndex {
         {
             let _write = self.writes.lock().await;
             for upload in self.store().uploads_before(cutoff)? {
-                self.drop_upload(&upload.key).await?;
+                self.store().end_upload(&upload.key)?;
+                self.drop_unstored(&upload.subdir, &upload.filename, &upload.key)
+                    .await?;
             }
         }
         let next_upload = self
@@ -404,11 +408,16 @@ impl ChannelIndex {
         let key = file_key(&request.channel, &request.subdir, &request.filename);
         let write = self.writes.lock().await;
         let reserved = self.store().upload_at(&key)?.is_some();
+        let stored = self.store().stored(&request.subdir, &request.filename)?;
         match &request.source {
             ObjectSource::Written { key: written } if *written != key || !reserved => {
                 return Err(internal(format!("no reservation of {key} for {written}")));
             }
-            ObjectSource::Staged { .. } | ObjectSource::Inline { .. } if reserved => {
+            // Only an answer that places no object (the stored file's, unforced) may pass a
+            // direct upload still writing to the key.
+            ObjectSource::Staged { .. } | ObjectSource::Inline { .. }
+                if reserved && (stored.is_none() || request.force) =>
+            {
                 return Err(ApiError::new(
                     ErrorCode::AlreadyExists,
                     format!(
@@ -419,7 +428,6 @@ impl ChannelIndex {
             }
             _ => {}
         }
-        let stored = self.store().stored(&request.subdir, &request.filename)?;
         let status = commit_status(
             &request.subdir,
             &request.filename,
@@ -438,6 +446,10 @@ impl ChannelIndex {
             // A retry heals its package: its name is re-marked (rebuilding a shard whose bytes
             // are unchanged writes only the shard index) and the subdir brought up to date.
             self.store().mark_dirty(&request.subdir, &request.name)?;
+            if matches!(request.source, ObjectSource::Written { .. }) {
+                // Another holder of the same bytes committed first.
+                self.store().leave_upload(&key)?;
+            }
             drop(write);
             let repodata = self
                 .bring_up_to_date(&request.channel, &request.subdir, false)
@@ -534,13 +546,13 @@ impl ChannelIndex {
     /// Reserves a file's key for an upload that writes it before committing (see
     /// [`crate::index_store::IndexStore::reserve_upload`]); the sweep ends a reservation left
     /// by an upload that died, once `STAGING_GRACE_SECONDS` have passed.
-    async fn reserve(&self, file: &FileRequest) -> ApiResult<bool> {
+    async fn reserve(&self, file: &FileRequest, sha256: &str) -> ApiResult<bool> {
         let _write = self.writes.lock().await;
         let key = file_key(&file.channel, &file.subdir, &file.filename);
         let now = Date::now().as_millis();
-        let reserved = self
-            .store()
-            .reserve_upload(&file.subdir, &file.filename, &key, now)?;
+        let reserved =
+            self.store()
+                .reserve_upload((&file.subdir, &file.filename), &key, sha256, now)?;
         if reserved {
             let expires = now.saturating_add(self.config()?.staging_grace_ms);
             let due = self.sweep_at.get().map_or(expires, |at| at.min(expires));
@@ -550,23 +562,27 @@ impl ChannelIndex {
         Ok(reserved)
     }
 
-    /// Ends the reservation of an upload that will not commit, and deletes what it wrote; a
-    /// reservation that its commit ended (or a sweep) is left alone.
+    /// One holder of a reservation leaves it without committing; the last one deletes the
+    /// object unless a record names the file (another holder committed the same bytes). A
+    /// reservation already ended (by the sweep) is left alone.
     async fn release(&self, file: &FileRequest) -> ApiResult<()> {
         let _write = self.writes.lock().await;
         let key = file_key(&file.channel, &file.subdir, &file.filename);
-        if self.store().upload_at(&key)?.is_some() {
-            self.drop_upload(&key).await?;
+        if self.store().upload_at(&key)?.is_some() && self.store().leave_upload(&key)? {
+            self.drop_unstored(&file.subdir, &file.filename, &key)
+                .await?;
         }
         Ok(())
     }
 
-    /// Deletes an uncommitted upload's object and its reservation (under `writes`).
-    async fn drop_upload(&self, key: &str) -> ApiResult<()> {
-        self.bucket()?.delete(key).await?;
-        // A reader may have cached it in the instant it was there.
-        super::edge_cache::purge(&[crate::edge_cache::key(key)]).await;
-        self.store().end_upload(key)?;
+    /// Deletes the object at `key` of a reservation just ended, unless a record names the
+    /// file (under `writes`).
+    async fn drop_unstored(&self, subdir: &str, filename: &str, key: &str) -> ApiResult<()> {
+        if self.store().stored(subdir, filename)?.is_none() {
+            self.bucket()?.delete(key).await?;
+            // A reader may have cached it in the instant it was there.
+            super::edge_cache::purge(&[crate::edge_cache::key(key)]).await;
+        }
         Ok(())
     }
 
