@@ -1,12 +1,14 @@
 """Upload-to-visible time for packages of about 1, 5, 20, 60 and 95 MB through the full upload path
 (stream, hash, read, validate, commit, rebuild the index), against the same bytes posted to
 quetz (until its repodata.json lists them), against the same bytes streamed straight into R2 by
-a Worker that does nothing else (the floor) and read to their end by a Worker that stores
-nothing (the runtime's ceiling), both on the same local runtime (bench/baselines.py), in the
-same run.
+a Worker that does nothing else (the floor; and the same put with R2 checking the SHA-256, the
+checked floor) and read to their end by a Worker that stores nothing (the runtime's ceiling),
+all on the same local runtime (bench/baselines.py), in the same run.
 
-Prints the median of BENCH_ROUNDS interleaved uploads per size, the ratios to quetz, the floor
-and the ceiling, and the CPU seconds the server's processes spent per upload."""
+The `.tar.bz2` rows have info/ first, as conda-build writes them; the `.conda` rows have the
+info component last, as conda-package-handling writes it (so the upload goes through staging).
+Prints the median of BENCH_ROUNDS interleaved uploads per size, the ratios to quetz, the
+floors and the ceiling, and the CPU seconds the server's processes spent per upload."""
 
 import hashlib
 import os
@@ -21,10 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import ROUNDS, floor_worker, load, timed, trivial_worker  # noqa: E402
 from harness import running_server  # noqa: E402
-from pkgbuild import build_tar_bz2  # noqa: E402
+from pkgbuild import build_conda, build_tar_bz2  # noqa: E402
 from quetz_server import running_quetz  # noqa: E402
 
-SIZES_MB = (1, 5, 20, 60, 95)
+# (format, size in MB)
+SIZES = (
+    ("tar.bz2", 1), ("tar.bz2", 5), ("tar.bz2", 20), ("tar.bz2", 60), ("tar.bz2", 95),
+    ("conda", 5), ("conda", 60),
+)
+BUILDERS = {"tar.bz2": build_tar_bz2, "conda": build_conda}
 
 
 def main():
@@ -44,31 +51,34 @@ def main():
             print(f"medians of {ROUNDS} interleaved uploads per size; {load()}")
             print("ratios: condaflare's time over the baseline's (1.0 = as fast); CPU s: the server's processes per upload")
             print(
-                f"{'size':>8} {'condaflare s':>13} {'quetz s':>8} {'floor s':>8} {'ceiling s':>10} {'vs quetz':>9} "
-                f"{'vs floor':>9} {'vs ceil.':>9} {'MB/s':>6} {'CPU s':>6} {'floor CPU':>10}"
+                f"{'format':>8} {'size':>8} {'condaflare s':>13} {'quetz s':>8} {'floor s':>8} {'checked s':>10} "
+                f"{'ceiling s':>10} {'vs quetz':>9} {'vs floor':>9} {'vs checked':>11} {'vs ceil.':>9} {'MB/s':>6} "
+                f"{'CPU s':>6} {'floor CPU':>10}"
             )
-            for megabytes in SIZES_MB:
-                # Random payload: bzip2 cannot shrink it, so the file is about the stated size.
-                filename, data = build_tar_bz2("payload", files={"share/blob": os.urandom(megabytes * 1_000_000 - 60_000)})
+            for kind, megabytes in SIZES:
+                # Random payload: no compressor can shrink it, so the file is about the stated size.
+                filename, data = BUILDERS[kind]("payload", files={"share/blob": os.urandom(megabytes * 1_000_000 - 60_000)})
                 path = tmp / filename
                 path.write_bytes(data)
                 headers = {**auth, "X-File-Name": filename, "X-File-SHA256": hashlib.sha256(data).hexdigest()}
-                uploads, peers, floors, ceilings = [], [], [], []
+                uploads, peers, floors, checked, ceilings = [], [], [], [], []
                 for _ in range(ROUNDS):
                     uploads.append(timed(lambda: requests.post(f"{server.url}/api/v1/upload/bench", data=data, headers=headers, timeout=600), server.pgid))
                     visible = requests.get(f"{server.url}/bench/noarch/repodata.json", timeout=30).json()
-                    assert visible["packages"][filename]["sha256"] == headers["X-File-SHA256"]
+                    assert visible["packages.conda" if kind == "conda" else "packages"][filename]["sha256"] == headers["X-File-SHA256"]
                     requests.delete(f"{server.url}/api/v1/delete/bench/noarch/{filename}", headers=auth, timeout=60).raise_for_status()
                     # quetz.upload returns once quetz's repodata.json lists the file.
                     peers.append(timed(lambda: quetz.upload("bench", path, timeout=600)))
                     quetz.delete("bench", "noarch", filename)
                     floors.append(timed(lambda: requests.put(f"{floor.url}/", data=data, timeout=600), floor.pgid))
+                    checked.append(timed(lambda: requests.put(f"{floor.url}/", params={"sha256": headers["X-File-SHA256"]}, data=data, timeout=600), floor.pgid))
                     ceilings.append(timed(lambda: requests.put(f"{ceiling.url}/", data=data, timeout=600), ceiling.pgid))
-                upload, peer, bare, read = (statistics.median(s for s, _ in x) for x in (uploads, peers, floors, ceilings))
+                upload, peer, bare, check, read = (statistics.median(s for s, _ in x) for x in (uploads, peers, floors, checked, ceilings))
                 cpu, floor_cpu = (statistics.median(c for _, c in x) for x in (uploads, floors))
                 print(
-                    f"{len(data) / 1e6:7.1f}M {upload:13.2f} {peer:8.2f} {bare:8.2f} {read:10.2f} {upload / peer:8.2f}x "
-                    f"{upload / bare:8.2f}x {upload / read:8.2f}x {len(data) / 1e6 / upload:6.1f} {cpu:6.2f} {floor_cpu:10.2f}"
+                    f"{kind:>8} {len(data) / 1e6:7.1f}M {upload:13.2f} {peer:8.2f} {bare:8.2f} {check:10.2f} {read:10.2f} "
+                    f"{upload / peer:8.2f}x {upload / bare:8.2f}x {upload / check:10.2f}x {upload / read:8.2f}x "
+                    f"{len(data) / 1e6 / upload:6.1f} {cpu:6.2f} {floor_cpu:10.2f}"
                 )
 
 

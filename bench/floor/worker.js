@@ -1,7 +1,8 @@
 // The storage floor for `npm run bench -- serve publish`: the least a Worker keeping packages in
 // R2 can do. GET /<key> is one R2 get streamed back; PUT /<key> stores the body there (how the
 // serve bench puts the bytes it reads); PUT / streams the body into R2 as it is, with no hashing,
-// reading or index, then deletes it (the publish floor). Not part of condaflare's Worker: it runs
+// reading or index, then deletes it (the publish floor); PUT /?sha256=<hex> does the same with R2
+// checking the body against that digest, as condaflare's single-write uploads ask. Not part of condaflare's Worker: it runs
 // only under the bench, on the same local runtime, as a Worker of its own.
 export default {
   async fetch(request, env) {
@@ -21,7 +22,8 @@ export default {
       return new Response(null, { status: 201 });
     }
     const staged = `.bench/${crypto.randomUUID()}`;
-    await env.PACKAGES.put(staged, request.body);
+    const sha256 = new URL(request.url).searchParams.get("sha256");
+    await env.PACKAGES.put(staged, request.body, sha256 ? { sha256 } : {});
     await env.PACKAGES.delete(staged);
     return new Response(null, { status: 201 });
   },
