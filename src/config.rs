@@ -31,6 +31,10 @@ pub struct Config {
     /// (`LOG_READS`). Off by default: the Workers dashboard already counts every request, and
     /// a line per read is most of a cached read's CPU time.
     pub log_reads: bool,
+    /// Whether a mirror channel's upstream may be a plain `http://` URL
+    /// (`MIRROR_ALLOW_HTTP`): off by default, on for local tests against a server on
+    /// 127.0.0.1.
+    pub mirror_allow_http: bool,
 }
 
 /// A key minted for a trusted publisher lasts 15 minutes at most: long enough for one CI job's
@@ -50,6 +54,7 @@ impl Default for Config {
             session_ms: 12 * 3600 * 1000,
             minted_key_ms: MAX_MINTED_KEY_MS,
             log_reads: false,
+            mirror_allow_http: false,
         }
     }
 }
@@ -76,14 +81,15 @@ impl Config {
                 MAX_MINTED_KEY_MS / 1000
             ));
         }
-        let log_reads = match var("LOG_READS").as_deref().map(str::trim) {
-            None | Some("") | Some("false") => false,
-            Some("true") => true,
-            Some(other) => return Err(format!("LOG_READS is '{other}', not true or false")),
+        let flag = |name: &str| match var(name).as_deref().map(str::trim) {
+            None | Some("") | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(format!("{name} is '{other}', not true or false")),
         };
         Ok(Self {
             minted_key_ms,
-            log_reads,
+            log_reads: flag("LOG_READS")?,
+            mirror_allow_http: flag("MIRROR_ALLOW_HTTP")?,
             max_upload_bytes: number("MAX_UPLOAD_BYTES")?
                 .map_or(defaults.max_upload_bytes, |v| v as u64),
             auth_cache_ms: seconds("AUTH_CACHE_SECONDS", defaults.auth_cache_ms)?,
@@ -138,6 +144,7 @@ mod tests {
             ("SESSION_HOURS", "0.5"),
             ("MINTED_KEY_SECONDS", "5"),
             ("LOG_READS", "true"),
+            ("MIRROR_ALLOW_HTTP", "true"),
         ]))
         .unwrap();
         assert_eq!(config.max_upload_bytes, 1000);
@@ -149,6 +156,7 @@ mod tests {
         assert_eq!(config.session_ms, 1800 * 1000);
         assert_eq!(config.minted_key_ms, 5000);
         assert!(config.log_reads);
+        assert!(config.mirror_allow_http);
     }
 
     #[test]
@@ -176,5 +184,7 @@ mod tests {
         assert!(Config::from_vars(vars(&[("MINTED_KEY_SECONDS", "900")])).is_ok());
         let error = Config::from_vars(vars(&[("LOG_READS", "yes")])).unwrap_err();
         assert!(error.contains("LOG_READS"), "{error}");
+        let error = Config::from_vars(vars(&[("MIRROR_ALLOW_HTTP", "1")])).unwrap_err();
+        assert!(error.contains("MIRROR_ALLOW_HTTP"), "{error}");
     }
 }

@@ -6,6 +6,8 @@
 //! without a timestamp has no known age, so it counts as too young whenever `min_age_days` is
 //! above zero.
 
+use crate::access::Action;
+use crate::error::{ApiError, ErrorCode};
 use rattler_conda_types::{MatchSpec, Matches, PackageRecord, ParseStrictness};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -206,4 +208,16 @@ fn check_url(url: &str, allow_http: bool) -> Result<String, RulesError> {
         )));
     }
     Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// What the access policy adds for a mirror channel: its files come from the upstream only, so
+/// uploads and deletes (and a reindex, which is a write) are refused, whoever asks.
+pub fn refusal(action: Action) -> Option<ApiError> {
+    matches!(action, Action::Write | Action::Delete).then(|| {
+        ApiError::new(
+            ErrorCode::MirrorChannel,
+            "this channel is a mirror: its packages come from its upstream channel, \
+             so it takes no uploads or deletes",
+        )
+    })
 }

@@ -210,3 +210,21 @@ fn rules_json_round_trips() {
     let json: MirrorRulesJson = serde_json::from_str(text).unwrap();
     assert_eq!(serde_json::to_string(&json).unwrap(), text);
 }
+
+#[test]
+fn a_mirror_refuses_uploads_and_deletes_with_a_conflict() {
+    use condaflare::{access::Action, mirror::refusal};
+    for action in [Action::Write, Action::Delete] {
+        let refused = refusal(action).unwrap();
+        assert_eq!(refused.status(), 409);
+        assert!(refused.message.contains("mirror"), "{refused}");
+    }
+    for action in [
+        Action::Read,
+        Action::Manage,
+        Action::Inspect,
+        Action::Repair,
+    ] {
+        assert!(refusal(action).is_none());
+    }
+}
