@@ -35,6 +35,12 @@ pub struct Config {
     /// (`MIRROR_ALLOW_HTTP`): off by default, on for local tests against a server on
     /// 127.0.0.1.
     pub mirror_allow_http: bool,
+    /// How long a mirror's copy of an upstream repodata.json is served before it is
+    /// revalidated with the upstream (`MIRROR_REVALIDATE_SECONDS`).
+    pub mirror_revalidate_ms: u64,
+    /// The largest upstream repodata.json a mirror reads (`MIRROR_MAX_REPODATA_BYTES`): the
+    /// whole document is parsed in memory.
+    pub mirror_max_repodata_bytes: u64,
 }
 
 /// A key minted for a trusted publisher lasts 15 minutes at most: long enough for one CI job's
@@ -55,6 +61,8 @@ impl Default for Config {
             minted_key_ms: MAX_MINTED_KEY_MS,
             log_reads: false,
             mirror_allow_http: false,
+            mirror_revalidate_ms: 60_000,
+            mirror_max_repodata_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -90,6 +98,12 @@ impl Config {
             minted_key_ms,
             log_reads: flag("LOG_READS")?,
             mirror_allow_http: flag("MIRROR_ALLOW_HTTP")?,
+            mirror_revalidate_ms: seconds(
+                "MIRROR_REVALIDATE_SECONDS",
+                defaults.mirror_revalidate_ms,
+            )?,
+            mirror_max_repodata_bytes: number("MIRROR_MAX_REPODATA_BYTES")?
+                .map_or(defaults.mirror_max_repodata_bytes, |v| v as u64),
             max_upload_bytes: number("MAX_UPLOAD_BYTES")?
                 .map_or(defaults.max_upload_bytes, |v| v as u64),
             auth_cache_ms: seconds("AUTH_CACHE_SECONDS", defaults.auth_cache_ms)?,
@@ -145,6 +159,8 @@ mod tests {
             ("MINTED_KEY_SECONDS", "5"),
             ("LOG_READS", "true"),
             ("MIRROR_ALLOW_HTTP", "true"),
+            ("MIRROR_REVALIDATE_SECONDS", "2"),
+            ("MIRROR_MAX_REPODATA_BYTES", "1000"),
         ]))
         .unwrap();
         assert_eq!(config.max_upload_bytes, 1000);
@@ -157,6 +173,8 @@ mod tests {
         assert_eq!(config.minted_key_ms, 5000);
         assert!(config.log_reads);
         assert!(config.mirror_allow_http);
+        assert_eq!(config.mirror_revalidate_ms, 2000);
+        assert_eq!(config.mirror_max_repodata_bytes, 1000);
     }
 
     #[test]

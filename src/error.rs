@@ -41,6 +41,8 @@ pub enum ErrorCode {
     Internal,
     /// A server this one depends on (an identity provider's keys) failed or answered nonsense.
     Upstream,
+    /// A mirror's upstream did not answer in time.
+    UpstreamTimeout,
 }
 
 impl ErrorCode {
@@ -61,6 +63,7 @@ impl ErrorCode {
             Self::InvalidPackage => 422,
             Self::Internal => 500,
             Self::Upstream => 502,
+            Self::UpstreamTimeout => 504,
         }
     }
 }

@@ -221,3 +221,42 @@ pub fn refusal(action: Action) -> Option<ApiError> {
         )
     })
 }
+
+/// How a fetch from a mirror's upstream failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// The upstream has no such file (404 or 410).
+    Missing,
+    /// Another status, a network error, or a document the mirror cannot use.
+    Failed(String),
+    /// No answer within [`UPSTREAM_TIMEOUT_MS`].
+    TimedOut,
+}
+
+/// How long a fetch from an upstream may take, its body included.
+pub const UPSTREAM_TIMEOUT_MS: u64 = 15_000;
+
+impl UpstreamFailure {
+    /// The answer when nothing cached can stand in: a sentence naming the upstream URL.
+    pub fn error(&self, url: &str) -> ApiError {
+        match self {
+            Self::Missing => ApiError::not_found(format!("the upstream has no {url}")),
+            Self::Failed(why) => ApiError::new(
+                ErrorCode::Upstream,
+                format!("the mirror's upstream failed for {url}: {why}"),
+            ),
+            Self::TimedOut => ApiError::new(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "the mirror's upstream did not answer {url} within {} s",
+                    UPSTREAM_TIMEOUT_MS / 1000
+                ),
+            ),
+        }
+    }
+}
+
+/// Whether a copy fetched at `fetched_ms` must be revalidated with the upstream at `now_ms`.
+pub fn needs_revalidation(fetched_ms: u64, now_ms: u64, revalidate_ms: u64) -> bool {
+    now_ms.saturating_sub(fetched_ms) >= revalidate_ms
+}

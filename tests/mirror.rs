@@ -228,3 +228,28 @@ fn a_mirror_refuses_uploads_and_deletes_with_a_conflict() {
         assert!(refusal(action).is_none());
     }
 }
+
+#[test]
+fn upstream_failures_name_the_upstream_with_their_status() {
+    use condaflare::mirror::UpstreamFailure;
+    let url = "https://conda.example.org/c/noarch/repodata.json";
+    for (failure, status) in [
+        (UpstreamFailure::Missing, 404),
+        (UpstreamFailure::Failed("HTTP 503".into()), 502),
+        (UpstreamFailure::TimedOut, 504),
+    ] {
+        let error = failure.error(url);
+        assert_eq!(error.status(), status);
+        assert!(error.message.contains(url), "{error}");
+    }
+}
+
+#[test]
+fn a_copy_is_revalidated_once_its_time_is_up() {
+    use condaflare::mirror::needs_revalidation;
+    assert!(!needs_revalidation(1_000, 60_999, 60_000));
+    assert!(needs_revalidation(1_000, 61_000, 60_000));
+    assert!(needs_revalidation(1_000, 1_000, 0));
+    // A clock behind the copy's time: not yet.
+    assert!(!needs_revalidation(5_000, 1_000, 60_000));
+}

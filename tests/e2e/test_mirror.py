@@ -1,5 +1,17 @@
 """Mirror channels: created through the API and the admin command with their rules, shown with
-them, refused with bad ones, and closed to uploads and deletes."""
+them, refused with bad ones, closed to uploads and deletes; their repodata.json is a real
+upstream's (py-rattler's index_fs served by http.server on 127.0.0.1) filtered by the rules,
+and stands in for the upstream once it stops."""
+
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -82,9 +94,9 @@ def test_the_admin_command_creates_a_mirror(server, owner):
     name = unique("mirror")
     created = server.admin(
         "channel", "create", name, "--owner", owner.name, "--mirror", UPSTREAM,
-        "--allow", "zlib", "--allow", "flask >=0.11", "--deny", "zlib 1.2.8", "--min-age-days", "3",
+        "--allow", "zlib", "--allow", "flask >=0.11", "--deny", "zlib ==1.2.8", "--min-age-days", "3",
     )
-    shown = {"url": UPSTREAM, "allow": ["zlib", "flask >=0.11"], "deny": ["zlib 1.2.8"], "min_age_days": 3}
+    shown = {"url": UPSTREAM, "allow": ["zlib", "flask >=0.11"], "deny": ["zlib ==1.2.8"], "min_age_days": 3}
     assert created["mirror"] == shown
     assert server.api("GET", f"channels/{name}", owner.key).json()["mirror"] == shown
 
@@ -106,3 +118,125 @@ def test_the_admin_command_creates_a_mirror(server, owner):
             server.admin("channel", "create", other, "--owner", owner.name, *bad)
         assert refused.value.code == 2, bad
         assert server.api("GET", f"channels/{other}", owner.key).status_code == 404
+
+
+INDEXER = """
+import asyncio, sys
+import rattler.index
+asyncio.run(rattler.index.index_fs(sys.argv[1], write_zst=False, write_shards=False))
+print("indexed", flush=True)
+"""
+
+UPSTREAM_FILES = {
+    "linux-64": ["zlib-1.2.11-h7b6447c_3.conda", "zlib-1.2.11-h7b6447c_3.tar.bz2", "other-package-0.2-0.conda", "test-package-0.1-0.tar.bz2"],
+    "noarch": ["empty-0.1.0-h4616a5c_0.conda", "run_exports_versions-1.0-he35c369_0.tar.bz2", "flask-0.11.1-py_0.tar.bz2"],
+}
+
+
+class Upstream:
+    """A real conda channel: fixture packages indexed by py-rattler, served by http.server."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/channel"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def repodata(self, subdir: str) -> dict:
+        return json.loads((self.root / "channel" / subdir / "repodata.json").read_text())
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    channel = tmp_path / "channel"
+    for subdir, files in UPSTREAM_FILES.items():
+        (channel / subdir).mkdir(parents=True)
+        for filename in files:
+            shutil.copy(PACKAGES / filename, channel / subdir / filename)
+    out = subprocess.run([sys.executable, "-c", INDEXER, str(channel)], capture_output=True, text=True, timeout=300)
+    assert "indexed" in out.stdout, out.stderr[-2000:]
+    served = Upstream(tmp_path)
+    yield served
+    served.stop()
+
+
+def files_of(repodata: dict) -> set[str]:
+    return set(repodata.get("packages", {})) | set(repodata.get("packages.conda", {}))
+
+
+def create_mirror(server, owner, rules: dict, private: bool = False) -> str:
+    name = unique("mirror")
+    created = server.api("POST", "channels", owner.key, json={"name": name, "private": private, "mirror": rules})
+    assert created.status_code == 201, created.text
+    return name
+
+
+def test_repodata_is_the_upstreams_filtered_by_the_rules(server, owner, upstream):
+    name = create_mirror(server, owner, {"url": upstream.url, "deny": ["zlib"]})
+    theirs = upstream.repodata("linux-64")
+    response = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30)
+    assert response.status_code == 200, response.text
+    ours = response.json()
+    assert files_of(ours) == {f for f in files_of(theirs) if not f.startswith("zlib-")}
+    assert ours["info"] == theirs["info"]
+    for section in ("packages", "packages.conda"):
+        for filename, record in ours[section].items():
+            assert record == theirs[section][filename], filename
+    # Only repodata.json is mirrored: clients fall back to it from these.
+    for other in ("repodata.json.zst", "repodata_shards.msgpack.zst", "run_exports.json"):
+        assert requests.get(f"{server.url}/{name}/linux-64/{other}", timeout=30).status_code == 404, other
+
+
+def test_a_record_younger_than_the_minimum_age_or_without_a_timestamp_is_left_out(server, owner, upstream):
+    theirs = upstream.repodata("noarch")
+    records = {**theirs["packages"], **theirs["packages.conda"]}
+    newest = max(r["timestamp"] for r in records.values() if "timestamp" in r)
+    assert any("timestamp" not in r for r in records.values())
+    # One day more than the newest package's age: it is too young, the older ones are not.
+    min_age_days = int((time.time() * 1000 - newest) / 86_400_000) + 1
+    name = create_mirror(server, owner, {"url": upstream.url, "min_age_days": min_age_days})
+    ours = requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=30).json()
+    expected = {f for f, r in records.items() if "timestamp" in r and r["timestamp"] != newest}
+    assert expected
+    assert files_of(ours) == expected
+
+
+def test_a_stopped_upstream_is_stood_in_for_by_the_copy_with_its_age(server, owner, upstream):
+    name = create_mirror(server, owner, {"url": upstream.url})
+    fresh = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30)
+    assert fresh.status_code == 200
+    assert "X-Condaflare-Stale" not in fresh.headers
+    # Nothing cached and the upstream has no such subdir: 404.
+    missing = requests.get(f"{server.url}/{name}/win-64/repodata.json", timeout=30)
+    assert missing.status_code == 404
+    assert upstream.url in missing.json()["error"]
+
+    upstream.stop()
+    stale = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30)
+    assert stale.status_code == 200
+    assert stale.content == fresh.content
+    assert int(stale.headers["Age"]) >= 0
+    assert "upstream failed" in stale.headers["X-Condaflare-Stale"]
+    # Nothing cached: the failure, naming the upstream.
+    failed = requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=30)
+    assert failed.status_code == 502, failed.text
+    assert (failed.json()["code"], upstream.url in failed.json()["error"]) == ("upstream", True)
+
+
+def test_a_private_mirror_is_read_as_any_private_channel(server, owner, outsider, upstream):
+    mirror = create_mirror(server, owner, {"url": upstream.url}, private=True)
+    plain = unique("private")
+    assert server.api("POST", "channels", owner.key, json={"name": plain, "private": True}).status_code == 201
+    for headers in ({}, {"Authorization": f"Bearer {outsider.key}"}):
+        refused = requests.get(f"{server.url}/{mirror}/linux-64/repodata.json", headers=headers, timeout=30)
+        as_plain = requests.get(f"{server.url}/{plain}/linux-64/repodata.json", headers=headers, timeout=30)
+        assert refused.status_code in (401, 403, 404)
+        assert refused.status_code == as_plain.status_code, headers
+    allowed = requests.get(f"{server.url}/{mirror}/linux-64/repodata.json", headers={"Authorization": f"Bearer {owner.key}"}, timeout=30)
+    assert allowed.status_code == 200
+    assert files_of(allowed.json()) == files_of(upstream.repodata("linux-64"))
