@@ -1,4 +1,4 @@
-//! A mirror channel's repodata.json: fetched from the upstream, filtered by the rules
+//! A mirror channel's repodata.json and package files. repodata.json: fetched from the upstream, filtered by the rules
 //! ([`crate::mirror`]), and stored in R2 at the channel file's own key, so that the serving
 //! code answers it as any channel's. The copy carries the upstream's ETag and its fetch time;
 //! it is revalidated with `If-None-Match` once its time is up, and stands in while the
@@ -13,14 +13,19 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::{future, StreamExt};
-use worker::{Delay, Fetch, Headers, HttpMetadata, Method, Request, RequestInit};
+use worker::{
+    Delay, Fetch, FixedLengthStream, Headers, HttpMetadata, Method, Request, RequestInit,
+};
 
 use super::context::RequestContext;
 use super::error::{ApiError, ApiResult};
 use super::storage::file_key;
 use crate::mirror::{
-    needs_revalidation, MirrorRules, MirrorRulesJson, UpstreamFailure, UPSTREAM_TIMEOUT_MS,
+    find_record, needs_revalidation, MirrorRules, MirrorRulesJson, UpstreamFailure,
+    UPSTREAM_TIMEOUT_MS,
 };
+use crate::names::ChannelFile;
+use crate::r2_checksum::sha256_refusal;
 
 const ETAG: &str = "upstream_etag";
 const FETCHED: &str = "fetched_ms";
@@ -175,4 +180,84 @@ async fn fetch(url: &str, etag: Option<&str>, max_bytes: u64) -> Result<Upstream
         }
     }
     Ok(Upstream::Body { bytes, etag })
+}
+
+/// Makes sure a package file the mirror admits is in R2: fetched from the upstream on its first
+/// request and written with R2 checking the SHA-256 and the size that the filtered
+/// repodata.json gives it, so bytes that differ are refused and nothing is kept. A file the
+/// rules leave out (denied, too young, not upstream) is 404 even when asked for by URL.
+///
+/// Concurrent first requests each fetch the file; each put is checked alike and stores the
+/// same bytes.
+pub async fn fetch_package(
+    ctx: &RequestContext,
+    channel: &str,
+    subdir: &str,
+    filename: &str,
+    rules: &MirrorRulesJson,
+) -> ApiResult<()> {
+    let bucket = ctx.bucket()?;
+    let key = file_key(channel, subdir, filename);
+    if bucket.head(&key).await?.is_some() {
+        return Ok(());
+    }
+    refresh_repodata(ctx, channel, subdir, rules).await?;
+    let not_admitted = || {
+        ApiError::not_found(format!(
+            "mirror channel '{channel}' serves no {subdir}/{filename}"
+        ))
+    };
+    let copy = bucket
+        .get(file_key(channel, subdir, "repodata.json"))
+        .execute()
+        .await?
+        .ok_or_else(not_admitted)?;
+    let document = copy.body().ok_or_else(ApiError::internal)?.bytes().await?;
+    let record = find_record(&document, filename).ok_or_else(not_admitted)?;
+    let url = format!("{}/{subdir}/{filename}", rules.url.trim_end_matches('/'));
+    let unusable = |why: &str| UpstreamFailure::Failed(why.to_owned()).error(&url);
+    let (Some(sha256), Some(size)) = (record.sha256, record.size) else {
+        return Err(unusable("its record has no sha256 or size"));
+    };
+    let request = Box::pin(async {
+        let request =
+            Request::new(&url, Method::Get).map_err(|e| UpstreamFailure::Failed(e.to_string()))?;
+        Fetch::Request(request)
+            .send()
+            .await
+            .map_err(|e| UpstreamFailure::Failed(e.to_string()))
+    });
+    let timeout = Box::pin(Delay::from(Duration::from_millis(UPSTREAM_TIMEOUT_MS)));
+    let mut response = match future::select(request, timeout).await {
+        future::Either::Left((answer, _)) => answer,
+        future::Either::Right(_) => Err(UpstreamFailure::TimedOut),
+    }
+    .map_err(|failure| failure.error(&url))?;
+    match response.status_code() {
+        200 => {}
+        404 | 410 => return Err(UpstreamFailure::Missing.error(&url)),
+        status => return Err(unusable(&format!("HTTP {status}"))),
+    }
+    let body = response.stream()?;
+    let stored = bucket
+        .put(&key, FixedLengthStream::wrap(body, size))
+        .sha256(sha256.to_vec())
+        .http_metadata(HttpMetadata {
+            content_type: Some(ChannelFile::content_type(filename).to_owned()),
+            ..Default::default()
+        })
+        .execute()
+        .await;
+    // A put that failed left no object.
+    stored.map(|_| ()).map_err(|error| {
+        let message = error.to_string();
+        worker::console_warn!("mirror {channel}: {url}: {message}");
+        if sha256_refusal(&message).is_some() {
+            unusable("its bytes do not have the SHA-256 its repodata.json gives; nothing was kept")
+        } else {
+            unusable(&format!(
+                "its bytes could not be stored as {size} bytes; nothing was kept"
+            ))
+        }
+    })
 }

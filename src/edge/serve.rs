@@ -46,10 +46,15 @@ pub async fn serve_file(
         Some(rules) if filename == "repodata.json" => {
             mirror::refresh_repodata(ctx, channel_name, subdir, rules).await?
         }
+        Some(rules) if kind == ChannelFile::Package => {
+            mirror::fetch_package(ctx, channel_name, subdir, filename, rules).await?;
+            None
+        }
         // Without `.zst`, shard index and run_exports.json, clients fall back to repodata.json.
         Some(_) => {
             return Err(ApiError::not_found(format!(
-                "mirror channel '{channel_name}' serves only repodata.json: no {subdir}/{filename}"
+                "mirror channel '{channel_name}' serves only repodata.json and package files: \
+                 no {subdir}/{filename}"
             )))
         }
         None => None,

@@ -4,8 +4,10 @@ upstream's (py-rattler's index_fs served by http.server on 127.0.0.1) filtered b
 and stands in for the upstream once it stops."""
 
 import functools
+import hashlib
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -240,3 +242,70 @@ def test_a_private_mirror_is_read_as_any_private_channel(server, owner, outsider
     allowed = requests.get(f"{server.url}/{mirror}/linux-64/repodata.json", headers={"Authorization": f"Bearer {owner.key}"}, timeout=30)
     assert allowed.status_code == 200
     assert files_of(allowed.json()) == files_of(upstream.repodata("linux-64"))
+
+
+CLIENT = Path(__file__).with_name("rattler_client.py")
+
+
+def rattler_install(url: str, prefix: Path, cache: Path, specs: list[str], auth_file: Path | None = None) -> dict:
+    env = dict(os.environ)
+    if auth_file is not None:
+        env["RATTLER_AUTH_FILE"] = str(auth_file)
+    out = subprocess.run(
+        [sys.executable, str(CLIENT), "fetch", url, str(prefix), str(cache), "linux-64", *specs],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"py-rattler printed nothing (exit {out.returncode}):\n{out.stderr[-3000:]}"
+    return json.loads(lines[-1])
+
+
+def test_packages_install_through_the_mirror_and_still_do_once_the_upstream_stops(server, owner, upstream, tmp_path):
+    name = create_mirror(server, owner, {"url": upstream.url, "deny": ["test-package"]})
+    first = rattler_install(f"{server.url}/{name}", tmp_path / "env1", tmp_path / "cache1", ["other-package", "run_exports_versions"])
+    assert "error" not in first, first
+    installed = {r["name"]: r for r in first["records"]}
+    assert set(installed) == {"other-package", "run_exports_versions"}
+    for record in installed.values():
+        filename = record["url"].rsplit("/", 1)[1]
+        subdir = record["url"].rsplit("/", 2)[1]
+        assert record["url"].startswith(f"{server.url}/{name}/")
+        served = requests.get(record["url"], timeout=30).content
+        assert served == (PACKAGES / filename).read_bytes()
+        assert hashlib.sha256(served).hexdigest() == record["sha256"]
+        assert f"{name}/{subdir}/{filename}" in server.r2_keys()
+    # A denied file is not served, even by URL.
+    denied = requests.get(f"{server.url}/{name}/linux-64/test-package-0.1-0.tar.bz2", timeout=30)
+    assert denied.status_code == 404
+
+    upstream.stop()
+    again = rattler_install(f"{server.url}/{name}", tmp_path / "env2", tmp_path / "cache2", ["other-package", "run_exports_versions"])
+    assert "error" not in again, again
+    assert {r["sha256"] for r in again["records"]} == {r["sha256"] for r in first["records"]}
+
+
+def test_a_too_young_package_is_not_served_by_url(server, owner, upstream):
+    records = {**upstream.repodata("noarch")["packages"], **upstream.repodata("noarch")["packages.conda"]}
+    newest_name, newest = max(((f, r) for f, r in records.items() if "timestamp" in r), key=lambda item: item[1]["timestamp"])
+    min_age_days = int((time.time() * 1000 - newest["timestamp"]) / 86_400_000) + 1
+    name = create_mirror(server, owner, {"url": upstream.url, "min_age_days": min_age_days})
+    assert requests.get(f"{server.url}/{name}/noarch/{newest_name}", timeout=30).status_code == 404
+    old_name = next(f for f, r in records.items() if "timestamp" in r and r["timestamp"] < newest["timestamp"])
+    served = requests.get(f"{server.url}/{name}/noarch/{old_name}", timeout=30)
+    assert served.status_code == 200
+    assert served.content == (PACKAGES / old_name).read_bytes()
+    assert not [key for key in server.r2_keys() if key == f"{name}/noarch/{newest_name}"]
+
+
+def test_an_upstream_file_replaced_under_the_same_name_is_refused_and_not_kept(server, owner, upstream):
+    name = create_mirror(server, owner, {"url": upstream.url})
+    assert requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30).status_code == 200
+    filename = "other-package-0.2-0.conda"
+    # Other bytes of the same length, then of another length: neither matches the record.
+    original = (PACKAGES / filename).read_bytes()
+    for replaced in (bytes(b ^ 0xFF for b in original), original + b"extra"):
+        (upstream.root / "channel" / "linux-64" / filename).write_bytes(replaced)
+        refused = requests.get(f"{server.url}/{name}/linux-64/{filename}", timeout=30)
+        assert refused.status_code == 502, refused.text
+        assert upstream.url in refused.json()["error"]
+        assert f"{name}/linux-64/{filename}" not in server.r2_keys()
