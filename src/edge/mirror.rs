@@ -84,6 +84,8 @@ pub async fn refresh_repodata(
         Ok(Upstream::Body { bytes, etag }) => match rules.filter_repodata(&bytes, now) {
             Ok(filtered) => {
                 put(ctx, &key, filtered.bytes, metadata(etag)).await?;
+                // This data centre's copy would answer the old document for its lifetime.
+                super::edge_cache::purge(&[crate::edge_cache::key(&key)]).await;
                 return Ok(None);
             }
             Err(e) => UpstreamFailure::Failed(e.0),

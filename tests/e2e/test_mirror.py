@@ -135,13 +135,33 @@ UPSTREAM_FILES = {
 }
 
 
+class ChannelHandler(http.server.SimpleHTTPRequestHandler):
+    """http.server's file handler with an ETag per file's content, answering If-None-Match."""
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path))
+        self.etag = f'"{hashlib.sha256(path.read_bytes()).hexdigest()}"' if path.is_file() else None
+        if self.etag is not None and self.headers.get("If-None-Match") == self.etag:
+            self.server.not_modified += 1
+            self.send_response(304)
+            self.end_headers()
+            return None
+        return super().send_head()
+
+    def end_headers(self):
+        if getattr(self, "etag", None):
+            self.send_header("ETag", self.etag)
+        super().end_headers()
+
+
 class Upstream:
     """A real conda channel: fixture packages indexed by py-rattler, served by http.server."""
 
     def __init__(self, root: Path):
         self.root = root
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+        handler = functools.partial(ChannelHandler, directory=str(root))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.not_modified = 0
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/channel"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -149,8 +169,10 @@ class Upstream:
         return json.loads((self.root / "channel" / subdir / "repodata.json").read_text())
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
 
 
 @pytest.fixture
@@ -160,11 +182,15 @@ def upstream(tmp_path):
         (channel / subdir).mkdir(parents=True)
         for filename in files:
             shutil.copy(PACKAGES / filename, channel / subdir / filename)
-    out = subprocess.run([sys.executable, "-c", INDEXER, str(channel)], capture_output=True, text=True, timeout=300)
-    assert "indexed" in out.stdout, out.stderr[-2000:]
+    index(channel)
     served = Upstream(tmp_path)
     yield served
     served.stop()
+
+
+def index(channel: Path):
+    out = subprocess.run([sys.executable, "-c", INDEXER, str(channel)], capture_output=True, text=True, timeout=300)
+    assert "indexed" in out.stdout, out.stderr[-2000:]
 
 
 def files_of(repodata: dict) -> set[str]:
@@ -309,3 +335,24 @@ def test_an_upstream_file_replaced_under_the_same_name_is_refused_and_not_kept(s
         assert refused.status_code == 502, refused.text
         assert upstream.url in refused.json()["error"]
         assert f"{name}/linux-64/{filename}" not in server.r2_keys()
+
+
+def test_the_copy_is_revalidated_with_the_upstreams_etag(server, owner, upstream):
+    """MIRROR_REVALIDATE_SECONDS is 0 in the tests: every read asks the upstream."""
+    name = create_mirror(server, owner, {"url": upstream.url})
+    url = f"{server.url}/{name}/linux-64/repodata.json"
+    first = requests.get(url, timeout=30)
+    assert first.status_code == 200
+    before = upstream.httpd.not_modified
+    second = requests.get(url, timeout=30)
+    assert (second.status_code, second.content) == (200, first.content)
+    assert upstream.httpd.not_modified > before
+    assert "X-Condaflare-Stale" not in second.headers
+
+    # The upstream changes: the next read has the change.
+    (upstream.root / "channel" / "linux-64" / "test-package-0.1-0.tar.bz2").unlink()
+    index(upstream.root / "channel")
+    changed = requests.get(url, timeout=30).json()
+    assert files_of(changed) == files_of(upstream.repodata("linux-64"))
+    assert "test-package-0.1-0.tar.bz2" not in files_of(changed)
+    assert "test-package-0.1-0.tar.bz2" in files_of(first.json())
