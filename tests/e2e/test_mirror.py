@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -356,3 +357,15 @@ def test_the_copy_is_revalidated_with_the_upstreams_etag(server, owner, upstream
     assert files_of(changed) == files_of(upstream.repodata("linux-64"))
     assert "test-package-0.1-0.tar.bz2" not in files_of(changed)
     assert "test-package-0.1-0.tar.bz2" in files_of(first.json())
+
+
+def test_an_upstream_that_does_not_answer_is_a_timeout_naming_it(server, owner):
+    """A real listener that accepts connections and never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/channel"
+        name = create_mirror(server, owner, {"url": url})
+        answer = requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=60)
+    assert answer.status_code == 504, answer.text
+    assert (answer.json()["code"], url in answer.json()["error"]) == ("upstream_timeout", True)
