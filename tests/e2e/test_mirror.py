@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from conftest import PACKAGES, unique, upload_raw
-from harness import AdminError
+from harness import AdminError, running_server
 
 UPSTREAM = "https://conda.example.org/upstream"
 
@@ -369,3 +369,21 @@ def test_an_upstream_that_does_not_answer_is_a_timeout_naming_it(server, owner):
         answer = requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=60)
     assert answer.status_code == 504, answer.text
     assert (answer.json()["code"], url in answer.json()["error"]) == ("upstream_timeout", True)
+
+
+def test_an_upstream_repodata_over_the_size_bound_is_refused(upstream, tmp_path):
+    sizes = {subdir: (upstream.root / "channel" / subdir / "repodata.json").stat().st_size for subdir in UPSTREAM_FILES}
+    larger, smaller = sorted(sizes, key=sizes.get, reverse=True)
+    assert sizes[larger] > sizes[smaller]
+    variables = {"MIRROR_ALLOW_HTTP": "true", "MIRROR_MAX_REPODATA_BYTES": str(sizes[larger] - 1)}
+    with running_server(tmp_path / "state", variables) as bounded:
+        bounded.admin("user", "create", "mirrorer")
+        bounded.admin("channel", "create", "bounded", "--owner", "mirrorer", "--mirror", upstream.url, env={"MIRROR_ALLOW_HTTP": "true"})
+        refused = requests.get(f"{bounded.url}/bounded/{larger}/repodata.json", timeout=30)
+        assert refused.status_code == 502, refused.text
+        assert "MIRROR_MAX_REPODATA_BYTES" in refused.json()["error"]
+        assert upstream.url in refused.json()["error"]
+        assert "bounded/{larger}/repodata.json".format(larger=larger) not in bounded.r2_keys()
+        served = requests.get(f"{bounded.url}/bounded/{smaller}/repodata.json", timeout=30)
+        assert served.status_code == 200
+        assert files_of(served.json()) == files_of(upstream.repodata(smaller))
