@@ -211,13 +211,15 @@ fn check_url(url: &str, allow_http: bool) -> Result<String, RulesError> {
 }
 
 /// What the access policy adds for a mirror channel: its files come from the upstream only, so
-/// uploads and deletes (and a reindex, which is a write) are refused, whoever asks.
+/// uploads and deletes (and a reindex, which is a write) are refused, whoever asks; so are a
+/// rebuild and a repair, which would write the channel's own (empty) index over the mirror's
+/// copy of the upstream's.
 pub fn refusal(action: Action) -> Option<ApiError> {
-    matches!(action, Action::Write | Action::Delete).then(|| {
+    matches!(action, Action::Write | Action::Delete | Action::Repair).then(|| {
         ApiError::new(
             ErrorCode::MirrorChannel,
             "this channel is a mirror: its packages come from its upstream channel, \
-             so it takes no uploads or deletes",
+             so it takes no uploads, deletes, rebuilds or repairs",
         )
     })
 }

@@ -214,17 +214,12 @@ fn rules_json_round_trips() {
 #[test]
 fn a_mirror_refuses_uploads_and_deletes_with_a_conflict() {
     use condaflare::{access::Action, mirror::refusal};
-    for action in [Action::Write, Action::Delete] {
+    for action in [Action::Write, Action::Delete, Action::Repair] {
         let refused = refusal(action).unwrap();
         assert_eq!(refused.status(), 409);
         assert!(refused.message.contains("mirror"), "{refused}");
     }
-    for action in [
-        Action::Read,
-        Action::Manage,
-        Action::Inspect,
-        Action::Repair,
-    ] {
+    for action in [Action::Read, Action::Manage, Action::Inspect] {
         assert!(refusal(action).is_none());
     }
 }

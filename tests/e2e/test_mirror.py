@@ -74,7 +74,7 @@ def test_bad_rules_are_refused_and_nothing_is_created(server, owner, rules, faul
     assert server.api("GET", f"channels/{name}", owner.key).status_code == 404
 
 
-def test_a_mirror_refuses_uploads_and_deletes(server, owner, outsider):
+def test_a_mirror_refuses_uploads_and_deletes(server, owner, outsider, make_user):
     name = unique("mirror")
     assert server.api("POST", "channels", owner.key, json={"name": name, "mirror": {"url": UPSTREAM}}).status_code == 201
     package = PACKAGES / "flask-0.11.1-py_0.tar.bz2"
@@ -88,6 +88,12 @@ def test_a_mirror_refuses_uploads_and_deletes(server, owner, outsider):
     assert (put.status_code, put.json()["code"]) == (409, "mirror_channel")
     deleted = server.api("DELETE", f"delete/{name}/noarch/{package.name}", owner.key)
     assert (deleted.status_code, deleted.json()["code"]) == (409, "mirror_channel")
+    # A rebuild would write the channel's own empty index over the mirror's copy.
+    admin = make_user(admin=True)
+    rebuilt = server.api("POST", f"channels/{name}/rebuild", admin.key)
+    assert (rebuilt.status_code, rebuilt.json()["code"]) == (409, "mirror_channel")
+    repaired = requests.post(f"{server.url}/api/v1/channels/{name}/check?repair=true", headers=admin.auth, timeout=30)
+    assert (repaired.status_code, repaired.json()["code"]) == (409, "mirror_channel")
     # Someone who could not write anyway is refused as before.
     assert upload_raw(server, name, package.name, data, headers={"Authorization": f"Bearer {outsider.key}"}).status_code == 403
     assert not [key for key in server.r2_keys() if key.startswith(f"{name}/")]
