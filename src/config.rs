@@ -31,6 +31,16 @@ pub struct Config {
     /// (`LOG_READS`). Off by default: the Workers dashboard already counts every request, and
     /// a line per read is most of a cached read's CPU time.
     pub log_reads: bool,
+    /// Whether a mirror channel's upstream may be a plain `http://` URL
+    /// (`MIRROR_ALLOW_HTTP`): off by default, on for local tests against a server on
+    /// 127.0.0.1.
+    pub mirror_allow_http: bool,
+    /// How long a mirror's copy of an upstream repodata.json is served before it is
+    /// revalidated with the upstream (`MIRROR_REVALIDATE_SECONDS`).
+    pub mirror_revalidate_ms: u64,
+    /// The largest upstream repodata.json a mirror reads (`MIRROR_MAX_REPODATA_BYTES`): the
+    /// whole document is parsed in memory.
+    pub mirror_max_repodata_bytes: u64,
 }
 
 /// A key minted for a trusted publisher lasts 15 minutes at most: long enough for one CI job's
@@ -50,6 +60,9 @@ impl Default for Config {
             session_ms: 12 * 3600 * 1000,
             minted_key_ms: MAX_MINTED_KEY_MS,
             log_reads: false,
+            mirror_allow_http: false,
+            mirror_revalidate_ms: 60_000,
+            mirror_max_repodata_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -76,14 +89,21 @@ impl Config {
                 MAX_MINTED_KEY_MS / 1000
             ));
         }
-        let log_reads = match var("LOG_READS").as_deref().map(str::trim) {
-            None | Some("") | Some("false") => false,
-            Some("true") => true,
-            Some(other) => return Err(format!("LOG_READS is '{other}', not true or false")),
+        let flag = |name: &str| match var(name).as_deref().map(str::trim) {
+            None | Some("") | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(format!("{name} is '{other}', not true or false")),
         };
         Ok(Self {
             minted_key_ms,
-            log_reads,
+            log_reads: flag("LOG_READS")?,
+            mirror_allow_http: flag("MIRROR_ALLOW_HTTP")?,
+            mirror_revalidate_ms: seconds(
+                "MIRROR_REVALIDATE_SECONDS",
+                defaults.mirror_revalidate_ms,
+            )?,
+            mirror_max_repodata_bytes: number("MIRROR_MAX_REPODATA_BYTES")?
+                .map_or(defaults.mirror_max_repodata_bytes, |v| v as u64),
             max_upload_bytes: number("MAX_UPLOAD_BYTES")?
                 .map_or(defaults.max_upload_bytes, |v| v as u64),
             auth_cache_ms: seconds("AUTH_CACHE_SECONDS", defaults.auth_cache_ms)?,
@@ -138,6 +158,9 @@ mod tests {
             ("SESSION_HOURS", "0.5"),
             ("MINTED_KEY_SECONDS", "5"),
             ("LOG_READS", "true"),
+            ("MIRROR_ALLOW_HTTP", "true"),
+            ("MIRROR_REVALIDATE_SECONDS", "2"),
+            ("MIRROR_MAX_REPODATA_BYTES", "1000"),
         ]))
         .unwrap();
         assert_eq!(config.max_upload_bytes, 1000);
@@ -149,6 +172,9 @@ mod tests {
         assert_eq!(config.session_ms, 1800 * 1000);
         assert_eq!(config.minted_key_ms, 5000);
         assert!(config.log_reads);
+        assert!(config.mirror_allow_http);
+        assert_eq!(config.mirror_revalidate_ms, 2000);
+        assert_eq!(config.mirror_max_repodata_bytes, 1000);
     }
 
     #[test]
@@ -176,5 +202,7 @@ mod tests {
         assert!(Config::from_vars(vars(&[("MINTED_KEY_SECONDS", "900")])).is_ok());
         let error = Config::from_vars(vars(&[("LOG_READS", "yes")])).unwrap_err();
         assert!(error.contains("LOG_READS"), "{error}");
+        let error = Config::from_vars(vars(&[("MIRROR_ALLOW_HTTP", "1")])).unwrap_err();
+        assert!(error.contains("MIRROR_ALLOW_HTTP"), "{error}");
     }
 }

@@ -173,19 +173,22 @@ pub struct ChannelRow {
     pub created_at: f64,
     /// When its deletion began; `None` for a channel in service.
     pub deleting_at: Option<f64>,
+    /// A mirror's rules as JSON ([`crate::mirror::MirrorRulesJson`]); `None` for a channel
+    /// that takes uploads.
+    pub mirror: Option<String>,
 }
 
 /// The channel, in service or being deleted.
 pub fn channel(name: &str) -> Statement {
     Statement::new(
-        "SELECT name, private, created_at, deleting_at FROM channels WHERE name = ?1",
+        "SELECT name, private, created_at, deleting_at, mirror FROM channels WHERE name = ?1",
         vec![name.into()],
     )
 }
 
 pub fn all_channels() -> Statement {
     Statement::new(
-        "SELECT name, private, created_at, deleting_at FROM channels ORDER BY name",
+        "SELECT name, private, created_at, deleting_at, mirror FROM channels ORDER BY name",
         vec![],
     )
 }
@@ -222,12 +225,13 @@ pub fn set_channel_figures(name: &str, package_count: i64, last_upload: Option<i
     )
 }
 
-/// The new channel's name, or no row when the name is taken.
-pub fn create_channel(name: &str, private: bool, now: i64) -> Statement {
+/// The new channel's name, or no row when the name is taken. `mirror`: a mirror's rules as
+/// JSON, `None` for a channel that takes uploads.
+pub fn create_channel(name: &str, private: bool, mirror: Option<&str>, now: i64) -> Statement {
     Statement::new(
-        "INSERT INTO channels (name, private, created_at) VALUES (?1, ?2, ?3) \
+        "INSERT INTO channels (name, private, created_at, mirror) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (name) DO NOTHING RETURNING name",
-        vec![name.into(), private.into(), now.into()],
+        vec![name.into(), private.into(), now.into(), mirror.into()],
     )
 }
 
@@ -826,7 +830,7 @@ mod tests {
             channel("c"),
             begin_channel_deletion("c", 0),
             channels_with_role(None),
-            create_channel("c", true, 0),
+            create_channel("c", true, Some("{}"), 0),
             set_visibility("c", false),
             role("c", 1),
             members("c"),

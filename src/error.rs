@@ -28,6 +28,8 @@ pub enum ErrorCode {
     AlreadyExists,
     /// The change would leave a channel without an owner.
     LastOwner,
+    /// An upload or delete on a mirror channel, whose files come from its upstream only.
+    MirrorChannel,
     /// An upload without Content-Length.
     LengthRequired,
     /// A body over the configured limit.
@@ -39,6 +41,8 @@ pub enum ErrorCode {
     Internal,
     /// A server this one depends on (an identity provider's keys) failed or answered nonsense.
     Upstream,
+    /// A mirror's upstream did not answer in time.
+    UpstreamTimeout,
 }
 
 impl ErrorCode {
@@ -52,13 +56,14 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::AlreadyExists | Self::LastOwner => 409,
+            Self::AlreadyExists | Self::LastOwner | Self::MirrorChannel => 409,
             Self::LengthRequired => 411,
             Self::TooLarge => 413,
             Self::RangeNotSatisfiable => 416,
             Self::InvalidPackage => 422,
             Self::Internal => 500,
             Self::Upstream => 502,
+            Self::UpstreamTimeout => 504,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod index_plan;
 pub mod index_store;
 pub mod jwt;
 pub mod keys;
+pub mod mirror;
 pub mod multipart;
 pub mod names;
 pub mod package;

@@ -81,7 +81,7 @@ impl Db {
     }
 
     fn channel(&self, name: &str, owner: i64) {
-        assert_eq!(self.rows(&create_channel(name, false, 1)).len(), 1);
+        assert_eq!(self.rows(&create_channel(name, false, None, 1)).len(), 1);
         assert_eq!(
             self.role_after(&put_member(name, owner, Role::Owner)),
             Some("owner".into())
@@ -264,10 +264,10 @@ fn put_member_on_a_missing_channel_returns_no_row() {
 fn a_taken_channel_name_returns_no_row() {
     each_mode(|db| {
         assert_eq!(
-            db.rows(&create_channel("team", true, 10)),
+            db.rows(&create_channel("team", true, None, 10)),
             vec![json!({ "name": "team" })]
         );
-        assert!(db.rows(&create_channel("team", false, 20)).is_empty());
+        assert!(db.rows(&create_channel("team", false, None, 20)).is_empty());
         let channels: Vec<ChannelRow> = db.read(&channel("team"));
         assert_eq!(channels.len(), 1);
         assert_eq!((channels[0].private, channels[0].created_at), (1, 10.0));
@@ -276,6 +276,27 @@ fn a_taken_channel_name_returns_no_row() {
         let channels: Vec<ChannelRow> = db.read(&channel("team"));
         assert_eq!(channels[0].private, 0);
         assert!(db.rows(&set_visibility("nowhere", true)).is_empty());
+    });
+}
+
+#[test]
+fn a_mirror_channel_keeps_its_rules() {
+    each_mode(|db| {
+        let rules = r#"{"url":"https://conda.example.org/c's","allow":["zlib"],"deny":[],"min_age_days":2}"#;
+        assert_eq!(
+            db.rows(&create_channel("mirror", false, Some(rules), 10))
+                .len(),
+            1
+        );
+        assert_eq!(db.rows(&create_channel("plain", false, None, 10)).len(), 1);
+        let channels: Vec<ChannelRow> = db.read(&all_channels());
+        let mirrors: Vec<_> = channels
+            .iter()
+            .map(|c| (c.name.as_str(), c.mirror.as_deref()))
+            .collect();
+        assert_eq!(mirrors, [("mirror", Some(rules)), ("plain", None)]);
+        let channels: Vec<ChannelRow> = db.read(&channel("mirror"));
+        assert_eq!(channels[0].mirror.as_deref(), Some(rules));
     });
 }
 
@@ -327,12 +348,12 @@ fn a_channel_being_deleted_keeps_its_name_and_owners_until_its_row_goes() {
         let listed: Vec<ChannelRoleRow> = db.read(&channels_with_role(Some(ann)));
         assert!(listed.is_empty());
         assert!(db.rows(&set_visibility("team", true)).is_empty());
-        assert!(db.rows(&create_channel("team", false, 10)).is_empty());
+        assert!(db.rows(&create_channel("team", false, None, 10)).is_empty());
         assert_eq!(db.role("team", ann).as_deref(), Some("owner"));
         for statement in delete_channel("team") {
             db.rows(&statement);
         }
-        assert_eq!(db.rows(&create_channel("team", false, 11)).len(), 1);
+        assert_eq!(db.rows(&create_channel("team", false, None, 11)).len(), 1);
         let fresh: Vec<ChannelRow> = db.read(&channel("team"));
         assert_eq!(fresh[0].deleting_at, None);
         assert!(db.rows(&begin_channel_deletion("nothing", 1)).is_empty());

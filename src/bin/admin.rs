@@ -26,6 +26,7 @@ use condaflare::directory::{
 };
 use condaflare::error::{ApiError, ErrorCode};
 use condaflare::keys::{key_hash, key_prefix, new_key};
+use condaflare::mirror::{MirrorRules, MirrorRulesJson};
 use condaflare::names::check_channel_name;
 use condaflare::signin::Provider;
 use condaflare::sqlite;
@@ -40,6 +41,7 @@ commands (help: this list):
   key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...
   key revoke <id>                     key list [<user>]
   channel create <name> --owner <user> [--private]
+        [--mirror URL [--allow SPEC]... [--deny SPEC]... [--min-age-days N]]
   channel visibility <name> public|private
   channel list
   member add <channel> <user> --role owner|contributor|member
@@ -420,19 +422,30 @@ fn key_list(db: &mut Database, args: Args) -> Outcome<Done> {
 }
 
 fn channel_create(db: &mut Database, mut args: Args) -> Outcome<Done> {
-    const SYNOPSIS: &str = "channel create <name> --owner <user> [--private]";
+    const SYNOPSIS: &str = "channel create <name> --owner <user> [--private] \
+        [--mirror URL [--allow SPEC]... [--deny SPEC]... [--min-age-days N]]";
     let owner = args.option("--owner")?;
     let private = args.flag("--private");
+    let mirror = mirror_rules(&mut args)?;
     let [name] = args.positional(SYNOPSIS)?;
     check_channel(&name)?;
     let Some(owner) = owner else {
         return usage(format!("usage: {SYNOPSIS}"));
     };
+    let mirror = mirror.map(|rules| rules.to_json());
+    let mirror_text = mirror
+        .as_ref()
+        .map(|rules| serde_json::to_string(rules).expect("rules serialize"));
     let owner_id = db.user_id(&owner)?;
     // As the API does: the channel first, atomically refused when the name is taken, and only
     // then its owner, so a taken name never gains one.
     if db
-        .rows(directory::create_channel(&name, private, now_ms()))?
+        .rows(directory::create_channel(
+            &name,
+            private,
+            mirror_text.as_deref(),
+            now_ms(),
+        ))?
         .is_empty()
     {
         return Err(Failure::Failed(format!("a channel named '{name}' exists")));
@@ -447,8 +460,14 @@ fn channel_create(db: &mut Database, mut args: Args) -> Outcome<Done> {
     }
     let visibility = if private { "private" } else { "public" };
     Ok(Done {
-        result: json!({ "name": name, "private": private, "owner": owner }),
-        text: format!("created {visibility} channel {name}, owned by {owner}"),
+        result: json!({ "name": name, "private": private, "owner": owner, "mirror": mirror }),
+        text: match &mirror {
+            Some(rules) => format!(
+                "created {visibility} channel {name}, owned by {owner}, mirroring {}",
+                rules.url
+            ),
+            None => format!("created {visibility} channel {name}, owned by {owner}"),
+        },
     })
 }
 
@@ -470,6 +489,43 @@ fn channel_visibility(db: &mut Database, args: Args) -> Outcome<Done> {
         result: json!({ "name": name, "private": private }),
         text: format!("{name} is now {visibility}"),
     })
+}
+
+/// A mirror's rules from `--mirror URL [--allow SPEC]... [--deny SPEC]... [--min-age-days N]`,
+/// checked as the API checks them (`MIRROR_ALLOW_HTTP=true` in the environment admits http).
+fn mirror_rules(args: &mut Args) -> Outcome<Option<MirrorRules>> {
+    let url = args.option("--mirror")?;
+    let mut allow = Vec::new();
+    while let Some(spec) = args.option("--allow")? {
+        allow.push(spec);
+    }
+    let mut deny = Vec::new();
+    while let Some(spec) = args.option("--deny")? {
+        deny.push(spec);
+    }
+    let min_age_days = args.option("--min-age-days")?;
+    let Some(url) = url else {
+        if !allow.is_empty() || !deny.is_empty() || min_age_days.is_some() {
+            return usage("--allow, --deny and --min-age-days need --mirror URL");
+        }
+        return Ok(None);
+    };
+    let min_age_days = match min_age_days {
+        Some(days) => days
+            .parse()
+            .map_err(|_| Failure::Usage(format!("--min-age-days is '{days}', not a number")))?,
+        None => 0,
+    };
+    let json = MirrorRulesJson {
+        url,
+        allow,
+        deny,
+        min_age_days,
+    };
+    let allow_http = std::env::var("MIRROR_ALLOW_HTTP").is_ok_and(|v| v.trim() == "true");
+    MirrorRules::from_parts(&json, allow_http)
+        .map(Some)
+        .map_err(|e| Failure::Usage(e.0))
 }
 
 fn channel_list(db: &mut Database, args: Args) -> Outcome<Done> {

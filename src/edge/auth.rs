@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiResult};
 use crate::access::{decide, hidden, Action, Decision, KeyHolder, Role};
 use crate::directory::{self, ChannelRow, KeyRow, PublisherGrant, RoleRow, SessionRow};
 use crate::keys::{has_key_shape, key_hash};
+use crate::mirror::{self, MirrorRulesJson};
 use crate::provenance::{Provenance, WorkflowRun};
 use crate::session::session_hash;
 
@@ -113,6 +114,9 @@ pub struct Channel {
     /// objects are gone.
     #[serde(skip)]
     pub deleting: bool,
+    /// A mirror channel's rules; absent for a channel that takes uploads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorRulesJson>,
 }
 
 impl Channel {
@@ -123,14 +127,25 @@ impl Channel {
             private: private != 0,
             created_at: created_at as u64,
             deleting: false,
+            mirror: None,
         }
     }
 
-    fn from_row(row: ChannelRow) -> Self {
-        Self {
+    /// Fails rather than read unreadable mirror rules as none: that would open the channel
+    /// to uploads.
+    fn from_row(row: ChannelRow) -> ApiResult<Self> {
+        let mirror = match row.mirror.as_deref() {
+            Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+                worker::console_error!("channel {}: unreadable mirror rules: {e}", row.name);
+                ApiError::internal()
+            })?),
+            None => None,
+        };
+        Ok(Self {
             deleting: row.deleting_at.is_some(),
+            mirror,
             ..Self::from_columns(row.name, row.private, row.created_at)
-        }
+        })
     }
 }
 
@@ -313,7 +328,7 @@ impl RequestContext {
     async fn channel_row(&self, name: &str) -> ApiResult<Option<Channel>> {
         cached(&CHANNELS, name.to_owned(), self.config(), async {
             let row: Option<ChannelRow> = self.db()?.first(directory::channel(name)).await?;
-            Ok(row.map(Channel::from_row))
+            row.map(Channel::from_row).transpose()
         })
         .await
     }
@@ -419,7 +434,10 @@ impl RequestContext {
             return Err(refusal());
         }
         match decide(action, channel.private, caller) {
-            Decision::Allow => Ok((principal.map(|p| p.on_channel(&channel.name)), channel)),
+            Decision::Allow => match channel.mirror.as_ref().and(mirror::refusal(action)) {
+                Some(refused) => Err(refused),
+                None => Ok((principal.map(|p| p.on_channel(&channel.name)), channel)),
+            },
             Decision::Unauthenticated => Err(ApiError::unauthenticated()),
             Decision::Forbidden => Err(ApiError::forbidden(match action {
                 _ if principal.as_ref().is_some_and(|p| p.holder().minted) => {

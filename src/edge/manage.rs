@@ -16,6 +16,7 @@ use crate::access::{decide, listed, Action, Decision, Role};
 use crate::consistency::{CheckOptions, CheckReport};
 use crate::directory::{self, ChannelRoleRow, KeyListRow, RoleRow, UserRow};
 use crate::keys::{key_hash, key_prefix, new_key};
+use crate::mirror::{MirrorRules, MirrorRulesJson};
 use crate::names::{check_channel_name, ChannelName};
 
 /// A channel of the caller's and their role in it: a row of [`directory::memberships_of`],
@@ -106,6 +107,8 @@ struct NewChannel {
     name: String,
     #[serde(default)]
     private: bool,
+    /// Makes it a mirror of an upstream channel, by these rules.
+    mirror: Option<MirrorRulesJson>,
 }
 
 pub async fn create_channel(ctx: &mut RequestContext) -> ApiResult<Response> {
@@ -113,12 +116,24 @@ pub async fn create_channel(ctx: &mut RequestContext) -> ApiResult<Response> {
     caller.require_unlimited_key()?;
     let body: NewChannel = ctx.json_body().await?;
     check_channel_name(&body.name).map_err(ApiError::invalid_name)?;
+    let mirror = match &body.mirror {
+        Some(rules) => Some(
+            MirrorRules::from_parts(rules, ctx.config().mirror_allow_http)
+                .map_err(|e| ApiError::bad_request(e.0))?
+                .to_json(),
+        ),
+        None => None,
+    };
+    let mirror_text = mirror
+        .as_ref()
+        .map(|rules| serde_json::to_string(rules).expect("rules serialize"));
     let now = Date::now().as_millis();
     let db = ctx.db()?;
     let created = db
         .returns_row(directory::create_channel(
             &body.name,
             body.private,
+            mirror_text.as_deref(),
             now as i64,
         ))
         .await?;
@@ -135,7 +150,10 @@ pub async fn create_channel(ctx: &mut RequestContext) -> ApiResult<Response> {
     super::log::change("channel create", &caller.name, &body.name, 201);
     json(
         201,
-        &Channel::from_columns(body.name, body.private.into(), now as f64),
+        &Channel {
+            mirror,
+            ..Channel::from_columns(body.name, body.private.into(), now as f64)
+        },
     )
 }
 
@@ -166,7 +184,8 @@ pub async fn get_channel(ctx: &RequestContext, name: &ChannelName) -> ApiResult<
     let holder = caller.as_ref().map(|p| p.holder().on(name, role));
     let may = |action| decide(action, channel.private, holder) == Decision::Allow;
     let you_may = Permissions {
-        write: may(Action::Write),
+        // A mirror takes no uploads, whoever asks.
+        write: may(Action::Write) && channel.mirror.is_none(),
         manage: may(Action::Manage),
     };
     json(

@@ -44,6 +44,7 @@ mod ingest;
 mod jwt;
 mod log;
 mod manage;
+mod mirror;
 mod object_writer;
 mod pages;
 mod publish;

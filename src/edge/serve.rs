@@ -9,6 +9,7 @@ use super::auth::{Channel, Hiding};
 use super::context::RequestContext;
 use super::edge_cache::{self, Copy, Stored};
 use super::error::{ApiError, ApiResult, ErrorCode};
+use super::mirror;
 use super::storage::file_key;
 use crate::access::Action;
 use crate::edge_cache::lifetime_ms;
@@ -41,11 +42,51 @@ pub async fn serve_file(
     let (_, channel) = ctx
         .authorize(channel_name, Action::Read, Hiding::Challenge)
         .await?;
+    let stale = match &channel.mirror {
+        Some(rules) if filename == "repodata.json" => {
+            mirror::refresh_repodata(ctx, channel_name, subdir, rules).await?
+        }
+        Some(rules) if kind == ChannelFile::Package => {
+            mirror::fetch_package(ctx, channel_name, subdir, filename, rules).await?;
+            None
+        }
+        // Without `.zst`, shard index and run_exports.json, clients fall back to repodata.json.
+        Some(_) => {
+            return Err(ApiError::not_found(format!(
+                "mirror channel '{channel_name}' serves only repodata.json and package files: \
+                 no {subdir}/{filename}"
+            )))
+        }
+        None => None,
+    };
+    let response = serve_stored(ctx, &channel, channel_name, subdir, filename, kind).await?;
+    match stale {
+        Some(age) => {
+            let headers = response.headers();
+            headers.set("Age", &age.to_string())?;
+            headers.set(
+                "X-Condaflare-Stale",
+                "the mirror's upstream failed; this copy is Age seconds old",
+            )?;
+            Ok(response)
+        }
+        None => Ok(response),
+    }
+}
 
+/// Answers a file from the cache or R2, once its channel is authorized.
+async fn serve_stored(
+    ctx: &RequestContext,
+    channel: &Channel,
+    channel_name: &ChannelName,
+    subdir: &Subdir,
+    filename: &str,
+    kind: ChannelFile,
+) -> ApiResult<Response> {
     let req = ctx.req();
     let head_only = req.method() == Method::Head;
     let key = file_key(channel_name, subdir, filename);
-    let caching = Caching::of(&channel, kind);
+    let caching = Caching::of(channel, kind);
     let conditions = Conditions::of(req)?;
     // A range is read from R2: the cache keeps whole files, and slicing one would read it all.
     let cached_kind = lifetime_ms(kind).is_some() && conditions.range.is_none();
@@ -85,7 +126,7 @@ pub async fn serve_file(
         }
         Some(fetched) => respond(fetched, filename, &caching, head_only),
         None if subdir.as_str() == "noarch" && kind == ChannelFile::Index => {
-            serve_empty_noarch(req, &channel, filename, &caching, head_only)
+            serve_empty_noarch(req, channel, filename, &caching, head_only)
         }
         None => Err(ApiError::not_found(format!(
             "no file {subdir}/{filename} in channel '{channel_name}'"

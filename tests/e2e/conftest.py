@@ -43,6 +43,10 @@ def server(tmp_path_factory) -> Server:
         "UPLOAD_HOLD_BYTES": str(UPLOAD_HOLD_BYTES),
         # Some tests read which files a client fetched from the request log.
         "LOG_READS": "true",
+        # test_mirror.py's upstreams are plain http servers on 127.0.0.1.
+        "MIRROR_ALLOW_HTTP": "true",
+        # Every read of a mirror's repodata.json asks its upstream, so a stopped one shows at once.
+        "MIRROR_REVALIDATE_SECONDS": "0",
     }
     with running_server(tmp_path_factory.mktemp("state"), variables) as server:
         yield server

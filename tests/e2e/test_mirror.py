@@ -1,0 +1,395 @@
+"""Mirror channels: created through the API and the admin command with their rules, shown with
+them, refused with bad ones, closed to uploads and deletes; their repodata.json is a real
+upstream's (py-rattler's index_fs served by http.server on 127.0.0.1) filtered by the rules,
+and stands in for the upstream once it stops."""
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import PACKAGES, unique, upload_raw
+from harness import AdminError, running_server
+
+UPSTREAM = "https://conda.example.org/upstream"
+
+
+def test_a_mirror_is_created_with_its_rules_and_shows_them(server, owner, outsider):
+    name = unique("mirror")
+    rules = {"url": UPSTREAM + "/", "allow": ["zlib >=1.2", "flask"], "deny": ["flask <0.11"], "min_age_days": 2}
+    created = server.api("POST", "channels", owner.key, json={"name": name, "mirror": rules})
+    assert created.status_code == 201, created.text
+    shown = {"url": UPSTREAM, "allow": ["zlib >=1.2", "flask"], "deny": ["flask <0.11"], "min_age_days": 2}
+    assert created.json()["mirror"] == shown
+    details = server.api("GET", f"channels/{name}", owner.key).json()
+    assert details["mirror"] == shown
+    assert details["your_role"] == "owner"
+    # Its owner manages it, but nobody writes to it.
+    assert details["you_may"] == {"write": False, "manage": True}
+    assert server.api("GET", f"channels/{name}", outsider.key).json()["mirror"] == shown
+
+    # Defaults: everything, at any age.
+    other = unique("mirror")
+    created = server.api("POST", "channels", owner.key, json={"name": other, "private": True, "mirror": {"url": UPSTREAM}})
+    assert created.status_code == 201, created.text
+    assert created.json()["mirror"] == {"url": UPSTREAM, "allow": [], "deny": [], "min_age_days": 0}
+    assert created.json()["private"] is True
+
+    # A channel that is no mirror says nothing of one.
+    plain = unique("plain")
+    assert "mirror" not in server.api("POST", "channels", owner.key, json={"name": plain}).json()
+    assert "mirror" not in server.api("GET", f"channels/{plain}", owner.key).json()
+
+
+@pytest.mark.parametrize(
+    "rules, fault",
+    [
+        ({"url": "ftp://conda.example.org/c"}, "not an https URL"),
+        ({"url": "https://"}, "needs a host"),
+        ({"url": UPSTREAM, "allow": ["zlib >=>1"]}, "'zlib >=>1' in allow"),
+        ({"url": UPSTREAM, "deny": [""]}, "in deny"),
+        ({"url": UPSTREAM, "min_age_days": -1}, "min_age_days is -1"),
+        ({"url": UPSTREAM, "min_age_days": "old"}, "old"),
+        ({"allow": ["zlib"]}, "url"),
+        ({"url": UPSTREAM, "sync": True}, "sync"),
+    ],
+)
+def test_bad_rules_are_refused_and_nothing_is_created(server, owner, rules, fault):
+    name = unique("bad-mirror")
+    refused = server.api("POST", "channels", owner.key, json={"name": name, "mirror": rules})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "bad_request"
+    assert fault in refused.json()["error"]
+    assert server.api("GET", f"channels/{name}", owner.key).status_code == 404
+
+
+def test_a_mirror_refuses_uploads_and_deletes(server, owner, outsider, make_user):
+    name = unique("mirror")
+    assert server.api("POST", "channels", owner.key, json={"name": name, "mirror": {"url": UPSTREAM}}).status_code == 201
+    package = PACKAGES / "flask-0.11.1-py_0.tar.bz2"
+    data = package.read_bytes()
+    upload = upload_raw(server, name, package.name, data, headers={"Authorization": f"Bearer {owner.key}"})
+    assert upload.status_code == 409, upload.text
+    assert upload.json()["code"] == "mirror_channel"
+    assert "mirror" in upload.json()["error"]
+    # Artifactory's PUT and the delete API go through the same policy.
+    put = requests.put(f"{server.url}/{name}/noarch/{package.name}", data=data, headers={"Authorization": f"Bearer {owner.key}"}, timeout=30)
+    assert (put.status_code, put.json()["code"]) == (409, "mirror_channel")
+    deleted = server.api("DELETE", f"delete/{name}/noarch/{package.name}", owner.key)
+    assert (deleted.status_code, deleted.json()["code"]) == (409, "mirror_channel")
+    # A rebuild would write the channel's own empty index over the mirror's copy.
+    admin = make_user(admin=True)
+    rebuilt = server.api("POST", f"channels/{name}/rebuild", admin.key)
+    assert (rebuilt.status_code, rebuilt.json()["code"]) == (409, "mirror_channel")
+    repaired = requests.post(f"{server.url}/api/v1/channels/{name}/check?repair=true", headers=admin.auth, timeout=30)
+    assert (repaired.status_code, repaired.json()["code"]) == (409, "mirror_channel")
+    # Someone who could not write anyway is refused as before.
+    assert upload_raw(server, name, package.name, data, headers={"Authorization": f"Bearer {outsider.key}"}).status_code == 403
+    assert not [key for key in server.r2_keys() if key.startswith(f"{name}/")]
+
+
+def test_the_admin_command_creates_a_mirror(server, owner):
+    name = unique("mirror")
+    created = server.admin(
+        "channel", "create", name, "--owner", owner.name, "--mirror", UPSTREAM,
+        "--allow", "zlib", "--allow", "flask >=0.11", "--deny", "zlib ==1.2.8", "--min-age-days", "3",
+    )
+    shown = {"url": UPSTREAM, "allow": ["zlib", "flask >=0.11"], "deny": ["zlib ==1.2.8"], "min_age_days": 3}
+    assert created["mirror"] == shown
+    assert server.api("GET", f"channels/{name}", owner.key).json()["mirror"] == shown
+
+    # http only with MIRROR_ALLOW_HTTP, as in the Worker.
+    local = unique("mirror")
+    with pytest.raises(AdminError) as refused:
+        server.admin("channel", "create", local, "--owner", owner.name, "--mirror", "http://127.0.0.1:1/c")
+    assert refused.value.code == 2
+    assert "MIRROR_ALLOW_HTTP" in refused.value.message
+    created = server.admin(
+        "channel", "create", local, "--owner", owner.name, "--mirror", "http://127.0.0.1:1/c",
+        env={"MIRROR_ALLOW_HTTP": "true"},
+    )
+    assert created["mirror"]["url"] == "http://127.0.0.1:1/c"
+
+    for bad in (["--mirror", UPSTREAM, "--allow", "zlib >=>1"], ["--mirror", UPSTREAM, "--min-age-days", "-1"], ["--allow", "zlib"]):
+        other = unique("mirror")
+        with pytest.raises(AdminError) as refused:
+            server.admin("channel", "create", other, "--owner", owner.name, *bad)
+        assert refused.value.code == 2, bad
+        assert server.api("GET", f"channels/{other}", owner.key).status_code == 404
+
+
+INDEXER = """
+import asyncio, sys
+import rattler.index
+asyncio.run(rattler.index.index_fs(sys.argv[1], write_zst=False, write_shards=False))
+print("indexed", flush=True)
+"""
+
+UPSTREAM_FILES = {
+    "linux-64": ["zlib-1.2.11-h7b6447c_3.conda", "zlib-1.2.11-h7b6447c_3.tar.bz2", "other-package-0.2-0.conda", "test-package-0.1-0.tar.bz2"],
+    "noarch": ["empty-0.1.0-h4616a5c_0.conda", "run_exports_versions-1.0-he35c369_0.tar.bz2", "flask-0.11.1-py_0.tar.bz2"],
+}
+
+
+class ChannelHandler(http.server.SimpleHTTPRequestHandler):
+    """http.server's file handler with an ETag per file's content, answering If-None-Match."""
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path))
+        self.etag = f'"{hashlib.sha256(path.read_bytes()).hexdigest()}"' if path.is_file() else None
+        if self.etag is not None and self.headers.get("If-None-Match") == self.etag:
+            self.server.not_modified += 1
+            self.send_response(304)
+            self.end_headers()
+            return None
+        return super().send_head()
+
+    def end_headers(self):
+        if getattr(self, "etag", None):
+            self.send_header("ETag", self.etag)
+        super().end_headers()
+
+
+class Upstream:
+    """A real conda channel: fixture packages indexed by py-rattler, served by http.server."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        handler = functools.partial(ChannelHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.not_modified = 0
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/channel"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def repodata(self, subdir: str) -> dict:
+        return json.loads((self.root / "channel" / subdir / "repodata.json").read_text())
+
+    def stop(self):
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    channel = tmp_path / "channel"
+    for subdir, files in UPSTREAM_FILES.items():
+        (channel / subdir).mkdir(parents=True)
+        for filename in files:
+            shutil.copy(PACKAGES / filename, channel / subdir / filename)
+    index(channel)
+    served = Upstream(tmp_path)
+    yield served
+    served.stop()
+
+
+def index(channel: Path):
+    out = subprocess.run([sys.executable, "-c", INDEXER, str(channel)], capture_output=True, text=True, timeout=300)
+    assert "indexed" in out.stdout, out.stderr[-2000:]
+
+
+def files_of(repodata: dict) -> set[str]:
+    return set(repodata.get("packages", {})) | set(repodata.get("packages.conda", {}))
+
+
+def create_mirror(server, owner, rules: dict, private: bool = False) -> str:
+    name = unique("mirror")
+    created = server.api("POST", "channels", owner.key, json={"name": name, "private": private, "mirror": rules})
+    assert created.status_code == 201, created.text
+    return name
+
+
+def test_repodata_is_the_upstreams_filtered_by_the_rules(server, owner, upstream):
+    name = create_mirror(server, owner, {"url": upstream.url, "deny": ["zlib"]})
+    theirs = upstream.repodata("linux-64")
+    response = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30)
+    assert response.status_code == 200, response.text
+    ours = response.json()
+    assert files_of(ours) == {f for f in files_of(theirs) if not f.startswith("zlib-")}
+    assert ours["info"] == theirs["info"]
+    for section in ("packages", "packages.conda"):
+        for filename, record in ours[section].items():
+            assert record == theirs[section][filename], filename
+    # Only repodata.json is mirrored: clients fall back to it from these.
+    for other in ("repodata.json.zst", "repodata_shards.msgpack.zst", "run_exports.json"):
+        assert requests.get(f"{server.url}/{name}/linux-64/{other}", timeout=30).status_code == 404, other
+
+
+def test_a_record_younger_than_the_minimum_age_or_without_a_timestamp_is_left_out(server, owner, upstream):
+    theirs = upstream.repodata("noarch")
+    records = {**theirs["packages"], **theirs["packages.conda"]}
+    newest = max(r["timestamp"] for r in records.values() if "timestamp" in r)
+    assert any("timestamp" not in r for r in records.values())
+    # One day more than the newest package's age: it is too young, the older ones are not.
+    min_age_days = int((time.time() * 1000 - newest) / 86_400_000) + 1
+    name = create_mirror(server, owner, {"url": upstream.url, "min_age_days": min_age_days})
+    ours = requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=30).json()
+    expected = {f for f, r in records.items() if "timestamp" in r and r["timestamp"] != newest}
+    assert expected
+    assert files_of(ours) == expected
+
+
+def test_a_stopped_upstream_is_stood_in_for_by_the_copy_with_its_age(server, owner, upstream):
+    name = create_mirror(server, owner, {"url": upstream.url})
+    fresh = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30)
+    assert fresh.status_code == 200
+    assert "X-Condaflare-Stale" not in fresh.headers
+    # Nothing cached and the upstream has no such subdir: 404.
+    missing = requests.get(f"{server.url}/{name}/win-64/repodata.json", timeout=30)
+    assert missing.status_code == 404
+    assert upstream.url in missing.json()["error"]
+
+    upstream.stop()
+    stale = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30)
+    assert stale.status_code == 200
+    assert stale.content == fresh.content
+    assert int(stale.headers["Age"]) >= 0
+    assert "upstream failed" in stale.headers["X-Condaflare-Stale"]
+    # Nothing cached: the failure, naming the upstream.
+    failed = requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=30)
+    assert failed.status_code == 502, failed.text
+    assert (failed.json()["code"], upstream.url in failed.json()["error"]) == ("upstream", True)
+
+
+def test_a_private_mirror_is_read_as_any_private_channel(server, owner, outsider, upstream):
+    mirror = create_mirror(server, owner, {"url": upstream.url}, private=True)
+    plain = unique("private")
+    assert server.api("POST", "channels", owner.key, json={"name": plain, "private": True}).status_code == 201
+    for headers in ({}, {"Authorization": f"Bearer {outsider.key}"}):
+        refused = requests.get(f"{server.url}/{mirror}/linux-64/repodata.json", headers=headers, timeout=30)
+        as_plain = requests.get(f"{server.url}/{plain}/linux-64/repodata.json", headers=headers, timeout=30)
+        assert refused.status_code in (401, 403, 404)
+        assert refused.status_code == as_plain.status_code, headers
+    allowed = requests.get(f"{server.url}/{mirror}/linux-64/repodata.json", headers={"Authorization": f"Bearer {owner.key}"}, timeout=30)
+    assert allowed.status_code == 200
+    assert files_of(allowed.json()) == files_of(upstream.repodata("linux-64"))
+
+
+CLIENT = Path(__file__).with_name("rattler_client.py")
+
+
+def rattler_install(url: str, prefix: Path, cache: Path, specs: list[str], auth_file: Path | None = None) -> dict:
+    env = dict(os.environ)
+    if auth_file is not None:
+        env["RATTLER_AUTH_FILE"] = str(auth_file)
+    out = subprocess.run(
+        [sys.executable, str(CLIENT), "fetch", url, str(prefix), str(cache), "linux-64", *specs],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"py-rattler printed nothing (exit {out.returncode}):\n{out.stderr[-3000:]}"
+    return json.loads(lines[-1])
+
+
+def test_packages_install_through_the_mirror_and_still_do_once_the_upstream_stops(server, owner, upstream, tmp_path):
+    name = create_mirror(server, owner, {"url": upstream.url, "deny": ["test-package"]})
+    first = rattler_install(f"{server.url}/{name}", tmp_path / "env1", tmp_path / "cache1", ["other-package", "run_exports_versions"])
+    assert "error" not in first, first
+    installed = {r["name"]: r for r in first["records"]}
+    assert set(installed) == {"other-package", "run_exports_versions"}
+    for record in installed.values():
+        filename = record["url"].rsplit("/", 1)[1]
+        subdir = record["url"].rsplit("/", 2)[1]
+        assert record["url"].startswith(f"{server.url}/{name}/")
+        served = requests.get(record["url"], timeout=30).content
+        assert served == (PACKAGES / filename).read_bytes()
+        assert hashlib.sha256(served).hexdigest() == record["sha256"]
+        assert f"{name}/{subdir}/{filename}" in server.r2_keys()
+    # A denied file is not served, even by URL.
+    denied = requests.get(f"{server.url}/{name}/linux-64/test-package-0.1-0.tar.bz2", timeout=30)
+    assert denied.status_code == 404
+
+    upstream.stop()
+    again = rattler_install(f"{server.url}/{name}", tmp_path / "env2", tmp_path / "cache2", ["other-package", "run_exports_versions"])
+    assert "error" not in again, again
+    assert {r["sha256"] for r in again["records"]} == {r["sha256"] for r in first["records"]}
+
+
+def test_a_too_young_package_is_not_served_by_url(server, owner, upstream):
+    records = {**upstream.repodata("noarch")["packages"], **upstream.repodata("noarch")["packages.conda"]}
+    newest_name, newest = max(((f, r) for f, r in records.items() if "timestamp" in r), key=lambda item: item[1]["timestamp"])
+    min_age_days = int((time.time() * 1000 - newest["timestamp"]) / 86_400_000) + 1
+    name = create_mirror(server, owner, {"url": upstream.url, "min_age_days": min_age_days})
+    assert requests.get(f"{server.url}/{name}/noarch/{newest_name}", timeout=30).status_code == 404
+    old_name = next(f for f, r in records.items() if "timestamp" in r and r["timestamp"] < newest["timestamp"])
+    served = requests.get(f"{server.url}/{name}/noarch/{old_name}", timeout=30)
+    assert served.status_code == 200
+    assert served.content == (PACKAGES / old_name).read_bytes()
+    assert not [key for key in server.r2_keys() if key == f"{name}/noarch/{newest_name}"]
+
+
+def test_an_upstream_file_replaced_under_the_same_name_is_refused_and_not_kept(server, owner, upstream):
+    name = create_mirror(server, owner, {"url": upstream.url})
+    assert requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30).status_code == 200
+    filename = "other-package-0.2-0.conda"
+    # Other bytes of the same length, then of another length: neither matches the record.
+    original = (PACKAGES / filename).read_bytes()
+    for replaced in (bytes(b ^ 0xFF for b in original), original + b"extra"):
+        (upstream.root / "channel" / "linux-64" / filename).write_bytes(replaced)
+        refused = requests.get(f"{server.url}/{name}/linux-64/{filename}", timeout=30)
+        assert refused.status_code == 502, refused.text
+        assert upstream.url in refused.json()["error"]
+        assert f"{name}/linux-64/{filename}" not in server.r2_keys()
+
+
+def test_the_copy_is_revalidated_with_the_upstreams_etag(server, owner, upstream):
+    """MIRROR_REVALIDATE_SECONDS is 0 in the tests: every read asks the upstream."""
+    name = create_mirror(server, owner, {"url": upstream.url})
+    url = f"{server.url}/{name}/linux-64/repodata.json"
+    first = requests.get(url, timeout=30)
+    assert first.status_code == 200
+    before = upstream.httpd.not_modified
+    second = requests.get(url, timeout=30)
+    assert (second.status_code, second.content) == (200, first.content)
+    assert upstream.httpd.not_modified > before
+    assert "X-Condaflare-Stale" not in second.headers
+
+    # The upstream changes: the next read has the change.
+    (upstream.root / "channel" / "linux-64" / "test-package-0.1-0.tar.bz2").unlink()
+    index(upstream.root / "channel")
+    changed = requests.get(url, timeout=30).json()
+    assert files_of(changed) == files_of(upstream.repodata("linux-64"))
+    assert "test-package-0.1-0.tar.bz2" not in files_of(changed)
+    assert "test-package-0.1-0.tar.bz2" in files_of(first.json())
+
+
+def test_an_upstream_that_does_not_answer_is_a_timeout_naming_it(server, owner):
+    """A real listener that accepts connections and never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/channel"
+        name = create_mirror(server, owner, {"url": url})
+        answer = requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=60)
+    assert answer.status_code == 504, answer.text
+    assert (answer.json()["code"], url in answer.json()["error"]) == ("upstream_timeout", True)
+
+
+def test_an_upstream_repodata_over_the_size_bound_is_refused(upstream, tmp_path):
+    sizes = {subdir: (upstream.root / "channel" / subdir / "repodata.json").stat().st_size for subdir in UPSTREAM_FILES}
+    larger, smaller = sorted(sizes, key=sizes.get, reverse=True)
+    assert sizes[larger] > sizes[smaller]
+    variables = {"MIRROR_ALLOW_HTTP": "true", "MIRROR_MAX_REPODATA_BYTES": str(sizes[larger] - 1)}
+    with running_server(tmp_path / "state", variables) as bounded:
+        bounded.admin("user", "create", "mirrorer")
+        bounded.admin("channel", "create", "bounded", "--owner", "mirrorer", "--mirror", upstream.url, env={"MIRROR_ALLOW_HTTP": "true"})
+        refused = requests.get(f"{bounded.url}/bounded/{larger}/repodata.json", timeout=30)
+        assert refused.status_code == 502, refused.text
+        assert "MIRROR_MAX_REPODATA_BYTES" in refused.json()["error"]
+        assert upstream.url in refused.json()["error"]
+        assert "bounded/{larger}/repodata.json".format(larger=larger) not in bounded.r2_keys()
+        served = requests.get(f"{bounded.url}/bounded/{smaller}/repodata.json", timeout=30)
+        assert served.status_code == 200
+        assert files_of(served.json()) == files_of(upstream.repodata(smaller))

@@ -1,0 +1,250 @@
+//! Mirror rules: parsing and validation, which records they admit, and the filtering of the
+//! reference indexers' repodata.json files by them.
+
+use std::{fs, path::PathBuf};
+
+use condaflare::mirror::{find_record, MirrorRules, MirrorRulesJson, RECORD_MAPS};
+use serde_json::{json, Value};
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+/// 2026-01-01, after every fixture's timestamp.
+const NOW_MS: u64 = 1_767_225_600_000;
+
+fn repodata(indexer: &str, subdir: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference")
+        .join(indexer)
+        .join(subdir)
+        .join("repodata.json");
+    fs::read(path).unwrap()
+}
+
+fn rules(value: Value) -> MirrorRules {
+    MirrorRules::from_json(&value.to_string(), false).unwrap()
+}
+
+fn files(document: &[u8]) -> Vec<String> {
+    let root: Value = serde_json::from_slice(document).unwrap();
+    let mut names: Vec<String> = RECORD_MAPS
+        .iter()
+        .filter_map(|map| root.get(*map).and_then(Value::as_object))
+        .flat_map(|records| records.keys().cloned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn rules_are_read_with_defaults_and_trailing_slashes_removed() {
+    let read = rules(json!({"url": "https://conda.example.org/forge/"}));
+    assert_eq!(read.url, "https://conda.example.org/forge");
+    assert!(read.allow.is_empty() && read.deny.is_empty());
+    assert_eq!(read.min_age_days, 0);
+    let read = rules(json!({
+        "url": "https://conda.example.org/forge",
+        "allow": ["zlib >=1.2", "test-package"],
+        "deny": ["other-package 0.1.*"],
+        "min_age_days": 3,
+    }));
+    assert_eq!(read.allow.len(), 2);
+    assert_eq!(read.deny.len(), 1);
+    assert_eq!(read.min_age_days, 3);
+    let again = MirrorRules::from_parts(&read.to_json(), false).unwrap();
+    assert_eq!(again, read);
+}
+
+#[test]
+fn bad_rules_are_refused_with_a_sentence_naming_the_fault() {
+    let refused = |value: Value, allow_http: bool| {
+        MirrorRules::from_json(&value.to_string(), allow_http)
+            .unwrap_err()
+            .0
+    };
+    let message = refused(json!({"url": "http://127.0.0.1:9000/c"}), false);
+    assert!(message.contains("MIRROR_ALLOW_HTTP"), "{message}");
+    assert!(
+        MirrorRules::from_json(&json!({"url": "http://127.0.0.1:9000/c"}).to_string(), true)
+            .is_ok()
+    );
+    let message = refused(json!({"url": "ftp://example.org/c"}), true);
+    assert!(message.contains("not an https URL"), "{message}");
+    let message = refused(json!({"url": "https://"}), false);
+    assert!(message.contains("needs a host"), "{message}");
+    let message = refused(json!({"url": "https://example.org/c?x=1"}), false);
+    assert!(message.contains("needs a host"), "{message}");
+    let message = refused(
+        json!({"url": "https://example.org/c", "allow": ["zlib >=>1"]}),
+        false,
+    );
+    assert!(message.contains("'zlib >=>1' in allow"), "{message}");
+    let message = refused(json!({"url": "https://example.org/c", "deny": [""]}), false);
+    assert!(message.contains("in deny"), "{message}");
+    let message = refused(
+        json!({"url": "https://example.org/c", "min_age_days": -1}),
+        false,
+    );
+    assert!(message.contains("min_age_days is -1"), "{message}");
+    let message = refused(
+        json!({"url": "https://example.org/c", "mirror": true}),
+        false,
+    );
+    assert!(message.contains("unknown field"), "{message}");
+    let message = refused(json!({"allow": []}), false);
+    assert!(message.contains("url"), "{message}");
+}
+
+#[test]
+fn empty_rules_keep_every_record_and_the_rest_of_the_document() {
+    for indexer in ["rattler-index", "conda-index"] {
+        for subdir in ["linux-64", "osx-64", "noarch", "win-64"] {
+            let upstream = repodata(indexer, subdir);
+            let filtered = rules(json!({"url": "https://example.org/c"}))
+                .filter_repodata(&upstream, NOW_MS)
+                .unwrap();
+            assert_eq!(filtered.removed, 0, "{indexer}/{subdir}");
+            let before: Value = serde_json::from_slice(&upstream).unwrap();
+            let after: Value = serde_json::from_slice(&filtered.bytes).unwrap();
+            assert_eq!(before, after, "{indexer}/{subdir}");
+            assert_eq!(filtered.kept, files(&upstream).len());
+        }
+    }
+}
+
+#[test]
+fn allow_selects_and_deny_wins_in_both_record_maps() {
+    let upstream = repodata("rattler-index", "linux-64");
+    let filtered = rules(json!({
+        "url": "https://example.org/c",
+        "allow": ["zlib", "other-package"],
+        "deny": ["other-package <0.2"],
+    }))
+    .filter_repodata(&upstream, NOW_MS)
+    .unwrap();
+    assert_eq!(
+        files(&filtered.bytes),
+        [
+            "other-package-0.2-0.conda",
+            "other-package-0.2-0.tar.bz2",
+            "zlib-1.2.11-h7b6447c_3.conda",
+            "zlib-1.2.11-h7b6447c_3.tar.bz2",
+        ]
+    );
+    assert_eq!(filtered.removed, 4);
+    let before: Value = serde_json::from_slice(&upstream).unwrap();
+    let after: Value = serde_json::from_slice(&filtered.bytes).unwrap();
+    assert_eq!(after["info"], before["info"]);
+    for name in files(&filtered.bytes) {
+        let map = if name.ends_with(".conda") {
+            "packages.conda"
+        } else {
+            "packages"
+        };
+        assert_eq!(
+            after[map][&name], before[map][&name],
+            "{name} is kept unchanged"
+        );
+    }
+}
+
+#[test]
+fn min_age_counts_from_the_timestamp_and_records_without_one_are_too_young() {
+    let upstream = repodata("rattler-index", "noarch");
+    // empty-0.1.0 was built 2025-08-11 (1754943403111); the others years before.
+    let built = 1_754_943_403_111;
+    let week = rules(json!({"url": "https://example.org/c", "min_age_days": 7}));
+    let young = week.filter_repodata(&upstream, built + 6 * DAY_MS).unwrap();
+    let names = files(&young.bytes);
+    assert!(!names.contains(&"empty-0.1.0-h4616a5c_0.conda".to_string()));
+    // flask and spiffy-test-app have no timestamp.
+    assert!(!names.contains(&"flask-0.11.1-py_0.tar.bz2".to_string()));
+    assert!(!names.contains(&"spiffy-test-app-0.5-pyh6afbcc8_0.tar.bz2".to_string()));
+    assert!(names.contains(&"test_debug_pkg-1.0-0.tar.bz2".to_string()));
+    assert_eq!(young.removed, 3);
+    let old_enough = week.filter_repodata(&upstream, built + 7 * DAY_MS).unwrap();
+    assert!(files(&old_enough.bytes).contains(&"empty-0.1.0-h4616a5c_0.conda".to_string()));
+    assert_eq!(old_enough.removed, 2);
+}
+
+#[test]
+fn records_without_a_subdir_take_the_documents() {
+    // conda-index leaves out no subdir, so take one out: old channels' records do.
+    let mut upstream: Value = serde_json::from_slice(&repodata("conda-index", "osx-64")).unwrap();
+    let record = upstream["packages"]["nano-2.4.1-0.tar.bz2"]
+        .as_object_mut()
+        .unwrap();
+    record.remove("subdir");
+    let bytes = serde_json::to_vec(&upstream).unwrap();
+    let filtered = rules(json!({"url": "https://example.org/c", "allow": ["nano"]}))
+        .filter_repodata(&bytes, NOW_MS)
+        .unwrap();
+    assert_eq!(files(&filtered.bytes), ["nano-2.4.1-0.tar.bz2"]);
+    let found = find_record(&filtered.bytes, "nano-2.4.1-0.tar.bz2").unwrap();
+    assert_eq!(found.subdir, "osx-64");
+}
+
+#[test]
+fn a_record_is_found_by_filename_with_its_sha256_and_size() {
+    let upstream = repodata("rattler-index", "linux-64");
+    let found = find_record(&upstream, "zlib-1.2.11-h7b6447c_3.conda").unwrap();
+    let root: Value = serde_json::from_slice(&upstream).unwrap();
+    let raw = &root["packages.conda"]["zlib-1.2.11-h7b6447c_3.conda"];
+    assert_eq!(
+        hex::encode(found.sha256.unwrap()),
+        raw["sha256"].as_str().unwrap()
+    );
+    assert_eq!(found.size, raw["size"].as_u64());
+    assert!(find_record(&upstream, "zlib-9-0.conda").is_none());
+}
+
+#[test]
+fn an_invalid_upstream_document_is_an_error() {
+    let error = rules(json!({"url": "https://example.org/c"}))
+        .filter_repodata(b"<html>not found</html>", NOW_MS)
+        .unwrap_err();
+    assert!(error.0.contains("upstream repodata.json"), "{error}");
+}
+
+#[test]
+fn rules_json_round_trips() {
+    let text = r#"{"url":"https://example.org/c","allow":["zlib"],"deny":[],"min_age_days":2}"#;
+    let json: MirrorRulesJson = serde_json::from_str(text).unwrap();
+    assert_eq!(serde_json::to_string(&json).unwrap(), text);
+}
+
+#[test]
+fn a_mirror_refuses_uploads_and_deletes_with_a_conflict() {
+    use condaflare::{access::Action, mirror::refusal};
+    for action in [Action::Write, Action::Delete, Action::Repair] {
+        let refused = refusal(action).unwrap();
+        assert_eq!(refused.status(), 409);
+        assert!(refused.message.contains("mirror"), "{refused}");
+    }
+    for action in [Action::Read, Action::Manage, Action::Inspect] {
+        assert!(refusal(action).is_none());
+    }
+}
+
+#[test]
+fn upstream_failures_name_the_upstream_with_their_status() {
+    use condaflare::mirror::UpstreamFailure;
+    let url = "https://conda.example.org/c/noarch/repodata.json";
+    for (failure, status) in [
+        (UpstreamFailure::Missing, 404),
+        (UpstreamFailure::Failed("HTTP 503".into()), 502),
+        (UpstreamFailure::TimedOut, 504),
+    ] {
+        let error = failure.error(url);
+        assert_eq!(error.status(), status);
+        assert!(error.message.contains(url), "{error}");
+    }
+}
+
+#[test]
+fn a_copy_is_revalidated_once_its_time_is_up() {
+    use condaflare::mirror::needs_revalidation;
+    assert!(!needs_revalidation(1_000, 60_999, 60_000));
+    assert!(needs_revalidation(1_000, 61_000, 60_000));
+    assert!(needs_revalidation(1_000, 1_000, 0));
+    // A clock behind the copy's time: not yet.
+    assert!(!needs_revalidation(5_000, 1_000, 60_000));
+}
