@@ -184,8 +184,8 @@ async fn fetch(url: &str, etag: Option<&str>, max_bytes: u64) -> Result<Upstream
     Ok(Upstream::Body { bytes, etag })
 }
 
-/// Makes sure a package file the mirror admits is in R2: fetched from the upstream on its first
-/// request and written with R2 checking the SHA-256 and the size that the filtered
+/// Fetches a package file the mirror admits but has not kept (its serving missed) from the
+/// upstream, written with R2 checking the SHA-256 and the size that the filtered
 /// repodata.json gives it, so bytes that differ are refused and nothing is kept. A file the
 /// rules leave out (denied, too young, not upstream) is 404 even when asked for by URL.
 ///
@@ -200,9 +200,6 @@ pub async fn fetch_package(
 ) -> ApiResult<()> {
     let bucket = ctx.bucket()?;
     let key = file_key(channel, subdir, filename);
-    if bucket.head(&key).await?.is_some() {
-        return Ok(());
-    }
     refresh_repodata(ctx, channel, subdir, rules).await?;
     let not_admitted = || {
         ApiError::not_found(format!(

@@ -46,8 +46,15 @@ pub async fn serve_file(
         Some(rules) if filename == "repodata.json" => {
             mirror::refresh_repodata(ctx, channel_name, subdir, rules).await?
         }
+        // A file already kept is served as on any channel (from the edge cache when warm, with
+        // no R2 operation); only a miss asks the upstream.
         Some(rules) if kind == ChannelFile::Package => {
-            mirror::fetch_package(ctx, channel_name, subdir, filename, rules).await?;
+            match serve_stored(ctx, &channel, channel_name, subdir, filename, kind).await {
+                Err(error) if error.code == ErrorCode::NotFound => {
+                    mirror::fetch_package(ctx, channel_name, subdir, filename, rules).await?;
+                }
+                answer => return answer,
+            }
             None
         }
         // Without `.zst`, shard index and run_exports.json, clients fall back to repodata.json.
