@@ -128,6 +128,14 @@ pub(super) enum IndexRequest<'a> {
         file: Cow<'a, FileRequest>,
         sha256: Cow<'a, str>,
     },
+    /// Reserves, for an upload whose subdir is not known yet, the key of the subdir the
+    /// channel's records suggest; answers that subdir, or `null` when it reserved none.
+    ReserveLikely {
+        channel: Cow<'a, str>,
+        filename: Cow<'a, str>,
+        name: Cow<'a, str>,
+        sha256: Cow<'a, str>,
+    },
     /// Ends an upload's reservation, deleting what it wrote unless its commit stored it.
     Release(Cow<'a, FileRequest>),
     /// Brings a subdir's artifacts up to date with its rows; answers a [`Freshness`].
@@ -170,6 +178,7 @@ impl IndexRequest<'_> {
             | IndexRequest::Rebuild { channel }
             | IndexRequest::Destroy { channel }
             | IndexRequest::Check { channel, .. }
+            | IndexRequest::ReserveLikely { channel, .. }
             | IndexRequest::Package { channel, .. } => Some(channel),
             IndexRequest::Stats | IndexRequest::Browse { .. } => None,
         }
@@ -208,6 +217,31 @@ impl ChannelIndexClient {
             sha256: sha256.into(),
         })
         .await
+    }
+
+    /// Reserves, as [`Self::reserve`] does, the key of `filename` (of package `name`) in the
+    /// subdir the channel's records suggest for it
+    /// ([`crate::index_store::IndexStore::likely_subdir`]); answers the reservation, if any.
+    pub async fn reserve_likely(
+        &self,
+        channel: &str,
+        filename: &str,
+        name: &str,
+        sha256: &str,
+    ) -> ApiResult<Option<FileRequest>> {
+        let subdir: Option<String> = self
+            .call(&IndexRequest::ReserveLikely {
+                channel: channel.into(),
+                filename: filename.into(),
+                name: name.into(),
+                sha256: sha256.into(),
+            })
+            .await?;
+        Ok(subdir.map(|subdir| FileRequest {
+            channel: channel.to_owned(),
+            subdir,
+            filename: filename.to_owned(),
+        }))
     }
 
     /// Leaves a reservation whose upload will not commit; the last holder to leave deletes

@@ -223,6 +223,26 @@ impl ChannelIndex {
             IndexRequest::Reserve { file, sha256 } => {
                 Response::from_json(&self.reserve(&file, &sha256).await?)
             }
+            IndexRequest::ReserveLikely {
+                channel,
+                filename,
+                name,
+                sha256,
+            } => {
+                let subdir = self.store().likely_subdir(&name)?;
+                let reserved = match subdir {
+                    Some(subdir) => {
+                        let file = FileRequest {
+                            channel: channel.into_owned(),
+                            subdir,
+                            filename: filename.into_owned(),
+                        };
+                        self.reserve(&file, &sha256).await?.then_some(file.subdir)
+                    }
+                    None => None,
+                };
+                Response::from_json(&reserved)
+            }
             IndexRequest::Release(file) => Response::from_json(&self.release(&file).await?),
             IndexRequest::Build { channel, subdir } => {
                 Response::from_json(&self.bring_up_to_date(&channel, &subdir, false).await?)
