@@ -61,9 +61,10 @@ pub async fn refresh_repodata(
         ctx.secret(name)
     });
     let fetched = async {
+        let access = access?;
         mirror_counter::upstream_fetch(channel);
         within_timeout(fetch(
-            &access?,
+            &access,
             &url,
             etag.as_deref(),
             config.mirror_max_repodata_bytes,

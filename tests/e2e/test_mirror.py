@@ -363,7 +363,7 @@ def test_a_too_young_package_is_not_served_by_url(server, owner, upstream):
 
 
 def first_get(url: str) -> tuple[int, bytes | None]:
-    """A GET read to its end: its status and body, or no body when the body was cut short."""
+    """A GET read to its end: its status and body, or no body when it was cut short."""
     try:
         answer = requests.get(url, timeout=60)
     except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
@@ -388,8 +388,7 @@ def test_an_upstream_file_replaced_under_the_same_name_is_refused_and_not_kept(s
     # in an error instead of a clean end; every later one is a 502 and gets none of them.
     replaced = bytes(b ^ 0xFF for b in original)
     (upstream.root / "channel" / "linux-64" / filename).write_bytes(replaced)
-    status, body = first_get(url)
-    assert body is None or status == 502, (status, len(body or b""))
+    assert first_get(url)[1] is None
     for _ in range(2):
         refused = requests.get(url, timeout=30)
         assert refused.status_code == 502, refused.text
@@ -457,9 +456,10 @@ def test_a_100_mb_package_passes_through_the_mirror_with_bounded_memory(server, 
     """The same file through two mirrors. The first passage of 100 MB through a fresh workerd
     grows its resident memory by some 200 MB whatever the Worker does (a plain upload of the
     same size does the same: the runtime's and local R2's buffers, collected lazily); the second
-    shows what a fetch adds once those are in place, which varies with garbage collection, so
-    its bound is loose: it fails when the file is held whole (twice) on top. The bound that the
-    Worker's design sets is on its own (wasm) memory, read from the channel's stats."""
+    shows what a fetch adds once those are in place (40 to 130 MB: the bytes cross the runtime's
+    streams twice, to R2 and to the caller, and garbage collection runs when it will), so its
+    bound is loose: it fails when the file is held whole on top of that. The bound the Worker's
+    design sets is on its own (wasm) memory, read from the channel's stats."""
     from pkgbuild import build_conda
 
     filename, data = build_conda("bigpkg", files={"share/bigpkg/blob.bin": os.urandom(100 * 1024 * 1024)})
@@ -508,7 +508,7 @@ def test_a_100_mb_package_passes_through_the_mirror_with_bounded_memory(server, 
             f"at the peak (+{growths[-1]:.0f} MB); the channel object's wasm memory {wasm_mb:.1f} MB"
         )
         assert wasm_mb < 16
-    assert growths[1] < 1.5 * size / 2**20
+    assert growths[1] < 2 * size / 2**20
 
 
 def test_the_copy_is_revalidated_with_the_upstreams_etag(server, owner, upstream):

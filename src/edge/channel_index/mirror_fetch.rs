@@ -10,9 +10,9 @@
 //! the put has ended: cleanly if R2 kept the file, in an error (an aborted body, never a clean
 //! end) if R2 refused it. Requests that find a fetch in progress wait for its put to end and
 //! then read R2 like any request, or get its refusal. A refused file is not kept; the object
-//! remembers the refusal (until it is unloaded), so a later request fetches it again without
-//! streaming (the upstream may have put the right bytes back) and gets a clean 502 if it is
-//! still wrong: the bytes R2 refused reach no caller again. An upstream `Content-Length` other
+//! remembers that the fetch failed (until it is unloaded), so a later request fetches it again
+//! without streaming (the upstream may have put the right bytes back) and gets a clean 502 if
+//! it is still wrong: the bytes R2 refused reach no caller again. An upstream `Content-Length` other
 //! than the record's size is refused before any byte is streamed.
 
 use std::cell::RefCell;
@@ -46,7 +46,7 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// How a fetch in progress ends: the file stored, or the refusal every waiter answers.
 type Outcome = Shared<LocalBoxFuture<'static, Result<(), ApiError>>>;
 
-/// The fetches in progress, by R2 key, and the files (key and SHA-256) whose bytes R2 refused.
+/// The fetches in progress, by R2 key, and the files (key and SHA-256) whose last fetch failed.
 #[derive(Clone, Default)]
 pub(super) struct InFlight {
     fetches: Rc<RefCell<HashMap<String, Outcome>>>,
@@ -67,7 +67,8 @@ impl ChannelIndex {
             outcome.await?;
             return stored();
         }
-        if self.bucket()?.head(&key).await?.is_some() {
+        let bucket = self.bucket()?;
+        if bucket.head(&key).await?.is_some() {
             return stored();
         }
         // Another request may have started the fetch while R2 answered.
@@ -100,7 +101,6 @@ impl ChannelIndex {
         } else {
             (None, None)
         };
-        let bucket = self.bucket()?;
         let fetches = self.mirror_fetches.clone();
         let work = async move {
             let stored = store(&bucket, &key, &request, body, to_caller).await;
