@@ -637,6 +637,17 @@ def test_a_private_upstream_gets_the_secret_and_nobody_sees_it(server, owner, up
         details = server.api("GET", f"channels/{name}", owner.key)
         assert details.json()["mirror"]["credentials"] == "MIRROR_UPSTREAM_TOKEN"
         assert "s3cret" not in details.text
+        # The admin command takes the secret's name too, checked as the API checks it.
+        by_admin = unique("mirror")
+        allow_http = {"MIRROR_ALLOW_HTTP": "true"}
+        created = server.admin("channel", "create", by_admin, "--owner", owner.name, "--mirror", upstream.url, "--credentials", "MIRROR_UPSTREAM_TOKEN", env=allow_http)
+        assert created["mirror"]["credentials"] == "MIRROR_UPSTREAM_TOKEN"
+        assert requests.get(f"{server.url}/{by_admin}/noarch/repodata.json", timeout=30).status_code == 200
+        with pytest.raises(AdminError) as refused:
+            server.admin("channel", "create", unique("mirror"), "--owner", owner.name, "--mirror", upstream.url, "--credentials", "Bearer x", env=allow_http)
+        assert refused.value.code == 2 and "Worker secret" in refused.value.message
+        bad = server.api("POST", "channels", owner.key, json={"name": unique("mirror"), "mirror": {"url": upstream.url, "credentials": "lower"}})
+        assert (bad.status_code, bad.json()["code"]) == (400, "bad_request")
 
         # A wrong secret and an absent one: 502 naming the upstream, never a value.
         for secret in ("MIRROR_WRONG_TOKEN", "MIRROR_ABSENT_TOKEN"):
