@@ -10,22 +10,19 @@
 //! isolate per `MIRROR_REVALIDATE_SECONDS`).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use futures_util::{future, StreamExt};
-use worker::{
-    Delay, Fetch, FixedLengthStream, Headers, HttpMetadata, Method, Request, RequestInit,
-};
+use futures_util::StreamExt;
+use worker::HttpMetadata;
 
+use super::channel_index::{FileRequest, MirrorFetchRequest, MirrorFetched};
 use super::context::RequestContext;
 use super::error::{ApiError, ApiResult};
+use super::mirror_counter;
 use super::storage::file_key;
+use super::upstream::{within_timeout, UpstreamAccess};
 use crate::mirror::{
     find_record, needs_revalidation, MirrorRules, MirrorRulesJson, UpstreamFailure,
-    UPSTREAM_TIMEOUT_MS,
 };
-use crate::names::ChannelFile;
-use crate::r2_checksum::sha256_refusal;
 
 const ETAG: &str = "upstream_etag";
 const FETCHED: &str = "fetched_ms";
@@ -60,7 +57,20 @@ pub async fn refresh_repodata(
     }
     let url = rules.upstream_url(subdir, "repodata.json");
     let etag = cached.as_ref().and_then(|(etag, _)| etag.clone());
-    let fetched = fetch_with_timeout(&url, etag.as_deref(), config.mirror_max_repodata_bytes);
+    let access = UpstreamAccess::new(&rules.to_json(), config.mirror_allow_http, |name| {
+        ctx.secret(name)
+    });
+    let fetched = async {
+        let access = access?;
+        mirror_counter::upstream_fetch(channel);
+        within_timeout(fetch(
+            &access,
+            &url,
+            etag.as_deref(),
+            config.mirror_max_repodata_bytes,
+        ))
+        .await
+    };
     let metadata = |etag: Option<String>| {
         let mut meta = HashMap::from([(FETCHED.to_owned(), now.to_string())]);
         if let Some(etag) = etag {
@@ -125,34 +135,18 @@ enum Upstream {
     },
 }
 
-async fn fetch_with_timeout(
+async fn fetch(
+    access: &UpstreamAccess,
     url: &str,
     etag: Option<&str>,
     max_bytes: u64,
 ) -> Result<Upstream, UpstreamFailure> {
-    let fetch = Box::pin(fetch(url, etag, max_bytes));
-    let timeout = Box::pin(Delay::from(Duration::from_millis(UPSTREAM_TIMEOUT_MS)));
-    match future::select(fetch, timeout).await {
-        future::Either::Left((answer, _)) => answer,
-        future::Either::Right(_) => Err(UpstreamFailure::TimedOut),
-    }
-}
-
-async fn fetch(url: &str, etag: Option<&str>, max_bytes: u64) -> Result<Upstream, UpstreamFailure> {
     let failed = |why: String| UpstreamFailure::Failed(why);
-    let headers = Headers::new();
-    if let Some(etag) = etag {
-        headers
-            .set("If-None-Match", etag)
-            .map_err(|e| failed(e.to_string()))?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    let request = Request::new_with_init(url, &init).map_err(|e| failed(e.to_string()))?;
-    let mut response = Fetch::Request(request)
-        .send()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let headers: Vec<(&str, &str)> = etag
+        .map(|etag| ("If-None-Match", etag))
+        .into_iter()
+        .collect();
+    let mut response = access.get(url, &headers).await?;
     match response.status_code() {
         200 => {}
         304 if etag.is_some() => return Ok(Upstream::NotModified),
@@ -184,29 +178,32 @@ async fn fetch(url: &str, etag: Option<&str>, max_bytes: u64) -> Result<Upstream
     Ok(Upstream::Body { bytes, etag })
 }
 
-/// Fetches a package file the mirror admits but has not kept (its serving missed) from the
-/// upstream, written with R2 checking the SHA-256 and the size that the filtered
-/// repodata.json gives it, so bytes that differ are refused and nothing is kept. A file the
-/// rules leave out (denied, too young, not upstream) is 404 even when asked for by URL.
-///
-/// Concurrent first requests each fetch the file; each put is checked alike and stores the
-/// same bytes.
-pub async fn fetch_package(
+/// A package file as the mirror's upstream has it: where, and what its record says it is.
+pub struct UpstreamFile {
+    /// Hex.
+    pub sha256: String,
+    pub size: u64,
+    pub url: String,
+}
+
+/// The upstream record of a package file the mirror admits, from the mirror's filtered
+/// repodata.json (revalidated first). A file the rules leave out (denied, too young, not
+/// upstream) is 404 even when asked for by URL.
+async fn upstream_file(
     ctx: &RequestContext,
     channel: &str,
     subdir: &str,
     filename: &str,
     rules: &MirrorRulesJson,
-) -> ApiResult<()> {
-    let bucket = ctx.bucket()?;
-    let key = file_key(channel, subdir, filename);
+) -> ApiResult<UpstreamFile> {
     refresh_repodata(ctx, channel, subdir, rules).await?;
     let not_admitted = || {
         ApiError::not_found(format!(
             "mirror channel '{channel}' serves no {subdir}/{filename}"
         ))
     };
-    let copy = bucket
+    let copy = ctx
+        .bucket()?
         .get(file_key(channel, subdir, "repodata.json"))
         .execute()
         .await?
@@ -214,49 +211,43 @@ pub async fn fetch_package(
     let document = copy.body().ok_or_else(ApiError::internal)?.bytes().await?;
     let record = find_record(&document, filename).ok_or_else(not_admitted)?;
     let url = format!("{}/{subdir}/{filename}", rules.url.trim_end_matches('/'));
-    let unusable = |why: &str| UpstreamFailure::Failed(why.to_owned()).error(&url);
     let (Some(sha256), Some(size)) = (record.sha256, record.size) else {
-        return Err(unusable("its record has no sha256 or size"));
+        return Err(UpstreamFailure::Failed("its record has no sha256 or size".into()).error(&url));
     };
-    let request = Box::pin(async {
-        let request =
-            Request::new(&url, Method::Get).map_err(|e| UpstreamFailure::Failed(e.to_string()))?;
-        Fetch::Request(request)
-            .send()
-            .await
-            .map_err(|e| UpstreamFailure::Failed(e.to_string()))
-    });
-    let timeout = Box::pin(Delay::from(Duration::from_millis(UPSTREAM_TIMEOUT_MS)));
-    let mut response = match future::select(request, timeout).await {
-        future::Either::Left((answer, _)) => answer,
-        future::Either::Right(_) => Err(UpstreamFailure::TimedOut),
-    }
-    .map_err(|failure| failure.error(&url))?;
-    match response.status_code() {
-        200 => {}
-        404 | 410 => return Err(UpstreamFailure::Missing.error(&url)),
-        status => return Err(unusable(&format!("HTTP {status}"))),
-    }
-    let body = response.stream()?;
-    let stored = bucket
-        .put(&key, FixedLengthStream::wrap(body, size))
-        .sha256(sha256.to_vec())
-        .http_metadata(HttpMetadata {
-            content_type: Some(ChannelFile::content_type(filename).to_owned()),
-            ..Default::default()
-        })
-        .execute()
-        .await;
-    // A put that failed left no object.
-    stored.map(|_| ()).map_err(|error| {
-        let message = error.to_string();
-        worker::console_warn!("mirror {channel}: {url}: {message}");
-        if sha256_refusal(&message).is_some() {
-            unusable("its bytes do not have the SHA-256 its repodata.json gives; nothing was kept")
-        } else {
-            unusable(&format!(
-                "its bytes could not be stored as {size} bytes; nothing was kept"
-            ))
-        }
+    Ok(UpstreamFile {
+        sha256: hex::encode(sha256),
+        size,
+        url,
     })
+}
+
+/// Brings a package file the mirror admits but has not kept (its serving missed) from the
+/// upstream into R2, through the channel's object so that concurrent first requests make one
+/// upstream fetch; R2 checks the SHA-256 and the size the record gives, so bytes that differ
+/// are refused and nothing is kept. With `stream`, a request that starts the fetch gets the
+/// bytes as they come ([`MirrorFetched::Streamed`]); every other answer is
+/// [`MirrorFetched::Stored`], once the file is in R2.
+pub async fn fetch_package(
+    ctx: &RequestContext,
+    channel: &str,
+    subdir: &str,
+    filename: &str,
+    rules: &MirrorRulesJson,
+    stream: bool,
+) -> ApiResult<(MirrorFetched, u64)> {
+    let file = upstream_file(ctx, channel, subdir, filename, rules).await?;
+    let request = MirrorFetchRequest {
+        file: FileRequest {
+            channel: channel.to_owned(),
+            subdir: subdir.to_owned(),
+            filename: filename.to_owned(),
+        },
+        url: file.url,
+        rules: rules.clone(),
+        sha256: file.sha256,
+        size: file.size,
+        stream,
+    };
+    let fetched = ctx.channel_index(channel)?.mirror_fetch(&request).await?;
+    Ok((fetched, file.size))
 }

@@ -48,7 +48,12 @@ def server(tmp_path_factory) -> Server:
         # Every read of a mirror's repodata.json asks its upstream, so a stopped one shows at once.
         "MIRROR_REVALIDATE_SECONDS": "0",
     }
-    with running_server(tmp_path_factory.mktemp("state"), variables) as server:
+    # The secrets test_mirror.py's private upstream takes (one right, one wrong).
+    secrets = {
+        "MIRROR_UPSTREAM_TOKEN": "Bearer upstream-s3cret-value",
+        "MIRROR_WRONG_TOKEN": "Bearer not-the-right-one",
+    }
+    with running_server(tmp_path_factory.mktemp("state"), variables, secrets=secrets) as server:
         yield server
 
 

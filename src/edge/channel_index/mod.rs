@@ -59,6 +59,7 @@
 mod build;
 mod check;
 mod client;
+mod mirror_fetch;
 mod sql;
 
 use std::cell::{Cell, RefCell};
@@ -87,7 +88,7 @@ use crate::repodata::{record_json, Record};
 use client::IndexRequest;
 pub use client::{
     ChannelIndexClient, CommitOutcome, CommitRequest, DeleteOutcome, DestroyOutcome, FileRequest,
-    Freshness, IndexStats, ObjectSource,
+    Freshness, IndexStats, MirrorFetchRequest, MirrorFetched, ObjectSource,
 };
 
 #[durable_object]
@@ -117,6 +118,8 @@ pub struct ChannelIndex {
     sweep_at: Cell<Option<u64>>,
     /// Whether this instance has stored the channel's name.
     named: Cell<bool>,
+    /// A mirror's package fetches in progress ([`mirror_fetch`]).
+    mirror_fetches: mirror_fetch::InFlight,
 }
 
 /// Runs its closure when dropped: ends a request's count in `live`, or its hold on a key.
@@ -149,6 +152,7 @@ impl DurableObject for ChannelIndex {
             in_flight: RefCell::new(HashSet::new()),
             sweep_at: Cell::new(Some(Date::now().as_millis() + RECOVERY_MS)),
             named: Cell::new(false),
+            mirror_fetches: mirror_fetch::InFlight::default(),
         }
     }
 
@@ -260,6 +264,9 @@ impl ChannelIndex {
             IndexRequest::Browse { query } => Response::from_json(&self.store().browse(&query)?),
             IndexRequest::Package { channel, name } => {
                 Response::from_json(&self.store().package(&channel, &name)?)
+            }
+            IndexRequest::MirrorFetch(request) => {
+                Ok(self.mirror_fetch(request.into_owned()).await?)
             }
         };
         if let Some(channel) = changed {
@@ -660,6 +667,9 @@ impl ChannelIndex {
             wasm_memory_bytes: wasm_memory_bytes.into(),
             sqlite_bytes: self.sql.database_size() as u64,
             r2_operations: super::r2_counter::counts(),
+            mirror: super::mirror_counter::counts(
+                &self.store().channel_name()?.unwrap_or_default(),
+            ),
         })
     }
 
