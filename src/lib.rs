@@ -17,6 +17,7 @@ pub mod index_store;
 pub mod jwt;
 pub mod keys;
 pub mod mirror;
+pub mod mirror_state;
 pub mod multipart;
 pub mod names;
 pub mod package;

@@ -333,3 +333,88 @@ fn an_origin_is_scheme_host_and_port() {
     );
     assert_eq!(origin("not a url"), None);
 }
+
+#[test]
+fn kept_files_are_the_package_files_below_a_subdir() {
+    use condaflare::mirror_state::kept_file;
+    assert_eq!(
+        kept_file("linux-64/zlib-1.2.11-h7b6447c_3.conda"),
+        Some(("linux-64", "zlib-1.2.11-h7b6447c_3.conda"))
+    );
+    assert_eq!(
+        kept_file("noarch/flask-0.11.1-py_0.tar.bz2"),
+        Some(("noarch", "flask-0.11.1-py_0.tar.bz2"))
+    );
+    // Index copies, shards, attestations and anything else are not.
+    for path in [
+        "linux-64/repodata.json",
+        "linux-64/repodata.json.zst",
+        "linux-64/run_exports.json",
+        "linux-64/repodata_shards.msgpack.zst",
+        &format!("linux-64/shards/{}.msgpack.zst", "a".repeat(64)),
+        "linux-64/zlib-1.2.11-h7b6447c_3.conda.v0.sigs",
+        "no-such-subdir/zlib-1.2.11-h7b6447c_3.conda",
+        "zlib-1.2.11-h7b6447c_3.conda",
+        "linux-64/notes.txt",
+        "",
+    ] {
+        assert_eq!(kept_file(path), None, "{path}");
+    }
+}
+
+#[test]
+fn the_kept_files_query_takes_a_cursor_and_a_limit() {
+    use condaflare::mirror_state::{KeptQuery, DEFAULT_LIMIT, MAX_LIMIT};
+    let none: [(&str, &str); 0] = [];
+    assert_eq!(
+        KeptQuery::from_query(none).unwrap(),
+        KeptQuery {
+            after: None,
+            limit: DEFAULT_LIMIT
+        }
+    );
+    let read = KeptQuery::from_query([
+        ("cursor", "noarch/flask-0.11.1-py_0.tar.bz2"),
+        ("limit", "7"),
+        ("other", "ignored"),
+    ])
+    .unwrap();
+    assert_eq!(
+        read,
+        KeptQuery {
+            after: Some("noarch/flask-0.11.1-py_0.tar.bz2".into()),
+            limit: 7
+        }
+    );
+    assert_eq!(KeptQuery::from_query([("cursor", "")]).unwrap().after, None);
+    let max = MAX_LIMIT.to_string();
+    assert_eq!(
+        KeptQuery::from_query([("limit", max.as_str())])
+            .unwrap()
+            .limit,
+        MAX_LIMIT
+    );
+    for (key, value, fault) in [
+        ("cursor", "noarch/repodata.json", "cursor"),
+        ("cursor", "../other/x-1-0.conda", "cursor"),
+        ("limit", "0", "limit"),
+        ("limit", "1001", "limit"),
+        ("limit", "ten", "limit"),
+    ] {
+        let refused = KeptQuery::from_query([(key, value)]).unwrap_err();
+        assert!(refused.contains(fault), "{key}={value}: {refused}");
+    }
+}
+
+#[test]
+fn freshness_is_the_age_of_the_last_fetch() {
+    use condaflare::mirror_state::SubdirFreshness;
+    let fresh = SubdirFreshness::new("noarch".into(), NOW_MS - 42_500, NOW_MS);
+    assert_eq!(fresh.age_seconds, 42);
+    assert_eq!(fresh.fetched_at, NOW_MS - 42_500);
+    // A clock behind the stored time says 0, not a wrapped number.
+    assert_eq!(
+        SubdirFreshness::new("noarch".into(), NOW_MS + 5, NOW_MS).age_seconds,
+        0
+    );
+}

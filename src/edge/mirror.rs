@@ -23,6 +23,7 @@ use super::upstream::{within_timeout, UpstreamAccess};
 use crate::mirror::{
     find_record, needs_revalidation, MirrorRules, MirrorRulesJson, UpstreamFailure,
 };
+use crate::mirror_state::{kept_file, KeptFile, KeptPage, KeptQuery, SubdirFreshness};
 
 const ETAG: &str = "upstream_etag";
 const FETCHED: &str = "fetched_ms";
@@ -106,6 +107,90 @@ pub async fn refresh_repodata(
     match cached {
         Some((_, fetched)) => Ok(Some(now.saturating_sub(fetched) / 1000)),
         None => Err(failure.error(&url)),
+    }
+}
+
+/// When the mirror last had each subdir's repodata.json from its upstream: every subdir it
+/// holds a copy of, with the fetch time stored with the copy. The time moves only when the
+/// upstream answers (200 or 304), so a copy standing in for a failing upstream grows old.
+pub async fn freshness(ctx: &RequestContext, channel: &str) -> ApiResult<Vec<SubdirFreshness>> {
+    let bucket = ctx.bucket()?;
+    let prefix = format!("{channel}/");
+    let listed = bucket
+        .list()
+        .prefix(prefix.as_str())
+        .delimiter("/")
+        .execute()
+        .await?;
+    let subdirs: Vec<String> = listed
+        .delimited_prefixes()
+        .iter()
+        .filter_map(|p| p.strip_prefix(&prefix)?.strip_suffix('/'))
+        .map(str::to_owned)
+        .collect();
+    let copies = subdirs
+        .iter()
+        .map(|subdir| bucket.head(file_key(channel, subdir, "repodata.json")));
+    let copies = futures_util::future::join_all(copies).await;
+    let now = worker::Date::now().as_millis();
+    let mut fresh = Vec::new();
+    for (subdir, copy) in subdirs.into_iter().zip(copies) {
+        let Some(copy) = copy? else { continue };
+        let meta = copy.custom_metadata().unwrap_or_default();
+        if let Some(fetched) = meta.get(FETCHED).and_then(|v| v.parse::<u64>().ok()) {
+            fresh.push(SubdirFreshness::new(subdir, fetched, now));
+        }
+    }
+    Ok(fresh)
+}
+
+/// A page of the package files the mirror keeps in R2, in key order (subdir, then filename);
+/// its index copies are no kept files. Lists until the page is full or the files end.
+pub async fn kept_files(
+    ctx: &RequestContext,
+    channel: &str,
+    query: &KeptQuery,
+) -> ApiResult<KeptPage> {
+    let bucket = ctx.bucket()?;
+    let prefix = format!("{channel}/");
+    let mut after = query.after.as_ref().map(|after| format!("{prefix}{after}"));
+    let mut kept = Vec::new();
+    loop {
+        let wanted = query.limit - kept.len() as u32;
+        let mut request = bucket.list().prefix(prefix.as_str()).limit(wanted);
+        if let Some(after) = after.take() {
+            request = request.start_after(after);
+        }
+        let listed = request.execute().await?;
+        let objects = listed.objects();
+        for object in &objects {
+            let key = object.key();
+            if let Some((subdir, filename)) = key.strip_prefix(&prefix).and_then(kept_file) {
+                kept.push(KeptFile {
+                    subdir: subdir.to_owned(),
+                    filename: filename.to_owned(),
+                    size: object.size(),
+                    kept_at: object.uploaded().as_millis(),
+                });
+            }
+        }
+        if !listed.truncated() {
+            return Ok(KeptPage {
+                kept,
+                next_cursor: None,
+            });
+        }
+        if kept.len() as u32 == query.limit {
+            let next_cursor = kept.last().map(|f| format!("{}/{}", f.subdir, f.filename));
+            return Ok(KeptPage { kept, next_cursor });
+        }
+        let Some(last) = objects.last() else {
+            return Ok(KeptPage {
+                kept,
+                next_cursor: None,
+            });
+        };
+        after = Some(last.key());
     }
 }
 

@@ -17,6 +17,7 @@
 //! | POST        | /api/oidc/mint_token (a CI job's OIDC token for a key) | [`trusted_publishing::mint_token`] |
 //! | GET, POST, DELETE | /api/v1/channels/<c>/publishers[/<id>] (trusted publishers) | [`trusted_publishing`] |
 //! | GET         | /api/v1/channels/<c>/packages…, /api/v1/server | [`browse`]     |
+//! | GET         | /api/v1/channels/<c>/mirror (a mirror's rules, freshness, kept files) | [`mirror_state`] |
 //! | GET (Accept: text/html) | the web app's page URLs: `/`, `/<channel>`… | [`pages::shell`] |
 //!
 //! What each route answers, and who may call it: `docs/api.md` and `docs/publishing.md`.
@@ -46,6 +47,7 @@ mod log;
 mod manage;
 mod mirror;
 mod mirror_counter;
+mod mirror_state;
 mod object_writer;
 mod pages;
 mod publish;
@@ -197,6 +199,7 @@ async fn route(ctx: &mut RequestContext, method: &Method, path: &str) -> ApiResu
                     trusted_publishing::remove(ctx, &channel, id).await
                 }
                 (Method::Get, ["stats"]) => manage::channel_stats(ctx, &channel).await,
+                (Method::Get, ["mirror"]) => mirror_state::mirror_state(ctx, &channel).await,
                 (Method::Post, ["rebuild"]) => manage::rebuild_channel(ctx, &channel).await,
                 (Method::Post, ["check"]) => manage::check_channel(ctx, &channel).await,
                 (Method::Put, ["members", user]) => manage::put_member(ctx, &channel, user).await,

@@ -36,6 +36,7 @@ export function channelHeader(channel, session, active) {
       { class: 'page-head' },
       h('h1', {}, data(channel.name, 'data title')),
       channel.private ? h('span', { class: 'badge private' }, 'private') : h('span', { class: 'badge' }, 'public'),
+      channel.mirror ? h('span', { class: 'badge mirror' }, 'mirror') : null,
       channel.your_role ? h('span', { class: 'badge role' }, channel.your_role) : null,
     ),
     h(

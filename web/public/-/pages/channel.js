@@ -1,7 +1,9 @@
-// `/<channel>`: subdirs, packages grouped by name, search, paging, and how to install.
+// `/<channel>`: subdirs, packages grouped by name, search, paging, and how to install; for a
+// mirror, what it mirrors (its card).
 import { h, put, data, when, loading, empty, failure, path, snippet, debounce } from '../dom.js';
 import { api, query } from '../api.js';
 import { loadChannel, channelHeader, canWrite } from '../channel-common.js';
+import { mirrorCard } from '../mirror.js';
 import { notFound } from './notfound.js';
 
 const PAGE = 50;
@@ -94,6 +96,7 @@ export async function render(view, ctx) {
   put(
     view,
     channelHeader(channel, ctx.session, 'packages'),
+    channel.mirror ? mirrorCard(channel) : null,
     h('div', { class: 'channel-body' }, h('div', { class: 'packages' }, h('div', { class: 'toolbar' }, search, subdirs), results), install),
   );
   renderSubdirs();
@@ -104,6 +107,7 @@ function listing(channel, answer, filters) {
   const { packages, total, next_cursor: next } = answer;
   if (!packages.length) {
     if (filters.q || filters.subdir) return empty('No package matches.', 'Try another name or subdir.');
+    if (channel.mirror) return empty('No packages listed here.', 'A mirror serves its upstream’s packages by its rules; the files it has kept are listed above.');
     return empty(
       'This channel has no packages yet.',
       ...(canWrite(channel) ? [h('a', { href: path(channel.name, 'upload') }, 'Add packages'), ' in the browser, or upload with curl, pixi or rattler-build.'] : ['Packages uploaded to it will show here.']),

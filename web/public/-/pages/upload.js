@@ -22,7 +22,9 @@ export async function render(view, ctx) {
     put(
       view,
       channelHeader(channel, ctx.session, 'upload'),
-      h('div', { class: 'state empty' }, h('p', { class: 'state-title' }, 'Only the channel’s owners and contributors add packages.'), ctx.session ? null : h('p', {}, h('a', { href: '/-/signin?next=' + encodeURIComponent(location.pathname) }, 'Sign in'), ' with an owner’s or a contributor’s key.')),
+      channel.mirror
+        ? h('div', { class: 'state empty' }, h('p', { class: 'state-title' }, 'A mirror takes no uploads: its packages come from its upstream.'))
+        : h('div', { class: 'state empty' }, h('p', { class: 'state-title' }, 'Only the channel’s owners and contributors add packages.'), ctx.session ? null : h('p', {}, h('a', { href: '/-/signin?next=' + encodeURIComponent(location.pathname) }, 'Sign in'), ' with an owner’s or a contributor’s key.')),
     );
     return;
   }
