@@ -62,7 +62,7 @@ function content(channel, state) {
 }
 
 function freshness(state) {
-  const interval = h('p', { class: 'hint' }, `A read asks the upstream again once a subdir's index is ${state.revalidate_seconds} s old; while the upstream fails, the last one stands in and grows older.`);
+  const interval = h('p', { class: 'hint' }, `A read checks a subdir's index with the upstream once it is older than ${state.revalidate_seconds} s; while the upstream fails, the last one stands in and grows older.`);
   if (!state.subdirs.length) return [h('p', { class: 'muted', id: 'mirror-fresh' }, 'No index fetched yet: each subdir’s is fetched on its first read.'), interval];
   return [
     h(
