@@ -1,192 +1,68 @@
-//! A mirror channel's repodata.json and package files. repodata.json: fetched from the upstream, filtered by the rules
-//! ([`crate::mirror`]), and stored in R2 at the channel file's own key, so that the serving
-//! code answers it as any channel's. The copy carries the upstream's ETag and its fetch time;
-//! it is revalidated with `If-None-Match` once its time is up, and stands in while the
-//! upstream fails.
-//!
-//! Revalidation runs in the Worker, not the channel's Durable Object: a mirror's object holds
-//! no index to keep consistent with the copy, and concurrent revalidations write the same
-//! filtered bytes, so coalescing them would only save upstream requests (at most one per
-//! isolate per `MIRROR_REVALIDATE_SECONDS`).
+//! A mirror channel's glue in the Worker: keeping a subdir's index fresh before a read
+//! ([`sync`]; the refresh itself runs in the channel's Durable Object,
+//! `channel_index::mirror`), the record facts package fetching checks bytes against
+//! ([`admitted_file`]), and the fetch of a package file on its first request.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::{future, StreamExt};
-use worker::{
-    Delay, Fetch, FixedLengthStream, Headers, HttpMetadata, Method, Request, RequestInit,
-};
+use futures_util::future;
+use worker::{Delay, Fetch, FixedLengthStream, HttpMetadata, Method, Request};
 
 use super::context::RequestContext;
 use super::error::{ApiError, ApiResult};
 use super::storage::file_key;
-use crate::mirror::{
-    find_record, needs_revalidation, MirrorRules, MirrorRulesJson, UpstreamFailure,
-    UPSTREAM_TIMEOUT_MS,
-};
+use crate::index_store::UpstreamFile;
+use crate::mirror::{MirrorRulesJson, UpstreamFailure, UPSTREAM_TIMEOUT_MS};
 use crate::names::ChannelFile;
 use crate::r2_checksum::sha256_refusal;
 
-const ETAG: &str = "upstream_etag";
-const FETCHED: &str = "fetched_ms";
-
-/// Makes sure the mirror's copy of `<subdir>/repodata.json` is in R2 and fresh enough. Answers
-/// the copy's age in seconds when it stands in for an upstream that failed, `None` when it is
-/// fresh.
-pub async fn refresh_repodata(
+/// Makes sure the mirror's index of `subdir` is fresh enough to answer a read. Answers its
+/// age in seconds when it stands in for an upstream that failed, `None` otherwise.
+///
+/// Only the first read of a subdir waits for the upstream: a later one that finds the index
+/// due is answered from it while the refresh runs after the answer (unless
+/// `MIRROR_REFRESH_IN_BACKGROUND` is off).
+pub async fn sync(
     ctx: &RequestContext,
     channel: &str,
     subdir: &str,
     rules: &MirrorRulesJson,
 ) -> ApiResult<Option<u64>> {
-    // Stored rules were checked when the channel was created.
-    let rules = MirrorRules::from_parts(rules, true).map_err(|e| {
-        worker::console_error!("channel {channel}: mirror rules: {e}");
-        ApiError::internal()
-    })?;
-    let config = ctx.config();
-    let bucket = ctx.bucket()?;
-    let key = file_key(channel, subdir, "repodata.json");
-    let now = worker::Date::now().as_millis();
-    let cached = bucket.head(&key).await?.map(|object| {
-        let meta = object.custom_metadata().unwrap_or_default();
-        let fetched = meta.get(FETCHED).and_then(|v| v.parse::<u64>().ok());
-        (meta.get(ETAG).cloned(), fetched.unwrap_or(0))
-    });
-    if let Some((_, fetched)) = &cached {
-        if !needs_revalidation(*fetched, now, config.mirror_revalidate_ms) {
-            return Ok(None);
-        }
-    }
-    let url = rules.upstream_url(subdir, "repodata.json");
-    let etag = cached.as_ref().and_then(|(etag, _)| etag.clone());
-    let fetched = fetch_with_timeout(&url, etag.as_deref(), config.mirror_max_repodata_bytes);
-    let metadata = |etag: Option<String>| {
-        let mut meta = HashMap::from([(FETCHED.to_owned(), now.to_string())]);
-        if let Some(etag) = etag {
-            meta.insert(ETAG.to_owned(), etag);
-        }
-        meta
-    };
-    let failure = match fetched.await {
-        Ok(Upstream::NotModified) => {
-            // R2 has no metadata-only update: the same bytes are stored again with the new time.
-            if let Some(object) = bucket.get(&key).execute().await? {
-                let bytes = object
-                    .body()
-                    .ok_or_else(ApiError::internal)?
-                    .bytes()
-                    .await?;
-                put(ctx, &key, bytes, metadata(etag)).await?;
+    let index = ctx.channel_index(channel)?;
+    let wait = !ctx.config().mirror_refresh_in_background;
+    let state = index.mirror_refresh(channel, subdir, rules, wait).await?;
+    if state.behind {
+        let (channel, subdir, rules) = (channel.to_owned(), subdir.to_owned(), rules.clone());
+        ctx.wait_until(async move {
+            if let Err(error) = index.mirror_refresh(&channel, &subdir, &rules, true).await {
+                super::log::error(&format!(
+                    "mirror {channel}/{subdir}: refresh: {}",
+                    error.message
+                ));
             }
-            return Ok(None);
-        }
-        Ok(Upstream::Body { bytes, etag }) => match rules.filter_repodata(&bytes, now) {
-            Ok(filtered) => {
-                put(ctx, &key, filtered.bytes, metadata(etag)).await?;
-                // This data centre's copy would answer the old document for its lifetime.
-                super::edge_cache::purge(&[crate::edge_cache::key(&key)]).await;
-                return Ok(None);
-            }
-            Err(e) => UpstreamFailure::Failed(e.0),
-        },
-        Err(failure) => failure,
-    };
-    worker::console_warn!("mirror {channel}: {url}: {failure:?}");
-    match cached {
-        Some((_, fetched)) => Ok(Some(now.saturating_sub(fetched) / 1000)),
-        None => Err(failure.error(&url)),
+        });
     }
+    Ok(state.stale_age)
 }
 
-async fn put(
+/// The record facts of a mirror's file from the channel's index (after [`sync`]): `None`
+/// when the rules leave it out (denied, too young, not upstream).
+pub async fn admitted_file(
     ctx: &RequestContext,
-    key: &str,
-    bytes: Vec<u8>,
-    metadata: HashMap<String, String>,
-) -> ApiResult<()> {
-    ctx.bucket()?
-        .put(key, bytes)
-        .http_metadata(HttpMetadata {
-            content_type: Some("application/json".into()),
-            ..Default::default()
-        })
-        .custom_metadata(metadata)
-        .execute()
-        .await?;
-    Ok(())
-}
-
-enum Upstream {
-    NotModified,
-    Body {
-        bytes: Vec<u8>,
-        etag: Option<String>,
-    },
-}
-
-async fn fetch_with_timeout(
-    url: &str,
-    etag: Option<&str>,
-    max_bytes: u64,
-) -> Result<Upstream, UpstreamFailure> {
-    let fetch = Box::pin(fetch(url, etag, max_bytes));
-    let timeout = Box::pin(Delay::from(Duration::from_millis(UPSTREAM_TIMEOUT_MS)));
-    match future::select(fetch, timeout).await {
-        future::Either::Left((answer, _)) => answer,
-        future::Either::Right(_) => Err(UpstreamFailure::TimedOut),
-    }
-}
-
-async fn fetch(url: &str, etag: Option<&str>, max_bytes: u64) -> Result<Upstream, UpstreamFailure> {
-    let failed = |why: String| UpstreamFailure::Failed(why);
-    let headers = Headers::new();
-    if let Some(etag) = etag {
-        headers
-            .set("If-None-Match", etag)
-            .map_err(|e| failed(e.to_string()))?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    let request = Request::new_with_init(url, &init).map_err(|e| failed(e.to_string()))?;
-    let mut response = Fetch::Request(request)
-        .send()
+    channel: &str,
+    subdir: &str,
+    filename: &str,
+    rules: &MirrorRulesJson,
+) -> ApiResult<Option<UpstreamFile>> {
+    sync(ctx, channel, subdir, rules).await?;
+    ctx.channel_index(channel)?
+        .mirror_file(subdir, filename)
         .await
-        .map_err(|e| failed(e.to_string()))?;
-    match response.status_code() {
-        200 => {}
-        304 if etag.is_some() => return Ok(Upstream::NotModified),
-        404 | 410 => return Err(UpstreamFailure::Missing),
-        status => return Err(failed(format!("HTTP {status}"))),
-    }
-    let too_large = || {
-        failed(format!(
-            "its repodata.json is larger than MIRROR_MAX_REPODATA_BYTES ({max_bytes} bytes); \
-             a subdir this large needs the shard path, which mirrors do not have yet"
-        ))
-    };
-    let length = response.headers().get("Content-Length").ok().flatten();
-    if length
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > max_bytes)
-    {
-        return Err(too_large());
-    }
-    let etag = response.headers().get("ETag").ok().flatten();
-    let mut stream = response.stream().map_err(|e| failed(e.to_string()))?;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk.map_err(|e| failed(e.to_string()))?);
-        if bytes.len() as u64 > max_bytes {
-            return Err(too_large());
-        }
-    }
-    Ok(Upstream::Body { bytes, etag })
 }
 
 /// Fetches a package file the mirror admits but has not kept (its serving missed) from the
-/// upstream, written with R2 checking the SHA-256 and the size that the filtered
-/// repodata.json gives it, so bytes that differ are refused and nothing is kept. A file the
+/// upstream, written with R2 checking the SHA-256 and the size that its record in the
+/// channel's index gives it, so bytes that differ are refused and nothing is kept. A file the
 /// rules leave out (denied, too young, not upstream) is 404 even when asked for by URL.
 ///
 /// Concurrent first requests each fetch the file; each put is checked alike and stores the
@@ -200,22 +76,17 @@ pub async fn fetch_package(
 ) -> ApiResult<()> {
     let bucket = ctx.bucket()?;
     let key = file_key(channel, subdir, filename);
-    refresh_repodata(ctx, channel, subdir, rules).await?;
     let not_admitted = || {
         ApiError::not_found(format!(
             "mirror channel '{channel}' serves no {subdir}/{filename}"
         ))
     };
-    let copy = bucket
-        .get(file_key(channel, subdir, "repodata.json"))
-        .execute()
+    let record = admitted_file(ctx, channel, subdir, filename, rules)
         .await?
         .ok_or_else(not_admitted)?;
-    let document = copy.body().ok_or_else(ApiError::internal)?.bytes().await?;
-    let record = find_record(&document, filename).ok_or_else(not_admitted)?;
     let url = format!("{}/{subdir}/{filename}", rules.url.trim_end_matches('/'));
     let unusable = |why: &str| UpstreamFailure::Failed(why.to_owned()).error(&url);
-    let (Some(sha256), Some(size)) = (record.sha256, record.size) else {
+    let (Ok(sha256), Some(size)) = (hex::decode(&record.sha256), record.size) else {
         return Err(unusable("its record has no sha256 or size"));
     };
     let request = Box::pin(async {
@@ -240,7 +111,7 @@ pub async fn fetch_package(
     let body = response.stream()?;
     let stored = bucket
         .put(&key, FixedLengthStream::wrap(body, size))
-        .sha256(sha256.to_vec())
+        .sha256(sha256)
         .http_metadata(HttpMetadata {
             content_type: Some(ChannelFile::content_type(filename).to_owned()),
             ..Default::default()

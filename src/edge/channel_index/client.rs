@@ -11,7 +11,8 @@ use worker::{Env, Method, Request, RequestInit};
 use super::super::error::{internal, ApiResult};
 use crate::consistency::{CheckOptions, CheckReport};
 use crate::index_plan::CommitStatus;
-use crate::index_store::{StaleSubdir, SubdirRows};
+use crate::index_store::{StaleSubdir, SubdirRows, UpstreamFile};
+use crate::mirror::MirrorRulesJson;
 use crate::provenance::Provenance;
 
 /// A validated package, ready to be committed from its staging object.
@@ -112,6 +113,16 @@ pub struct IndexStats {
     pub r2_operations: std::collections::BTreeMap<String, u64>,
 }
 
+/// Where a mirror's index of one subdir stands when a read asks for it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct MirrorState {
+    /// The last refresh failed: the index is this many seconds old and stands in for the
+    /// upstream.
+    pub stale_age: Option<u64>,
+    /// It is due for a refresh, which the caller runs after its answer.
+    pub behind: bool,
+}
+
 /// One operation on the index: the body of every request to the object, which answers with
 /// the operation's outcome (status 200) or an `ApiError` (its own status), as JSON. The client
 /// sends borrowed values, the object reads owned ones.
@@ -156,6 +167,19 @@ pub(super) enum IndexRequest<'a> {
         channel: Cow<'a, str>,
         name: Cow<'a, str>,
     },
+    /// Refreshes a mirror's subdir from its upstream if it is due (or answers at once that it
+    /// is, unless `wait` or nothing is stored yet); answers a [`MirrorState`].
+    MirrorRefresh {
+        channel: Cow<'a, str>,
+        subdir: Cow<'a, str>,
+        rules: Cow<'a, MirrorRulesJson>,
+        wait: bool,
+    },
+    /// Answers the [`UpstreamFile`] a mirror's index holds for a file, or `null`.
+    MirrorFile {
+        subdir: Cow<'a, str>,
+        filename: Cow<'a, str>,
+    },
 }
 
 impl IndexRequest<'_> {
@@ -170,8 +194,11 @@ impl IndexRequest<'_> {
             | IndexRequest::Rebuild { channel }
             | IndexRequest::Destroy { channel }
             | IndexRequest::Check { channel, .. }
-            | IndexRequest::Package { channel, .. } => Some(channel),
-            IndexRequest::Stats | IndexRequest::Browse { .. } => None,
+            | IndexRequest::Package { channel, .. }
+            | IndexRequest::MirrorRefresh { channel, .. } => Some(channel),
+            IndexRequest::Stats | IndexRequest::Browse { .. } | IndexRequest::MirrorFile { .. } => {
+                None
+            }
         }
     }
 }
@@ -276,6 +303,37 @@ impl ChannelIndexClient {
         self.call(&IndexRequest::Check {
             channel: Cow::Borrowed(channel),
             options,
+        })
+        .await
+    }
+
+    /// Brings a mirror's subdir up to date with its upstream when it is due: waits for the
+    /// refresh when `wait` or when nothing is stored yet, else answers `behind` at once.
+    pub async fn mirror_refresh(
+        &self,
+        channel: &str,
+        subdir: &str,
+        rules: &MirrorRulesJson,
+        wait: bool,
+    ) -> ApiResult<MirrorState> {
+        self.call(&IndexRequest::MirrorRefresh {
+            channel: channel.into(),
+            subdir: subdir.into(),
+            rules: Cow::Borrowed(rules),
+            wait,
+        })
+        .await
+    }
+
+    /// The record facts of a mirror's file, if its index holds (so its rules admit) it.
+    pub async fn mirror_file(
+        &self,
+        subdir: &str,
+        filename: &str,
+    ) -> ApiResult<Option<UpstreamFile>> {
+        self.call(&IndexRequest::MirrorFile {
+            subdir: subdir.into(),
+            filename: filename.into(),
         })
         .await
     }

@@ -59,6 +59,7 @@
 mod build;
 mod check;
 mod client;
+mod mirror;
 mod sql;
 
 use std::cell::{Cell, RefCell};
@@ -87,7 +88,7 @@ use crate::repodata::{record_json, Record};
 use client::IndexRequest;
 pub use client::{
     ChannelIndexClient, CommitOutcome, CommitRequest, DeleteOutcome, DestroyOutcome, FileRequest,
-    Freshness, IndexStats, ObjectSource,
+    Freshness, IndexStats, MirrorState, ObjectSource,
 };
 
 #[durable_object]
@@ -104,6 +105,8 @@ pub struct ChannelIndex {
     writes: Mutex<()>,
     shard_builds: Mutex<()>,
     repodata_builds: Mutex<()>,
+    /// Lets one refresh of a mirror's subdirs from the upstream run at a time.
+    mirror_refreshes: Mutex<()>,
     /// Requests of this instance in progress: with none, every mark and intent is left over
     /// from a request that died or failed, and the alarm finishes it.
     live: Cell<u32>,
@@ -144,6 +147,7 @@ impl DurableObject for ChannelIndex {
             writes: Mutex::new(()),
             shard_builds: Mutex::new(()),
             repodata_builds: Mutex::new(()),
+            mirror_refreshes: Mutex::new(()),
             live: Cell::new(0),
             behind: Cell::new(false),
             in_flight: RefCell::new(HashSet::new()),
@@ -240,6 +244,15 @@ impl ChannelIndex {
             IndexRequest::Browse { query } => Response::from_json(&self.store().browse(&query)?),
             IndexRequest::Package { channel, name } => {
                 Response::from_json(&self.store().package(&channel, &name)?)
+            }
+            IndexRequest::MirrorRefresh {
+                channel,
+                subdir,
+                rules,
+                wait,
+            } => Response::from_json(&self.mirror_refresh(&channel, &subdir, &rules, wait).await?),
+            IndexRequest::MirrorFile { subdir, filename } => {
+                Response::from_json(&self.store().upstream_file(&subdir, &filename)?)
             }
         };
         if let Some(channel) = changed {
