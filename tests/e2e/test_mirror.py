@@ -1,7 +1,8 @@
 """Mirror channels: created through the API and the admin command with their rules, shown with
-them, refused with bad ones, closed to uploads and deletes; their repodata.json is a real
-upstream's (py-rattler's index_fs served by http.server on 127.0.0.1) filtered by the rules,
-and stands in for the upstream once it stops."""
+them, refused with bad ones, closed to uploads and deletes; their index (repodata.json, its
+.zst, the shard index, shards, run_exports.json) holds a real upstream's records (py-rattler's
+index_fs served by http.server on 127.0.0.1, with and without shards) filtered by the rules,
+stands in for the upstream once it stops, and is in the channel's index (browse, check)."""
 
 import functools
 import hashlib
@@ -15,6 +16,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import msgpack
+import zstandard
 
 import pytest
 import requests
@@ -88,12 +92,11 @@ def test_a_mirror_refuses_uploads_and_deletes(server, owner, outsider, make_user
     assert (put.status_code, put.json()["code"]) == (409, "mirror_channel")
     deleted = server.api("DELETE", f"delete/{name}/noarch/{package.name}", owner.key)
     assert (deleted.status_code, deleted.json()["code"]) == (409, "mirror_channel")
-    # A rebuild would write the channel's own empty index over the mirror's copy.
+    # A rebuild and a repair rewrite the files from the mirror's own index: allowed.
     admin = make_user(admin=True)
-    rebuilt = server.api("POST", f"channels/{name}/rebuild", admin.key)
-    assert (rebuilt.status_code, rebuilt.json()["code"]) == (409, "mirror_channel")
+    assert server.api("POST", f"channels/{name}/rebuild", admin.key).status_code == 200
     repaired = requests.post(f"{server.url}/api/v1/channels/{name}/check?repair=true", headers=admin.auth, timeout=30)
-    assert (repaired.status_code, repaired.json()["code"]) == (409, "mirror_channel")
+    assert repaired.status_code == 200, repaired.text
     # Someone who could not write anyway is refused as before.
     assert upload_raw(server, name, package.name, data, headers={"Authorization": f"Bearer {outsider.key}"}).status_code == 403
     assert not [key for key in server.r2_keys() if key.startswith(f"{name}/")]
@@ -132,7 +135,7 @@ def test_the_admin_command_creates_a_mirror(server, owner):
 INDEXER = """
 import asyncio, sys
 import rattler.index
-asyncio.run(rattler.index.index_fs(sys.argv[1], write_zst=False, write_shards=False))
+asyncio.run(rattler.index.index_fs(sys.argv[1], write_zst=False, write_shards=sys.argv[2] == "shards"))
 print("indexed", flush=True)
 """
 
@@ -146,6 +149,7 @@ class ChannelHandler(http.server.SimpleHTTPRequestHandler):
     """http.server's file handler with an ETag per file's content, answering If-None-Match."""
 
     def send_head(self):
+        self.server.paths.append(self.path)
         path = Path(self.translate_path(self.path))
         self.etag = f'"{hashlib.sha256(path.read_bytes()).hexdigest()}"' if path.is_file() else None
         if self.etag is not None and self.headers.get("If-None-Match") == self.etag:
@@ -164,11 +168,13 @@ class ChannelHandler(http.server.SimpleHTTPRequestHandler):
 class Upstream:
     """A real conda channel: fixture packages indexed by py-rattler, served by http.server."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, shards: bool = False):
         self.root = root
+        self.shards = shards
         handler = functools.partial(ChannelHandler, directory=str(root))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.not_modified = 0
+        self.httpd.paths = []
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/channel"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -182,21 +188,35 @@ class Upstream:
             self.httpd = None
 
 
-@pytest.fixture
-def upstream(tmp_path):
-    channel = tmp_path / "channel"
+def serve_upstream(root: Path, shards: bool) -> Upstream:
+    channel = root / "channel"
     for subdir, files in UPSTREAM_FILES.items():
         (channel / subdir).mkdir(parents=True)
         for filename in files:
             shutil.copy(PACKAGES / filename, channel / subdir / filename)
-    index(channel)
-    served = Upstream(tmp_path)
+    index(channel, shards)
+    return Upstream(root, shards)
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    served = serve_upstream(tmp_path, shards=False)
     yield served
     served.stop()
 
 
-def index(channel: Path):
-    out = subprocess.run([sys.executable, "-c", INDEXER, str(channel)], capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def sharded_upstream(tmp_path):
+    """The same channel with a shard index and shards (CEP 16), as index_fs writes them."""
+    served = serve_upstream(tmp_path, shards=True)
+    assert (tmp_path / "channel" / "linux-64" / "repodata_shards.msgpack.zst").is_file()
+    yield served
+    served.stop()
+
+
+def index(channel: Path, shards: bool = False):
+    which = "shards" if shards else "plain"
+    out = subprocess.run([sys.executable, "-c", INDEXER, str(channel), which], capture_output=True, text=True, timeout=300)
     assert "indexed" in out.stdout, out.stderr[-2000:]
 
 
@@ -211,20 +231,73 @@ def create_mirror(server, owner, rules: dict, private: bool = False) -> str:
     return name
 
 
-def test_repodata_is_the_upstreams_filtered_by_the_rules(server, owner, upstream):
-    name = create_mirror(server, owner, {"url": upstream.url, "deny": ["zlib"]})
-    theirs = upstream.repodata("linux-64")
-    response = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30)
-    assert response.status_code == 200, response.text
-    ours = response.json()
-    assert files_of(ours) == {f for f in files_of(theirs) if not f.startswith("zlib-")}
-    assert ours["info"] == theirs["info"]
+def read_msgpack_zst(data: bytes):
+    return msgpack.unpackb(zstandard.ZstdDecompressor().decompressobj().decompress(data), raw=False)
+
+
+def index_files(server, name: str, subdir: str) -> dict:
+    """Every index file of a mirror's subdir, read: repodata.json, its .zst, run_exports.json,
+    and the records of every shard the shard index names."""
+    base = f"{server.url}/{name}/{subdir}"
+    got = {}
+    for file in ("repodata.json", "repodata.json.zst", "run_exports.json", "repodata_shards.msgpack.zst"):
+        response = requests.get(f"{base}/{file}", timeout=30)
+        assert response.status_code == 200, (file, response.text)
+        got[file] = response.content
+    index = read_msgpack_zst(got["repodata_shards.msgpack.zst"])
+    shard_records = {}
+    for package, digest in index["shards"].items():
+        shard = requests.get(f"{base}/shards/{digest.hex()}.msgpack.zst", timeout=30)
+        assert shard.status_code == 200, package
+        assert hashlib.sha256(shard.content).digest() == digest
+        for section in ("packages", "packages.conda"):
+            shard_records.update(read_msgpack_zst(shard.content)[section])
+    return {
+        "repodata": json.loads(got["repodata.json"]),
+        "zst": json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(got["repodata.json.zst"])),
+        "run_exports": json.loads(got["run_exports.json"]),
+        "shards": shard_records,
+    }
+
+
+def assert_filtered_alike(server, name: str, upstream: Upstream, subdir: str, expected: set[str]):
+    """Every index file of the mirror lists exactly `expected`, with the upstream's records."""
+    theirs = upstream.repodata(subdir)
+    files = index_files(server, name, subdir)
+    ours = files["repodata"]
+    assert files_of(ours) == expected
+    assert files["zst"] == ours
+    assert files_of(files["run_exports"]) == expected
+    assert set(files["shards"]) == expected
+    assert ours["info"]["subdir"] == theirs["info"]["subdir"] == subdir
     for section in ("packages", "packages.conda"):
         for filename, record in ours[section].items():
             assert record == theirs[section][filename], filename
-    # Only repodata.json is mirrored: clients fall back to it from these.
-    for other in ("repodata.json.zst", "repodata_shards.msgpack.zst", "run_exports.json"):
-        assert requests.get(f"{server.url}/{name}/linux-64/{other}", timeout=30).status_code == 404, other
+            assert files["shards"][filename]["sha256"].hex() == record["sha256"], filename
+
+
+@pytest.mark.parametrize("shards", [False, True], ids=["repodata", "shards"])
+def test_every_index_file_is_the_upstreams_filtered_by_the_rules(server, owner, tmp_path, shards):
+    upstream = serve_upstream(tmp_path, shards)
+    try:
+        name = create_mirror(server, owner, {"url": upstream.url, "deny": ["zlib"]})
+        theirs = upstream.repodata("linux-64")
+        expected = {f for f in files_of(theirs) if not f.startswith("zlib-")}
+        assert_filtered_alike(server, name, upstream, "linux-64", expected)
+        read = [path for path in upstream.httpd.paths if "/linux-64/" in path]
+        if shards:
+            # The shard index and its shards; never repodata.json.
+            assert not [path for path in read if path.endswith("repodata.json")], read
+            assert [path for path in read if "/shards/" in path]
+        else:
+            assert [path for path in read if path.endswith("repodata.json")]
+        # The mirror's files are in the channel's index: the browse API lists them (linux-64
+        # only: no other subdir was read yet).
+        listed = server.api("GET", f"channels/{name}/packages", owner.key).json()
+        linux = {record["name"] for section in ("packages", "packages.conda") for record in theirs[section].values()}
+        assert {p["name"] for p in listed["packages"]} == linux - {"zlib"}
+    finally:
+        upstream.stop()
 
 
 def test_a_record_younger_than_the_minimum_age_or_without_a_timestamp_is_left_out(server, owner, upstream):
@@ -377,19 +450,121 @@ def test_an_upstream_that_does_not_answer_is_a_timeout_naming_it(server, owner):
     assert (answer.json()["code"], url in answer.json()["error"]) == ("upstream_timeout", True)
 
 
-def test_an_upstream_repodata_over_the_size_bound_is_refused(upstream, tmp_path):
-    sizes = {subdir: (upstream.root / "channel" / subdir / "repodata.json").stat().st_size for subdir in UPSTREAM_FILES}
-    larger, smaller = sorted(sizes, key=sizes.get, reverse=True)
-    assert sizes[larger] > sizes[smaller]
-    variables = {"MIRROR_ALLOW_HTTP": "true", "MIRROR_MAX_REPODATA_BYTES": str(sizes[larger] - 1)}
+def test_an_upstream_record_over_the_size_bound_is_refused(upstream, tmp_path):
+    """The document is read a record at a time: one record over MIRROR_MAX_RECORD_BYTES is
+    refused (nothing is stored), the other subdir is served."""
+    path = upstream.root / "channel" / "linux-64" / "repodata.json"
+    document = json.loads(path.read_text())
+    record = document["packages.conda"]["other-package-0.2-0.conda"]
+    record["description"] = "x" * 5000
+    path.write_text(json.dumps(document))
+    variables = {"MIRROR_ALLOW_HTTP": "true", "MIRROR_MAX_RECORD_BYTES": "4096"}
     with running_server(tmp_path / "state", variables) as bounded:
         bounded.admin("user", "create", "mirrorer")
         bounded.admin("channel", "create", "bounded", "--owner", "mirrorer", "--mirror", upstream.url, env={"MIRROR_ALLOW_HTTP": "true"})
-        refused = requests.get(f"{bounded.url}/bounded/{larger}/repodata.json", timeout=30)
+        refused = requests.get(f"{bounded.url}/bounded/linux-64/repodata.json", timeout=30)
         assert refused.status_code == 502, refused.text
-        assert "MIRROR_MAX_REPODATA_BYTES" in refused.json()["error"]
+        assert "MIRROR_MAX_RECORD_BYTES" in refused.json()["error"]
+        assert "other-package-0.2-0.conda" in refused.json()["error"]
         assert upstream.url in refused.json()["error"]
-        assert "bounded/{larger}/repodata.json".format(larger=larger) not in bounded.r2_keys()
-        served = requests.get(f"{bounded.url}/bounded/{smaller}/repodata.json", timeout=30)
+        assert not [key for key in bounded.r2_keys() if key.startswith("bounded/linux-64/")]
+        served = requests.get(f"{bounded.url}/bounded/noarch/repodata.json", timeout=30)
         assert served.status_code == 200
-        assert files_of(served.json()) == files_of(upstream.repodata(smaller))
+        assert files_of(served.json()) == files_of(upstream.repodata("noarch"))
+
+
+def shard_hashes(upstream: Upstream, subdir: str) -> dict[str, str]:
+    index = read_msgpack_zst((upstream.root / "channel" / subdir / "repodata_shards.msgpack.zst").read_bytes())
+    return {name: digest.hex() for name, digest in index["shards"].items()}
+
+
+def test_a_sharded_upstream_is_read_again_only_for_the_shards_that_changed(server, owner, sharded_upstream):
+    upstream = sharded_upstream
+    name = create_mirror(server, owner, {"url": upstream.url})
+    url = f"{server.url}/{name}/linux-64/repodata.json"
+    first = requests.get(url, timeout=30)
+    assert first.status_code == 200
+    assert files_of(first.json()) == files_of(upstream.repodata("linux-64"))
+    before = shard_hashes(upstream, "linux-64")
+    fetched = {path.rsplit("/", 1)[1].split(".")[0] for path in upstream.httpd.paths if "/linux-64/shards/" in path}
+    assert fetched == set(before.values())
+
+    # One package goes and one comes: only the shards of the names that changed are read.
+    (upstream.root / "channel" / "linux-64" / "test-package-0.1-0.tar.bz2").unlink()
+    shutil.copy(PACKAGES / "other-package-0.1-0.tar.bz2", upstream.root / "channel" / "linux-64")
+    index(upstream.root / "channel", shards=True)
+    after = shard_hashes(upstream, "linux-64")
+    changed = set(after.values()) - set(before.values())
+    assert changed and "test-package" not in after
+    del upstream.httpd.paths[:]
+    second = requests.get(url, timeout=30)
+    assert second.status_code == 200
+    fetched = {path.rsplit("/", 1)[1].split(".")[0] for path in upstream.httpd.paths if "/linux-64/shards/" in path}
+    assert fetched == changed
+    assert files_of(second.json()) == files_of(upstream.repodata("linux-64"))
+    assert "test-package-0.1-0.tar.bz2" not in files_of(second.json())
+    assert "other-package-0.1-0.tar.bz2" in files_of(second.json())
+    assert_filtered_alike(server, name, upstream, "linux-64", files_of(upstream.repodata("linux-64")))
+
+    # Unchanged: the shard index answers 304 and nothing else is read.
+    del upstream.httpd.paths[:]
+    assert requests.get(url, timeout=30).content == second.content
+    assert upstream.httpd.paths == ["/channel/linux-64/repodata_shards.msgpack.zst"]
+
+
+def test_the_consistency_check_counts_a_mirrors_files_not_yet_fetched_as_consistent(server, owner, upstream, make_user):
+    name = create_mirror(server, owner, {"url": upstream.url})
+    assert requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=30).status_code == 200
+    admin = make_user(admin=True)
+    report = server.api("POST", f"channels/{name}/check", admin.key).json()
+    assert report["consistent"], report
+    # A file fetched is a file like any: its object is checked against its record.
+    assert requests.get(f"{server.url}/{name}/noarch/flask-0.11.1-py_0.tar.bz2", timeout=30).status_code == 200
+    report = server.api("POST", f"channels/{name}/check", admin.key).json()
+    assert report["consistent"], report
+
+
+class GatedHandler(ChannelHandler):
+    """Holds every answer until the server's gate is open."""
+
+    def send_head(self):
+        assert self.server.gate.wait(60)
+        return super().send_head()
+
+
+def test_a_due_index_is_answered_at_once_while_the_refresh_runs_after(upstream, tmp_path):
+    """With MIRROR_REFRESH_IN_BACKGROUND (the default), only the first read of a subdir waits
+    for the upstream: an upstream that does not answer yet holds no later read."""
+    handler = functools.partial(GatedHandler, directory=str(upstream.root))
+    gated = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    gated.gate, gated.paths, gated.not_modified = threading.Event(), [], 0
+    gated.gate.set()
+    threading.Thread(target=gated.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{gated.server_address[1]}/channel"
+    variables = {"MIRROR_ALLOW_HTTP": "true", "MIRROR_REVALIDATE_SECONDS": "0"}
+    try:
+        with running_server(tmp_path / "state", variables) as background:
+            background.admin("user", "create", "mirrorer")
+            background.admin("channel", "create", "later", "--owner", "mirrorer", "--mirror", url, env={"MIRROR_ALLOW_HTTP": "true"})
+            repodata = f"{background.url}/later/linux-64/repodata.json"
+            first = requests.get(repodata, timeout=30)
+            assert first.status_code == 200
+            assert "test-package-0.1-0.tar.bz2" in files_of(first.json())
+
+            (upstream.root / "channel" / "linux-64" / "test-package-0.1-0.tar.bz2").unlink()
+            index(upstream.root / "channel")
+            gated.gate.clear()
+            # The upstream holds its answer: the stored index answers.
+            held = requests.get(repodata, timeout=30)
+            assert (held.status_code, held.content) == (200, first.content)
+            gated.gate.set()
+            for _ in range(120):
+                later = requests.get(repodata, timeout=30)
+                if "test-package-0.1-0.tar.bz2" not in files_of(later.json()):
+                    break
+                time.sleep(0.5)
+            assert files_of(later.json()) == files_of(upstream.repodata("linux-64"))
+    finally:
+        gated.gate.set()
+        gated.shutdown()
+        gated.server_close()
