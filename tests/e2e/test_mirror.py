@@ -25,6 +25,7 @@ import requests
 
 from conftest import PACKAGES, unique, upload_raw
 from harness import AdminError, running_server
+from synthetic_channel import chain, write_upstream
 
 UPSTREAM = "https://conda.example.org/upstream"
 
@@ -353,12 +354,13 @@ def test_a_private_mirror_is_read_as_any_private_channel(server, owner, outsider
 CLIENT = Path(__file__).with_name("rattler_client.py")
 
 
-def rattler_install(url: str, prefix: Path, cache: Path, specs: list[str], auth_file: Path | None = None) -> dict:
+def rattler_install(url: str, prefix: Path, cache: Path, specs: list[str], auth_file: Path | None = None, mode: str = "fetch") -> dict:
+    """Solves and installs with py-rattler: `fetch` reads repodata.json, `gateway` the shards."""
     env = dict(os.environ)
     if auth_file is not None:
         env["RATTLER_AUTH_FILE"] = str(auth_file)
     out = subprocess.run(
-        [sys.executable, str(CLIENT), "fetch", url, str(prefix), str(cache), "linux-64", *specs],
+        [sys.executable, str(CLIENT), mode, url, str(prefix), str(cache), "linux-64", *specs],
         capture_output=True, text=True, timeout=300, env=env,
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -568,3 +570,35 @@ def test_a_due_index_is_answered_at_once_while_the_refresh_runs_after(upstream, 
         gated.gate.set()
         gated.shutdown()
         gated.server_close()
+
+
+# A smaller version of `npm run bench -- mirror-scale` (100,000 records), kept short for the suite.
+LARGE_RECORDS, LARGE_NAMES = 5_000, 500
+ISOLATE_BYTES = 128 * 1024 * 1024
+
+
+@pytest.mark.parametrize("shards", [False, True], ids=["repodata", "shards"])
+def test_a_large_upstream_subdir_is_mirrored_and_solved_against_within_the_isolates_memory(server, owner, make_user, tmp_path, shards):
+    write_upstream(tmp_path / "channel", LARGE_RECORDS, LARGE_NAMES, top=3, shards=shards)
+    upstream = Upstream(tmp_path, shards)
+    try:
+        name = create_mirror(server, owner, {"url": upstream.url, "deny": ["scale-00002"]})
+        response = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=600)
+        assert response.status_code == 200, response.text
+        expected = {f for f in files_of(upstream.repodata("linux-64")) if not f.startswith("scale-00002-")}
+        assert files_of(response.json()) == expected
+        mode = "gateway" if shards else "fetch"
+        installed = rattler_install(f"{server.url}/{name}", tmp_path / "env", tmp_path / "cache", ["scale-00003"], mode=mode)
+        assert "error" not in installed, installed
+        newest = f"1.{LARGE_RECORDS // LARGE_NAMES - 1}"
+        assert {(r["name"], r["version"]) for r in installed["records"]} == {(f"scale-{n:05d}", newest) for n in chain(3)}
+        for record in installed["records"]:
+            served = requests.get(record["url"], timeout=30).content
+            assert hashlib.sha256(served).hexdigest() == record["sha256"]
+        stats = server.api("GET", f"channels/{name}/stats", make_user(admin=True).key).json()
+        assert stats["index"]["subdirs"] == [{"subdir": "linux-64", "packages": len(expected)}]
+        peak = stats["index"]["wasm_memory_bytes"]
+        print(f"{LARGE_RECORDS} records ({'shards' if shards else 'repodata.json'}): peak wasm memory {peak / 2**20:.0f} MiB")
+        assert peak <= ISOLATE_BYTES
+    finally:
+        upstream.stop()
