@@ -172,6 +172,10 @@ const SCHEMA: [Step; 18] = [
     },
 ];
 
+/// How many staged rows one statement inserts: a Durable Object's SQLite takes at most 100
+/// bound parameters per statement, and a row has 5.
+const STAGED_ROWS: usize = 20;
+
 /// The tables a channel's destruction empties (the channel's name stays: the object is still
 /// that channel's).
 const CHANNEL_TABLES: [&str; 10] = [
@@ -1016,19 +1020,32 @@ impl<'a, S: Sql> IndexStore<'a, S> {
         )
     }
 
-    /// Adds an admitted record to the refresh of `subdir` under way.
-    pub fn stage_upstream(&self, subdir: &str, record: &MirrorRecord) -> Result<(), S::Error> {
-        self.run(
-            "INSERT OR REPLACE INTO mirror_staging (subdir, filename, name, sha256, record) \
-             VALUES (?, ?, ?, ?, ?)",
-            vec![
-                subdir.into(),
-                record.filename.as_str().into(),
-                record.name.as_str().into(),
-                record.sha256.as_str().into(),
-                record.record.as_str().into(),
-            ],
-        )
+    /// Adds admitted records to the refresh of `subdir` under way, [`STAGED_ROWS`] per
+    /// statement.
+    pub fn stage_upstream(&self, subdir: &str, records: &[MirrorRecord]) -> Result<(), S::Error> {
+        for batch in records.chunks(STAGED_ROWS) {
+            let rows = vec!["(?, ?, ?, ?, ?)"; batch.len()].join(", ");
+            let params = batch
+                .iter()
+                .flat_map(|record| {
+                    [
+                        subdir.into(),
+                        record.filename.as_str().into(),
+                        record.name.as_str().into(),
+                        record.sha256.as_str().into(),
+                        record.record.as_str().into(),
+                    ]
+                })
+                .collect();
+            self.sql.run(Statement::new(
+                format!(
+                    "INSERT OR REPLACE INTO mirror_staging (subdir, filename, name, sha256, record) \
+                     VALUES {rows}"
+                ),
+                params,
+            ))?;
+        }
+        Ok(())
     }
 
     /// Forgets a refresh that did not finish.

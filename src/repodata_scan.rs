@@ -82,15 +82,17 @@ impl Value {
         }
     }
 
-    fn push(&mut self, b: u8, max: usize, what: &str) -> Result<Step, ScanError> {
+    /// Reads one byte; `what` names the value in an error (called only then).
+    fn push(&mut self, b: u8, max: usize, what: impl Fn() -> String) -> Result<Step, ScanError> {
         if self.scalar && !(b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
             return Ok(Step::DoneBefore);
         }
         self.len += 1;
         if self.len > max {
             return Err(ScanError(format!(
-                "{what} is larger than {max} bytes, the most one may have \
-                 (MIRROR_MAX_RECORD_BYTES)"
+                "{} is larger than {max} bytes, the most one may have \
+                 (MIRROR_MAX_RECORD_BYTES)",
+                what()
             )));
         }
         if self.keep {
@@ -101,7 +103,7 @@ impl Value {
                 b'"' => self.in_string = true,
                 b'{' | b'[' => self.depth = 1,
                 b if b.is_ascii_alphanumeric() || b == b'-' => self.scalar = true,
-                _ => return Err(ScanError(format!("{what} starts with {}", shown(b)))),
+                _ => return Err(ScanError(format!("{} starts with {}", what(), shown(b)))),
             }
             return Ok(Step::More);
         }
@@ -202,13 +204,14 @@ impl RepodataScanner {
     /// Reads one byte; answers whether it was consumed (a scalar's end is read again).
     fn byte(&mut self, b: u8, records: &mut Vec<ScannedRecord>) -> Result<bool, ScanError> {
         if let Some(value) = &mut self.value {
-            let what = match self.state {
+            let (state, key, filename) = (self.state, &self.key, &self.filename);
+            let what = || match state {
                 State::TopKey { .. } => "a top-level key".to_owned(),
-                State::TopValue => format!("the value of '{}'", self.key),
+                State::TopValue => format!("the value of '{key}'"),
                 State::MapKey { .. } => "a file name".to_owned(),
-                _ => format!("the record of '{}'", self.filename),
+                _ => format!("the record of '{filename}'"),
             };
-            let step = value.push(b, self.max_value, &what)?;
+            let step = value.push(b, self.max_value, what)?;
             let consumed = match step {
                 Step::More => return Ok(true),
                 Step::Done => true,

@@ -1005,13 +1005,16 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
     let conn = fresh();
     let store = IndexStore::new(&conn);
     // The first refresh: every record is new, and the subdir is marked even if empty.
-    for record in [
-        upstream("a-1-0.conda", "a", "1", 'a'),
-        upstream("b-1-0.conda", "b", "1", 'b'),
-        upstream("c-1-0.conda", "c", "1", 'c'),
-    ] {
-        store.stage_upstream("linux-64", &record).unwrap();
-    }
+    store
+        .stage_upstream(
+            "linux-64",
+            &[
+                upstream("a-1-0.conda", "a", "1", 'a'),
+                upstream("b-1-0.conda", "b", "1", 'b'),
+                upstream("c-1-0.conda", "c", "1", 'c'),
+            ],
+        )
+        .unwrap();
     let swap = store
         .swap_in_staging(CHANNEL, "linux-64", 10, true)
         .unwrap();
@@ -1037,13 +1040,16 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
         .unwrap();
 
     // The next: a unchanged, b with other bytes, c gone (no longer admitted), d new.
-    for record in [
-        upstream("a-1-0.conda", "a", "1", 'a'),
-        upstream("b-1-0.conda", "b", "1", 'e'),
-        upstream("d-1-0.conda", "d", "1", 'd'),
-    ] {
-        store.stage_upstream("linux-64", &record).unwrap();
-    }
+    store
+        .stage_upstream(
+            "linux-64",
+            &[
+                upstream("a-1-0.conda", "a", "1", 'a'),
+                upstream("b-1-0.conda", "b", "1", 'e'),
+                upstream("d-1-0.conda", "d", "1", 'd'),
+            ],
+        )
+        .unwrap();
     let swap = store
         .swap_in_staging(CHANNEL, "linux-64", 20, false)
         .unwrap();
@@ -1070,13 +1076,25 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
         .unwrap();
 
     // Nothing changed: nothing marked, nothing dropped.
-    for record in [
-        upstream("a-1-0.conda", "a", "1", 'a'),
-        upstream("b-1-0.conda", "b", "1", 'e'),
-        upstream("d-1-0.conda", "d", "1", 'd'),
-    ] {
-        store.stage_upstream("linux-64", &record).unwrap();
-    }
+    let many: Vec<MirrorRecord> = (0..45)
+        .map(|i| upstream(&format!("m-{i}-0.conda"), "m", &i.to_string(), 'f'))
+        .collect();
+    store.stage_upstream("osx-64", &many).unwrap();
+    assert_eq!(
+        query(&conn, "SELECT COUNT(*) AS n FROM mirror_staging")[0]["n"],
+        45
+    );
+    store.clear_staging("osx-64").unwrap();
+    store
+        .stage_upstream(
+            "linux-64",
+            &[
+                upstream("a-1-0.conda", "a", "1", 'a'),
+                upstream("b-1-0.conda", "b", "1", 'e'),
+                upstream("d-1-0.conda", "d", "1", 'd'),
+            ],
+        )
+        .unwrap();
     let swap = store
         .swap_in_staging(CHANNEL, "linux-64", 30, false)
         .unwrap();
@@ -1098,7 +1116,7 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
     // Uploaded rows of another subdir are never touched.
     commit(&store, "noarch", "own-1-0.conda", "1", 9);
     store
-        .stage_upstream("linux-64", &upstream("a-1-0.conda", "a", "1", 'a'))
+        .stage_upstream("linux-64", &[upstream("a-1-0.conda", "a", "1", 'a')])
         .unwrap();
     store
         .swap_in_staging(CHANNEL, "linux-64", 50, false)

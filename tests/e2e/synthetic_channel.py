@@ -103,9 +103,9 @@ def write_shards(subdir: Path, by_name: dict[str, dict[str, dict]]) -> None:
 
 
 def workerd_memory(pgid: int) -> dict[str, int]:
-    """VmHWM (peak resident) and VmRSS in bytes of the workerd processes of the server's
-    process group, summed."""
-    totals = {"VmHWM": 0, "VmRSS": 0}
+    """VmHWM (peak resident) and VmRSS in bytes of the largest workerd process of the server's
+    process group: the one running the Worker (wrangler also runs a small proxy)."""
+    largest = {"VmHWM": 0, "VmRSS": 0}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -113,10 +113,13 @@ def workerd_memory(pgid: int) -> dict[str, int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
             if os.getpgid(int(entry)) != pgid or "(workerd)" not in stat:
                 continue
+            status = {}
             for line in Path(f"/proc/{entry}/status").read_text().splitlines():
                 key, _, value = line.partition(":")
-                if key in totals:
-                    totals[key] += int(value.split()[0]) * 1024
+                if key in largest:
+                    status[key] = int(value.split()[0]) * 1024
         except (OSError, ProcessLookupError):
             continue
-    return totals
+        if status.get("VmHWM", 0) > largest["VmHWM"]:
+            largest = {**largest, **status}
+    return largest

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use worker::{ByteStream, Date, Delay, Fetch, Headers, Method, Request, RequestInit};
 
 use super::super::error::{internal, ApiResult};
+use super::super::log::MirrorRefreshLog;
 use super::super::storage::file_key;
 use super::{ChannelIndex, MirrorState};
 use crate::index_store::MirrorSubdir;
@@ -44,6 +45,16 @@ enum Refreshed {
         etag: Option<String>,
         admits_more_at: Option<u64>,
     },
+}
+
+/// What a refresh read from the upstream, for its log line.
+struct Read {
+    source: &'static str,
+    /// The shard index and shards, or the one repodata.json.
+    documents: usize,
+    records: usize,
+    admitted: usize,
+    started: u64,
 }
 
 /// Whether `state` must be refreshed at `now`: its time is up, its rules changed, or a record
@@ -214,15 +225,20 @@ impl ChannelIndex {
                 Ok(admitted) => admitted,
                 Err(e) => return failed(UpstreamFailure::Failed(e.0)),
             };
-            for record in &admitted {
-                self.store().stage_upstream(subdir, record)?;
-            }
+            self.store().stage_upstream(subdir, &admitted)?;
         }
         let admits_more_at = filter.admits_more_at;
+        let read = Read {
+            source: "repodata.json",
+            documents: 1,
+            records: filter.kept + filter.removed,
+            admitted: filter.kept,
+            started: now,
+        };
         if let Err(e) = filter.finish() {
             return failed(UpstreamFailure::Failed(e.0));
         }
-        self.swap_in(channel, subdir, first, &BTreeMap::new())
+        self.swap_in(channel, subdir, first, &BTreeMap::new(), read)
             .await?;
         Ok(Ok(Refreshed::Replaced {
             etag,
@@ -284,6 +300,13 @@ impl ChannelIndex {
         }
         let now = Date::now().as_millis();
         let mut admits_more_at: Option<u64> = None;
+        let mut read = Read {
+            source: "shards",
+            documents: changed.len() + 1,
+            records: 0,
+            admitted: 0,
+            started: now,
+        };
         let mut fetches = futures_util::stream::iter(changed.iter().map(|(_, hash)| {
             let url = format!("{base}{hash}.msgpack.zst");
             async move {
@@ -309,18 +332,23 @@ impl ChannelIndex {
                 Ok(records) => records,
                 Err(e) => return failed(&url, format!("the shard is not valid: {e}")),
             };
+            read.records += records.len();
+            let mut admitted = Vec::new();
             for (filename, record) in records {
                 match rules.judge_value(subdir, &filename, record, now) {
-                    Verdict::Admitted(record) => self.store().stage_upstream(subdir, &record)?,
+                    Verdict::Admitted(record) => admitted.push(record),
                     Verdict::Later(at) => {
                         admits_more_at = Some(admits_more_at.map_or(at, |t| t.min(at)));
                     }
                     Verdict::Refused | Verdict::Unreadable => {}
                 }
             }
+            read.admitted += admitted.len();
+            self.store().stage_upstream(subdir, &admitted)?;
         }
         drop(fetches);
-        self.swap_in(channel, subdir, first, &index.shards).await?;
+        self.swap_in(channel, subdir, first, &index.shards, read)
+            .await?;
         Ok(Ok(admits_more_at))
     }
 
@@ -332,7 +360,9 @@ impl ChannelIndex {
         subdir: &str,
         first: bool,
         upstream_shards: &BTreeMap<String, String>,
+        read: Read,
     ) -> ApiResult<()> {
+        let read_ms = Date::now().as_millis().saturating_sub(read.started);
         let swap = self
             .store()
             .swap_in_staging(channel, subdir, Date::now().as_millis(), first)?;
@@ -354,10 +384,24 @@ impl ChannelIndex {
             let cached: Vec<String> = batch.iter().map(|k| crate::edge_cache::key(k)).collect();
             super::super::edge_cache::purge(&cached).await;
         }
+        let swapped = Date::now().as_millis();
         self.bring_up_to_date(channel, subdir, true).await?;
         if swap.changed > 0 {
             self.report_figures(channel).await;
         }
+        let built = Date::now().as_millis();
+        super::super::log::mirror_refresh(&MirrorRefreshLog {
+            channel,
+            subdir,
+            source: read.source,
+            documents: read.documents,
+            records: read.records,
+            admitted: read.admitted,
+            changed: swap.changed,
+            read_ms,
+            swap_ms: swapped.saturating_sub(read.started + read_ms),
+            build_ms: built.saturating_sub(swapped),
+        });
         Ok(())
     }
 }
