@@ -21,6 +21,7 @@ use super::super::error::{internal, ApiResult};
 use super::super::log::MirrorRefreshLog;
 use super::super::storage::file_key;
 use super::{ChannelIndex, MirrorState};
+use crate::index_plan::AlarmWork;
 use crate::index_store::MirrorSubdir;
 use crate::mirror::{
     needs_revalidation, shard_base_url, MirrorRules, MirrorRulesJson, UpstreamFailure,
@@ -363,6 +364,12 @@ impl ChannelIndex {
         read: Read,
     ) -> ApiResult<()> {
         let read_ms = Date::now().as_millis().saturating_sub(read.started);
+        // Set before the marks it would finish, should this refresh die before its build.
+        self.schedule_alarm(AlarmWork {
+            unfinished: true,
+            ..AlarmWork::default()
+        })
+        .await?;
         let swap = self
             .store()
             .swap_in_staging(channel, subdir, Date::now().as_millis(), first)?;

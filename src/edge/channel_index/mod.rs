@@ -7,8 +7,10 @@
 //! which the client returns as the same error. So a conflicting commit is a 409 wherever it
 //! starts, and a failure's detail is logged in the object, where it happened.
 //!
-//! Requests to one object interleave at every await, so three locks order the work, always
+//! Requests to one object interleave at every await, so four locks order the work, always
 //! taken in this order:
+//! - `mirror_refreshes` lets one refresh of a mirror's subdir from its upstream run at a time
+//!   (`mirror.rs`); the refresh then builds under the two build locks.
 //! - `writes` makes a change one step: a commit's "check the stored record, move the object
 //!   into place, store the row"; a delete, from removing its row until its object is gone; a
 //!   rebuild's marking of every name.
@@ -17,7 +19,7 @@
 //! - `repodata_builds` lets one build of the monolithic files (repodata.json, its .zst,
 //!   run_exports.json) run at a time; a change that finds it taken does not wait for it.
 //!
-//! `destroy` holds all three. The alarm takes `repodata_builds` for each subdir it builds,
+//! `destroy` holds all four. The alarm takes `repodata_builds` for each subdir it builds,
 //! `writes` while it finishes cut-short object changes, and deletes superseded shards once
 //! `SHARD_RETENTION_SECONDS` have passed.
 //!
@@ -600,6 +602,7 @@ impl ChannelIndex {
     }
 
     async fn destroy(&self, channel: &str) -> ApiResult<DestroyOutcome> {
+        let _refresh = self.mirror_refreshes.lock().await;
         let _write = self.writes.lock().await;
         let _shards = self.shard_builds.lock().await;
         let _repodata = self.repodata_builds.lock().await;
