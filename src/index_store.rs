@@ -337,8 +337,9 @@ pub struct UpstreamFile {
 pub struct MirrorSwap {
     /// Rows added, replaced or dropped.
     pub changed: u64,
-    /// The files dropped: no longer upstream, or no longer admitted.
-    pub dropped: Vec<String>,
+    /// The files whose kept copy (if one was fetched) must go: dropped (no longer upstream,
+    /// or no longer admitted), or with other bytes upstream.
+    pub outdated: Vec<String>,
 }
 
 /// The channel's figures the channel list shows.
@@ -1057,7 +1058,8 @@ impl<'a, S: Sql> IndexStore<'a, S> {
     }
 
     /// Makes the staged records of `subdir` its mirror rows, in one stretch: rows new or
-    /// changed are stored, rows no longer staged dropped, and the names and the subdir that
+    /// changed are stored, rows no longer staged dropped (answered with those whose bytes
+    /// changed, as [`MirrorSwap::outdated`]), and the names and the subdir that
     /// changed marked (the subdir also when `first`, so its files are built even empty).
     pub fn swap_in_staging(
         &self,
@@ -1091,6 +1093,13 @@ impl<'a, S: Sql> IndexStore<'a, S> {
                 vec![mark.into(), subdir.into(), subdir.into(), subdir.into()],
             ))?;
         }
+        // A file the upstream now has other bytes for: a copy kept of it is stale.
+        let mut outdated: Vec<Filename> = self.rows(
+            "SELECT s.filename FROM mirror_staging s JOIN packages p \
+             ON p.subdir = s.subdir AND p.filename = s.filename \
+             WHERE s.subdir = ? AND p.sha256 != s.sha256",
+            vec![subdir.into()],
+        )?;
         let dropped: Vec<Filename> = self.rows(
             format!(
                 "DELETE FROM packages WHERE rowid IN (SELECT p.rowid {VANISHED}) \
@@ -1098,6 +1107,7 @@ impl<'a, S: Sql> IndexStore<'a, S> {
             ),
             vec![subdir.into()],
         )?;
+        outdated.extend(dropped);
         self.sql.run(Statement::new(
             format!(
                 "INSERT OR REPLACE INTO packages \
@@ -1117,7 +1127,7 @@ impl<'a, S: Sql> IndexStore<'a, S> {
         self.clear_staging(subdir)?;
         Ok(MirrorSwap {
             changed,
-            dropped: dropped.into_iter().map(|row| row.filename).collect(),
+            outdated: outdated.into_iter().map(|row| row.filename).collect(),
         })
     }
 

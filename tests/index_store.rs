@@ -1018,7 +1018,7 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
     let swap = store
         .swap_in_staging(CHANNEL, "linux-64", 10, true)
         .unwrap();
-    assert_eq!((swap.changed, swap.dropped.len()), (3, 0));
+    assert_eq!((swap.changed, swap.outdated.len()), (3, 0));
     assert_eq!(dirty_names(&store, "linux-64"), ["a", "b", "c"]);
     assert!(store.stale_mark("linux-64").unwrap().is_some());
     assert!(query(&conn, "SELECT * FROM mirror_staging").is_empty());
@@ -1054,7 +1054,8 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
         .swap_in_staging(CHANNEL, "linux-64", 20, false)
         .unwrap();
     assert_eq!(swap.changed, 3);
-    assert_eq!(swap.dropped, ["c-1-0.conda"]);
+    // c is gone, and a copy of b holds bytes the upstream no longer has.
+    assert_eq!(swap.outdated, ["b-1-0.conda", "c-1-0.conda"]);
     assert_eq!(dirty_names(&store, "linux-64"), ["b", "c", "d"]);
     assert!(store
         .upstream_file("linux-64", "c-1-0.conda")
@@ -1098,7 +1099,7 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
     let swap = store
         .swap_in_staging(CHANNEL, "linux-64", 30, false)
         .unwrap();
-    assert_eq!((swap.changed, swap.dropped.len()), (0, 0));
+    assert_eq!((swap.changed, swap.outdated.len()), (0, 0));
     assert!(dirty_names(&store, "linux-64").is_empty());
     assert!(store.stale_mark("linux-64").unwrap().is_none());
 
@@ -1107,7 +1108,7 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
     let swap = store
         .swap_in_staging(CHANNEL, "linux-64", 40, false)
         .unwrap();
-    assert_eq!(swap.dropped, ["d-1-0.conda"]);
+    assert_eq!(swap.outdated, ["d-1-0.conda"]);
     assert_eq!(dirty_names(&store, "linux-64"), ["d"]);
     assert!(store
         .upstream_file("linux-64", "a-1-0.conda")

@@ -379,9 +379,10 @@ impl ChannelIndex {
                 .iter()
                 .map(|(name, hash)| (name.as_str(), hash.as_str())),
         )?;
-        // A file no longer admitted is a 404 by URL too: the copy kept of it goes.
+        // A file no longer admitted is a 404 by URL too, and one with other bytes upstream is
+        // fetched again: the copy kept of either goes.
         let keys: Vec<String> = swap
-            .dropped
+            .outdated
             .iter()
             .map(|filename| file_key(channel, subdir, filename))
             .collect();
