@@ -25,6 +25,7 @@ import requests
 
 from conftest import PACKAGES, unique, upload_raw
 from harness import AdminError, running_server
+from pkgbuild import build_conda
 from synthetic_channel import chain, write_upstream
 
 UPSTREAM = "https://conda.example.org/upstream"
@@ -136,7 +137,7 @@ def test_the_admin_command_creates_a_mirror(server, owner):
 INDEXER = """
 import asyncio, sys
 import rattler.index
-asyncio.run(rattler.index.index_fs(sys.argv[1], write_zst=False, write_shards=sys.argv[2] == "shards"))
+asyncio.run(rattler.index.index_fs(sys.argv[1], write_zst=False, write_shards=sys.argv[2] == "shards", force=True))
 print("indexed", flush=True)
 """
 
@@ -417,6 +418,22 @@ def test_an_upstream_file_replaced_under_the_same_name_is_refused_and_not_kept(s
         assert refused.status_code == 502, refused.text
         assert upstream.url in refused.json()["error"]
         assert f"{name}/linux-64/{filename}" not in server.r2_keys()
+
+
+def test_a_file_the_upstream_rebuilds_under_the_same_name_is_fetched_again_with_its_new_record(server, owner, upstream):
+    name = create_mirror(server, owner, {"url": upstream.url})
+    filename = "other-package-0.2-0.conda"
+    url = f"{server.url}/{name}/linux-64/{filename}"
+    assert requests.get(url, timeout=30).content == (PACKAGES / filename).read_bytes()
+    # Other bytes under the same name, indexed: the record's sha256 changes with them.
+    rebuilt_name, rebuilt = build_conda("other-package", version="0.2", build="0", subdir="linux-64", files={"share/other": b"rebuilt\n"})
+    assert rebuilt_name == filename
+    (upstream.root / "channel" / "linux-64" / filename).write_bytes(rebuilt)
+    index(upstream.root / "channel")
+    record = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30).json()["packages.conda"][filename]
+    assert record["sha256"] == hashlib.sha256(rebuilt).hexdigest()
+    served = requests.get(url, timeout=30)
+    assert (served.status_code, served.content) == (200, rebuilt)
 
 
 def test_the_copy_is_revalidated_with_the_upstreams_etag(server, owner, upstream):
