@@ -628,6 +628,27 @@ impl<'a, S: Sql> IndexStore<'a, S> {
         }
     }
 
+    /// The subdir an upload of package `name` most likely belongs in while its own is not
+    /// known yet (see [`crate::placement`]): that of the channel's newest file of the name,
+    /// else of its newest file; `None` in a channel without files.
+    pub fn likely_subdir(&self, name: &str) -> Result<Option<String>, S::Error> {
+        #[derive(Deserialize)]
+        struct Row {
+            subdir: String,
+        }
+        let found = match self.first::<Row>(
+            "SELECT subdir FROM packages WHERE name = ? ORDER BY indexed_at DESC LIMIT 1",
+            vec![name.into()],
+        )? {
+            Some(row) => Some(row),
+            None => self.first::<Row>(
+                "SELECT subdir FROM packages ORDER BY indexed_at DESC LIMIT 1",
+                Vec::new(),
+            )?,
+        };
+        Ok(found.map(|row| row.subdir))
+    }
+
     /// The uploads holding `key`, if any do.
     pub fn upload_at(&self, key: &str) -> Result<Option<DirectUpload>, S::Error> {
         self.first(

@@ -28,6 +28,8 @@ pub struct MirrorRules {
     pub allow: Vec<MatchSpec>,
     pub deny: Vec<MatchSpec>,
     pub min_age_days: u32,
+    /// The name of the Worker secret whose value is sent as `Authorization` to the upstream.
+    pub credentials: Option<String>,
 }
 
 /// The rules as JSON: what the API takes and answers and what D1 stores.
@@ -41,6 +43,9 @@ pub struct MirrorRulesJson {
     pub deny: Vec<String>,
     #[serde(default)]
     pub min_age_days: i64,
+    /// The name of a Worker secret (never its value), for a private upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 /// Why rules were refused; the message is a sentence for the caller.
@@ -77,11 +82,17 @@ impl MirrorRules {
                 u32::MAX
             ))
         })?;
+        let credentials = json
+            .credentials
+            .as_deref()
+            .map(check_secret_name)
+            .transpose()?;
         Ok(Self {
             url,
             allow,
             deny,
             min_age_days,
+            credentials,
         })
     }
 
@@ -92,6 +103,7 @@ impl MirrorRules {
             allow: self.allow.iter().map(ToString::to_string).collect(),
             deny: self.deny.iter().map(ToString::to_string).collect(),
             min_age_days: i64::from(self.min_age_days),
+            credentials: self.credentials.clone(),
         }
     }
 
@@ -260,6 +272,75 @@ impl<'a> UpstreamFilter<'a> {
             .map(|_| ())
             .map_err(|e| RulesError(format!("the upstream repodata.json is not valid: {e}")))
     }
+}
+
+/// A secret's name as Cloudflare takes it and as this project spells settings: capitals,
+/// digits and `_`, not starting with a digit, at most 64 characters.
+fn check_secret_name(name: &str) -> Result<String, RulesError> {
+    let shaped = (1..=64).contains(&name.len())
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if shaped {
+        Ok(name.to_owned())
+    } else {
+        Err(RulesError(
+            "credentials must name a Worker secret: up to 64 capitals, digits and '_', \
+             not starting with a digit"
+                .into(),
+        ))
+    }
+}
+
+/// How many redirects a fetch from an upstream follows.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Where a redirect from `from` to `location` leads: the absolute URL, if its scheme is https
+/// (or http when `allow_http`); otherwise the reason, a sentence naming the target.
+pub fn redirect_target(from: &str, location: &str, allow_http: bool) -> Result<String, String> {
+    let location = location.trim();
+    let origin = origin(from).unwrap_or_default();
+    let target = if location.starts_with("https://") || location.starts_with("http://") {
+        location.to_owned()
+    } else if let Some(rest) = location.strip_prefix("//") {
+        let scheme = from.split("://").next().unwrap_or("https");
+        format!("{scheme}://{rest}")
+    } else if location.starts_with('/') {
+        format!("{origin}{location}")
+    } else if location.contains(':') {
+        return Err(format!(
+            "it redirected to '{location}', which is not an https URL"
+        ));
+    } else {
+        let path = from.split(['?', '#']).next().unwrap_or(from);
+        let base = path.rsplit_once('/').map_or(path, |(base, _)| base);
+        format!("{base}/{location}")
+    };
+    let admitted = target.starts_with("https://") || (allow_http && target.starts_with("http://"));
+    if !admitted {
+        return Err(format!(
+            "it redirected to '{target}', which is not https; the mirror follows redirects to https only"
+        ));
+    }
+    Ok(target)
+}
+
+/// The origin (`scheme://host[:port]`, lowercased) of an absolute http(s) URL.
+pub fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    // Credentials in the authority are no part of the origin.
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    (!host.is_empty()).then(|| {
+        format!(
+            "{}://{}",
+            scheme.to_ascii_lowercase(),
+            host.to_ascii_lowercase()
+        )
+    })
 }
 
 fn check_url(url: &str, allow_http: bool) -> Result<String, RulesError> {

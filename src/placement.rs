@@ -2,6 +2,12 @@
 //! when its subdir is known early enough, else to a staging object that the channel index copies
 //! into place.
 //!
+//! A `.conda` whose info component comes last (as conda-package-handling writes them) names its
+//! subdir only at its end. Its bytes go to the key of the subdir the channel's records suggest
+//! (that of its newest file of the package's name, else of its newest file): right, the upload is
+//! written once; wrong, the object there serves as the staging object would have, copied into
+//! place and deleted, for the same three R2 operations.
+//!
 //! Written straight, the bytes go once, in one put that R2 checks against the SHA-256 the
 //! uploader claims (a put of other bytes stores nothing), to a key the channel index has
 //! reserved for the upload: no other commit writes there until the upload commits or is
@@ -24,6 +30,9 @@ pub const HELD_BYTES: u64 = 8 * 1024 * 1024;
 pub enum Placement {
     /// Straight to `<channel>/<subdir>/<filename>`.
     Direct { subdir: String },
+    /// The subdir is not known in time: to the key of the subdir the channel's records
+    /// suggest, else to a staging object.
+    Guessed,
     /// To a staging object.
     Staged,
 }
@@ -56,7 +65,8 @@ pub fn placement(scanned: Scanned<'_>) -> Option<Placement> {
         Some(subdir) => Some(Placement::Direct {
             subdir: subdir.to_owned(),
         }),
-        None if scanned.finished || scanned.read >= scanned.held_bytes => Some(Placement::Staged),
+        None if scanned.finished => Some(Placement::Staged),
+        None if scanned.read >= scanned.held_bytes => Some(Placement::Guessed),
         None => None,
     }
 }
@@ -110,9 +120,10 @@ mod tests {
             scanned(None, Some("noarch"), HELD_BYTES * 3, false),
             direct("noarch")
         );
+        // The scan reads on (an info component last), but the body can be held no longer.
         assert_eq!(
             scanned(None, None, HELD_BYTES, false),
-            Some(Placement::Staged)
+            Some(Placement::Guessed)
         );
         // A scan that stopped (info/ read without an index.json, a broken archive, the end).
         assert_eq!(scanned(None, None, 10, true), Some(Placement::Staged));

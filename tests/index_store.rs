@@ -1155,3 +1155,30 @@ fn a_mirror_subdirs_refresh_state_and_upstream_shards_are_kept() {
     assert!(store.mirror_subdir("noarch").unwrap().is_none());
     assert!(store.upstream_shards("noarch").unwrap().is_empty());
 }
+
+#[test]
+fn an_upload_not_yet_placed_likely_goes_where_its_name_went_last_else_where_the_channel_did() {
+    let conn = fresh();
+    let store = IndexStore::new(&conn);
+    assert_eq!(store.likely_subdir("a").unwrap(), None);
+    commit(&store, "linux-64", "a-1-0.conda", "1", 10);
+    commit(&store, "osx-arm64", "a-1-1.conda", "1", 11);
+    commit(&store, "noarch", "b-1-0.conda", "1", 12);
+    // The name's newest file wins over the channel's newest.
+    assert_eq!(
+        store.likely_subdir("a").unwrap().as_deref(),
+        Some("osx-arm64")
+    );
+    assert_eq!(store.likely_subdir("b").unwrap().as_deref(), Some("noarch"));
+    // A name the channel has not seen: where its last file went.
+    assert_eq!(store.likely_subdir("c").unwrap().as_deref(), Some("noarch"));
+    commit(&store, "linux-64", "a-2-0.conda", "2", 13);
+    assert_eq!(
+        store.likely_subdir("a").unwrap().as_deref(),
+        Some("linux-64")
+    );
+    assert_eq!(
+        store.likely_subdir("c").unwrap().as_deref(),
+        Some("linux-64")
+    );
+}

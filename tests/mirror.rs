@@ -410,3 +410,88 @@ fn shards_are_fetched_under_the_index_or_an_absolute_base_of_its_scheme() {
         .unwrap_err()
         .contains("scheme"));
 }
+
+#[test]
+fn credentials_name_a_secret_and_round_trip() {
+    let read = rules(
+        json!({"url": "https://conda.example.org/private", "credentials": "UPSTREAM_TOKEN_2"}),
+    );
+    assert_eq!(read.credentials.as_deref(), Some("UPSTREAM_TOKEN_2"));
+    let shown = serde_json::to_value(read.to_json()).unwrap();
+    assert_eq!(shown["credentials"], "UPSTREAM_TOKEN_2");
+    // Rules without credentials show none.
+    let plain =
+        serde_json::to_value(rules(json!({"url": "https://example.org/c"})).to_json()).unwrap();
+    assert!(plain.get("credentials").is_none());
+    for bad in [
+        "",
+        "token",
+        "2TOKEN",
+        "TOKEN-X",
+        "Bearer abc",
+        &"A".repeat(65),
+    ] {
+        let refused = MirrorRules::from_json(
+            &json!({"url": "https://example.org/c", "credentials": bad}).to_string(),
+            false,
+        )
+        .unwrap_err()
+        .0;
+        assert!(refused.contains("Worker secret"), "{bad}: {refused}");
+        assert!(!refused.contains(bad) || bad.is_empty(), "{refused}");
+    }
+}
+
+#[test]
+fn redirects_are_followed_to_https_only_unless_http_is_allowed() {
+    use condaflare::mirror::redirect_target;
+    let from = "https://up.example.org/c/noarch/repodata.json";
+    assert_eq!(
+        redirect_target(from, "https://cdn.example.org/x/repodata.json", false).unwrap(),
+        "https://cdn.example.org/x/repodata.json"
+    );
+    assert_eq!(
+        redirect_target(from, "/other/noarch/repodata.json", false).unwrap(),
+        "https://up.example.org/other/noarch/repodata.json"
+    );
+    assert_eq!(
+        redirect_target(from, "//cdn.example.org/y", false).unwrap(),
+        "https://cdn.example.org/y"
+    );
+    assert_eq!(
+        redirect_target(from, "repodata2.json", false).unwrap(),
+        "https://up.example.org/c/noarch/repodata2.json"
+    );
+    let downgrade = redirect_target(from, "http://up.example.org/c/noarch/repodata.json", false);
+    assert!(downgrade.unwrap_err().contains("not https"));
+    assert!(redirect_target(from, "ftp://up.example.org/x", true).is_err());
+    assert!(redirect_target(from, "javascript:alert(1)", true).is_err());
+    let local = "http://127.0.0.1:8000/c/noarch/x.conda";
+    assert_eq!(
+        redirect_target(local, "/d/noarch/x.conda", true).unwrap(),
+        "http://127.0.0.1:8000/d/noarch/x.conda"
+    );
+    assert!(redirect_target(local, "/d/noarch/x.conda", false).is_err());
+}
+
+#[test]
+fn an_origin_is_scheme_host_and_port() {
+    use condaflare::mirror::origin;
+    assert_eq!(
+        origin("https://Up.Example.org/c/x?y").as_deref(),
+        Some("https://up.example.org")
+    );
+    assert_eq!(
+        origin("http://127.0.0.1:8000/c").as_deref(),
+        Some("http://127.0.0.1:8000")
+    );
+    assert_ne!(
+        origin("http://127.0.0.1:8000/c"),
+        origin("http://127.0.0.1:8001/c")
+    );
+    assert_ne!(
+        origin("https://a.example.org/c"),
+        origin("http://a.example.org/c")
+    );
+    assert_eq!(origin("not a url"), None);
+}

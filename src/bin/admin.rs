@@ -41,7 +41,7 @@ commands (help: this list):
   key create <user> [--name N] [--expires-days D] [--read-only] [--channel C]...
   key revoke <id>                     key list [<user>]
   channel create <name> --owner <user> [--private]
-        [--mirror URL [--allow SPEC]... [--deny SPEC]... [--min-age-days N]]
+        [--mirror URL [--allow SPEC]... [--deny SPEC]... [--min-age-days N] [--credentials SECRET]]
   channel visibility <name> public|private
   channel list
   member add <channel> <user> --role owner|contributor|member
@@ -423,7 +423,7 @@ fn key_list(db: &mut Database, args: Args) -> Outcome<Done> {
 
 fn channel_create(db: &mut Database, mut args: Args) -> Outcome<Done> {
     const SYNOPSIS: &str = "channel create <name> --owner <user> [--private] \
-        [--mirror URL [--allow SPEC]... [--deny SPEC]... [--min-age-days N]]";
+        [--mirror URL [--allow SPEC]... [--deny SPEC]... [--min-age-days N] [--credentials SECRET]]";
     let owner = args.option("--owner")?;
     let private = args.flag("--private");
     let mirror = mirror_rules(&mut args)?;
@@ -491,7 +491,8 @@ fn channel_visibility(db: &mut Database, args: Args) -> Outcome<Done> {
     })
 }
 
-/// A mirror's rules from `--mirror URL [--allow SPEC]... [--deny SPEC]... [--min-age-days N]`,
+/// A mirror's rules from `--mirror URL [--allow SPEC]... [--deny SPEC]... [--min-age-days N]
+/// [--credentials SECRET]`,
 /// checked as the API checks them (`MIRROR_ALLOW_HTTP=true` in the environment admits http).
 fn mirror_rules(args: &mut Args) -> Outcome<Option<MirrorRules>> {
     let url = args.option("--mirror")?;
@@ -504,9 +505,11 @@ fn mirror_rules(args: &mut Args) -> Outcome<Option<MirrorRules>> {
         deny.push(spec);
     }
     let min_age_days = args.option("--min-age-days")?;
+    let credentials = args.option("--credentials")?;
     let Some(url) = url else {
-        if !allow.is_empty() || !deny.is_empty() || min_age_days.is_some() {
-            return usage("--allow, --deny and --min-age-days need --mirror URL");
+        if !allow.is_empty() || !deny.is_empty() || min_age_days.is_some() || credentials.is_some()
+        {
+            return usage("--allow, --deny, --min-age-days and --credentials need --mirror URL");
         }
         return Ok(None);
     };
@@ -521,6 +524,7 @@ fn mirror_rules(args: &mut Args) -> Outcome<Option<MirrorRules>> {
         allow,
         deny,
         min_age_days,
+        credentials,
     };
     let allow_http = std::env::var("MIRROR_ALLOW_HTTP").is_ok_and(|v| v.trim() == "true");
     MirrorRules::from_parts(&json, allow_http)

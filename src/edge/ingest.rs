@@ -16,7 +16,7 @@ use std::{cell::RefCell, rc::Rc};
 
 use base64::Engine;
 use futures_util::{stream, Stream, StreamExt};
-use rattler_conda_types::package::CondaArchiveType;
+use rattler_conda_types::package::{CondaArchiveIdentifier, CondaArchiveType};
 use web_sys::ReadableStream;
 use worker::{ByteStream, Date, FixedLengthStream, HttpMetadata, Response};
 
@@ -472,40 +472,58 @@ async fn receive_split(
     };
     match placed {
         Placement::Direct { subdir } => {
-            receive_direct(ctx, channel, file, &subdir, &split.store, scan).await
+            receive_direct(ctx, channel, file, Some(&subdir), &split.store, scan).await
         }
+        Placement::Guessed => receive_direct(ctx, channel, file, None, &split.store, scan).await,
         Placement::Staged => receive_staged(ctx, channel, file, &split.store, scan).await,
     }
 }
 
 /// The held branch written once, straight to `<channel>/<subdir>/<filename>` (see
 /// [`crate::placement`]): in one put that R2 checks against the claimed SHA-256 and that gives
-/// the MD5, to the key the channel index reserves for this upload. When it reserves none (a
-/// record names the file, or uploads of other bytes are writing it), the file is staged instead, and
-/// its commit answers as for any file of that name.
+/// the MD5, to the key the channel index reserves for this upload. `subdir` is `None` when the
+/// package names its own only at its end: the index then reserves the key of the subdir its
+/// records suggest, and if the package proves to belong elsewhere, its commit copies the object
+/// into place as it would a staging object. When the index reserves no key (a record names the
+/// file, or uploads of other bytes are writing it, or the channel has no records to go by), the
+/// file is staged instead, and its commit answers as for any file of that name.
 async fn receive_direct(
     ctx: &RequestContext,
     channel: &str,
     file: SplitFile<'_>,
-    subdir: &str,
+    subdir: Option<&str>,
     store: &ReadableStream,
     scan: Scan,
 ) -> ApiResult<Received> {
     let Some(claimed) = file.claimed else {
         return receive_staged(ctx, channel, file, store, scan).await;
     };
-    let reservation = FileRequest {
-        channel: channel.to_owned(),
-        subdir: subdir.to_owned(),
-        filename: file.filename.clone(),
-    };
+    let claimed_hex = claimed.to_ascii_lowercase();
     let index = ctx.channel_index(channel)?;
-    if !index
-        .reserve(&reservation, &claimed.to_ascii_lowercase())
-        .await?
-    {
+    let reservation = match subdir {
+        Some(subdir) => {
+            let reservation = FileRequest {
+                channel: channel.to_owned(),
+                subdir: subdir.to_owned(),
+                filename: file.filename.clone(),
+            };
+            let reserved = index.reserve(&reservation, &claimed_hex).await?;
+            reserved.then_some(reservation)
+        }
+        None => match CondaArchiveIdentifier::try_from_filename(&file.filename) {
+            Some(id) => {
+                index
+                    .reserve_likely(channel, &file.filename, &id.identifier.name, &claimed_hex)
+                    .await?
+            }
+            None => None,
+        },
+    };
+    let Some(reservation) = reservation else {
         return receive_staged(ctx, channel, file, store, scan).await;
-    }
+    };
+    let guessed = subdir.is_none();
+    let subdir = reservation.subdir.as_str();
     let key = file_key(channel, subdir, &file.filename);
     let sha256 = hex::decode(claimed).map_err(|_| internal("claimed SHA-256 is not hex"))?;
     let bucket = ctx.bucket()?;
@@ -522,10 +540,15 @@ async fn receive_direct(
     match (md5, scanned) {
         (Ok(Some(md5)), Ok(scanner)) => Ok(Received {
             filename: file.filename,
-            source: ObjectSource::Written { key },
+            // Where the records suggested, but the package names another subdir: the object
+            // serves as a staging object.
+            source: match guessed && scanner.subdir().as_deref() != Some(subdir) {
+                true => ObjectSource::Staged { key },
+                false => ObjectSource::Written { key },
+            },
             reservation: Some(reservation),
             digests: Digests {
-                sha256: claimed.to_ascii_lowercase(),
+                sha256: claimed_hex,
                 md5: hex::encode(md5),
                 size: length,
             },
@@ -851,11 +874,17 @@ enum Held {
     Nothing,
     Staging(String),
     Reserved(FileRequest),
+    /// A reserved key the bytes were written to that is not the file's own: the commit copies
+    /// them from there, and the reservation ends with the object either way.
+    Misplaced(FileRequest),
 }
 
 impl Held {
     fn of(received: &Received) -> Self {
         match (&received.reservation, &received.source) {
+            (Some(reservation), ObjectSource::Staged { .. }) => {
+                Held::Misplaced(reservation.clone())
+            }
             (Some(reservation), _) => Held::Reserved(reservation.clone()),
             (None, ObjectSource::Staged { key }) => Held::Staging(key.clone()),
             (None, ObjectSource::Inline { .. } | ObjectSource::Written { .. }) => Held::Nothing,
@@ -867,7 +896,9 @@ impl Held {
         match self {
             Held::Nothing => {}
             Held::Staging(key) => delete_staging(ctx, key).await,
-            Held::Reserved(reservation) => release(ctx, reservation).await,
+            Held::Reserved(reservation) | Held::Misplaced(reservation) => {
+                release(ctx, reservation).await
+            }
         }
     }
 }
@@ -909,6 +940,7 @@ impl Received {
             Held::Staging(key) => delete_staging(ctx, key).await,
             // Refused, or its answer lost: a release after the commit changes nothing.
             Held::Reserved(reservation) if result.is_err() => release(ctx, reservation).await,
+            Held::Misplaced(reservation) => release(ctx, reservation).await,
             Held::Reserved(_) | Held::Nothing => {}
         }
         result

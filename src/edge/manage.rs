@@ -537,12 +537,15 @@ struct ChannelStats<'a, S> {
     index: S,
     /// The R2 operations of the isolate that answered, per kind, of every channel.
     r2_operations: std::collections::BTreeMap<String, u64>,
+    /// A mirror's upstream fetches of repodata.json and hits in the isolate that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mirror: Option<super::mirror_counter::MirrorCounts>,
 }
 
 /// `GET /api/v1/channels/<c>/stats`: what the channel's index holds and the memory its Durable
 /// Object has used. Site admins only: it is about the server, not the channel.
 pub async fn channel_stats(ctx: &RequestContext, name: &ChannelName) -> ApiResult<Response> {
-    ctx.authorize_change(name, Action::Inspect).await?;
+    let (_, channel) = ctx.authorize_change(name, Action::Inspect).await?;
     let index = ctx.channel_index(name)?.stats().await?;
     json(
         200,
@@ -550,6 +553,10 @@ pub async fn channel_stats(ctx: &RequestContext, name: &ChannelName) -> ApiResul
             channel: name,
             index,
             r2_operations: super::r2_counter::counts(),
+            mirror: channel
+                .mirror
+                .is_some()
+                .then(|| super::mirror_counter::counts(name)),
         },
     )
 }

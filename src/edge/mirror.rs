@@ -1,20 +1,13 @@
 //! A mirror channel's glue in the Worker: keeping a subdir's index fresh before a read
 //! ([`sync`]; the refresh itself runs in the channel's Durable Object,
-//! `channel_index::mirror`), the record facts package fetching checks bytes against
-//! ([`admitted_file`]), and the fetch of a package file on its first request.
+//! `channel_index::mirror_refresh`), the record facts package fetching checks bytes against
+//! ([`upstream_file`], from the channel's index), and the fetch of a package file on its first
+//! request.
 
-use std::time::Duration;
-
-use futures_util::future;
-use worker::{Delay, Fetch, FixedLengthStream, HttpMetadata, Method, Request};
-
+use super::channel_index::{FileRequest, MirrorFetchRequest, MirrorFetched};
 use super::context::RequestContext;
 use super::error::{ApiError, ApiResult};
-use super::storage::file_key;
-use crate::index_store::UpstreamFile;
-use crate::mirror::{MirrorRulesJson, UpstreamFailure, UPSTREAM_TIMEOUT_MS};
-use crate::names::ChannelFile;
-use crate::r2_checksum::sha256_refusal;
+use crate::mirror::{MirrorRulesJson, UpstreamFailure};
 
 /// Makes sure the mirror's index of `subdir` is fresh enough to answer a read. Answers its
 /// age in seconds when it stands in for an upstream that failed, `None` otherwise.
@@ -45,89 +38,72 @@ pub async fn sync(
     Ok(state.stale_age)
 }
 
-/// The record facts of a mirror's file from the channel's index (after [`sync`]): `None`
-/// when the rules leave it out (denied, too young, not upstream).
-pub async fn admitted_file(
+/// A package file as the mirror's upstream has it: where, and what its record says it is.
+pub struct UpstreamFile {
+    /// Hex.
+    pub sha256: String,
+    pub size: u64,
+    pub url: String,
+}
+
+/// The upstream record of a package file the mirror admits, from the channel's index (after
+/// [`sync`]). A file the rules leave out (denied, too young, not upstream) is 404 even when
+/// asked for by URL.
+pub async fn upstream_file(
     ctx: &RequestContext,
     channel: &str,
     subdir: &str,
     filename: &str,
     rules: &MirrorRulesJson,
-) -> ApiResult<Option<UpstreamFile>> {
+) -> ApiResult<UpstreamFile> {
     sync(ctx, channel, subdir, rules).await?;
-    ctx.channel_index(channel)?
+    let record = ctx
+        .channel_index(channel)?
         .mirror_file(subdir, filename)
-        .await
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "mirror channel '{channel}' serves no {subdir}/{filename}"
+            ))
+        })?;
+    let url = format!("{}/{subdir}/{filename}", rules.url.trim_end_matches('/'));
+    let Some(size) = record.size else {
+        return Err(UpstreamFailure::Failed("its record has no size".into()).error(&url));
+    };
+    Ok(UpstreamFile {
+        sha256: record.sha256,
+        size,
+        url,
+    })
 }
 
-/// Fetches a package file the mirror admits but has not kept (its serving missed) from the
-/// upstream, written with R2 checking the SHA-256 and the size that its record in the
-/// channel's index gives it, so bytes that differ are refused and nothing is kept. A file the
-/// rules leave out (denied, too young, not upstream) is 404 even when asked for by URL.
-///
-/// Concurrent first requests each fetch the file; each put is checked alike and stores the
-/// same bytes.
+/// Brings a package file the mirror admits but has not kept (its serving missed) from the
+/// upstream into R2, through the channel's object so that concurrent first requests make one
+/// upstream fetch; R2 checks the SHA-256 and the size the record gives, so bytes that differ
+/// are refused and nothing is kept. With `stream`, a request that starts the fetch gets the
+/// bytes as they come ([`MirrorFetched::Streamed`]); every other answer is
+/// [`MirrorFetched::Stored`], once the file is in R2.
 pub async fn fetch_package(
     ctx: &RequestContext,
     channel: &str,
     subdir: &str,
     filename: &str,
     rules: &MirrorRulesJson,
-) -> ApiResult<()> {
-    let bucket = ctx.bucket()?;
-    let key = file_key(channel, subdir, filename);
-    let not_admitted = || {
-        ApiError::not_found(format!(
-            "mirror channel '{channel}' serves no {subdir}/{filename}"
-        ))
+    stream: bool,
+) -> ApiResult<(MirrorFetched, u64)> {
+    let file = upstream_file(ctx, channel, subdir, filename, rules).await?;
+    let request = MirrorFetchRequest {
+        file: FileRequest {
+            channel: channel.to_owned(),
+            subdir: subdir.to_owned(),
+            filename: filename.to_owned(),
+        },
+        url: file.url,
+        rules: rules.clone(),
+        sha256: file.sha256,
+        size: file.size,
+        stream,
     };
-    let record = admitted_file(ctx, channel, subdir, filename, rules)
-        .await?
-        .ok_or_else(not_admitted)?;
-    let url = format!("{}/{subdir}/{filename}", rules.url.trim_end_matches('/'));
-    let unusable = |why: &str| UpstreamFailure::Failed(why.to_owned()).error(&url);
-    let (Ok(sha256), Some(size)) = (hex::decode(&record.sha256), record.size) else {
-        return Err(unusable("its record has no sha256 or size"));
-    };
-    let request = Box::pin(async {
-        let request =
-            Request::new(&url, Method::Get).map_err(|e| UpstreamFailure::Failed(e.to_string()))?;
-        Fetch::Request(request)
-            .send()
-            .await
-            .map_err(|e| UpstreamFailure::Failed(e.to_string()))
-    });
-    let timeout = Box::pin(Delay::from(Duration::from_millis(UPSTREAM_TIMEOUT_MS)));
-    let mut response = match future::select(request, timeout).await {
-        future::Either::Left((answer, _)) => answer,
-        future::Either::Right(_) => Err(UpstreamFailure::TimedOut),
-    }
-    .map_err(|failure| failure.error(&url))?;
-    match response.status_code() {
-        200 => {}
-        404 | 410 => return Err(UpstreamFailure::Missing.error(&url)),
-        status => return Err(unusable(&format!("HTTP {status}"))),
-    }
-    let body = response.stream()?;
-    let stored = bucket
-        .put(&key, FixedLengthStream::wrap(body, size))
-        .sha256(sha256)
-        .http_metadata(HttpMetadata {
-            content_type: Some(ChannelFile::content_type(filename).to_owned()),
-            ..Default::default()
-        })
-        .execute()
-        .await;
-    // A put that failed left no object.
-    stored.map(|_| ()).map_err(|error| {
-        let message = error.to_string();
-        worker::console_warn!("mirror {channel}: {url}: {message}");
-        if sha256_refusal(&message).is_some() {
-            unusable("its bytes do not have the SHA-256 its repodata.json gives; nothing was kept")
-        } else {
-            unusable(&format!(
-                "its bytes could not be stored as {size} bytes; nothing was kept"
-            ))
-        }
-    })
+    let fetched = ctx.channel_index(channel)?.mirror_fetch(&request).await?;
+    Ok((fetched, file.size))
 }

@@ -45,6 +45,7 @@ mod jwt;
 mod log;
 mod manage;
 mod mirror;
+mod mirror_counter;
 mod object_writer;
 mod pages;
 mod publish;
@@ -58,6 +59,7 @@ mod storage;
 mod tee;
 mod trusted_publishing;
 mod upload;
+mod upstream;
 
 use worker::{event, Context, Date, Env, Method, Request, Response};
 

@@ -6,10 +6,12 @@ use worker::{
 };
 
 use super::auth::{Channel, Hiding};
+use super::channel_index::MirrorFetched;
 use super::context::RequestContext;
 use super::edge_cache::{self, Copy, Stored};
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::mirror;
+use super::mirror_counter;
 use super::storage::file_key;
 use crate::access::Action;
 use crate::edge_cache::lifetime_ms;
@@ -47,10 +49,25 @@ pub async fn serve_file(
         // no R2 operation); only a miss asks the upstream.
         Some(rules) if kind == ChannelFile::Package => {
             match serve_stored(ctx, &channel, channel_name, subdir, filename, kind).await {
-                Err(error) if error.code == ErrorCode::NotFound => {
-                    mirror::fetch_package(ctx, channel_name, subdir, filename, rules).await?;
+                Err(error) if error.code == ErrorCode::NotFound => {}
+                answer => {
+                    if answer.is_ok() {
+                        mirror_counter::hit(channel_name);
+                    }
+                    return answer;
                 }
-                answer => return answer,
+            }
+            // Only a plain GET is answered from the upstream's bytes as they come; a HEAD, a
+            // range or a conditional GET waits for the file to be stored and is read from R2.
+            let req = ctx.req();
+            let stream = req.method() == Method::Get && Conditions::of(req)?.is_plain();
+            let fetched =
+                mirror::fetch_package(ctx, channel_name, subdir, filename, rules, stream).await?;
+            match fetched {
+                (MirrorFetched::Streamed(body), size) => {
+                    return respond_streamed(body, size, filename, &Caching::of(&channel, kind));
+                }
+                (MirrorFetched::Stored, _) => mirror_counter::hit(channel_name),
             }
             None
         }
@@ -404,6 +421,25 @@ fn respond(
         Some(body) => Ok(builder.body(body)),
         None => Ok(builder.empty()),
     }
+}
+
+/// A mirror's package file as its upstream sends it, while it is being stored. It has no ETag
+/// or Last-Modified yet (R2 gives them once the put ends); its body ends in an error, not
+/// cleanly, if R2 refuses the bytes.
+fn respond_streamed(
+    body: ResponseBody,
+    size: u64,
+    filename: &str,
+    caching: &Caching,
+) -> ApiResult<Response> {
+    let headers = Headers::new();
+    caching.set(&headers)?;
+    headers.set("Content-Type", ChannelFile::content_type(filename))?;
+    headers.set("Content-Length", &size.to_string())?;
+    Ok(Response::builder()
+        .with_status(200)
+        .with_headers(headers)
+        .body(body))
 }
 
 fn set_validators(headers: &Headers, meta: &Meta) -> ApiResult<()> {

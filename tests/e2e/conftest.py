@@ -50,7 +50,12 @@ def server(tmp_path_factory) -> Server:
         # ... and waits for the refresh (test_mirror.py has a server that refreshes after answering).
         "MIRROR_REFRESH_IN_BACKGROUND": "false",
     }
-    with running_server(tmp_path_factory.mktemp("state"), variables) as server:
+    # The secrets test_mirror.py's private upstream takes (one right, one wrong).
+    secrets = {
+        "MIRROR_UPSTREAM_TOKEN": "Bearer upstream-s3cret-value",
+        "MIRROR_WRONG_TOKEN": "Bearer not-the-right-one",
+    }
+    with running_server(tmp_path_factory.mktemp("state"), variables, secrets=secrets) as server:
         yield server
 
 

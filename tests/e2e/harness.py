@@ -121,10 +121,12 @@ class AdminError(Exception):
 
 
 @contextmanager
-def running_server(state: Path, variables: dict[str, str] | None = None, worker_dir: Path = WORKER_DIR):
+def running_server(
+    state: Path, variables: dict[str, str] | None = None, worker_dir: Path = WORKER_DIR, secrets: dict[str, str] | None = None
+):
     """Applies the migrations to `state`, serves the built Worker (or the one in `worker_dir`)
     on it, and stops it after."""
-    server = KillableServer(state, variables, worker_dir)
+    server = KillableServer(state, variables, worker_dir, secrets)
     try:
         yield server.start()
     finally:
@@ -133,11 +135,16 @@ def running_server(state: Path, variables: dict[str, str] | None = None, worker_
 
 class KillableServer:
     """`wrangler dev` on `state`, which can be killed (the whole process group, as a crash
-    would) and started again on the same state and port."""
+    would) and started again on the same state and port. `secrets` reach the Worker as secrets
+    do (from an env file, as `.dev.vars` would give them: wrangler shows their names, not their
+    values)."""
 
-    def __init__(self, state: Path, variables: dict[str, str] | None = None, worker_dir: Path = WORKER_DIR):
+    def __init__(
+        self, state: Path, variables: dict[str, str] | None = None, worker_dir: Path = WORKER_DIR, secrets: dict[str, str] | None = None
+    ):
         self.state = state
         self.variables = variables or {}
+        self.secrets = secrets or {}
         self.worker_dir = worker_dir
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -153,6 +160,10 @@ class KillableServer:
     def start(self) -> Server:
         log_path = self.state / "wrangler.log"
         var_args = [arg for name, value in self.variables.items() for arg in ("--var", f"{name}:{value}")]
+        if self.secrets:
+            secrets = self.state / "secrets.env"
+            secrets.write_text("".join(f"{name}={json.dumps(value)}\n" for name, value in self.secrets.items()))
+            var_args += ["--env-file", str(secrets)]
         # Appended to, so that a restarted server's log follows the killed one's.
         with open(log_path, "a") as log:
             proc = subprocess.Popen(

@@ -6,7 +6,9 @@ file's key, which the channel index reserves for the upload; otherwise, and for 
 replacement, through a staging object that the commit copies (one R2 read). Wherever that
 metadata sits in the archive, such a file is accepted or refused exactly as a small one is, with
 the checksums of every byte, and a refused one leaves nothing behind: no object, no reservation,
-and the file it would have replaced intact."""
+and the file it would have replaced intact. A .conda that names its subdir only at its end goes
+to the key of the subdir the channel's records suggest, and is copied from there when that was
+wrong."""
 
 import bz2
 import hashlib
@@ -89,6 +91,41 @@ def test_large_package_is_read_wherever_its_metadata_is(server, owner, admin, ch
     assert requests.get(f"{server.url}/{channel}/noarch/{filename}", timeout=30).content == data
     assert [k for k in stored_keys(server, channel) if ".staging" in k] == []
     assert reservations(server, channel) == []
+
+
+def test_a_conda_with_its_info_last_goes_where_the_channels_records_suggest(server, owner, admin, channel):
+    """A .conda naming its subdir only at its end is written to the key of the subdir of the
+    channel's newest file of its name (else of its newest file): once when that is right; copied
+    into place from there when the package belongs elsewhere, leaving nothing at the guessed key."""
+    seed_name, seed = build_conda("guessed", version="0.1", subdir="linux-64")
+    assert upload_raw(server, channel, seed_name, seed, headers=owner.auth).status_code == 201
+
+    right_name, right = build_conda("guessed", version="1.0", subdir="linux-64", files=payload(3))
+    response, reads = r2_reads_of(server, admin, lambda: upload_raw(server, channel, right_name, right, headers=owner.auth))
+    assert response.status_code == 201, response.text
+    assert reads == 0
+    assert repodata(server, channel, "linux-64")["packages.conda"][right_name]["sha256"] == sha256_of(right)
+    assert requests.get(f"{server.url}/{channel}/linux-64/{right_name}", timeout=30).content == right
+
+    # Named like the linux-64 files, but a noarch package: copied once into noarch.
+    wrong_name, wrong = build_conda("guessed", version="2.0", subdir="noarch", files=payload(4))
+    response, reads = r2_reads_of(server, admin, lambda: upload_raw(server, channel, wrong_name, wrong, headers=owner.auth))
+    assert response.status_code == 201, response.text
+    assert reads == 1
+    assert response.json()["subdir"] == "noarch"
+    assert repodata(server, channel, "noarch")["packages.conda"][wrong_name]["md5"] == hashlib.md5(wrong).hexdigest()
+    assert wrong_name not in repodata(server, channel, "linux-64")["packages.conda"]
+    assert requests.get(f"{server.url}/{channel}/noarch/{wrong_name}", timeout=30).content == wrong
+    assert requests.get(f"{server.url}/{channel}/linux-64/{wrong_name}", timeout=30).status_code == 404
+    assert f"{channel}/linux-64/{wrong_name}" not in stored_keys(server, channel)
+
+    # Refused where it was written (its index.json names another package): nothing anywhere.
+    bad_name, bad = build_conda("guessed", version="3.0", subdir="noarch", files=payload(5), index_overrides={"name": "other"})
+    refused = upload_raw(server, channel, bad_name, bad, headers=owner.auth)
+    assert refused.status_code in (400, 422), refused.text
+    assert [k for k in stored_keys(server, channel) if bad_name in k] == []
+    assert reservations(server, channel) == []
+    assert [k for k in stored_keys(server, channel) if ".staging" in k] == []
 
 
 def without_end_of_central_directory(data: bytes) -> bytes:

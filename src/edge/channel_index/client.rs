@@ -6,9 +6,10 @@
 use std::borrow::Cow;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use worker::{Env, Method, Request, RequestInit};
+use worker::{Env, Method, Request, RequestInit, Response, ResponseBody};
 
 use super::super::error::{internal, ApiResult};
+use super::super::mirror_counter::MirrorCounts;
 use crate::consistency::{CheckOptions, CheckReport};
 use crate::index_plan::CommitStatus;
 use crate::index_store::{StaleSubdir, SubdirRows, UpstreamFile};
@@ -86,6 +87,35 @@ pub struct FileRequest {
     pub filename: String,
 }
 
+/// A mirror's package file for the object to bring from the upstream into R2, checked against
+/// the SHA-256 and size of its upstream record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MirrorFetchRequest {
+    pub file: FileRequest,
+    /// The file's URL at the upstream.
+    pub url: String,
+    /// The mirror's rules: the upstream's origin and the name of its credentials secret.
+    pub rules: MirrorRulesJson,
+    /// Hex.
+    pub sha256: String,
+    pub size: u64,
+    /// Whether the caller wants the bytes streamed to it if its request starts the fetch;
+    /// otherwise the object answers once the file is stored.
+    pub stream: bool,
+}
+
+/// How a [`MirrorFetchRequest`] was answered.
+pub enum MirrorFetched {
+    /// This request started the fetch: the bytes as they come from the upstream. The stream
+    /// ends in an error, not cleanly, if R2 refuses them (another SHA-256 or size).
+    Streamed(ResponseBody),
+    /// The file is in R2 (this or another request fetched it).
+    Stored,
+}
+
+/// The header of an object's answer that streams a mirror's file.
+pub(super) const STREAMED_HEADER: &str = "X-Condaflare-Mirror-Streamed";
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeleteOutcome {
     pub deleted: bool,
@@ -111,6 +141,10 @@ pub struct IndexStats {
     /// empty from an object of an earlier version, mid-deployment.
     #[serde(default)]
     pub r2_operations: std::collections::BTreeMap<String, u64>,
+    /// This object's isolate's upstream fetches of packages and the bytes it kept, for a
+    /// mirror channel (see [`super::super::mirror_counter`]).
+    #[serde(default)]
+    pub mirror: MirrorCounts,
 }
 
 /// Where a mirror's index of one subdir stands when a read asks for it.
@@ -137,6 +171,14 @@ pub(super) enum IndexRequest<'a> {
     /// answers whether it did.
     Reserve {
         file: Cow<'a, FileRequest>,
+        sha256: Cow<'a, str>,
+    },
+    /// Reserves, for an upload whose subdir is not known yet, the key of the subdir the
+    /// channel's records suggest; answers that subdir, or `null` when it reserved none.
+    ReserveLikely {
+        channel: Cow<'a, str>,
+        filename: Cow<'a, str>,
+        name: Cow<'a, str>,
         sha256: Cow<'a, str>,
     },
     /// Ends an upload's reservation, deleting what it wrote unless its commit stored it.
@@ -180,6 +222,9 @@ pub(super) enum IndexRequest<'a> {
         subdir: Cow<'a, str>,
         filename: Cow<'a, str>,
     },
+    /// Answers the file's bytes under [`STREAMED_HEADER`] or `null` once it is stored (see
+    /// [`MirrorFetched`]).
+    MirrorFetch(Cow<'a, MirrorFetchRequest>),
 }
 
 impl IndexRequest<'_> {
@@ -190,10 +235,12 @@ impl IndexRequest<'_> {
             IndexRequest::Delete(request)
             | IndexRequest::Reserve { file: request, .. }
             | IndexRequest::Release(request) => Some(&request.channel),
+            IndexRequest::MirrorFetch(request) => Some(&request.file.channel),
             IndexRequest::Build { channel, .. }
             | IndexRequest::Rebuild { channel }
             | IndexRequest::Destroy { channel }
             | IndexRequest::Check { channel, .. }
+            | IndexRequest::ReserveLikely { channel, .. }
             | IndexRequest::Package { channel, .. }
             | IndexRequest::MirrorRefresh { channel, .. } => Some(channel),
             IndexRequest::Stats | IndexRequest::Browse { .. } | IndexRequest::MirrorFile { .. } => {
@@ -235,6 +282,31 @@ impl ChannelIndexClient {
             sha256: sha256.into(),
         })
         .await
+    }
+
+    /// Reserves, as [`Self::reserve`] does, the key of `filename` (of package `name`) in the
+    /// subdir the channel's records suggest for it
+    /// ([`crate::index_store::IndexStore::likely_subdir`]); answers the reservation, if any.
+    pub async fn reserve_likely(
+        &self,
+        channel: &str,
+        filename: &str,
+        name: &str,
+        sha256: &str,
+    ) -> ApiResult<Option<FileRequest>> {
+        let subdir: Option<String> = self
+            .call(&IndexRequest::ReserveLikely {
+                channel: channel.into(),
+                filename: filename.into(),
+                name: name.into(),
+                sha256: sha256.into(),
+            })
+            .await?;
+        Ok(subdir.map(|subdir| FileRequest {
+            channel: channel.to_owned(),
+            subdir,
+            filename: filename.to_owned(),
+        }))
     }
 
     /// Leaves a reservation whose upload will not commit; the last holder to leave deletes
@@ -338,13 +410,33 @@ impl ChannelIndexClient {
         .await
     }
 
+    /// Brings a mirror's package file from its upstream into R2, unless it is there; concurrent
+    /// requests of one file share one upstream fetch.
+    pub async fn mirror_fetch(&self, request: &MirrorFetchRequest) -> ApiResult<MirrorFetched> {
+        let response = self
+            .send(&IndexRequest::MirrorFetch(Cow::Borrowed(request)))
+            .await?;
+        if response.status_code() == 200 && response.headers().has(STREAMED_HEADER)? {
+            return Ok(MirrorFetched::Streamed(response.body().clone()));
+        }
+        let () = Self::read(response).await?;
+        Ok(MirrorFetched::Stored)
+    }
+
     /// Sends one request; an error the object answered comes back as that error.
     async fn call<T: DeserializeOwned>(&self, request: &IndexRequest<'_>) -> ApiResult<T> {
+        Self::read(self.send(request).await?).await
+    }
+
+    async fn send(&self, request: &IndexRequest<'_>) -> ApiResult<Response> {
         let body = serde_json::to_string(request).map_err(internal)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(body.into()));
         let http = Request::new_with_init("https://channel-index/", &init)?;
-        let mut response = self.stub.fetch_with_request(http).await?;
+        Ok(self.stub.fetch_with_request(http).await?)
+    }
+
+    async fn read<T: DeserializeOwned>(mut response: Response) -> ApiResult<T> {
         let status = response.status_code();
         let text = response.text().await?;
         if status == 200 {

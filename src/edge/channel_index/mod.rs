@@ -61,7 +61,8 @@
 mod build;
 mod check;
 mod client;
-mod mirror;
+mod mirror_fetch;
+mod mirror_refresh;
 mod sql;
 
 use std::cell::{Cell, RefCell};
@@ -90,7 +91,7 @@ use crate::repodata::{record_json, Record};
 use client::IndexRequest;
 pub use client::{
     ChannelIndexClient, CommitOutcome, CommitRequest, DeleteOutcome, DestroyOutcome, FileRequest,
-    Freshness, IndexStats, MirrorState, ObjectSource,
+    Freshness, IndexStats, MirrorFetchRequest, MirrorFetched, MirrorState, ObjectSource,
 };
 
 #[durable_object]
@@ -122,6 +123,8 @@ pub struct ChannelIndex {
     sweep_at: Cell<Option<u64>>,
     /// Whether this instance has stored the channel's name.
     named: Cell<bool>,
+    /// A mirror's package fetches in progress ([`mirror_fetch`]).
+    mirror_fetches: mirror_fetch::InFlight,
 }
 
 /// Runs its closure when dropped: ends a request's count in `live`, or its hold on a key.
@@ -155,6 +158,7 @@ impl DurableObject for ChannelIndex {
             in_flight: RefCell::new(HashSet::new()),
             sweep_at: Cell::new(Some(Date::now().as_millis() + RECOVERY_MS)),
             named: Cell::new(false),
+            mirror_fetches: mirror_fetch::InFlight::default(),
         }
     }
 
@@ -229,6 +233,26 @@ impl ChannelIndex {
             IndexRequest::Reserve { file, sha256 } => {
                 Response::from_json(&self.reserve(&file, &sha256).await?)
             }
+            IndexRequest::ReserveLikely {
+                channel,
+                filename,
+                name,
+                sha256,
+            } => {
+                let subdir = self.store().likely_subdir(&name)?;
+                let reserved = match subdir {
+                    Some(subdir) => {
+                        let file = FileRequest {
+                            channel: channel.into_owned(),
+                            subdir,
+                            filename: filename.into_owned(),
+                        };
+                        self.reserve(&file, &sha256).await?.then_some(file.subdir)
+                    }
+                    None => None,
+                };
+                Response::from_json(&reserved)
+            }
             IndexRequest::Release(file) => Response::from_json(&self.release(&file).await?),
             IndexRequest::Build { channel, subdir } => {
                 Response::from_json(&self.bring_up_to_date(&channel, &subdir, false).await?)
@@ -255,6 +279,9 @@ impl ChannelIndex {
             } => Response::from_json(&self.mirror_refresh(&channel, &subdir, &rules, wait).await?),
             IndexRequest::MirrorFile { subdir, filename } => {
                 Response::from_json(&self.store().upstream_file(&subdir, &filename)?)
+            }
+            IndexRequest::MirrorFetch(request) => {
+                Ok(self.mirror_fetch(request.into_owned()).await?)
             }
         };
         if let Some(channel) = changed {
@@ -656,6 +683,9 @@ impl ChannelIndex {
             wasm_memory_bytes: wasm_memory_bytes.into(),
             sqlite_bytes: self.sql.database_size() as u64,
             r2_operations: super::r2_counter::counts(),
+            mirror: super::mirror_counter::counts(
+                &self.store().channel_name()?.unwrap_or_default(),
+            ),
         })
     }
 

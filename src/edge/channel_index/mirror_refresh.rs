@@ -15,11 +15,13 @@ use std::time::Duration;
 
 use futures_util::{future, StreamExt};
 use sha2::{Digest, Sha256};
-use worker::{ByteStream, Date, Delay, Fetch, Headers, Method, Request, RequestInit};
+use worker::{ByteStream, Date, Delay};
 
 use super::super::error::{internal, ApiResult};
 use super::super::log::MirrorRefreshLog;
+use super::super::mirror_counter;
 use super::super::storage::file_key;
+use super::super::upstream::{within_timeout, UpstreamAccess};
 use super::{ChannelIndex, MirrorState};
 use crate::index_plan::AlarmWork;
 use crate::index_store::MirrorSubdir;
@@ -190,11 +192,27 @@ impl ChannelIndex {
         first: bool,
     ) -> ApiResult<Result<Refreshed, (String, UpstreamFailure)>> {
         let index_url = rules.upstream_url(subdir, shards::INDEX_FILENAME);
-        match fetch_whole(&index_url, etag, MAX_SHARD_INDEX_BYTES).await {
+        let config = self.config()?;
+        let access = match UpstreamAccess::new(&rules.to_json(), config.mirror_allow_http, |name| {
+            self.env.secret(name).ok().map(|value| value.to_string())
+        }) {
+            Ok(access) => access,
+            Err(failure) => return Ok(Err((index_url, failure))),
+        };
+        mirror_counter::upstream_fetch(channel);
+        match fetch_whole(&access, &index_url, etag, MAX_SHARD_INDEX_BYTES).await {
             Ok(None) => return Ok(Ok(Refreshed::NotModified)),
             Ok(Some((bytes, etag))) => {
                 let read = self
-                    .read_shards(channel, subdir, rules, &index_url, &bytes, known, first)
+                    .read_shards(
+                        channel,
+                        subdir,
+                        (rules, &access),
+                        &index_url,
+                        &bytes,
+                        known,
+                        first,
+                    )
                     .await?;
                 return Ok(read.map(|admits_more_at| Refreshed::Replaced {
                     etag,
@@ -206,10 +224,11 @@ impl ChannelIndex {
             Err(failure) => return Ok(Err((index_url, failure))),
         }
         let now = Date::now().as_millis();
-        let max_record = self.config()?.mirror_max_record_bytes as usize;
+        let max_record = config.mirror_max_record_bytes as usize;
         let url = rules.upstream_url(subdir, "repodata.json");
         let failed = |failure| Ok(Err((url.clone(), failure)));
-        let (mut stream, etag) = match fetch_index(&url, etag).await {
+        mirror_counter::upstream_fetch(channel);
+        let (mut stream, etag) = match fetch_index(&access, &url, etag).await {
             Ok(Some(body)) => body,
             Ok(None) => return Ok(Ok(Refreshed::NotModified)),
             Err(failure) => return failed(failure),
@@ -255,7 +274,7 @@ impl ChannelIndex {
         &self,
         channel: &str,
         subdir: &str,
-        rules: &MirrorRules,
+        (rules, access): (&MirrorRules, &UpstreamAccess),
         index_url: &str,
         bytes: &[u8],
         known: bool,
@@ -311,7 +330,8 @@ impl ChannelIndex {
         let mut fetches = futures_util::stream::iter(changed.iter().map(|(_, hash)| {
             let url = format!("{base}{hash}.msgpack.zst");
             async move {
-                let fetched = fetch_whole(&url, None, MAX_SHARD_BYTES).await;
+                mirror_counter::upstream_fetch(channel);
+                let fetched = fetch_whole(access, &url, None, MAX_SHARD_BYTES).await;
                 (url, *hash, fetched)
             }
         }))
@@ -417,11 +437,12 @@ impl ChannelIndex {
 /// GETs a small upstream file whole (a shard index, a shard): its bytes and ETag, or `None`
 /// for a 304; one larger than `max_bytes` is a failure.
 async fn fetch_whole(
+    access: &UpstreamAccess,
     url: &str,
     etag: Option<&str>,
     max_bytes: usize,
 ) -> Result<Option<(Vec<u8>, Option<String>)>, UpstreamFailure> {
-    let Some((mut stream, etag)) = fetch_index(url, etag).await? else {
+    let Some((mut stream, etag)) = fetch_index(access, url, etag).await? else {
         return Ok(None);
     };
     let mut bytes = Vec::new();
@@ -436,37 +457,28 @@ async fn fetch_whole(
     Ok(Some((bytes, etag)))
 }
 
-/// GETs an upstream index file, `If-None-Match: etag` when given: its body and ETag, or
-/// `None` for a 304.
+/// GETs an upstream index file through `access`, `If-None-Match: etag` when given: its body
+/// and ETag, or `None` for a 304.
 async fn fetch_index(
+    access: &UpstreamAccess,
     url: &str,
     etag: Option<&str>,
 ) -> Result<Option<(ByteStream, Option<String>)>, UpstreamFailure> {
-    let failed = |why: String| UpstreamFailure::Failed(why);
-    let headers = Headers::new();
-    if let Some(etag) = etag {
-        headers
-            .set("If-None-Match", etag)
-            .map_err(|e| failed(e.to_string()))?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    let request = Request::new_with_init(url, &init).map_err(|e| failed(e.to_string()))?;
-    let fetch = Fetch::Request(request);
-    let send = Box::pin(fetch.send());
-    let timeout = Box::pin(Delay::from(Duration::from_millis(UPSTREAM_TIMEOUT_MS)));
-    let mut response = match future::select(send, timeout).await {
-        future::Either::Left((answer, _)) => answer.map_err(|e| failed(e.to_string()))?,
-        future::Either::Right(_) => return Err(UpstreamFailure::TimedOut),
-    };
+    let headers: Vec<(&str, &str)> = etag
+        .map(|etag| ("If-None-Match", etag))
+        .into_iter()
+        .collect();
+    let mut response = within_timeout(access.get(url, &headers)).await?;
     match response.status_code() {
         200 => {}
         304 if etag.is_some() => return Ok(None),
         404 | 410 => return Err(UpstreamFailure::Missing),
-        status => return Err(failed(format!("HTTP {status}"))),
+        status => return Err(UpstreamFailure::Failed(format!("HTTP {status}"))),
     }
     let etag = response.headers().get("ETag").ok().flatten();
-    let stream = response.stream().map_err(|e| failed(e.to_string()))?;
+    let stream = response
+        .stream()
+        .map_err(|e| UpstreamFailure::Failed(e.to_string()))?;
     Ok(Some((stream, etag)))
 }
 
