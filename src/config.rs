@@ -38,9 +38,14 @@ pub struct Config {
     /// How long a mirror's copy of an upstream repodata.json is served before it is
     /// revalidated with the upstream (`MIRROR_REVALIDATE_SECONDS`).
     pub mirror_revalidate_ms: u64,
-    /// The largest upstream repodata.json a mirror reads (`MIRROR_MAX_REPODATA_BYTES`): the
-    /// whole document is parsed in memory.
-    pub mirror_max_repodata_bytes: u64,
+    /// The largest single record (or `info`) of an upstream repodata.json a mirror reads
+    /// (`MIRROR_MAX_RECORD_BYTES`): the document is read a record at a time, so this, not the
+    /// document's size, bounds the memory a refresh needs.
+    pub mirror_max_record_bytes: u64,
+    /// Whether a read that finds a mirror's index older than `MIRROR_REVALIDATE_SECONDS` is
+    /// answered from it while the refresh runs after the answer
+    /// (`MIRROR_REFRESH_IN_BACKGROUND`, on by default), rather than waiting for the refresh.
+    pub mirror_refresh_in_background: bool,
 }
 
 /// A key minted for a trusted publisher lasts 15 minutes at most: long enough for one CI job's
@@ -62,7 +67,8 @@ impl Default for Config {
             log_reads: false,
             mirror_allow_http: false,
             mirror_revalidate_ms: 60_000,
-            mirror_max_repodata_bytes: 64 * 1024 * 1024,
+            mirror_max_record_bytes: 1024 * 1024,
+            mirror_refresh_in_background: true,
         }
     }
 }
@@ -102,8 +108,12 @@ impl Config {
                 "MIRROR_REVALIDATE_SECONDS",
                 defaults.mirror_revalidate_ms,
             )?,
-            mirror_max_repodata_bytes: number("MIRROR_MAX_REPODATA_BYTES")?
-                .map_or(defaults.mirror_max_repodata_bytes, |v| v as u64),
+            mirror_max_record_bytes: number("MIRROR_MAX_RECORD_BYTES")?
+                .map_or(defaults.mirror_max_record_bytes, |v| v as u64),
+            mirror_refresh_in_background: match var("MIRROR_REFRESH_IN_BACKGROUND") {
+                None => defaults.mirror_refresh_in_background,
+                Some(_) => flag("MIRROR_REFRESH_IN_BACKGROUND")?,
+            },
             max_upload_bytes: number("MAX_UPLOAD_BYTES")?
                 .map_or(defaults.max_upload_bytes, |v| v as u64),
             auth_cache_ms: seconds("AUTH_CACHE_SECONDS", defaults.auth_cache_ms)?,
@@ -160,7 +170,8 @@ mod tests {
             ("LOG_READS", "true"),
             ("MIRROR_ALLOW_HTTP", "true"),
             ("MIRROR_REVALIDATE_SECONDS", "2"),
-            ("MIRROR_MAX_REPODATA_BYTES", "1000"),
+            ("MIRROR_MAX_RECORD_BYTES", "1000"),
+            ("MIRROR_REFRESH_IN_BACKGROUND", "false"),
         ]))
         .unwrap();
         assert_eq!(config.max_upload_bytes, 1000);
@@ -174,7 +185,8 @@ mod tests {
         assert!(config.log_reads);
         assert!(config.mirror_allow_http);
         assert_eq!(config.mirror_revalidate_ms, 2000);
-        assert_eq!(config.mirror_max_repodata_bytes, 1000);
+        assert_eq!(config.mirror_max_record_bytes, 1000);
+        assert!(!config.mirror_refresh_in_background);
     }
 
     #[test]

@@ -236,10 +236,13 @@ pub fn create_channel(name: &str, private: bool, mirror: Option<&str>, now: i64)
 }
 
 /// The channel's name, or no row when there is no such channel in service.
-pub fn set_visibility(name: &str, private: bool) -> Statement {
+/// Sets a channel's visibility and, when given, a mirror's rules (their JSON; a channel that
+/// is no mirror never gets any). Returns the name, or no row when there is no such channel.
+pub fn set_channel_settings(name: &str, private: bool, mirror: Option<&str>) -> Statement {
     Statement::new(
-        "UPDATE channels SET private = ?2 WHERE name = ?1 AND deleting_at IS NULL RETURNING name",
-        vec![name.into(), private.into()],
+        "UPDATE channels SET private = ?2, mirror = COALESCE(?3, mirror) \
+         WHERE name = ?1 AND deleting_at IS NULL RETURNING name",
+        vec![name.into(), private.into(), mirror.into()],
     )
 }
 
@@ -831,7 +834,7 @@ mod tests {
             begin_channel_deletion("c", 0),
             channels_with_role(None),
             create_channel("c", true, Some("{}"), 0),
-            set_visibility("c", false),
+            set_channel_settings("c", false, None),
             role("c", 1),
             members("c"),
             put_member("c", 1, Role::Member),

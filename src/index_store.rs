@@ -13,7 +13,13 @@
 //! `pending_objects` the package objects a change was about to write or remove;
 //! `direct_uploads` the keys an upload is writing straight to, before its commit
 //! ([`IndexStore::reserve_upload`]);
-//! `channel_name` the name the alarm works under (an object does not know its own name).
+//! `channel_name` the name the alarm works under (an object does not know its own name);
+//! for a mirror channel, `mirror_subdirs` when each subdir was last refreshed from the upstream
+//! and with what, `upstream_shards` the upstream's shard hash per name it was read from (when
+//! the upstream has shards), and `mirror_staging` the admitted records of a refresh under way, swapped
+//! into `packages` in one stretch once the upstream's document is read to its end. A row of
+//! `packages` with `origin` `upstream` is a mirror's: its bytes come from the upstream on its
+//! first request, so no object is expected before then.
 //!
 //! A mark (dirty or stale) carries a number, higher than any held when it was set, so that a
 //! build releases only the marks it built ([`releases`]).
@@ -34,6 +40,7 @@ use crate::browse::{
     package_records, summarize, BrowseQuery, Cursor, FileRow, Group, PackagePage, PackageRecords,
 };
 use crate::index_plan::{releases, ObjectIntent, Page};
+use crate::mirror::MirrorRecord;
 use crate::provenance::Provenance;
 use crate::statement::{Param, Statement};
 
@@ -61,7 +68,7 @@ enum Step {
 }
 
 /// The schema: the tables as they are created today, then what older objects' tables lack.
-const SCHEMA: [Step; 14] = [
+const SCHEMA: [Step; 18] = [
     Step::Create(
         "CREATE TABLE IF NOT EXISTS packages (
             subdir TEXT NOT NULL,
@@ -73,6 +80,7 @@ const SCHEMA: [Step; 14] = [
             about TEXT,
             indexed_at INTEGER NOT NULL,
             provenance TEXT,
+            origin TEXT,
             PRIMARY KEY (subdir, filename)
         )",
     ),
@@ -119,6 +127,26 @@ const SCHEMA: [Step; 14] = [
             id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL
         )",
     ),
+    Step::Create(
+        "CREATE TABLE IF NOT EXISTS mirror_subdirs (
+            subdir TEXT PRIMARY KEY, rules TEXT NOT NULL, etag TEXT,
+            fetched_at INTEGER NOT NULL, checked_at INTEGER NOT NULL, failure TEXT,
+            admits_more_at INTEGER
+        )",
+    ),
+    Step::Create(
+        "CREATE TABLE IF NOT EXISTS upstream_shards (
+            subdir TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
+            PRIMARY KEY (subdir, name)
+        )",
+    ),
+    Step::Create(
+        "CREATE TABLE IF NOT EXISTS mirror_staging (
+            subdir TEXT NOT NULL, filename TEXT NOT NULL, name TEXT NOT NULL,
+            sha256 TEXT NOT NULL, record TEXT NOT NULL,
+            PRIMARY KEY (subdir, filename)
+        )",
+    ),
     // Marks were numbered after the first objects were created.
     Step::AddColumn {
         table: "dirty",
@@ -136,11 +164,21 @@ const SCHEMA: [Step; 14] = [
         column: "provenance",
         add: "ALTER TABLE packages ADD COLUMN provenance TEXT",
     },
+    // Mirror channels were indexed after that; older rows are all uploaded ones.
+    Step::AddColumn {
+        table: "packages",
+        column: "origin",
+        add: "ALTER TABLE packages ADD COLUMN origin TEXT",
+    },
 ];
+
+/// How many staged rows one statement inserts: a Durable Object's SQLite takes at most 100
+/// bound parameters per statement, and a row has 5.
+const STAGED_ROWS: usize = 20;
 
 /// The tables a channel's destruction empties (the channel's name stays: the object is still
 /// that channel's).
-const CHANNEL_TABLES: [&str; 7] = [
+const CHANNEL_TABLES: [&str; 10] = [
     "DELETE FROM packages",
     "DELETE FROM shards",
     "DELETE FROM dirty",
@@ -148,6 +186,9 @@ const CHANNEL_TABLES: [&str; 7] = [
     "DELETE FROM stale_repodata",
     "DELETE FROM pending_objects",
     "DELETE FROM direct_uploads",
+    "DELETE FROM mirror_subdirs",
+    "DELETE FROM mirror_staging",
+    "DELETE FROM upstream_shards",
 ];
 
 /// The sha256 and record stored for a file.
@@ -254,6 +295,51 @@ pub struct RecordSize {
     pub subdir: String,
     pub filename: String,
     pub size: Option<u64>,
+    /// `upstream` for a mirror's record, whose object is fetched from the upstream on its
+    /// first request; `None` for an uploaded one.
+    pub origin: Option<String>,
+}
+
+impl RecordSize {
+    /// Whether the record is a mirror's, whose object may not be fetched yet.
+    pub fn is_upstream(&self) -> bool {
+        self.origin.as_deref() == Some("upstream")
+    }
+}
+
+/// What a mirror's index holds of one upstream subdir.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorSubdir {
+    /// The rules it was filtered by (their JSON).
+    pub rules: String,
+    /// The upstream's ETag of the document it was read from.
+    pub etag: Option<String>,
+    /// When the upstream last confirmed it (a 200 or a 304), epoch milliseconds.
+    pub fetched_at: u64,
+    /// When the upstream was last asked, whatever it answered.
+    pub checked_at: u64,
+    /// Why the last refresh failed, if it did.
+    pub failure: Option<String>,
+    /// When a record left out as too young becomes old enough.
+    pub admits_more_at: Option<u64>,
+}
+
+/// A mirror's file as package fetching needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamFile {
+    /// Hex.
+    pub sha256: String,
+    pub size: Option<u64>,
+}
+
+/// What a refresh's swap changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MirrorSwap {
+    /// Rows added, replaced or dropped.
+    pub changed: u64,
+    /// The files whose kept copy (if one was fetched) must go: dropped (no longer upstream,
+    /// or no longer admitted), or with other bytes upstream.
+    pub outdated: Vec<String>,
 }
 
 /// The channel's figures the channel list shows.
@@ -272,6 +358,11 @@ struct Subdir {
 #[derive(Deserialize)]
 struct Name {
     name: String,
+}
+
+#[derive(Deserialize)]
+struct Filename {
+    filename: String,
 }
 
 #[derive(Deserialize)]
@@ -884,7 +975,8 @@ impl<'a, S: Sql> IndexStore<'a, S> {
         limit: usize,
     ) -> Result<Vec<RecordSize>, S::Error> {
         self.rows(
-            "SELECT subdir, filename, json_extract(record, '$.size') AS size FROM packages \
+            "SELECT subdir, filename, json_extract(record, '$.size') AS size, origin \
+             FROM packages \
              WHERE (subdir, filename) > (?, ?) ORDER BY subdir, filename LIMIT ?",
             vec![subdir.into(), filename.into(), count(limit)],
         )
@@ -920,6 +1012,212 @@ impl<'a, S: Sql> IndexStore<'a, S> {
         self.first(
             "SELECT COUNT(*) AS count, MAX(indexed_at) AS last FROM packages",
             Vec::new(),
+        )
+    }
+
+    // Mirrors.
+
+    pub fn mirror_subdir(&self, subdir: &str) -> Result<Option<MirrorSubdir>, S::Error> {
+        self.first(
+            "SELECT rules, etag, fetched_at, checked_at, failure, admits_more_at \
+             FROM mirror_subdirs WHERE subdir = ?",
+            vec![subdir.into()],
+        )
+    }
+
+    /// Every subdir a mirror's index has read from its upstream, with its state.
+    pub fn mirror_subdirs(&self) -> Result<Vec<(String, MirrorSubdir)>, S::Error> {
+        let mut states = Vec::new();
+        for subdir in self.subdirs("SELECT subdir FROM mirror_subdirs ORDER BY subdir")? {
+            if let Some(state) = self.mirror_subdir(&subdir)? {
+                states.push((subdir, state));
+            }
+        }
+        Ok(states)
+    }
+
+    pub fn set_mirror_subdir(&self, subdir: &str, state: &MirrorSubdir) -> Result<(), S::Error> {
+        self.run(
+            "INSERT OR REPLACE INTO mirror_subdirs \
+             (subdir, rules, etag, fetched_at, checked_at, failure, admits_more_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                subdir.into(),
+                state.rules.as_str().into(),
+                state.etag.as_deref().into(),
+                millis(state.fetched_at),
+                millis(state.checked_at),
+                state.failure.as_deref().into(),
+                state.admits_more_at.map(|at| at as i64).into(),
+            ],
+        )
+    }
+
+    /// Adds admitted records to the refresh of `subdir` under way, [`STAGED_ROWS`] per
+    /// statement.
+    pub fn stage_upstream(&self, subdir: &str, records: &[MirrorRecord]) -> Result<(), S::Error> {
+        for batch in records.chunks(STAGED_ROWS) {
+            let rows = vec!["(?, ?, ?, ?, ?)"; batch.len()].join(", ");
+            let params = batch
+                .iter()
+                .flat_map(|record| {
+                    [
+                        subdir.into(),
+                        record.filename.as_str().into(),
+                        record.name.as_str().into(),
+                        record.sha256.as_str().into(),
+                        record.record.as_str().into(),
+                    ]
+                })
+                .collect();
+            self.sql.run(Statement::new(
+                format!(
+                    "INSERT OR REPLACE INTO mirror_staging (subdir, filename, name, sha256, record) \
+                     VALUES {rows}"
+                ),
+                params,
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a refresh that did not finish.
+    pub fn clear_staging(&self, subdir: &str) -> Result<(), S::Error> {
+        self.run(
+            "DELETE FROM mirror_staging WHERE subdir = ?",
+            vec![subdir.into()],
+        )
+    }
+
+    /// Makes the staged records of `subdir` its mirror rows, in one stretch: rows new or
+    /// changed are stored, rows no longer staged dropped (answered with those whose bytes
+    /// changed, as [`MirrorSwap::outdated`]), and the names and the subdir that
+    /// changed marked (the subdir also when `first`, so its files are built even empty).
+    pub fn swap_in_staging(
+        &self,
+        channel: &str,
+        subdir: &str,
+        now: u64,
+        first: bool,
+    ) -> Result<MirrorSwap, S::Error> {
+        const CHANGED: &str = "FROM mirror_staging s LEFT JOIN packages p \
+             ON p.subdir = s.subdir AND p.filename = s.filename \
+             WHERE s.subdir = ? AND (p.filename IS NULL OR p.sha256 != s.sha256 \
+             OR p.record != s.record OR p.origin IS NOT 'upstream')";
+        const VANISHED: &str = "FROM packages p WHERE p.subdir = ? AND p.origin = 'upstream' \
+             AND NOT EXISTS (SELECT 1 FROM mirror_staging s \
+             WHERE s.subdir = p.subdir AND s.filename = p.filename)";
+        let counted: Vec<Count> = self.rows(
+            format!("SELECT (SELECT COUNT(*) {CHANGED}) + (SELECT COUNT(*) {VANISHED}) AS count"),
+            vec![subdir.into(), subdir.into()],
+        )?;
+        let changed = counted.first().map_or(0, |row| row.count as u64);
+        if changed > 0 {
+            let mark = self.next_mark("dirty")?;
+            self.sql.run(Statement::new(
+                format!(
+                    "INSERT INTO dirty (subdir, name, mark) SELECT subdir, name, ? FROM ( \
+                     SELECT s.subdir AS subdir, s.name AS name {CHANGED} \
+                     UNION SELECT p.subdir, p.name {CHANGED} AND p.filename IS NOT NULL \
+                     UNION SELECT p.subdir, p.name {VANISHED}) WHERE true \
+                     ON CONFLICT (subdir, name) DO UPDATE SET mark = excluded.mark"
+                ),
+                vec![mark.into(), subdir.into(), subdir.into(), subdir.into()],
+            ))?;
+        }
+        // A file the upstream now has other bytes for: a copy kept of it is stale.
+        let mut outdated: Vec<Filename> = self.rows(
+            "SELECT s.filename FROM mirror_staging s JOIN packages p \
+             ON p.subdir = s.subdir AND p.filename = s.filename \
+             WHERE s.subdir = ? AND p.sha256 != s.sha256",
+            vec![subdir.into()],
+        )?;
+        let dropped: Vec<Filename> = self.rows(
+            format!(
+                "DELETE FROM packages WHERE rowid IN (SELECT p.rowid {VANISHED}) \
+                 RETURNING filename"
+            ),
+            vec![subdir.into()],
+        )?;
+        outdated.extend(dropped);
+        self.sql.run(Statement::new(
+            format!(
+                "INSERT OR REPLACE INTO packages \
+                 (subdir, filename, name, sha256, record, indexed_at, origin) \
+                 SELECT s.subdir, s.filename, s.name, s.sha256, s.record, ?, 'upstream' {CHANGED}"
+            ),
+            vec![millis(now), subdir.into()],
+        ))?;
+        if changed > 0 || first {
+            let mark = self.next_mark("stale_repodata")?;
+            self.run(
+                "INSERT INTO stale_repodata (subdir, channel, since, mark) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (subdir) DO UPDATE SET mark = excluded.mark",
+                vec![subdir.into(), channel.into(), millis(now), mark.into()],
+            )?;
+        }
+        self.clear_staging(subdir)?;
+        Ok(MirrorSwap {
+            changed,
+            outdated: outdated.into_iter().map(|row| row.filename).collect(),
+        })
+    }
+
+    /// Stages the subdir's current mirror rows but those of `names`: what a refresh from
+    /// shards keeps of the names whose shard did not change.
+    pub fn stage_current_but(&self, subdir: &str, names: &[&str]) -> Result<(), S::Error> {
+        self.run(
+            "INSERT OR REPLACE INTO mirror_staging (subdir, filename, name, sha256, record) \
+             SELECT subdir, filename, name, sha256, record FROM packages \
+             WHERE subdir = ? AND origin = 'upstream'",
+            vec![subdir.into()],
+        )?;
+        for name in names {
+            self.run(
+                "DELETE FROM mirror_staging WHERE subdir = ? AND name = ?",
+                vec![subdir.into(), (*name).into()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The upstream's shard hash per name, as the subdir's rows were last read from.
+    pub fn upstream_shards(&self, subdir: &str) -> Result<Vec<ShardEntry>, S::Error> {
+        self.rows(
+            "SELECT name, sha256 FROM upstream_shards WHERE subdir = ?",
+            vec![subdir.into()],
+        )
+    }
+
+    /// Replaces the subdir's upstream shard hashes (none: read from repodata.json).
+    pub fn set_upstream_shards<'s>(
+        &self,
+        subdir: &str,
+        shards: impl IntoIterator<Item = (&'s str, &'s str)>,
+    ) -> Result<(), S::Error> {
+        self.run(
+            "DELETE FROM upstream_shards WHERE subdir = ?",
+            vec![subdir.into()],
+        )?;
+        for (name, sha256) in shards {
+            self.run(
+                "INSERT INTO upstream_shards (subdir, name, sha256) VALUES (?, ?, ?)",
+                vec![subdir.into(), name.into(), sha256.into()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A mirror's file, if its index holds it.
+    pub fn upstream_file(
+        &self,
+        subdir: &str,
+        filename: &str,
+    ) -> Result<Option<UpstreamFile>, S::Error> {
+        self.first(
+            "SELECT sha256, json_extract(record, '$.size') AS size FROM packages \
+             WHERE subdir = ? AND filename = ? AND origin = 'upstream'",
+            vec![subdir.into(), filename.into()],
         )
     }
 

@@ -27,6 +27,7 @@ pub mod provenance;
 pub mod publish;
 pub mod r2_checksum;
 pub mod repodata;
+pub mod repodata_scan;
 pub mod session;
 pub mod shards;
 pub mod signin;

@@ -1,5 +1,5 @@
 //! Mirror channels: the rules that say which of an upstream channel's packages a mirror
-//! serves, and the filtering of an upstream repodata.json by them.
+//! serves, and the filtering of an upstream repodata.json by them, a record at a time.
 //!
 //! A record is admitted when it matches one of the `allow` specs (or `allow` is empty), matches
 //! none of the `deny` specs, and is at least `min_age_days` old by its `timestamp`. A record
@@ -10,7 +10,10 @@ use crate::access::Action;
 use crate::error::{ApiError, ErrorCode};
 use rattler_conda_types::{MatchSpec, Matches, PackageRecord, ParseStrictness};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::repodata::sorted_keys;
+use crate::repodata_scan::RepodataScanner;
 
 /// The two maps of a repodata.json that hold package records.
 pub const RECORD_MAPS: [&str; 2] = ["packages", "packages.conda"];
@@ -106,20 +109,32 @@ impl MirrorRules {
 
     /// Whether the mirror serves `record` at `now_ms` (milliseconds since the Unix epoch).
     pub fn admits(&self, record: &PackageRecord, now_ms: u64) -> bool {
+        self.admission(record, now_ms) == Admission::Admitted
+    }
+
+    /// Whether the mirror serves `record` at `now_ms`, and if not yet, from when.
+    pub fn admission(&self, record: &PackageRecord, now_ms: u64) -> Admission {
         if !self.allow.is_empty() && !self.allow.iter().any(|spec| spec.matches(record)) {
-            return false;
+            return Admission::Refused;
         }
         if self.deny.iter().any(|spec| spec.matches(record)) {
-            return false;
+            return Admission::Refused;
         }
         if self.min_age_days == 0 {
-            return true;
+            return Admission::Admitted;
         }
         let Some(made) = record.timestamp.as_ref().map(|t| t.timestamp_millis()) else {
-            return false;
+            return Admission::Refused;
         };
-        let min_age_ms = u64::from(self.min_age_days) * DAY_MS;
-        u64::try_from(made).is_ok_and(|made| now_ms.saturating_sub(made) >= min_age_ms)
+        let Ok(made) = u64::try_from(made) else {
+            return Admission::Refused;
+        };
+        let from = made.saturating_add(u64::from(self.min_age_days) * DAY_MS);
+        if now_ms >= from {
+            Admission::Admitted
+        } else {
+            Admission::From(from)
+        }
     }
 
     /// The upstream URL of a file of `subdir`.
@@ -127,72 +142,135 @@ impl MirrorRules {
         format!("{}/{subdir}/{file}", self.url)
     }
 
-    /// Filters an upstream repodata.json: the records of `packages` and `packages.conda` the
-    /// rules do not admit are removed, everything else is kept as the upstream wrote it. A
-    /// record rattler cannot read is removed too: its match against the rules is unknown.
-    pub fn filter_repodata(&self, document: &[u8], now_ms: u64) -> Result<Filtered, RulesError> {
-        let mut root: Map<String, Value> = serde_json::from_slice(document)
-            .map_err(|e| RulesError(format!("the upstream repodata.json is not valid: {e}")))?;
-        let subdir = root
-            .get("info")
-            .and_then(|info| info.get("subdir"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let mut removed = 0;
-        for map in RECORD_MAPS {
-            let Some(Value::Object(records)) = root.get_mut(map) else {
-                continue;
-            };
-            let before = records.len();
-            records.retain(|_, raw| {
-                read_record(raw, subdir.as_deref()).is_some_and(|r| self.admits(&r, now_ms))
-            });
-            removed += before - records.len();
+    /// Judges one upstream record of `subdir` (its JSON text): the record as the mirror's
+    /// index stores it when the rules admit it. A record rattler cannot read is refused (its
+    /// match against the rules is unknown), and so is one without a sha256: the bytes fetched
+    /// for it could not be checked.
+    pub fn judge(&self, subdir: &str, filename: &str, raw: &[u8], now_ms: u64) -> Verdict {
+        match serde_json::from_slice::<Value>(raw) {
+            Ok(value) => self.judge_value(subdir, filename, value, now_ms),
+            Err(_) => Verdict::Unreadable,
         }
-        let kept = RECORD_MAPS
-            .iter()
-            .filter_map(|map| root.get(*map).and_then(Value::as_object))
-            .map(Map::len)
-            .sum();
-        let bytes = serde_json::to_vec(&root).expect("a JSON map serializes");
-        Ok(Filtered {
-            bytes,
-            kept,
-            removed,
-        })
+    }
+
+    /// [`Self::judge`] of a record already read (from a shard, say).
+    pub fn judge_value(&self, subdir: &str, filename: &str, value: Value, now_ms: u64) -> Verdict {
+        let Value::Object(mut fields) = value else {
+            return Verdict::Unreadable;
+        };
+        // Old records leave out `subdir`, which their document's URL gives.
+        if !fields.contains_key("subdir") {
+            fields.insert("subdir".into(), Value::String(subdir.into()));
+        }
+        let value = Value::Object(fields);
+        let Ok(record) = PackageRecord::deserialize(&value) else {
+            return Verdict::Unreadable;
+        };
+        let Some(sha256) = record.sha256 else {
+            return Verdict::Unreadable;
+        };
+        match self.admission(&record, now_ms) {
+            Admission::Admitted => Verdict::Admitted(MirrorRecord {
+                filename: filename.to_owned(),
+                name: record.name.as_normalized().to_owned(),
+                sha256: hex::encode(sha256),
+                record: sorted_keys(value).to_string(),
+            }),
+            Admission::From(at) => Verdict::Later(at),
+            Admission::Refused => Verdict::Refused,
+        }
     }
 }
 
-/// A filtered repodata.json and how many records it kept and removed.
+/// Whether the rules admit a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// Too young: admitted from this time on (epoch milliseconds).
+    From(u64),
+    Refused,
+}
+
+/// What the mirror makes of one upstream record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Filtered {
-    pub bytes: Vec<u8>,
-    pub kept: usize,
+pub enum Verdict {
+    Admitted(MirrorRecord),
+    /// Too young until this time (epoch milliseconds).
+    Later(u64),
+    Refused,
+    /// Not a record rattler reads, or one without a sha256.
+    Unreadable,
+}
+
+/// An upstream record the rules admit, as the mirror's index stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorRecord {
+    pub filename: String,
+    pub name: String,
+    /// Hex.
+    pub sha256: String,
+    /// The upstream's record as canonical JSON, with `subdir` when the upstream left it out.
+    pub record: String,
+}
+
+/// Reads an upstream repodata.json of one subdir as it streams in, with memory bounded by one
+/// record (see [`crate::repodata_scan`]): hands back the admitted records of each chunk.
+pub struct UpstreamFilter<'a> {
+    rules: &'a MirrorRules,
+    subdir: String,
+    now_ms: u64,
+    scanner: RepodataScanner,
+    /// How many records the rules left out or rattler could not read.
     pub removed: usize,
+    pub kept: usize,
+    /// When the first record too young now becomes old enough.
+    pub admits_more_at: Option<u64>,
 }
 
-/// The record of `filename` in a (filtered) repodata.json, if it lists it.
-pub fn find_record(document: &[u8], filename: &str) -> Option<PackageRecord> {
-    let root: Map<String, Value> = serde_json::from_slice(document).ok()?;
-    let subdir = root
-        .get("info")
-        .and_then(|info| info.get("subdir"))
-        .and_then(Value::as_str);
-    RECORD_MAPS
-        .iter()
-        .filter_map(|map| root.get(*map)?.get(filename))
-        .find_map(|raw| read_record(raw, subdir))
-}
-
-/// Reads one record; old records leave out `subdir`, which `info` then gives.
-fn read_record(raw: &Value, subdir: Option<&str>) -> Option<PackageRecord> {
-    match (raw, subdir) {
-        (Value::Object(fields), Some(subdir)) if !fields.contains_key("subdir") => {
-            let mut fields = fields.clone();
-            fields.insert("subdir".into(), Value::String(subdir.into()));
-            serde_json::from_value(Value::Object(fields)).ok()
+impl<'a> UpstreamFilter<'a> {
+    /// A filter for `subdir` at `now_ms`, refusing a record larger than `max_record` bytes.
+    pub fn new(rules: &'a MirrorRules, subdir: &str, now_ms: u64, max_record: usize) -> Self {
+        Self {
+            rules,
+            subdir: subdir.to_owned(),
+            now_ms,
+            scanner: RepodataScanner::new(max_record),
+            removed: 0,
+            kept: 0,
+            admits_more_at: None,
         }
-        _ => PackageRecord::deserialize(raw).ok(),
+    }
+
+    /// Reads the next chunk; answers the admitted records it completes.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<MirrorRecord>, RulesError> {
+        let scanned = self
+            .scanner
+            .feed(chunk)
+            .map_err(|e| RulesError(format!("the upstream repodata.json is not valid: {e}")))?;
+        let mut admitted = Vec::new();
+        for record in scanned {
+            match self
+                .rules
+                .judge(&self.subdir, &record.filename, &record.bytes, self.now_ms)
+            {
+                Verdict::Admitted(record) => admitted.push(record),
+                Verdict::Later(at) => {
+                    self.admits_more_at = Some(self.admits_more_at.map_or(at, |t| t.min(at)));
+                    self.removed += 1;
+                }
+                Verdict::Refused | Verdict::Unreadable => self.removed += 1,
+            }
+        }
+        self.kept += admitted.len();
+        Ok(admitted)
+    }
+
+    /// Ends the document: an error unless it was complete.
+    pub fn finish(self) -> Result<(), RulesError> {
+        self.scanner
+            .finish()
+            .map(|_| ())
+            .map_err(|e| RulesError(format!("the upstream repodata.json is not valid: {e}")))
     }
 }
 
@@ -292,16 +370,36 @@ fn check_url(url: &str, allow_http: bool) -> Result<String, RulesError> {
 }
 
 /// What the access policy adds for a mirror channel: its files come from the upstream only, so
-/// uploads and deletes (and a reindex, which is a write) are refused, whoever asks; so are a
-/// rebuild and a repair, which would write the channel's own (empty) index over the mirror's
-/// copy of the upstream's.
+/// uploads and deletes (and a reindex, which is a write) are refused, whoever asks. A rebuild
+/// and a repair work as on any channel: they rewrite the files from the index's rows.
 pub fn refusal(action: Action) -> Option<ApiError> {
-    matches!(action, Action::Write | Action::Delete | Action::Repair).then(|| {
+    matches!(action, Action::Write | Action::Delete).then(|| {
         ApiError::new(
             ErrorCode::MirrorChannel,
             "this channel is a mirror: its packages come from its upstream channel, \
-             so it takes no uploads, deletes, rebuilds or repairs",
+             so it takes no uploads or deletes",
         )
+    })
+}
+
+/// The URL shards are fetched under (ending in `/`), from the shard index's URL and its
+/// `shards_base_url`: relative to the index, or an absolute URL of the index's own scheme or
+/// https.
+pub fn shard_base_url(index_url: &str, base: &str) -> Result<String, String> {
+    let base = if base.contains("://") {
+        let scheme = index_url.split("://").next().unwrap_or_default();
+        if !(base.starts_with("https://") || base.starts_with(&format!("{scheme}://"))) {
+            return Err(format!("its shards_base_url '{base}' has another scheme"));
+        }
+        base.to_owned()
+    } else {
+        let directory = &index_url[..index_url.rfind('/').map_or(0, |i| i + 1)];
+        format!("{directory}{}", base.trim_start_matches("./"))
+    };
+    Ok(if base.ends_with('/') {
+        base
+    } else {
+        format!("{base}/")
     })
 }
 

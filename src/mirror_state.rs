@@ -69,14 +69,17 @@ pub struct SubdirFreshness {
     /// Milliseconds since the epoch.
     pub fetched_at: u64,
     pub age_seconds: u64,
+    /// The last revalidation failed: the index stands in for a failing upstream.
+    pub stale: bool,
 }
 
 impl SubdirFreshness {
-    pub fn new(subdir: String, fetched_at: u64, now_ms: u64) -> Self {
+    pub fn new(subdir: String, fetched_at: u64, stale: bool, now_ms: u64) -> Self {
         Self {
             subdir,
             fetched_at,
             age_seconds: now_ms.saturating_sub(fetched_at) / 1000,
+            stale,
         }
     }
 }

@@ -206,3 +206,105 @@ mod tests {
         assert_eq!(index["shards"]["a"].as_slice(), Some(&[1u8; 32][..]));
     }
 }
+
+/// An upstream's shard index, as a mirror reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamIndex {
+    /// Where its shards are, as it says (relative to the index's URL, or absolute).
+    pub shards_base_url: String,
+    /// Package name → hex SHA-256 of its shard.
+    pub shards: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads a compressed shard index of at most `max_bytes` uncompressed.
+pub fn read_upstream_index(compressed: &[u8], max_bytes: usize) -> Result<UpstreamIndex, String> {
+    let document = decode(compressed, max_bytes)?;
+    let field = |map: &Msgpack, key: &str| {
+        map.as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(key)))
+            .map(|(_, v)| v.clone())
+    };
+    let shards_base_url = field(&document, "info")
+        .and_then(|info| field(&info, "shards_base_url"))
+        .and_then(|url| url.as_str().map(str::to_owned))
+        .unwrap_or_else(|| SHARDS_BASE_URL.to_owned());
+    let Some(Msgpack::Map(entries)) = field(&document, "shards") else {
+        return Err("the shard index has no shards map".into());
+    };
+    let shards = entries
+        .into_iter()
+        .map(|(name, hash)| match (name.as_str(), hash.as_slice()) {
+            (Some(name), Some(hash)) if hash.len() == 32 => {
+                Ok((name.to_owned(), hex::encode(hash)))
+            }
+            _ => Err("an entry of the shard index is not name → 32-byte hash".to_owned()),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(UpstreamIndex {
+        shards_base_url,
+        shards,
+    })
+}
+
+/// The records of a compressed shard of at most `max_bytes` uncompressed, as (file name,
+/// record JSON with `md5` and `sha256` in hex, as repodata.json writes them).
+pub fn read_shard(compressed: &[u8], max_bytes: usize) -> Result<Vec<(String, Value)>, String> {
+    let document = decode(compressed, max_bytes)?;
+    let mut records = Vec::new();
+    for (key, map) in document.as_map().into_iter().flatten() {
+        if !matches!(key.as_str(), Some("packages" | "packages.conda")) {
+            continue;
+        }
+        let Msgpack::Map(entries) = map else {
+            return Err("a record map of the shard is not a map".into());
+        };
+        for (filename, record) in entries {
+            let Some(filename) = filename.as_str() else {
+                return Err("a file name of the shard is not a string".into());
+            };
+            records.push((filename.to_owned(), msgpack_to_json(record)));
+        }
+    }
+    Ok(records)
+}
+
+fn decode(compressed: &[u8], max_bytes: usize) -> Result<Msgpack, String> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| format!("zstd: {e}"))?;
+    let mut raw = Vec::new();
+    decoder
+        .take(max_bytes as u64 + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("zstd: {e}"))?;
+    if raw.len() > max_bytes {
+        return Err(format!(
+            "it is larger than {max_bytes} bytes uncompressed, the most a mirror reads"
+        ));
+    }
+    rmpv::decode::read_value(&mut raw.as_slice()).map_err(|e| format!("msgpack: {e}"))
+}
+
+/// msgpack as JSON; binary values (a record's `md5` and `sha256`) as hex.
+fn msgpack_to_json(value: &Msgpack) -> Value {
+    match value {
+        Msgpack::Nil => Value::Null,
+        Msgpack::Boolean(b) => Value::Bool(*b),
+        Msgpack::Integer(i) => i
+            .as_u64()
+            .map(Value::from)
+            .or_else(|| i.as_i64().map(Value::from))
+            .unwrap_or(Value::Null),
+        Msgpack::F32(f) => Value::from(f64::from(*f)),
+        Msgpack::F64(f) => Value::from(*f),
+        Msgpack::String(s) => Value::String(s.as_str().unwrap_or_default().to_owned()),
+        Msgpack::Binary(bytes) => Value::String(hex::encode(bytes)),
+        Msgpack::Array(items) => Value::Array(items.iter().map(msgpack_to_json).collect()),
+        Msgpack::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), msgpack_to_json(v))))
+                .collect(),
+        ),
+        Msgpack::Ext(..) => Value::Null,
+    }
+}

@@ -272,10 +272,32 @@ fn a_taken_channel_name_returns_no_row() {
         assert_eq!(channels.len(), 1);
         assert_eq!((channels[0].private, channels[0].created_at), (1, 10.0));
 
-        assert_eq!(db.rows(&set_visibility("team", false)).len(), 1);
+        assert_eq!(db.rows(&set_channel_settings("team", false, None)).len(), 1);
         let channels: Vec<ChannelRow> = db.read(&channel("team"));
         assert_eq!(channels[0].private, 0);
-        assert!(db.rows(&set_visibility("nowhere", true)).is_empty());
+        assert!(db
+            .rows(&set_channel_settings("nowhere", true, None))
+            .is_empty());
+
+        // A mirror's rules change with its settings, and stay when none are given.
+        db.rows(&create_channel(
+            "forge",
+            false,
+            Some(r#"{"url":"https://a"}"#),
+            30,
+        ));
+        db.rows(&set_channel_settings(
+            "forge",
+            true,
+            Some(r#"{"url":"https://b"}"#),
+        ));
+        db.rows(&set_channel_settings("forge", true, None));
+        let forge: Vec<ChannelRow> = db.read(&channel("forge"));
+        assert_eq!(forge[0].mirror.as_deref(), Some(r#"{"url":"https://b"}"#));
+        assert_eq!(forge[0].private, 1);
+        // A channel that is no mirror gets no rules from a settings change without them.
+        let team: Vec<ChannelRow> = db.read(&channel("team"));
+        assert_eq!(team[0].mirror, None);
     });
 }
 
@@ -347,7 +369,9 @@ fn a_channel_being_deleted_keeps_its_name_and_owners_until_its_row_goes() {
         // Listed to no one, its visibility fixed, its name still taken.
         let listed: Vec<ChannelRoleRow> = db.read(&channels_with_role(Some(ann)));
         assert!(listed.is_empty());
-        assert!(db.rows(&set_visibility("team", true)).is_empty());
+        assert!(db
+            .rows(&set_channel_settings("team", true, None))
+            .is_empty());
         assert!(db.rows(&create_channel("team", false, None, 10)).is_empty());
         assert_eq!(db.role("team", ann).as_deref(), Some("owner"));
         for statement in delete_channel("team") {

@@ -6,9 +6,10 @@
 use condaflare::browse::{BrowseQuery, Cursor, Group};
 use condaflare::index_plan::{ObjectIntent, Pages, PAGE_ROWS};
 use condaflare::index_store::{
-    DirectUpload, Figures, IndexStore, Intent, Mark, NameRow, NewRecord, RecordSize, ShardEntry,
-    StaleSubdir, StoredFile, StoredWork, SubdirRows,
+    DirectUpload, Figures, IndexStore, Intent, Mark, MirrorSubdir, NameRow, NewRecord, RecordSize,
+    ShardEntry, StaleSubdir, StoredFile, StoredWork, SubdirRows, UpstreamFile,
 };
+use condaflare::mirror::MirrorRecord;
 use condaflare::provenance::{Provenance, WorkflowRun};
 use condaflare::sqlite;
 use condaflare::statement::Statement;
@@ -143,6 +144,8 @@ fn the_schema_applies_fresh_and_again() {
             "channel_name",
             "direct_uploads",
             "dirty",
+            "mirror_staging",
+            "mirror_subdirs",
             "packages",
             "packages_by_name",
             "packages_by_name_only",
@@ -151,6 +154,7 @@ fn the_schema_applies_fresh_and_again() {
             "retired_shards",
             "shards",
             "stale_repodata",
+            "upstream_shards",
         ]
     );
     assert_eq!(columns(&conn, "dirty"), ["subdir", "name", "mark"]);
@@ -169,7 +173,8 @@ fn the_schema_applies_fresh_and_again() {
             "run_exports",
             "about",
             "indexed_at",
-            "provenance"
+            "provenance",
+            "origin"
         ]
     );
 }
@@ -190,7 +195,7 @@ fn an_older_packages_table_gains_provenance_and_its_rows_show_as_unknown() {
     .unwrap();
     let store = IndexStore::new(&conn);
     store.migrate().unwrap();
-    assert_eq!(columns(&conn, "packages").last().unwrap(), "provenance");
+    assert_eq!(columns(&conn, "packages").last().unwrap(), "origin");
     // The row is kept, its publisher unknown; a file committed now records its own.
     commit(&store, "noarch", "old-2-0.conda", "2", 9);
     let records = store.package(CHANNEL, "old").unwrap().unwrap().records;
@@ -769,6 +774,7 @@ fn the_checks_queries() {
         subdir: subdir.into(),
         filename: filename.into(),
         size: Some(100),
+        origin: None,
     };
     assert_eq!(
         store.record_sizes("", "", 2).unwrap(),
@@ -972,6 +978,182 @@ fn a_direct_upload_reserves_a_key_for_its_bytes_until_its_last_holder_leaves() {
     assert!(store.reserve_upload(other, &other_at, "s3", 15).unwrap());
     assert!(store.leave_upload(&other_at).unwrap());
     assert!(store.reserve_upload(other, &other_at, "s4", 16).unwrap());
+}
+
+fn upstream(filename: &str, name: &str, version: &str, sha: char) -> MirrorRecord {
+    MirrorRecord {
+        filename: filename.into(),
+        name: name.into(),
+        sha256: sha.to_string().repeat(64),
+        record: record(name, version, 0),
+    }
+}
+
+fn dirty_names(store: &IndexStore<'_, Connection>, subdir: &str) -> Vec<String> {
+    let mut names: Vec<String> = store
+        .dirty_marks(subdir)
+        .unwrap()
+        .into_iter()
+        .map(|mark| mark.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
+    let conn = fresh();
+    let store = IndexStore::new(&conn);
+    // The first refresh: every record is new, and the subdir is marked even if empty.
+    store
+        .stage_upstream(
+            "linux-64",
+            &[
+                upstream("a-1-0.conda", "a", "1", 'a'),
+                upstream("b-1-0.conda", "b", "1", 'b'),
+                upstream("c-1-0.conda", "c", "1", 'c'),
+            ],
+        )
+        .unwrap();
+    let swap = store
+        .swap_in_staging(CHANNEL, "linux-64", 10, true)
+        .unwrap();
+    assert_eq!((swap.changed, swap.outdated.len()), (3, 0));
+    assert_eq!(dirty_names(&store, "linux-64"), ["a", "b", "c"]);
+    assert!(store.stale_mark("linux-64").unwrap().is_some());
+    assert!(query(&conn, "SELECT * FROM mirror_staging").is_empty());
+    assert_eq!(
+        store.upstream_file("linux-64", "b-1-0.conda").unwrap(),
+        Some(UpstreamFile {
+            sha256: "b".repeat(64),
+            size: Some(100)
+        })
+    );
+    // Their objects come from the upstream on demand: the check does not miss them.
+    let sizes = store.record_sizes("", "", 10).unwrap();
+    assert!(sizes.iter().all(RecordSize::is_upstream));
+    store
+        .release_dirty("linux-64", &store.dirty_marks("linux-64").unwrap())
+        .unwrap();
+    store
+        .release_stale("linux-64", store.stale_mark("linux-64").unwrap().unwrap())
+        .unwrap();
+
+    // The next: a unchanged, b with other bytes, c gone (no longer admitted), d new.
+    store
+        .stage_upstream(
+            "linux-64",
+            &[
+                upstream("a-1-0.conda", "a", "1", 'a'),
+                upstream("b-1-0.conda", "b", "1", 'e'),
+                upstream("d-1-0.conda", "d", "1", 'd'),
+            ],
+        )
+        .unwrap();
+    let swap = store
+        .swap_in_staging(CHANNEL, "linux-64", 20, false)
+        .unwrap();
+    assert_eq!(swap.changed, 3);
+    // c is gone, and a copy of b holds bytes the upstream no longer has.
+    assert_eq!(swap.outdated, ["b-1-0.conda", "c-1-0.conda"]);
+    assert_eq!(dirty_names(&store, "linux-64"), ["b", "c", "d"]);
+    assert!(store
+        .upstream_file("linux-64", "c-1-0.conda")
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .upstream_file("linux-64", "b-1-0.conda")
+            .unwrap()
+            .unwrap()
+            .sha256,
+        "e".repeat(64)
+    );
+    store
+        .release_dirty("linux-64", &store.dirty_marks("linux-64").unwrap())
+        .unwrap();
+    store
+        .release_stale("linux-64", store.stale_mark("linux-64").unwrap().unwrap())
+        .unwrap();
+
+    // Nothing changed: nothing marked, nothing dropped.
+    let many: Vec<MirrorRecord> = (0..45)
+        .map(|i| upstream(&format!("m-{i}-0.conda"), "m", &i.to_string(), 'f'))
+        .collect();
+    store.stage_upstream("osx-64", &many).unwrap();
+    assert_eq!(
+        query(&conn, "SELECT COUNT(*) AS n FROM mirror_staging")[0]["n"],
+        45
+    );
+    store.clear_staging("osx-64").unwrap();
+    store
+        .stage_upstream(
+            "linux-64",
+            &[
+                upstream("a-1-0.conda", "a", "1", 'a'),
+                upstream("b-1-0.conda", "b", "1", 'e'),
+                upstream("d-1-0.conda", "d", "1", 'd'),
+            ],
+        )
+        .unwrap();
+    let swap = store
+        .swap_in_staging(CHANNEL, "linux-64", 30, false)
+        .unwrap();
+    assert_eq!((swap.changed, swap.outdated.len()), (0, 0));
+    assert!(dirty_names(&store, "linux-64").is_empty());
+    assert!(store.stale_mark("linux-64").unwrap().is_none());
+
+    // A refresh from shards keeps the names whose shard did not change.
+    store.stage_current_but("linux-64", &["d"]).unwrap();
+    let swap = store
+        .swap_in_staging(CHANNEL, "linux-64", 40, false)
+        .unwrap();
+    assert_eq!(swap.outdated, ["d-1-0.conda"]);
+    assert_eq!(dirty_names(&store, "linux-64"), ["d"]);
+    assert!(store
+        .upstream_file("linux-64", "a-1-0.conda")
+        .unwrap()
+        .is_some());
+    // Uploaded rows of another subdir are never touched.
+    commit(&store, "noarch", "own-1-0.conda", "1", 9);
+    store
+        .stage_upstream("linux-64", &[upstream("a-1-0.conda", "a", "1", 'a')])
+        .unwrap();
+    store
+        .swap_in_staging(CHANNEL, "linux-64", 50, false)
+        .unwrap();
+    assert!(store.stored("noarch", "own-1-0.conda").unwrap().is_some());
+}
+
+#[test]
+fn a_mirror_subdirs_refresh_state_and_upstream_shards_are_kept() {
+    let conn = fresh();
+    let store = IndexStore::new(&conn);
+    assert!(store.mirror_subdir("noarch").unwrap().is_none());
+    let state = MirrorSubdir {
+        rules: "{}".into(),
+        etag: Some("\"x\"".into()),
+        fetched_at: 5,
+        checked_at: 6,
+        failure: None,
+        admits_more_at: Some(7),
+    };
+    store.set_mirror_subdir("noarch", &state).unwrap();
+    assert_eq!(store.mirror_subdir("noarch").unwrap(), Some(state));
+    store
+        .set_upstream_shards("noarch", [("a", "aa"), ("b", "bb")])
+        .unwrap();
+    store.set_upstream_shards("noarch", [("a", "cc")]).unwrap();
+    assert_eq!(
+        store.upstream_shards("noarch").unwrap(),
+        [ShardEntry {
+            name: "a".into(),
+            sha256: "cc".into()
+        }]
+    );
+    store.clear().unwrap();
+    assert!(store.mirror_subdir("noarch").unwrap().is_none());
+    assert!(store.upstream_shards("noarch").unwrap().is_empty());
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! Mirror rules: parsing and validation, which records they admit, and the filtering of the
-//! reference indexers' repodata.json files by them.
+//! reference indexers' repodata.json files by them as they stream in, a record at a time; the
+//! scanner on hostile input (truncated, garbage, a record over the bound).
 
 use std::{fs, path::PathBuf};
 
-use condaflare::mirror::{find_record, MirrorRules, MirrorRulesJson, RECORD_MAPS};
+use condaflare::mirror::{MirrorRecord, MirrorRules, MirrorRulesJson, UpstreamFilter, RECORD_MAPS};
+use condaflare::repodata_scan::RepodataScanner;
 use serde_json::{json, Value};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -93,19 +95,74 @@ fn bad_rules_are_refused_with_a_sentence_naming_the_fault() {
     assert!(message.contains("url"), "{message}");
 }
 
+/// What a filter made of a whole document, fed in chunks of `chunk` bytes.
+struct Filtered {
+    records: Vec<MirrorRecord>,
+    removed: usize,
+    admits_more_at: Option<u64>,
+}
+
+impl Filtered {
+    fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.records.iter().map(|r| r.filename.clone()).collect();
+        names.sort();
+        names
+    }
+}
+
+fn filter(
+    rules: &MirrorRules,
+    subdir: &str,
+    document: &[u8],
+    now_ms: u64,
+    chunk: usize,
+) -> Result<Filtered, String> {
+    let mut filter = UpstreamFilter::new(rules, subdir, now_ms, 1024 * 1024);
+    let mut records = Vec::new();
+    for part in document.chunks(chunk) {
+        records.extend(filter.feed(part).map_err(|e| e.0)?);
+    }
+    let (removed, kept, admits_more_at) = (filter.removed, filter.kept, filter.admits_more_at);
+    filter.finish().map_err(|e| e.0)?;
+    assert_eq!(kept, records.len());
+    Ok(Filtered {
+        records,
+        removed,
+        admits_more_at,
+    })
+}
+
+fn record_of<'a>(document: &'a Value, filename: &str) -> &'a Value {
+    let map = if filename.ends_with(".conda") {
+        "packages.conda"
+    } else {
+        "packages"
+    };
+    &document[map][filename]
+}
+
 #[test]
-fn empty_rules_keep_every_record_and_the_rest_of_the_document() {
+fn empty_rules_keep_every_record_as_the_upstream_wrote_it_whatever_the_chunks() {
     for indexer in ["rattler-index", "conda-index"] {
         for subdir in ["linux-64", "osx-64", "noarch", "win-64"] {
             let upstream = repodata(indexer, subdir);
-            let filtered = rules(json!({"url": "https://example.org/c"}))
-                .filter_repodata(&upstream, NOW_MS)
-                .unwrap();
-            assert_eq!(filtered.removed, 0, "{indexer}/{subdir}");
-            let before: Value = serde_json::from_slice(&upstream).unwrap();
-            let after: Value = serde_json::from_slice(&filtered.bytes).unwrap();
-            assert_eq!(before, after, "{indexer}/{subdir}");
-            assert_eq!(filtered.kept, files(&upstream).len());
+            let document: Value = serde_json::from_slice(&upstream).unwrap();
+            let everything = rules(json!({"url": "https://example.org/c"}));
+            for chunk in [1, 7, 4096, upstream.len()] {
+                let filtered = filter(&everything, subdir, &upstream, NOW_MS, chunk).unwrap();
+                assert_eq!(filtered.removed, 0, "{indexer}/{subdir}");
+                assert_eq!(filtered.files(), files(&upstream), "{indexer}/{subdir}");
+                for record in &filtered.records {
+                    let ours: Value = serde_json::from_str(&record.record).unwrap();
+                    let mut theirs = record_of(&document, &record.filename).clone();
+                    // Old records leave out the subdir, which the mirror writes in.
+                    let fields = theirs.as_object_mut().unwrap();
+                    fields.entry("subdir").or_insert(json!(subdir));
+                    assert_eq!(ours, theirs, "{indexer}/{subdir}/{}", record.filename);
+                    assert_eq!(record.sha256, theirs["sha256"].as_str().unwrap());
+                    assert_eq!(record.name, theirs["name"].as_str().unwrap());
+                }
+            }
         }
     }
 }
@@ -113,15 +170,20 @@ fn empty_rules_keep_every_record_and_the_rest_of_the_document() {
 #[test]
 fn allow_selects_and_deny_wins_in_both_record_maps() {
     let upstream = repodata("rattler-index", "linux-64");
-    let filtered = rules(json!({
-        "url": "https://example.org/c",
-        "allow": ["zlib", "other-package"],
-        "deny": ["other-package <0.2"],
-    }))
-    .filter_repodata(&upstream, NOW_MS)
+    let filtered = filter(
+        &rules(json!({
+            "url": "https://example.org/c",
+            "allow": ["zlib", "other-package"],
+            "deny": ["other-package <0.2"],
+        })),
+        "linux-64",
+        &upstream,
+        NOW_MS,
+        100,
+    )
     .unwrap();
     assert_eq!(
-        files(&filtered.bytes),
+        filtered.files(),
         [
             "other-package-0.2-0.conda",
             "other-package-0.2-0.tar.bz2",
@@ -130,20 +192,6 @@ fn allow_selects_and_deny_wins_in_both_record_maps() {
         ]
     );
     assert_eq!(filtered.removed, 4);
-    let before: Value = serde_json::from_slice(&upstream).unwrap();
-    let after: Value = serde_json::from_slice(&filtered.bytes).unwrap();
-    assert_eq!(after["info"], before["info"]);
-    for name in files(&filtered.bytes) {
-        let map = if name.ends_with(".conda") {
-            "packages.conda"
-        } else {
-            "packages"
-        };
-        assert_eq!(
-            after[map][&name], before[map][&name],
-            "{name} is kept unchanged"
-        );
-    }
 }
 
 #[test]
@@ -152,17 +200,22 @@ fn min_age_counts_from_the_timestamp_and_records_without_one_are_too_young() {
     // empty-0.1.0 was built 2025-08-11 (1754943403111); the others years before.
     let built = 1_754_943_403_111;
     let week = rules(json!({"url": "https://example.org/c", "min_age_days": 7}));
-    let young = week.filter_repodata(&upstream, built + 6 * DAY_MS).unwrap();
-    let names = files(&young.bytes);
+    let young = filter(&week, "noarch", &upstream, built + 6 * DAY_MS, 512).unwrap();
+    let names = young.files();
     assert!(!names.contains(&"empty-0.1.0-h4616a5c_0.conda".to_string()));
     // flask and spiffy-test-app have no timestamp.
     assert!(!names.contains(&"flask-0.11.1-py_0.tar.bz2".to_string()));
     assert!(!names.contains(&"spiffy-test-app-0.5-pyh6afbcc8_0.tar.bz2".to_string()));
     assert!(names.contains(&"test_debug_pkg-1.0-0.tar.bz2".to_string()));
     assert_eq!(young.removed, 3);
-    let old_enough = week.filter_repodata(&upstream, built + 7 * DAY_MS).unwrap();
-    assert!(files(&old_enough.bytes).contains(&"empty-0.1.0-h4616a5c_0.conda".to_string()));
+    // The refresh that admits the young one is due when it is old enough.
+    assert_eq!(young.admits_more_at, Some(built + 7 * DAY_MS));
+    let old_enough = filter(&week, "noarch", &upstream, built + 7 * DAY_MS, 512).unwrap();
+    assert!(old_enough
+        .files()
+        .contains(&"empty-0.1.0-h4616a5c_0.conda".to_string()));
     assert_eq!(old_enough.removed, 2);
+    assert_eq!(old_enough.admits_more_at, None);
 }
 
 #[test]
@@ -174,34 +227,116 @@ fn records_without_a_subdir_take_the_documents() {
         .unwrap();
     record.remove("subdir");
     let bytes = serde_json::to_vec(&upstream).unwrap();
-    let filtered = rules(json!({"url": "https://example.org/c", "allow": ["nano"]}))
-        .filter_repodata(&bytes, NOW_MS)
-        .unwrap();
-    assert_eq!(files(&filtered.bytes), ["nano-2.4.1-0.tar.bz2"]);
-    let found = find_record(&filtered.bytes, "nano-2.4.1-0.tar.bz2").unwrap();
-    assert_eq!(found.subdir, "osx-64");
+    let filtered = filter(
+        &rules(json!({"url": "https://example.org/c", "allow": ["nano"]})),
+        "osx-64",
+        &bytes,
+        NOW_MS,
+        64,
+    )
+    .unwrap();
+    assert_eq!(filtered.files(), ["nano-2.4.1-0.tar.bz2"]);
+    let stored: Value = serde_json::from_str(&filtered.records[0].record).unwrap();
+    assert_eq!(stored["subdir"], "osx-64");
 }
 
 #[test]
-fn a_record_is_found_by_filename_with_its_sha256_and_size() {
+fn a_record_without_a_sha256_or_unreadable_is_left_out() {
+    let document = json!({
+        "info": {"subdir": "noarch"},
+        "packages": {
+            "a-1-0.tar.bz2": {"name": "a", "version": "1", "build": "0", "build_number": 0,
+                               "depends": [], "size": 10},
+            "b-1-0.tar.bz2": {"name": "b", "version": "1", "build": "0", "build_number": 0,
+                               "depends": [], "size": 10, "sha256": "ab".repeat(32)},
+            "c-1-0.tar.bz2": {"name": 7},
+        },
+    })
+    .to_string();
+    let everything = rules(json!({"url": "https://example.org/c"}));
+    let filtered = filter(&everything, "noarch", document.as_bytes(), NOW_MS, 5).unwrap();
+    assert_eq!(filtered.files(), ["b-1-0.tar.bz2"]);
+    assert_eq!(filtered.removed, 2);
+}
+
+#[test]
+fn the_scanner_keeps_info_and_skips_everything_else() {
+    let document = br#" { "removed" : ["x", {"y": [1, "}"]}], "info": {"subdir": "linux-64", "base_url": "a\"b"},
+        "repodata_version": 2, "packages": {}, "packages.conda": {"f-1-0.conda": {"k": "v\\"}}} "#;
+    for chunk in [1, 3, document.len()] {
+        let mut scanner = RepodataScanner::new(1024);
+        let mut records = Vec::new();
+        for part in document.chunks(chunk) {
+            records.extend(scanner.feed(part).unwrap());
+        }
+        let scanned = scanner.finish().unwrap();
+        let info: Value = serde_json::from_slice(&scanned.info.unwrap()).unwrap();
+        assert_eq!(info, json!({"subdir": "linux-64", "base_url": "a\"b"}));
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].map, "packages.conda");
+        assert_eq!(records[0].filename, "f-1-0.conda");
+        assert_eq!(records[0].bytes, br#"{"k": "v\\"}"#);
+    }
+}
+
+fn scan(document: &[u8], max: usize) -> Result<usize, String> {
+    let mut scanner = RepodataScanner::new(max);
+    let mut count = 0;
+    for part in document.chunks(9) {
+        count += scanner.feed(part).map_err(|e| e.0)?.len();
+    }
+    scanner.finish().map_err(|e| e.0)?;
+    Ok(count)
+}
+
+#[test]
+fn a_truncated_document_is_an_error_wherever_it_is_cut() {
     let upstream = repodata("rattler-index", "linux-64");
-    let found = find_record(&upstream, "zlib-1.2.11-h7b6447c_3.conda").unwrap();
-    let root: Value = serde_json::from_slice(&upstream).unwrap();
-    let raw = &root["packages.conda"]["zlib-1.2.11-h7b6447c_3.conda"];
-    assert_eq!(
-        hex::encode(found.sha256.unwrap()),
-        raw["sha256"].as_str().unwrap()
-    );
-    assert_eq!(found.size, raw["size"].as_u64());
-    assert!(find_record(&upstream, "zlib-9-0.conda").is_none());
+    assert_eq!(scan(&upstream, 1 << 20).unwrap(), files(&upstream).len());
+    let trimmed = upstream.trim_ascii_end();
+    for cut in (0..trimmed.len()).step_by(37).chain([trimmed.len() - 1]) {
+        let error = scan(&trimmed[..cut], 1 << 20).unwrap_err();
+        assert!(error.contains("truncated"), "cut at {cut}: {error}");
+    }
 }
 
 #[test]
-fn an_invalid_upstream_document_is_an_error() {
-    let error = rules(json!({"url": "https://example.org/c"}))
-        .filter_repodata(b"<html>not found</html>", NOW_MS)
-        .unwrap_err();
-    assert!(error.0.contains("upstream repodata.json"), "{error}");
+fn garbage_is_an_error_naming_where() {
+    for (document, fault) in [
+        (&b"<html>not found</html>"[..], "'<' at byte 0"),
+        (b"[]", "'[' at byte 0"),
+        (b"{\"packages\": []}", "the object of 'packages'"),
+        (
+            b"{\"packages\": {\"a.conda\": 1}}",
+            "the record of 'a.conda'",
+        ),
+        (b"{\"packages\": {\"a.conda\" {}}}", "':'"),
+        (b"{\"info\": {}} trailing", "'t'"),
+        (b"{\"info\": {} \"x\": 1}", "',' or '}'"),
+        (b"{\"info\": @}", "starts with '@'"),
+        (b"{\"packages\": {\"a.conda\": {}, }}", "a file name"),
+    ] {
+        let error = scan(document, 1024).unwrap_err();
+        assert!(error.contains(fault), "{error} lacks {fault}");
+    }
+}
+
+#[test]
+fn a_record_over_the_bound_is_an_error_naming_it_and_the_setting() {
+    let big = format!(
+        "{{\"packages.conda\": {{\"big-1-0.conda\": {{\"depends\": [\"{}\"]}}}}}}",
+        "x".repeat(5000)
+    );
+    let error = scan(big.as_bytes(), 4096).unwrap_err();
+    assert!(error.contains("'big-1-0.conda'"), "{error}");
+    assert!(error.contains("4096 bytes"), "{error}");
+    assert!(error.contains("MIRROR_MAX_RECORD_BYTES"), "{error}");
+    assert_eq!(scan(big.as_bytes(), 8192).unwrap(), 1);
+    // A file name is bounded alike.
+    let long_name = format!("{{\"packages\": {{\"{}\": {{}}}}}}", "n".repeat(5000));
+    assert!(scan(long_name.as_bytes(), 4096)
+        .unwrap_err()
+        .contains("a file name"));
 }
 
 #[test]
@@ -214,12 +349,17 @@ fn rules_json_round_trips() {
 #[test]
 fn a_mirror_refuses_uploads_and_deletes_with_a_conflict() {
     use condaflare::{access::Action, mirror::refusal};
-    for action in [Action::Write, Action::Delete, Action::Repair] {
+    for action in [Action::Write, Action::Delete] {
         let refused = refusal(action).unwrap();
         assert_eq!(refused.status(), 409);
         assert!(refused.message.contains("mirror"), "{refused}");
     }
-    for action in [Action::Read, Action::Manage, Action::Inspect] {
+    for action in [
+        Action::Read,
+        Action::Manage,
+        Action::Inspect,
+        Action::Repair,
+    ] {
         assert!(refusal(action).is_none());
     }
 }
@@ -247,6 +387,28 @@ fn a_copy_is_revalidated_once_its_time_is_up() {
     assert!(needs_revalidation(1_000, 1_000, 0));
     // A clock behind the copy's time: not yet.
     assert!(!needs_revalidation(5_000, 1_000, 60_000));
+}
+
+#[test]
+fn shards_are_fetched_under_the_index_or_an_absolute_base_of_its_scheme() {
+    use condaflare::mirror::shard_base_url;
+    let index = "http://127.0.0.1:9/c/linux-64/repodata_shards.msgpack.zst";
+    assert_eq!(
+        shard_base_url(index, "./shards/").unwrap(),
+        "http://127.0.0.1:9/c/linux-64/shards/"
+    );
+    assert_eq!(
+        shard_base_url(index, "shards").unwrap(),
+        "http://127.0.0.1:9/c/linux-64/shards/"
+    );
+    assert_eq!(
+        shard_base_url(index, "https://cdn.example.org/s/").unwrap(),
+        "https://cdn.example.org/s/"
+    );
+    let https = "https://conda.example.org/c/noarch/repodata_shards.msgpack.zst";
+    assert!(shard_base_url(https, "http://cdn.example.org/s/")
+        .unwrap_err()
+        .contains("scheme"));
 }
 
 #[test]
@@ -409,12 +571,12 @@ fn the_kept_files_query_takes_a_cursor_and_a_limit() {
 #[test]
 fn freshness_is_the_age_of_the_last_fetch() {
     use condaflare::mirror_state::SubdirFreshness;
-    let fresh = SubdirFreshness::new("noarch".into(), NOW_MS - 42_500, NOW_MS);
+    let fresh = SubdirFreshness::new("noarch".into(), NOW_MS - 42_500, false, NOW_MS);
     assert_eq!(fresh.age_seconds, 42);
     assert_eq!(fresh.fetched_at, NOW_MS - 42_500);
     // A clock behind the stored time says 0, not a wrapped number.
     assert_eq!(
-        SubdirFreshness::new("noarch".into(), NOW_MS + 5, NOW_MS).age_seconds,
+        SubdirFreshness::new("noarch".into(), NOW_MS + 5, true, NOW_MS).age_seconds,
         0
     );
 }

@@ -480,7 +480,7 @@ fn channel_visibility(db: &mut Database, args: Args) -> Outcome<Done> {
     };
     check_channel(&name)?;
     if db
-        .rows(directory::set_visibility(&name, private))?
+        .rows(directory::set_channel_settings(&name, private, None))?
         .is_empty()
     {
         return usage(format!("no channel named '{name}'"));

@@ -117,11 +117,6 @@ impl RequestContext {
             .map_err(|message| internal(format!("configuration: {message}")))
     }
 
-    /// A Worker secret's value, if it is set.
-    pub fn secret(&self, name: &str) -> Option<String> {
-        self.env.secret(name).ok().map(|value| value.to_string())
-    }
-
     pub fn req(&self) -> &Request {
         &self.req
     }

@@ -38,6 +38,38 @@ pub fn build(channel: &str, subdir: &str, bytes: usize, json_parts: usize, zstd_
     }));
 }
 
+/// What one refresh of a mirror's subdir did, and how long each step took.
+pub struct MirrorRefreshLog<'a> {
+    pub channel: &'a str,
+    pub subdir: &'a str,
+    /// `shards` or `repodata.json`.
+    pub source: &'a str,
+    pub documents: usize,
+    pub records: usize,
+    pub admitted: usize,
+    pub changed: u64,
+    pub read_ms: u64,
+    pub swap_ms: u64,
+    pub build_ms: u64,
+}
+
+pub fn mirror_refresh(refresh: &MirrorRefreshLog<'_>) {
+    line(json!({
+        "time": Date::now().as_millis(),
+        "event": "mirror_refresh",
+        "channel": refresh.channel,
+        "subdir": refresh.subdir,
+        "source": refresh.source,
+        "documents": refresh.documents,
+        "records": refresh.records,
+        "admitted": refresh.admitted,
+        "changed": refresh.changed,
+        "read_ms": refresh.read_ms,
+        "swap_ms": refresh.swap_ms,
+        "build_ms": refresh.build_ms,
+    }));
+}
+
 /// A change a request left unfinished, finished by the channel index's alarm: the object was
 /// kept (a record names it) or deleted.
 pub fn recovered(intent: &str, key: &str, kept: bool) {

@@ -198,17 +198,48 @@ pub async fn get_channel(ctx: &RequestContext, name: &ChannelName) -> ApiResult<
     )
 }
 
+/// What `PATCH /api/v1/channels/<c>` changes: the visibility, a mirror's rules, or both.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ChannelSettings {
-    private: bool,
+    private: Option<bool>,
+    mirror: Option<MirrorRulesJson>,
 }
 
 pub async fn update_channel(ctx: &mut RequestContext, name: &ChannelName) -> ApiResult<Response> {
     let (caller, channel) = ctx.authorize_change(name, Action::Manage).await?;
     let body: ChannelSettings = ctx.json_body().await?;
+    if body.private.is_none() && body.mirror.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing to change: send \"private\", \"mirror\" or both",
+        ));
+    }
+    // The next read of each subdir filters it again by the new rules (its index remembers the
+    // rules it was filtered by).
+    let mirror = match (&body.mirror, &channel.mirror) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(format!(
+                "channel '{name}' is no mirror: it has no rules to change"
+            )))
+        }
+        (Some(rules), Some(_)) => Some(
+            MirrorRules::from_parts(rules, ctx.config().mirror_allow_http)
+                .map_err(|e| ApiError::bad_request(e.0))?
+                .to_json(),
+        ),
+    };
+    let private = body.private.unwrap_or(channel.private);
+    let mirror_text = mirror
+        .as_ref()
+        .map(|rules| serde_json::to_string(rules).expect("rules serialize"));
     let updated = ctx
         .db()?
-        .returns_row(directory::set_visibility(name, body.private))
+        .returns_row(directory::set_channel_settings(
+            name,
+            private,
+            mirror_text.as_deref(),
+        ))
         .await?;
     forget_channel(name);
     if !updated {
@@ -218,7 +249,8 @@ pub async fn update_channel(ctx: &mut RequestContext, name: &ChannelName) -> Api
     json(
         200,
         &Channel {
-            private: body.private,
+            private,
+            mirror: mirror.or(channel.mirror.clone()),
             ..channel
         },
     )

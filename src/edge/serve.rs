@@ -45,9 +45,6 @@ pub async fn serve_file(
         .authorize(channel_name, Action::Read, Hiding::Challenge)
         .await?;
     let stale = match &channel.mirror {
-        Some(rules) if filename == "repodata.json" => {
-            mirror::refresh_repodata(ctx, channel_name, subdir, rules).await?
-        }
         // A file already kept is served as on any channel (from the edge cache when warm, with
         // no R2 operation); only a miss asks the upstream.
         Some(rules) if kind == ChannelFile::Package => {
@@ -74,14 +71,13 @@ pub async fn serve_file(
             }
             None
         }
-        // Without `.zst`, shard index and run_exports.json, clients fall back to repodata.json.
-        Some(_) => {
-            return Err(ApiError::not_found(format!(
-                "mirror channel '{channel_name}' serves only repodata.json and package files: \
-                 no {subdir}/{filename}"
-            )))
+        // repodata.json, its .zst, the shard index and run_exports.json are built from the
+        // mirror's index, kept fresh first.
+        Some(rules) if kind == ChannelFile::Index => {
+            mirror::sync(ctx, channel_name, subdir, rules).await?
         }
-        None => None,
+        // Shards are content-addressed: the shard index names only stored ones.
+        _ => None,
     };
     let response = serve_stored(ctx, &channel, channel_name, subdir, filename, kind).await?;
     match stale {

@@ -47,6 +47,8 @@ def server(tmp_path_factory) -> Server:
         "MIRROR_ALLOW_HTTP": "true",
         # Every read of a mirror's repodata.json asks its upstream, so a stopped one shows at once.
         "MIRROR_REVALIDATE_SECONDS": "0",
+        # ... and waits for the refresh (test_mirror.py has a server that refreshes after answering).
+        "MIRROR_REFRESH_IN_BACKGROUND": "false",
     }
     # The secrets test_mirror.py's private upstream takes (one right, one wrong).
     secrets = {

@@ -1,7 +1,8 @@
 """Mirror channels: created through the API and the admin command with their rules, shown with
-them, refused with bad ones, closed to uploads and deletes; their repodata.json is a real
-upstream's (py-rattler's index_fs served by http.server on 127.0.0.1) filtered by the rules,
-and stands in for the upstream once it stops."""
+them, refused with bad ones, closed to uploads and deletes; their index (repodata.json, its
+.zst, the shard index, shards, run_exports.json) holds a real upstream's records (py-rattler's
+index_fs served by http.server on 127.0.0.1, with and without shards) filtered by the rules,
+stands in for the upstream once it stops, and is in the channel's index (browse, check)."""
 
 import collections
 import concurrent.futures
@@ -18,11 +19,16 @@ import threading
 import time
 from pathlib import Path
 
+import msgpack
+import zstandard
+
 import pytest
 import requests
 
 from conftest import PACKAGES, unique, upload_raw
 from harness import AdminError, running_server
+from pkgbuild import build_conda
+from synthetic_channel import chain, write_upstream
 
 UPSTREAM = "https://conda.example.org/upstream"
 
@@ -90,12 +96,11 @@ def test_a_mirror_refuses_uploads_and_deletes(server, owner, outsider, make_user
     assert (put.status_code, put.json()["code"]) == (409, "mirror_channel")
     deleted = server.api("DELETE", f"delete/{name}/noarch/{package.name}", owner.key)
     assert (deleted.status_code, deleted.json()["code"]) == (409, "mirror_channel")
-    # A rebuild would write the channel's own empty index over the mirror's copy.
+    # A rebuild and a repair rewrite the files from the mirror's own index: allowed.
     admin = make_user(admin=True)
-    rebuilt = server.api("POST", f"channels/{name}/rebuild", admin.key)
-    assert (rebuilt.status_code, rebuilt.json()["code"]) == (409, "mirror_channel")
+    assert server.api("POST", f"channels/{name}/rebuild", admin.key).status_code == 200
     repaired = requests.post(f"{server.url}/api/v1/channels/{name}/check?repair=true", headers=admin.auth, timeout=30)
-    assert (repaired.status_code, repaired.json()["code"]) == (409, "mirror_channel")
+    assert repaired.status_code == 200, repaired.text
     # Someone who could not write anyway is refused as before.
     assert upload_raw(server, name, package.name, data, headers={"Authorization": f"Bearer {outsider.key}"}).status_code == 403
     assert not [key for key in server.r2_keys() if key.startswith(f"{name}/")]
@@ -134,7 +139,7 @@ def test_the_admin_command_creates_a_mirror(server, owner):
 INDEXER = """
 import asyncio, sys
 import rattler.index
-asyncio.run(rattler.index.index_fs(sys.argv[1], write_zst=False, write_shards=False))
+asyncio.run(rattler.index.index_fs(sys.argv[1], write_zst=False, write_shards=sys.argv[2] == "shards", force=True))
 print("indexed", flush=True)
 """
 
@@ -171,6 +176,7 @@ class ChannelHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def send_head(self):
+        self.server.paths.append(self.path)
         path = Path(self.translate_path(self.path))
         self.etag = f'"{hashlib.sha256(path.read_bytes()).hexdigest()}"' if path.is_file() else None
         if self.etag is not None and self.headers.get("If-None-Match") == self.etag:
@@ -189,11 +195,13 @@ class ChannelHandler(http.server.SimpleHTTPRequestHandler):
 class Upstream:
     """A real conda channel: fixture packages indexed by py-rattler, served by http.server."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, shards: bool = False, handler_class=None):
         self.root = root
-        handler = functools.partial(ChannelHandler, directory=str(root))
+        self.shards = shards
+        handler = functools.partial(handler_class or ChannelHandler, directory=str(root))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.not_modified = 0
+        self.httpd.paths = []
         self.httpd.lock = threading.Lock()
         self.httpd.gets = collections.Counter()
         self.httpd.authorizations = []
@@ -214,21 +222,35 @@ class Upstream:
             self.httpd = None
 
 
-@pytest.fixture
-def upstream(tmp_path):
-    channel = tmp_path / "channel"
+def serve_upstream(root: Path, shards: bool) -> Upstream:
+    channel = root / "channel"
     for subdir, files in UPSTREAM_FILES.items():
         (channel / subdir).mkdir(parents=True)
         for filename in files:
             shutil.copy(PACKAGES / filename, channel / subdir / filename)
-    index(channel)
-    served = Upstream(tmp_path)
+    index(channel, shards)
+    return Upstream(root, shards)
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    served = serve_upstream(tmp_path, shards=False)
     yield served
     served.stop()
 
 
-def index(channel: Path):
-    out = subprocess.run([sys.executable, "-c", INDEXER, str(channel)], capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def sharded_upstream(tmp_path):
+    """The same channel with a shard index and shards (CEP 16), as index_fs writes them."""
+    served = serve_upstream(tmp_path, shards=True)
+    assert (tmp_path / "channel" / "linux-64" / "repodata_shards.msgpack.zst").is_file()
+    yield served
+    served.stop()
+
+
+def index(channel: Path, shards: bool = False):
+    which = "shards" if shards else "plain"
+    out = subprocess.run([sys.executable, "-c", INDEXER, str(channel), which], capture_output=True, text=True, timeout=300)
     assert "indexed" in out.stdout, out.stderr[-2000:]
 
 
@@ -243,20 +265,73 @@ def create_mirror(server, owner, rules: dict, private: bool = False) -> str:
     return name
 
 
-def test_repodata_is_the_upstreams_filtered_by_the_rules(server, owner, upstream):
-    name = create_mirror(server, owner, {"url": upstream.url, "deny": ["zlib"]})
-    theirs = upstream.repodata("linux-64")
-    response = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30)
-    assert response.status_code == 200, response.text
-    ours = response.json()
-    assert files_of(ours) == {f for f in files_of(theirs) if not f.startswith("zlib-")}
-    assert ours["info"] == theirs["info"]
+def read_msgpack_zst(data: bytes):
+    return msgpack.unpackb(zstandard.ZstdDecompressor().decompressobj().decompress(data), raw=False)
+
+
+def index_files(server, name: str, subdir: str) -> dict:
+    """Every index file of a mirror's subdir, read: repodata.json, its .zst, run_exports.json,
+    and the records of every shard the shard index names."""
+    base = f"{server.url}/{name}/{subdir}"
+    got = {}
+    for file in ("repodata.json", "repodata.json.zst", "run_exports.json", "repodata_shards.msgpack.zst"):
+        response = requests.get(f"{base}/{file}", timeout=30)
+        assert response.status_code == 200, (file, response.text)
+        got[file] = response.content
+    index = read_msgpack_zst(got["repodata_shards.msgpack.zst"])
+    shard_records = {}
+    for package, digest in index["shards"].items():
+        shard = requests.get(f"{base}/shards/{digest.hex()}.msgpack.zst", timeout=30)
+        assert shard.status_code == 200, package
+        assert hashlib.sha256(shard.content).digest() == digest
+        for section in ("packages", "packages.conda"):
+            shard_records.update(read_msgpack_zst(shard.content)[section])
+    return {
+        "repodata": json.loads(got["repodata.json"]),
+        "zst": json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(got["repodata.json.zst"])),
+        "run_exports": json.loads(got["run_exports.json"]),
+        "shards": shard_records,
+    }
+
+
+def assert_filtered_alike(server, name: str, upstream: Upstream, subdir: str, expected: set[str]):
+    """Every index file of the mirror lists exactly `expected`, with the upstream's records."""
+    theirs = upstream.repodata(subdir)
+    files = index_files(server, name, subdir)
+    ours = files["repodata"]
+    assert files_of(ours) == expected
+    assert files["zst"] == ours
+    assert files_of(files["run_exports"]) == expected
+    assert set(files["shards"]) == expected
+    assert ours["info"]["subdir"] == theirs["info"]["subdir"] == subdir
     for section in ("packages", "packages.conda"):
         for filename, record in ours[section].items():
             assert record == theirs[section][filename], filename
-    # Only repodata.json is mirrored: clients fall back to it from these.
-    for other in ("repodata.json.zst", "repodata_shards.msgpack.zst", "run_exports.json"):
-        assert requests.get(f"{server.url}/{name}/linux-64/{other}", timeout=30).status_code == 404, other
+            assert files["shards"][filename]["sha256"].hex() == record["sha256"], filename
+
+
+@pytest.mark.parametrize("shards", [False, True], ids=["repodata", "shards"])
+def test_every_index_file_is_the_upstreams_filtered_by_the_rules(server, owner, tmp_path, shards):
+    upstream = serve_upstream(tmp_path, shards)
+    try:
+        name = create_mirror(server, owner, {"url": upstream.url, "deny": ["zlib"]})
+        theirs = upstream.repodata("linux-64")
+        expected = {f for f in files_of(theirs) if not f.startswith("zlib-")}
+        assert_filtered_alike(server, name, upstream, "linux-64", expected)
+        read = [path for path in upstream.httpd.paths if "/linux-64/" in path]
+        if shards:
+            # The shard index and its shards; never repodata.json.
+            assert not [path for path in read if path.endswith("repodata.json")], read
+            assert [path for path in read if "/shards/" in path]
+        else:
+            assert [path for path in read if path.endswith("repodata.json")]
+        # The mirror's files are in the channel's index: the browse API lists them (linux-64
+        # only: no other subdir was read yet).
+        listed = server.api("GET", f"channels/{name}/packages", owner.key).json()
+        linux = {record["name"] for section in ("packages", "packages.conda") for record in theirs[section].values()}
+        assert {p["name"] for p in listed["packages"]} == linux - {"zlib"}
+    finally:
+        upstream.stop()
 
 
 def test_a_record_younger_than_the_minimum_age_or_without_a_timestamp_is_left_out(server, owner, upstream):
@@ -312,12 +387,13 @@ def test_a_private_mirror_is_read_as_any_private_channel(server, owner, outsider
 CLIENT = Path(__file__).with_name("rattler_client.py")
 
 
-def rattler_install(url: str, prefix: Path, cache: Path, specs: list[str], auth_file: Path | None = None) -> dict:
+def rattler_install(url: str, prefix: Path, cache: Path, specs: list[str], auth_file: Path | None = None, mode: str = "fetch") -> dict:
+    """Solves and installs with py-rattler: `fetch` reads repodata.json, `gateway` the shards."""
     env = dict(os.environ)
     if auth_file is not None:
         env["RATTLER_AUTH_FILE"] = str(auth_file)
     out = subprocess.run(
-        [sys.executable, str(CLIENT), "fetch", url, str(prefix), str(cache), "linux-64", *specs],
+        [sys.executable, str(CLIENT), mode, url, str(prefix), str(cache), "linux-64", *specs],
         capture_output=True, text=True, timeout=300, env=env,
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -360,6 +436,42 @@ def test_a_too_young_package_is_not_served_by_url(server, owner, upstream):
     assert served.status_code == 200
     assert served.content == (PACKAGES / old_name).read_bytes()
     assert not [key for key in server.r2_keys() if key == f"{name}/noarch/{newest_name}"]
+
+
+def test_changed_rules_take_effect_at_the_next_read_and_drop_what_they_leave_out(server, owner, outsider, upstream):
+    name = create_mirror(server, owner, {"url": upstream.url})
+    records = upstream.repodata("noarch")["packages"]
+    denied = next(iter(records))
+    package = records[denied]["name"]
+    kept = requests.get(f"{server.url}/{name}/noarch/{denied}", timeout=30)
+    assert kept.status_code == 200 and kept.content == (PACKAGES / denied).read_bytes()
+
+    # Only owners change them, and bad rules change nothing.
+    rules = {"url": upstream.url, "deny": [package]}
+    assert server.api("PATCH", f"channels/{name}", outsider.key, json={"mirror": rules}).status_code in (403, 404)
+    bad = server.api("PATCH", f"channels/{name}", owner.key, json={"mirror": {"url": upstream.url, "deny": ["zlib >=>1"]}})
+    assert bad.status_code == 400 and "'zlib >=>1' in deny" in bad.json()["error"]
+    assert server.api("GET", f"channels/{name}", owner.key).json()["mirror"]["deny"] == []
+
+    changed = server.api("PATCH", f"channels/{name}", owner.key, json={"mirror": rules})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["mirror"]["deny"] == [package]
+    assert changed.json()["private"] is False
+    after = requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=30).json()
+    assert all(r["name"] != package for section in ("packages", "packages.conda") for r in after[section].values())
+    # The file it kept is no longer served, even by URL, and no longer kept.
+    assert requests.get(f"{server.url}/{name}/noarch/{denied}", timeout=30).status_code == 404
+    assert f"{name}/noarch/{denied}" not in server.r2_keys()
+
+    # Visibility alone leaves the rules; a channel that is no mirror takes none.
+    private = server.api("PATCH", f"channels/{name}", owner.key, json={"private": True})
+    assert private.json()["mirror"]["deny"] == [package] and private.json()["private"] is True
+    plain = unique("plain")
+    server.api("POST", "channels", owner.key, json={"name": plain})
+    refused = server.api("PATCH", f"channels/{plain}", owner.key, json={"mirror": rules})
+    assert refused.status_code == 400 and "no mirror" in refused.json()["error"]
+    assert "mirror" not in server.api("GET", f"channels/{plain}", owner.key).json()
+    assert server.api("PATCH", f"channels/{plain}", owner.key, json={}).status_code == 400
 
 
 def first_get(url: str) -> tuple[int, bytes | None]:
@@ -511,6 +623,22 @@ def test_a_100_mb_package_passes_through_the_mirror_with_bounded_memory(server, 
     assert growths[1] < 2 * size / 2**20
 
 
+def test_a_file_the_upstream_rebuilds_under_the_same_name_is_fetched_again_with_its_new_record(server, owner, upstream):
+    name = create_mirror(server, owner, {"url": upstream.url})
+    filename = "other-package-0.2-0.conda"
+    url = f"{server.url}/{name}/linux-64/{filename}"
+    assert requests.get(url, timeout=30).content == (PACKAGES / filename).read_bytes()
+    # Other bytes under the same name, indexed: the record's sha256 changes with them.
+    rebuilt_name, rebuilt = build_conda("other-package", version="0.2", build="0", subdir="linux-64", files={"share/other": b"rebuilt\n"})
+    assert rebuilt_name == filename
+    (upstream.root / "channel" / "linux-64" / filename).write_bytes(rebuilt)
+    index(upstream.root / "channel")
+    record = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30).json()["packages.conda"][filename]
+    assert record["sha256"] == hashlib.sha256(rebuilt).hexdigest()
+    served = requests.get(url, timeout=30)
+    assert (served.status_code, served.content) == (200, rebuilt)
+
+
 def test_the_copy_is_revalidated_with_the_upstreams_etag(server, owner, upstream):
     """MIRROR_REVALIDATE_SECONDS is 0 in the tests: every read asks the upstream."""
     name = create_mirror(server, owner, {"url": upstream.url})
@@ -544,22 +672,155 @@ def test_an_upstream_that_does_not_answer_is_a_timeout_naming_it(server, owner):
     assert (answer.json()["code"], url in answer.json()["error"]) == ("upstream_timeout", True)
 
 
-def test_an_upstream_repodata_over_the_size_bound_is_refused(upstream, tmp_path):
-    sizes = {subdir: (upstream.root / "channel" / subdir / "repodata.json").stat().st_size for subdir in UPSTREAM_FILES}
-    larger, smaller = sorted(sizes, key=sizes.get, reverse=True)
-    assert sizes[larger] > sizes[smaller]
-    variables = {"MIRROR_ALLOW_HTTP": "true", "MIRROR_MAX_REPODATA_BYTES": str(sizes[larger] - 1)}
+def test_an_upstream_record_over_the_size_bound_is_refused(upstream, tmp_path):
+    """The document is read a record at a time: one record over MIRROR_MAX_RECORD_BYTES is
+    refused (nothing is stored), the other subdir is served."""
+    path = upstream.root / "channel" / "linux-64" / "repodata.json"
+    document = json.loads(path.read_text())
+    record = document["packages.conda"]["other-package-0.2-0.conda"]
+    record["description"] = "x" * 5000
+    path.write_text(json.dumps(document))
+    variables = {"MIRROR_ALLOW_HTTP": "true", "MIRROR_MAX_RECORD_BYTES": "4096"}
     with running_server(tmp_path / "state", variables) as bounded:
         bounded.admin("user", "create", "mirrorer")
         bounded.admin("channel", "create", "bounded", "--owner", "mirrorer", "--mirror", upstream.url, env={"MIRROR_ALLOW_HTTP": "true"})
-        refused = requests.get(f"{bounded.url}/bounded/{larger}/repodata.json", timeout=30)
+        refused = requests.get(f"{bounded.url}/bounded/linux-64/repodata.json", timeout=30)
         assert refused.status_code == 502, refused.text
-        assert "MIRROR_MAX_REPODATA_BYTES" in refused.json()["error"]
+        assert "MIRROR_MAX_RECORD_BYTES" in refused.json()["error"]
+        assert "other-package-0.2-0.conda" in refused.json()["error"]
         assert upstream.url in refused.json()["error"]
-        assert "bounded/{larger}/repodata.json".format(larger=larger) not in bounded.r2_keys()
-        served = requests.get(f"{bounded.url}/bounded/{smaller}/repodata.json", timeout=30)
+        assert not [key for key in bounded.r2_keys() if key.startswith("bounded/linux-64/")]
+        served = requests.get(f"{bounded.url}/bounded/noarch/repodata.json", timeout=30)
         assert served.status_code == 200
-        assert files_of(served.json()) == files_of(upstream.repodata(smaller))
+        assert files_of(served.json()) == files_of(upstream.repodata("noarch"))
+
+
+def shard_hashes(upstream: Upstream, subdir: str) -> dict[str, str]:
+    index = read_msgpack_zst((upstream.root / "channel" / subdir / "repodata_shards.msgpack.zst").read_bytes())
+    return {name: digest.hex() for name, digest in index["shards"].items()}
+
+
+def test_a_sharded_upstream_is_read_again_only_for_the_shards_that_changed(server, owner, sharded_upstream):
+    upstream = sharded_upstream
+    name = create_mirror(server, owner, {"url": upstream.url})
+    url = f"{server.url}/{name}/linux-64/repodata.json"
+    first = requests.get(url, timeout=30)
+    assert first.status_code == 200
+    assert files_of(first.json()) == files_of(upstream.repodata("linux-64"))
+    before = shard_hashes(upstream, "linux-64")
+    fetched = {path.rsplit("/", 1)[1].split(".")[0] for path in upstream.httpd.paths if "/linux-64/shards/" in path}
+    assert fetched == set(before.values())
+
+    # One package goes and one comes: only the shards of the names that changed are read.
+    (upstream.root / "channel" / "linux-64" / "test-package-0.1-0.tar.bz2").unlink()
+    shutil.copy(PACKAGES / "other-package-0.1-0.tar.bz2", upstream.root / "channel" / "linux-64")
+    index(upstream.root / "channel", shards=True)
+    after = shard_hashes(upstream, "linux-64")
+    changed = set(after.values()) - set(before.values())
+    assert changed and "test-package" not in after
+    del upstream.httpd.paths[:]
+    second = requests.get(url, timeout=30)
+    assert second.status_code == 200
+    fetched = {path.rsplit("/", 1)[1].split(".")[0] for path in upstream.httpd.paths if "/linux-64/shards/" in path}
+    assert fetched == changed
+    assert files_of(second.json()) == files_of(upstream.repodata("linux-64"))
+    assert "test-package-0.1-0.tar.bz2" not in files_of(second.json())
+    assert "other-package-0.1-0.tar.bz2" in files_of(second.json())
+    assert_filtered_alike(server, name, upstream, "linux-64", files_of(upstream.repodata("linux-64")))
+
+    # Unchanged: the shard index answers 304 and nothing else is read.
+    del upstream.httpd.paths[:]
+    assert requests.get(url, timeout=30).content == second.content
+    assert upstream.httpd.paths == ["/channel/linux-64/repodata_shards.msgpack.zst"]
+
+
+def test_the_consistency_check_counts_a_mirrors_files_not_yet_fetched_as_consistent(server, owner, upstream, make_user):
+    name = create_mirror(server, owner, {"url": upstream.url})
+    assert requests.get(f"{server.url}/{name}/noarch/repodata.json", timeout=30).status_code == 200
+    admin = make_user(admin=True)
+    report = server.api("POST", f"channels/{name}/check", admin.key).json()
+    assert report["consistent"], report
+    # A file fetched is a file like any: its object is checked against its record.
+    assert requests.get(f"{server.url}/{name}/noarch/flask-0.11.1-py_0.tar.bz2", timeout=30).status_code == 200
+    report = server.api("POST", f"channels/{name}/check", admin.key).json()
+    assert report["consistent"], report
+
+
+class GatedHandler(ChannelHandler):
+    """Holds every answer until the server's gate is open."""
+
+    def send_head(self):
+        assert self.server.gate.wait(60)
+        return super().send_head()
+
+
+def test_a_due_index_is_answered_at_once_while_the_refresh_runs_after(upstream, tmp_path):
+    """With MIRROR_REFRESH_IN_BACKGROUND (the default), only the first read of a subdir waits
+    for the upstream: an upstream that does not answer yet holds no later read."""
+    upstream.stop()
+    served = Upstream(upstream.root, handler_class=GatedHandler)
+    gated = served.httpd
+    gated.gate = threading.Event()
+    gated.gate.set()
+    url = served.url
+    variables = {"MIRROR_ALLOW_HTTP": "true", "MIRROR_REVALIDATE_SECONDS": "0"}
+    try:
+        with running_server(tmp_path / "state", variables) as background:
+            background.admin("user", "create", "mirrorer")
+            background.admin("channel", "create", "later", "--owner", "mirrorer", "--mirror", url, env={"MIRROR_ALLOW_HTTP": "true"})
+            repodata = f"{background.url}/later/linux-64/repodata.json"
+            first = requests.get(repodata, timeout=30)
+            assert first.status_code == 200
+            assert "test-package-0.1-0.tar.bz2" in files_of(first.json())
+
+            (upstream.root / "channel" / "linux-64" / "test-package-0.1-0.tar.bz2").unlink()
+            index(upstream.root / "channel")
+            gated.gate.clear()
+            # The upstream holds its answer: the stored index answers.
+            held = requests.get(repodata, timeout=30)
+            assert (held.status_code, held.content) == (200, first.content)
+            gated.gate.set()
+            for _ in range(120):
+                later = requests.get(repodata, timeout=30)
+                if "test-package-0.1-0.tar.bz2" not in files_of(later.json()):
+                    break
+                time.sleep(0.5)
+            assert files_of(later.json()) == files_of(upstream.repodata("linux-64"))
+    finally:
+        gated.gate.set()
+        served.stop()
+
+
+# A smaller version of `npm run bench -- mirror-scale` (100,000 records), kept short for the suite.
+LARGE_RECORDS, LARGE_NAMES = 5_000, 500
+ISOLATE_BYTES = 128 * 1024 * 1024
+
+
+@pytest.mark.parametrize("shards", [False, True], ids=["repodata", "shards"])
+def test_a_large_upstream_subdir_is_mirrored_and_solved_against_within_the_isolates_memory(server, owner, make_user, tmp_path, shards):
+    write_upstream(tmp_path / "channel", LARGE_RECORDS, LARGE_NAMES, top=3, shards=shards)
+    upstream = Upstream(tmp_path, shards)
+    try:
+        name = create_mirror(server, owner, {"url": upstream.url, "deny": ["scale-00002"]})
+        response = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=600)
+        assert response.status_code == 200, response.text
+        expected = {f for f in files_of(upstream.repodata("linux-64")) if not f.startswith("scale-00002-")}
+        assert files_of(response.json()) == expected
+        mode = "gateway" if shards else "fetch"
+        installed = rattler_install(f"{server.url}/{name}", tmp_path / "env", tmp_path / "cache", ["scale-00003"], mode=mode)
+        assert "error" not in installed, installed
+        newest = f"1.{LARGE_RECORDS // LARGE_NAMES - 1}"
+        assert {(r["name"], r["version"]) for r in installed["records"]} == {(f"scale-{n:05d}", newest) for n in chain(3)}
+        for record in installed["records"]:
+            served = requests.get(record["url"], timeout=30).content
+            assert hashlib.sha256(served).hexdigest() == record["sha256"]
+        stats = server.api("GET", f"channels/{name}/stats", make_user(admin=True).key).json()
+        assert stats["index"]["subdirs"] == [{"subdir": "linux-64", "packages": len(expected)}]
+        peak = stats["index"]["wasm_memory_bytes"]
+        print(f"{LARGE_RECORDS} records ({'shards' if shards else 'repodata.json'}): peak wasm memory {peak / 2**20:.0f} MiB")
+        assert peak <= ISOLATE_BYTES
+    finally:
+        upstream.stop()
 
 
 def test_upstream_redirects_are_followed(server, owner, upstream):

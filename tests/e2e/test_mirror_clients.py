@@ -1,7 +1,7 @@
 """micromamba and conda, the real clients, install through mirror channels of a real upstream
 (packages built here, indexed by py-rattler, served by http.server), public and private, and
-install again from what the mirror kept once the upstream is stopped. A mirror serves
-repodata.json but no repodata.json.zst, so they also show that both clients fall back to it.
+install again from what the mirror kept once the upstream is stopped. A mirror serves every
+index file of its own index (repodata.json.zst too), built from the upstream's records.
 
 The clients live in `../shared/clients` (see test_micromamba.py); without them these tests are
 skipped."""

@@ -65,6 +65,7 @@ def test_the_mirror_api_shows_rules_freshness_and_the_kept_files(server, owner, 
     for s in state["subdirs"]:
         assert before - 1000 <= s["fetched_at"] <= after + 1000, s
         assert s["age_seconds"] >= 0
+        assert s["stale"] is False
     # The kept files, in key order, each with its size; the index copies are none of them.
     expected = sorted(fetched)
     assert [(f["subdir"], f["filename"]) for f in state["kept"]] == expected
@@ -93,6 +94,7 @@ def test_the_mirror_api_shows_rules_freshness_and_the_kept_files(server, owner, 
     assert "X-Condaflare-Stale" in stale.headers
     later = state_of(server, name).json()
     assert {s["subdir"]: s["fetched_at"] for s in later["subdirs"]} == stopped
+    assert {s["subdir"]: s["stale"] for s in later["subdirs"]}["linux-64"] is True
     assert [(f["subdir"], f["filename"]) for f in later["kept"]] == expected
 
 

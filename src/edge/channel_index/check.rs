@@ -195,7 +195,10 @@ impl ChannelIndex {
                 let object = listing
                     .packages
                     .remove(&(row.subdir.clone(), row.filename.clone()));
-                check.record(&row.subdir, &row.filename, row.size, object);
+                // A mirror's file is fetched from the upstream on its first request.
+                if object.is_some() || !row.is_upstream() {
+                    check.record(&row.subdir, &row.filename, row.size, object);
+                }
             }
             match rows.last() {
                 Some(last) if rows.len() == PAGE as usize => {

@@ -12,7 +12,7 @@ use super::super::error::{internal, ApiResult};
 use super::super::mirror_counter::MirrorCounts;
 use crate::consistency::{CheckOptions, CheckReport};
 use crate::index_plan::CommitStatus;
-use crate::index_store::{StaleSubdir, SubdirRows};
+use crate::index_store::{MirrorSubdir, StaleSubdir, SubdirRows, UpstreamFile};
 use crate::mirror::MirrorRulesJson;
 use crate::provenance::Provenance;
 
@@ -147,6 +147,16 @@ pub struct IndexStats {
     pub mirror: MirrorCounts,
 }
 
+/// Where a mirror's index of one subdir stands when a read asks for it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct MirrorState {
+    /// The last refresh failed: the index is this many seconds old and stands in for the
+    /// upstream.
+    pub stale_age: Option<u64>,
+    /// It is due for a refresh, which the caller runs after its answer.
+    pub behind: bool,
+}
+
 /// One operation on the index: the body of every request to the object, which answers with
 /// the operation's outcome (status 200) or an `ApiError` (its own status), as JSON. The client
 /// sends borrowed values, the object reads owned ones.
@@ -199,6 +209,22 @@ pub(super) enum IndexRequest<'a> {
         channel: Cow<'a, str>,
         name: Cow<'a, str>,
     },
+    /// Refreshes a mirror's subdir from its upstream if it is due (or answers at once that it
+    /// is, unless `wait` or nothing is stored yet); answers a [`MirrorState`].
+    MirrorRefresh {
+        channel: Cow<'a, str>,
+        subdir: Cow<'a, str>,
+        rules: Cow<'a, MirrorRulesJson>,
+        wait: bool,
+    },
+    /// Answers each subdir a mirror's index read from its upstream, with its
+    /// [`MirrorSubdir`] state.
+    MirrorSubdirs { channel: Cow<'a, str> },
+    /// Answers the [`UpstreamFile`] a mirror's index holds for a file, or `null`.
+    MirrorFile {
+        subdir: Cow<'a, str>,
+        filename: Cow<'a, str>,
+    },
     /// Answers the file's bytes under [`STREAMED_HEADER`] or `null` once it is stored (see
     /// [`MirrorFetched`]).
     MirrorFetch(Cow<'a, MirrorFetchRequest>),
@@ -218,8 +244,12 @@ impl IndexRequest<'_> {
             | IndexRequest::Destroy { channel }
             | IndexRequest::Check { channel, .. }
             | IndexRequest::ReserveLikely { channel, .. }
-            | IndexRequest::Package { channel, .. } => Some(channel),
-            IndexRequest::Stats | IndexRequest::Browse { .. } => None,
+            | IndexRequest::Package { channel, .. }
+            | IndexRequest::MirrorRefresh { channel, .. }
+            | IndexRequest::MirrorSubdirs { channel } => Some(channel),
+            IndexRequest::Stats | IndexRequest::Browse { .. } | IndexRequest::MirrorFile { .. } => {
+                None
+            }
         }
     }
 }
@@ -349,6 +379,45 @@ impl ChannelIndexClient {
         self.call(&IndexRequest::Check {
             channel: Cow::Borrowed(channel),
             options,
+        })
+        .await
+    }
+
+    /// Brings a mirror's subdir up to date with its upstream when it is due: waits for the
+    /// refresh when `wait` or when nothing is stored yet, else answers `behind` at once.
+    pub async fn mirror_refresh(
+        &self,
+        channel: &str,
+        subdir: &str,
+        rules: &MirrorRulesJson,
+        wait: bool,
+    ) -> ApiResult<MirrorState> {
+        self.call(&IndexRequest::MirrorRefresh {
+            channel: channel.into(),
+            subdir: subdir.into(),
+            rules: Cow::Borrowed(rules),
+            wait,
+        })
+        .await
+    }
+
+    /// Each subdir the mirror's index read from its upstream, with its state.
+    pub async fn mirror_subdirs(&self, channel: &str) -> ApiResult<Vec<(String, MirrorSubdir)>> {
+        self.call(&IndexRequest::MirrorSubdirs {
+            channel: channel.into(),
+        })
+        .await
+    }
+
+    /// The record facts of a mirror's file, if its index holds (so its rules admit) it.
+    pub async fn mirror_file(
+        &self,
+        subdir: &str,
+        filename: &str,
+    ) -> ApiResult<Option<UpstreamFile>> {
+        self.call(&IndexRequest::MirrorFile {
+            subdir: subdir.into(),
+            filename: filename.into(),
         })
         .await
     }

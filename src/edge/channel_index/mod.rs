@@ -7,8 +7,10 @@
 //! which the client returns as the same error. So a conflicting commit is a 409 wherever it
 //! starts, and a failure's detail is logged in the object, where it happened.
 //!
-//! Requests to one object interleave at every await, so three locks order the work, always
+//! Requests to one object interleave at every await, so four locks order the work, always
 //! taken in this order:
+//! - `mirror_refreshes` lets one refresh of a mirror's subdir from its upstream run at a time
+//!   (`mirror.rs`); the refresh then builds under the two build locks.
 //! - `writes` makes a change one step: a commit's "check the stored record, move the object
 //!   into place, store the row"; a delete, from removing its row until its object is gone; a
 //!   rebuild's marking of every name.
@@ -17,7 +19,7 @@
 //! - `repodata_builds` lets one build of the monolithic files (repodata.json, its .zst,
 //!   run_exports.json) run at a time; a change that finds it taken does not wait for it.
 //!
-//! `destroy` holds all three. The alarm takes `repodata_builds` for each subdir it builds,
+//! `destroy` holds all four. The alarm takes `repodata_builds` for each subdir it builds,
 //! `writes` while it finishes cut-short object changes, and deletes superseded shards once
 //! `SHARD_RETENTION_SECONDS` have passed.
 //!
@@ -60,6 +62,7 @@ mod build;
 mod check;
 mod client;
 mod mirror_fetch;
+mod mirror_refresh;
 mod sql;
 
 use std::cell::{Cell, RefCell};
@@ -88,7 +91,7 @@ use crate::repodata::{record_json, Record};
 use client::IndexRequest;
 pub use client::{
     ChannelIndexClient, CommitOutcome, CommitRequest, DeleteOutcome, DestroyOutcome, FileRequest,
-    Freshness, IndexStats, MirrorFetchRequest, MirrorFetched, ObjectSource,
+    Freshness, IndexStats, MirrorFetchRequest, MirrorFetched, MirrorState, ObjectSource,
 };
 
 #[durable_object]
@@ -105,6 +108,8 @@ pub struct ChannelIndex {
     writes: Mutex<()>,
     shard_builds: Mutex<()>,
     repodata_builds: Mutex<()>,
+    /// Lets one refresh of a mirror's subdirs from the upstream run at a time.
+    mirror_refreshes: Mutex<()>,
     /// Requests of this instance in progress: with none, every mark and intent is left over
     /// from a request that died or failed, and the alarm finishes it.
     live: Cell<u32>,
@@ -147,6 +152,7 @@ impl DurableObject for ChannelIndex {
             writes: Mutex::new(()),
             shard_builds: Mutex::new(()),
             repodata_builds: Mutex::new(()),
+            mirror_refreshes: Mutex::new(()),
             live: Cell::new(0),
             behind: Cell::new(false),
             in_flight: RefCell::new(HashSet::new()),
@@ -264,6 +270,18 @@ impl ChannelIndex {
             IndexRequest::Browse { query } => Response::from_json(&self.store().browse(&query)?),
             IndexRequest::Package { channel, name } => {
                 Response::from_json(&self.store().package(&channel, &name)?)
+            }
+            IndexRequest::MirrorRefresh {
+                channel,
+                subdir,
+                rules,
+                wait,
+            } => Response::from_json(&self.mirror_refresh(&channel, &subdir, &rules, wait).await?),
+            IndexRequest::MirrorSubdirs { .. } => {
+                Response::from_json(&self.store().mirror_subdirs()?)
+            }
+            IndexRequest::MirrorFile { subdir, filename } => {
+                Response::from_json(&self.store().upstream_file(&subdir, &filename)?)
             }
             IndexRequest::MirrorFetch(request) => {
                 Ok(self.mirror_fetch(request.into_owned()).await?)
@@ -614,6 +632,7 @@ impl ChannelIndex {
     }
 
     async fn destroy(&self, channel: &str) -> ApiResult<DestroyOutcome> {
+        let _refresh = self.mirror_refreshes.lock().await;
         let _write = self.writes.lock().await;
         let _shards = self.shard_builds.lock().await;
         let _repodata = self.repodata_builds.lock().await;

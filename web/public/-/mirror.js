@@ -73,7 +73,7 @@ function freshness(state) {
         'tbody',
         {},
         state.subdirs.map((s) =>
-          h('tr', {}, h('td', {}, data(s.subdir)), h('td', {}, h('time', { datetime: new Date(s.fetched_at).toISOString(), title: new Date(s.fetched_at).toISOString() }, `fetched ${ago(s.age_seconds)}`))),
+          h('tr', {}, h('td', {}, data(s.subdir)), h('td', {}, h('time', { datetime: new Date(s.fetched_at).toISOString(), title: new Date(s.fetched_at).toISOString() }, `fetched ${ago(s.age_seconds)}`), s.stale ? ' — the upstream failed since; serving this copy' : null)),
         ),
       ),
     ),
