@@ -61,6 +61,9 @@ impl Monolithic<'_> {
     }
 }
 
+/// How many shards a build puts at once.
+const SHARD_PUTS: usize = 32;
+
 impl ChannelIndex {
     /// Brings the artifacts of `subdir` up to date with its rows: the shards of changed names
     /// and the shard index always, the monolithic files if no build of them is running or if
@@ -130,40 +133,54 @@ impl ChannelIndex {
         let bucket = self.bucket()?;
         let shard_key = |hex: &str| file_key(channel, subdir, &shards::shard_path(hex));
         let now = Date::now().as_millis();
-        for name in names {
-            let rows = self.store().name_rows(subdir, name)?;
-            let old = self.store().shard_of(subdir, name)?;
-            let rebuilt = (!rows.is_empty()).then(|| {
-                let shard = build_shard(
-                    rows.iter()
-                        .map(|r| (r.filename.as_str(), r.record.as_str())),
-                );
-                (shard.hex(), shard.bytes)
-            });
-            let retire = match shard_update(old.as_deref(), rebuilt) {
-                ShardUpdate::Keep => None,
-                ShardUpdate::Write {
-                    sha256: hex,
-                    bytes,
-                    retire,
-                } => {
-                    // Written before the row that names it, so a failed put is retried.
-                    bucket
+        // A batch's shards are put concurrently: a first build of a large subdir (an import,
+        // a mirror's first refresh) writes thousands. Batches bound the shards held at once.
+        for batch in names.chunks(SHARD_PUTS) {
+            let mut writes = Vec::new();
+            for name in batch {
+                let rows = self.store().name_rows(subdir, name)?;
+                let old = self.store().shard_of(subdir, name)?;
+                let rebuilt = (!rows.is_empty()).then(|| {
+                    let shard = build_shard(
+                        rows.iter()
+                            .map(|r| (r.filename.as_str(), r.record.as_str())),
+                    );
+                    (shard.hex(), shard.bytes)
+                });
+                match shard_update(old.as_deref(), rebuilt) {
+                    ShardUpdate::Keep => {}
+                    ShardUpdate::Write {
+                        sha256,
+                        bytes,
+                        retire,
+                    } => writes.push((name, sha256, bytes, retire)),
+                    ShardUpdate::Remove { retire } => {
+                        self.store().forget_shard(subdir, name)?;
+                        if let Some(old) = retire {
+                            self.store().retire_shard(&shard_key(&old), now)?;
+                        }
+                    }
+                }
+            }
+            let (named, puts): (Vec<_>, Vec<_>) = writes
+                .into_iter()
+                .map(|(name, hex, bytes, retire)| {
+                    let put = bucket
                         .put(shard_key(&hex), bytes)
                         .http_metadata(metadata("application/zstd"))
-                        .execute()
-                        .await?;
-                    self.store()
-                        .name_shard(subdir, name, &hex, &shard_key(&hex))?;
-                    retire
+                        .execute();
+                    ((name, hex, retire), put)
+                })
+                .unzip();
+            let stored = futures_util::future::join_all(puts).await;
+            // Each shard is written before the row that names it, so a failed put is retried.
+            for ((name, hex, retire), stored) in named.iter().zip(stored) {
+                stored?;
+                self.store()
+                    .name_shard(subdir, name, hex, &shard_key(hex))?;
+                if let Some(old) = retire {
+                    self.store().retire_shard(&shard_key(old), now)?;
                 }
-                ShardUpdate::Remove { retire } => {
-                    self.store().forget_shard(subdir, name)?;
-                    retire
-                }
-            };
-            if let Some(old) = retire {
-                self.store().retire_shard(&shard_key(&old), now)?;
             }
         }
 
