@@ -21,6 +21,15 @@ use crate::provenance::Provenance;
 /// Names per page unless the client asks for another number.
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
+
+/// A page's `limit` parameter: a number of items from 1 to `max`.
+pub fn page_limit(value: &str, max: u32) -> Result<u32, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|limit| (1..=max).contains(limit))
+        .ok_or(format!("limit is a number from 1 to {max}"))
+}
 /// Longer searches cannot match a name (names are at most this long in practice) and are
 /// refused rather than scanned for.
 const MAX_QUERY_CHARS: usize = 200;
@@ -110,13 +119,7 @@ impl BrowseQuery {
                             "cursor is not one this server gave out; start again without it",
                         )?);
                 }
-                "limit" => {
-                    query.limit = value
-                        .parse()
-                        .ok()
-                        .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-                        .ok_or(format!("limit is a number from 1 to {MAX_LIMIT}"))?;
-                }
+                "limit" => query.limit = page_limit(value, MAX_LIMIT)?,
                 _ => {}
             }
         }

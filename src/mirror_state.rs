@@ -40,13 +40,7 @@ impl KeptQuery {
                     }
                     query.after = Some(value.to_owned());
                 }
-                "limit" => {
-                    query.limit = value
-                        .parse()
-                        .ok()
-                        .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-                        .ok_or(format!("limit is a number from 1 to {MAX_LIMIT}"))?;
-                }
+                "limit" => query.limit = crate::browse::page_limit(value, MAX_LIMIT)?,
                 _ => {}
             }
         }

@@ -28,7 +28,7 @@ import requests
 from conftest import PACKAGES, unique, upload_raw
 from harness import AdminError, running_server
 from pkgbuild import build_conda
-from synthetic_channel import chain, write_upstream
+from synthetic_channel import chain, workerd_memory, write_upstream
 
 UPSTREAM = "https://conda.example.org/upstream"
 
@@ -549,19 +549,9 @@ def test_concurrent_first_requests_make_one_upstream_fetch(server, owner, upstre
 
 def workerd_rss_kb(server) -> int:
     """The resident memory of the workerd process running the Worker (and its objects)."""
-    sizes = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if not proc.name.isdigit() or os.getpgid(int(proc.name)) != server.pgid:
-                continue
-            if (proc / "comm").read_text().strip() != "workerd":
-                continue
-            status = (proc / "status").read_text()
-        except OSError:
-            continue
-        sizes += [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")]
-    assert sizes, "no workerd process in the server's process group"
-    return max(sizes)
+    rss = workerd_memory(server.pgid)["VmRSS"]
+    assert rss, "no workerd process in the server's process group"
+    return rss // 1024
 
 
 def test_a_100_mb_package_passes_through_the_mirror_with_bounded_memory(server, owner, upstream, make_user):
@@ -572,8 +562,6 @@ def test_a_100_mb_package_passes_through_the_mirror_with_bounded_memory(server, 
     streams twice, to R2 and to the caller, and garbage collection runs when it will), so its
     bound is loose: it fails when the file is held whole on top of that. The bound the Worker's
     design sets is on its own (wasm) memory, read from the channel's stats."""
-    from pkgbuild import build_conda
-
     filename, data = build_conda("bigpkg", files={"share/bigpkg/blob.bin": os.urandom(100 * 1024 * 1024)})
     (upstream.root / "channel" / "noarch" / filename).write_bytes(data)
     index(upstream.root / "channel")
