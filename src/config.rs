@@ -46,6 +46,9 @@ pub struct Config {
     /// answered from it while the refresh runs after the answer
     /// (`MIRROR_REFRESH_IN_BACKGROUND`, on by default), rather than waiting for the refresh.
     pub mirror_refresh_in_background: bool,
+    /// How long a mirror waits for its upstream's answer, and for each chunk of its body
+    /// (`MIRROR_UPSTREAM_TIMEOUT_SECONDS`, 15 by default).
+    pub mirror_upstream_timeout_ms: u64,
 }
 
 /// A key minted for a trusted publisher lasts 15 minutes at most: long enough for one CI job's
@@ -69,6 +72,7 @@ impl Default for Config {
             mirror_revalidate_ms: 60_000,
             mirror_max_record_bytes: 1024 * 1024,
             mirror_refresh_in_background: true,
+            mirror_upstream_timeout_ms: 15_000,
         }
     }
 }
@@ -113,6 +117,13 @@ impl Config {
             mirror_refresh_in_background: match var("MIRROR_REFRESH_IN_BACKGROUND") {
                 None => defaults.mirror_refresh_in_background,
                 Some(_) => flag("MIRROR_REFRESH_IN_BACKGROUND")?,
+            },
+            mirror_upstream_timeout_ms: match seconds(
+                "MIRROR_UPSTREAM_TIMEOUT_SECONDS",
+                defaults.mirror_upstream_timeout_ms,
+            )? {
+                0 => return Err("MIRROR_UPSTREAM_TIMEOUT_SECONDS must be more than 0".into()),
+                ms => ms,
             },
             max_upload_bytes: number("MAX_UPLOAD_BYTES")?
                 .map_or(defaults.max_upload_bytes, |v| v as u64),
@@ -172,6 +183,7 @@ mod tests {
             ("MIRROR_REVALIDATE_SECONDS", "2"),
             ("MIRROR_MAX_RECORD_BYTES", "1000"),
             ("MIRROR_REFRESH_IN_BACKGROUND", "false"),
+            ("MIRROR_UPSTREAM_TIMEOUT_SECONDS", "2.5"),
         ]))
         .unwrap();
         assert_eq!(config.max_upload_bytes, 1000);
@@ -187,6 +199,7 @@ mod tests {
         assert_eq!(config.mirror_revalidate_ms, 2000);
         assert_eq!(config.mirror_max_record_bytes, 1000);
         assert!(!config.mirror_refresh_in_background);
+        assert_eq!(config.mirror_upstream_timeout_ms, 2500);
     }
 
     #[test]
@@ -216,5 +229,8 @@ mod tests {
         assert!(error.contains("LOG_READS"), "{error}");
         let error = Config::from_vars(vars(&[("MIRROR_ALLOW_HTTP", "1")])).unwrap_err();
         assert!(error.contains("MIRROR_ALLOW_HTTP"), "{error}");
+        let error =
+            Config::from_vars(vars(&[("MIRROR_UPSTREAM_TIMEOUT_SECONDS", "0")])).unwrap_err();
+        assert!(error.contains("MIRROR_UPSTREAM_TIMEOUT_SECONDS"), "{error}");
     }
 }

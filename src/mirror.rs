@@ -410,12 +410,10 @@ pub enum UpstreamFailure {
     Missing,
     /// Another status, a network error, or a document the mirror cannot use.
     Failed(String),
-    /// No answer within [`UPSTREAM_TIMEOUT_MS`].
-    TimedOut,
+    /// No answer, or a body that stalled, for this many milliseconds
+    /// (`MIRROR_UPSTREAM_TIMEOUT_SECONDS`).
+    TimedOut(u64),
 }
-
-/// How long a fetch from an upstream may take, its body included.
-pub const UPSTREAM_TIMEOUT_MS: u64 = 15_000;
 
 impl UpstreamFailure {
     /// The answer when nothing cached can stand in: a sentence naming the upstream URL.
@@ -426,11 +424,11 @@ impl UpstreamFailure {
                 ErrorCode::Upstream,
                 format!("the mirror's upstream failed for {url}: {why}"),
             ),
-            Self::TimedOut => ApiError::new(
+            Self::TimedOut(ms) => ApiError::new(
                 ErrorCode::UpstreamTimeout,
                 format!(
                     "the mirror's upstream did not answer {url} within {} s",
-                    UPSTREAM_TIMEOUT_MS / 1000
+                    *ms as f64 / 1000.0
                 ),
             ),
         }

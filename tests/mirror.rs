@@ -371,12 +371,14 @@ fn upstream_failures_name_the_upstream_with_their_status() {
     for (failure, status) in [
         (UpstreamFailure::Missing, 404),
         (UpstreamFailure::Failed("HTTP 503".into()), 502),
-        (UpstreamFailure::TimedOut, 504),
+        (UpstreamFailure::TimedOut(2500), 504),
     ] {
         let error = failure.error(url);
         assert_eq!(error.status(), status);
         assert!(error.message.contains(url), "{error}");
     }
+    let timed_out = UpstreamFailure::TimedOut(2500).error(url);
+    assert!(timed_out.message.ends_with("within 2.5 s"), "{timed_out}");
 }
 
 #[test]

@@ -10,15 +10,15 @@ use std::time::Duration;
 use futures_util::future;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response};
 
-use crate::mirror::{
-    origin, redirect_target, MirrorRulesJson, UpstreamFailure, MAX_REDIRECTS, UPSTREAM_TIMEOUT_MS,
-};
+use crate::config::Config;
+use crate::mirror::{origin, redirect_target, MirrorRulesJson, UpstreamFailure, MAX_REDIRECTS};
 
 /// How the Worker reaches one mirror's upstream.
 pub struct UpstreamAccess {
     origin: Option<String>,
     authorization: Option<String>,
     allow_http: bool,
+    timeout_ms: u64,
 }
 
 impl UpstreamAccess {
@@ -26,7 +26,7 @@ impl UpstreamAccess {
     /// the Worker lacks is a failure that says so without naming it (the log names it).
     pub fn new(
         rules: &MirrorRulesJson,
-        allow_http: bool,
+        config: &Config,
         secret: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, UpstreamFailure> {
         let authorization = match &rules.credentials {
@@ -44,13 +44,27 @@ impl UpstreamAccess {
         Ok(Self {
             origin: origin(&rules.url),
             authorization,
-            allow_http,
+            allow_http: config.mirror_allow_http,
+            timeout_ms: config.mirror_upstream_timeout_ms,
         })
     }
 
+    /// How long the upstream may take to answer, or between two chunks of a body.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+
     /// GETs `url` with `headers` (pairs), following redirects; answers the first response that
-    /// is no redirect. A failure's sentence never holds the credentials.
+    /// is no redirect, within the timeout. A failure's sentence never holds the credentials.
     pub async fn get(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, UpstreamFailure> {
+        within_timeout(self.timeout_ms, self.follow(url, headers)).await
+    }
+
+    async fn follow(
         &self,
         url: &str,
         headers: &[(&str, &str)],
@@ -95,14 +109,15 @@ impl UpstreamAccess {
     }
 }
 
-/// `work`, or [`UpstreamFailure::TimedOut`] once [`UPSTREAM_TIMEOUT_MS`] have passed.
+/// `work`, or [`UpstreamFailure::TimedOut`] once `timeout_ms` have passed.
 pub async fn within_timeout<T>(
+    timeout_ms: u64,
     work: impl Future<Output = Result<T, UpstreamFailure>>,
 ) -> Result<T, UpstreamFailure> {
     let work = Box::pin(work);
-    let timeout = Box::pin(Delay::from(Duration::from_millis(UPSTREAM_TIMEOUT_MS)));
+    let timeout = Box::pin(Delay::from(Duration::from_millis(timeout_ms)));
     match future::select(work, timeout).await {
         future::Either::Left((answer, _)) => answer,
-        future::Either::Right(_) => Err(UpstreamFailure::TimedOut),
+        future::Either::Right(_) => Err(UpstreamFailure::TimedOut(timeout_ms)),
     }
 }

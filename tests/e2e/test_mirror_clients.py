@@ -14,8 +14,8 @@ import pytest
 
 from conftest import PACKAGES
 from test_micromamba import CLIENTS, assert_installed, host_of, micromamba_create
-from test_mirror import Upstream, create_mirror, index
 from pkgbuild import build_conda, build_tar_bz2
+from upstream_channel import Upstream, create_mirror, index
 
 
 @pytest.fixture

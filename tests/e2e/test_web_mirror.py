@@ -10,7 +10,7 @@ import requests
 from playwright.sync_api import expect
 
 from conftest import PACKAGES, unique
-from test_mirror import UPSTREAM, create_mirror, upstream  # noqa: F401 (a fixture)
+from upstream_channel import UPSTREAM, create_mirror, upstream  # noqa: F401 (a fixture)
 from test_web import screenshot, sign_in, tab  # noqa: F401 (a fixture)
 
 # The value of the secret MIRROR_UPSTREAM_TOKEN the test server has (conftest.py).

@@ -102,8 +102,9 @@ impl ChannelIndex {
             (None, None)
         };
         let fetches = self.mirror_fetches.clone();
+        let stall_ms = self.config()?.mirror_upstream_timeout_ms;
         let work = async move {
-            let stored = store(&bucket, &key, &request, body, to_caller).await;
+            let stored = store(&bucket, &key, &request, (body, stall_ms), to_caller).await;
             match &stored {
                 Ok(()) => {
                     mirror_counter::cached(&request.file.channel, request.size);
@@ -134,13 +135,13 @@ impl ChannelIndex {
     /// The upstream's answer for the file, up to its body.
     async fn open_upstream(&self, request: &MirrorFetchRequest) -> ApiResult<Chunks> {
         let url = &request.url;
-        let access =
-            UpstreamAccess::new(&request.rules, self.config()?.mirror_allow_http, |name| {
-                self.env.secret(name).ok().map(|value| value.to_string())
-            })
-            .map_err(|failure| failure.error(url))?;
+        let access = UpstreamAccess::new(&request.rules, &self.config()?, |name| {
+            self.env.secret(name).ok().map(|value| value.to_string())
+        })
+        .map_err(|failure| failure.error(url))?;
         mirror_counter::upstream_fetch(&request.file.channel);
-        let response = within_timeout(access.get(url, &[]))
+        let response = access
+            .get(url, &[])
             .await
             .map_err(|failure| failure.error(url))?;
         match response.status_code() {
@@ -179,12 +180,13 @@ fn js_stream(
         .unchecked_into()
 }
 
-/// Reads the upstream body into R2's checked put and, if there is one, the caller's branch.
+/// Reads the upstream body (failed when it stalls for `stall_ms`) into R2's checked put and,
+/// if there is one, the caller's branch.
 async fn store(
     bucket: &worker::Bucket,
     key: &str,
     request: &MirrorFetchRequest,
-    mut body: Chunks,
+    (mut body, stall_ms): (Chunks, u64),
     mut to_caller: Option<mpsc::Sender<Uint8Array>>,
 ) -> ApiResult<()> {
     let url = &request.url;
@@ -210,7 +212,7 @@ async fn store(
     let pump = async move {
         loop {
             // Each chunk within the timeout: an upstream that stalls fails the put.
-            let chunk = match within_timeout(async { Ok(body.next().await) }).await {
+            let chunk = match within_timeout(stall_ms, async { Ok(body.next().await) }).await {
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => chunk,
                 Ok(Err(error)) => {

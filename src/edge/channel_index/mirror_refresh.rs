@@ -11,11 +11,10 @@
 //! is due cause one upstream request.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
-use futures_util::{future, StreamExt};
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use worker::{ByteStream, Date, Delay};
+use worker::{ByteStream, Date};
 
 use super::super::error::{internal, ApiResult};
 use super::super::log::MirrorRefreshLog;
@@ -27,7 +26,7 @@ use crate::index_plan::AlarmWork;
 use crate::index_store::MirrorSubdir;
 use crate::mirror::{
     needs_revalidation, shard_base_url, MirrorRules, MirrorRulesJson, UpstreamFailure,
-    UpstreamFilter, Verdict, UPSTREAM_TIMEOUT_MS,
+    UpstreamFilter, Verdict,
 };
 use crate::shards;
 
@@ -193,7 +192,7 @@ impl ChannelIndex {
     ) -> ApiResult<Result<Refreshed, (String, UpstreamFailure)>> {
         let index_url = rules.upstream_url(subdir, shards::INDEX_FILENAME);
         let config = self.config()?;
-        let access = match UpstreamAccess::new(&rules.to_json(), config.mirror_allow_http, |name| {
+        let access = match UpstreamAccess::new(&rules.to_json(), &config, |name| {
             self.env.secret(name).ok().map(|value| value.to_string())
         }) {
             Ok(access) => access,
@@ -236,7 +235,7 @@ impl ChannelIndex {
         self.store().clear_staging(subdir)?;
         let mut filter = UpstreamFilter::new(rules, subdir, now, max_record);
         loop {
-            let chunk = match next_chunk(&mut stream).await {
+            let chunk = match next_chunk(&access, &mut stream).await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(failure) => return failed(failure),
@@ -446,7 +445,7 @@ async fn fetch_whole(
         return Ok(None);
     };
     let mut bytes = Vec::new();
-    while let Some(chunk) = next_chunk(&mut stream).await? {
+    while let Some(chunk) = next_chunk(access, &mut stream).await? {
         bytes.extend_from_slice(&chunk);
         if bytes.len() > max_bytes {
             return Err(UpstreamFailure::Failed(format!(
@@ -468,7 +467,7 @@ async fn fetch_index(
         .map(|etag| ("If-None-Match", etag))
         .into_iter()
         .collect();
-    let mut response = within_timeout(access.get(url, &headers)).await?;
+    let mut response = access.get(url, &headers).await?;
     match response.status_code() {
         200 => {}
         304 if etag.is_some() => return Ok(None),
@@ -482,14 +481,18 @@ async fn fetch_index(
     Ok(Some((stream, etag)))
 }
 
-/// The next chunk of an upstream body; a body that stalls for [`UPSTREAM_TIMEOUT_MS`] has
+/// The next chunk of an upstream body; a body that stalls for the upstream's timeout has
 /// timed out (a whole document may take longer: it is read as it comes).
-async fn next_chunk(stream: &mut ByteStream) -> Result<Option<Vec<u8>>, UpstreamFailure> {
-    let timeout = Box::pin(Delay::from(Duration::from_millis(UPSTREAM_TIMEOUT_MS)));
-    match future::select(stream.next(), timeout).await {
-        future::Either::Left((Some(Ok(chunk)), _)) => Ok(Some(chunk)),
-        future::Either::Left((Some(Err(e)), _)) => Err(UpstreamFailure::Failed(e.to_string())),
-        future::Either::Left((None, _)) => Ok(None),
-        future::Either::Right(_) => Err(UpstreamFailure::TimedOut),
-    }
+async fn next_chunk(
+    access: &UpstreamAccess,
+    stream: &mut ByteStream,
+) -> Result<Option<Vec<u8>>, UpstreamFailure> {
+    within_timeout(access.timeout_ms(), async {
+        match stream.next().await {
+            Some(Ok(chunk)) => Ok(Some(chunk)),
+            Some(Err(e)) => Err(UpstreamFailure::Failed(e.to_string())),
+            None => Ok(None),
+        }
+    })
+    .await
 }
