@@ -13,7 +13,6 @@ import requests
 
 from conftest import PACKAGES, unique, upload_raw
 from harness import AdminError
-from synthetic_channel import chain, write_upstream
 from upstream_channel import UPSTREAM, Upstream, create_mirror, files_of, index, index_files, rattler_install, read_msgpack_zst, serve_upstream
 from upstream_channel import sharded_upstream, upstream  # noqa: F401 (fixtures)
 
@@ -354,37 +353,3 @@ def test_the_consistency_check_counts_a_mirrors_files_not_yet_fetched_as_consist
     assert requests.get(f"{server.url}/{name}/noarch/flask-0.11.1-py_0.tar.bz2", timeout=30).status_code == 200
     report = server.api("POST", f"channels/{name}/check", admin.key).json()
     assert report["consistent"], report
-
-
-# A smaller version of `npm run bench -- mirror-scale` (100,000 records), kept short for the suite.
-LARGE_RECORDS, LARGE_NAMES = 5_000, 500
-ISOLATE_BYTES = 128 * 1024 * 1024
-
-
-@pytest.mark.parametrize("shards", [False, True], ids=["repodata", "shards"])
-def test_a_large_upstream_subdir_is_mirrored_and_solved_against_within_the_isolates_memory(server, owner, make_user, tmp_path, shards):
-    write_upstream(tmp_path / "channel", LARGE_RECORDS, LARGE_NAMES, top=3, shards=shards)
-    upstream = Upstream(tmp_path, shards)
-    try:
-        name = create_mirror(server, owner, {"url": upstream.url, "deny": ["scale-00002"]})
-        response = requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=600)
-        assert response.status_code == 200, response.text
-        expected = {f for f in files_of(upstream.repodata("linux-64")) if not f.startswith("scale-00002-")}
-        assert files_of(response.json()) == expected
-        mode = "gateway" if shards else "fetch"
-        installed = rattler_install(f"{server.url}/{name}", tmp_path / "env", tmp_path / "cache", ["scale-00003"], mode=mode)
-        assert "error" not in installed, installed
-        newest = f"1.{LARGE_RECORDS // LARGE_NAMES - 1}"
-        assert {(r["name"], r["version"]) for r in installed["records"]} == {(f"scale-{n:05d}", newest) for n in chain(3)}
-        for record in installed["records"]:
-            served = requests.get(record["url"], timeout=30).content
-            assert hashlib.sha256(served).hexdigest() == record["sha256"]
-        stats = server.api("GET", f"channels/{name}/stats", make_user(admin=True).key).json()
-        assert stats["index"]["subdirs"] == [{"subdir": "linux-64", "packages": len(expected)}]
-        peak = stats["index"]["wasm_memory_bytes"]
-        print(f"{LARGE_RECORDS} records ({'shards' if shards else 'repodata.json'}): peak wasm memory {peak / 2**20:.0f} MiB")
-        assert peak <= ISOLATE_BYTES
-    finally:
-        upstream.stop()
-
-
