@@ -205,3 +205,12 @@ def test_a_mirrors_channel_page_shows_its_rules_freshness_and_kept_files(server,
     expect(page.get_by_text("A mirror takes no uploads")).to_be_visible()
     expect(page.locator("#dropzone")).to_have_count(0)
     tab.assert_clean()
+
+    # The channel list badges it with what it mirrors, as text.
+    page.goto("/")
+    row = page.locator("#channel-list tbody tr", has=page.get_by_role("link", name=name, exact=True))
+    expect(row.locator(".badge.mirror")).to_have_text(f"mirror of {url}")
+    screenshot(tab, "channels-mirror.png")
+    assert page.evaluate("window.__injected") is None
+    assert row.locator("img, script").count() == 0
+    tab.assert_clean()
