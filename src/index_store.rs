@@ -15,7 +15,7 @@
 //! ([`IndexStore::reserve_upload`]);
 //! `channel_name` the name the alarm works under (an object does not know its own name);
 //! for a mirror channel, `mirror_subdirs` when each subdir was last refreshed from the upstream
-//! and with what, `upstream_shards` the upstream's shard hash per name it was read from (when
+//! and with what (or since when the upstream lacks it), `upstream_shards` the upstream's shard hash per name it was read from (when
 //! the upstream has shards), and `mirror_staging` the admitted records of a refresh under way, swapped
 //! into `packages` in one stretch once the upstream's document is read to its end. A row of
 //! `packages` with `origin` `upstream` is a mirror's: its bytes come from the upstream on its

@@ -1,5 +1,6 @@
 //! Mirror channels: the rules that say which of an upstream channel's packages a mirror
-//! serves, and the filtering of an upstream repodata.json by them, a record at a time.
+//! serves, the filtering of an upstream repodata.json by them, a record at a time, and the
+//! reading of the upstream's run_exports.json, an entry at a time.
 //!
 //! A record is admitted when it matches one of the `allow` specs (or `allow` is empty), matches
 //! none of the `deny` specs, and is at least `min_age_days` old by its `timestamp`. A record

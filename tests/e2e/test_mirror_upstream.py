@@ -132,5 +132,10 @@ def test_a_subdir_the_upstream_lacks_stays_a_404_while_it_is_down_and_is_served_
             stale = get(server, name, f"{subdir}/repodata.json")
             assert stale.status_code == 200
             assert "upstream failed" in stale.headers["X-Condaflare-Stale"]
+        # Other rules for the same upstream: it still lacks the subdir.
+        changed = server.api("PATCH", f"channels/{name}", owner.key, json={"mirror": {**rules, "deny": ["test-package"]}})
+        assert changed.status_code == 200, changed.text
+        missing = get(server, name, "noarch/repodata.json")
+        assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
     finally:
         upstream.stop()

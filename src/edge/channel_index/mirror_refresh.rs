@@ -107,13 +107,18 @@ fn answer(
     })
 }
 
+/// Whether rules stored as `stored` (their JSON) name the upstream `rules` do.
+fn same_upstream(stored: &str, rules: &MirrorRulesJson) -> bool {
+    serde_json::from_str::<MirrorRulesJson>(stored).is_ok_and(|stored| stored.url == rules.url)
+}
+
 /// The 404 of a subdir the upstream lacks, from the memory of its last answer.
 fn missing(state: &MirrorSubdir, rules: &MirrorRulesJson, subdir: &str, now: u64) -> ApiError {
     let url = format!("{}/{subdir}/repodata.json", rules.url);
     let said = state.missing_at.unwrap_or(state.fetched_at);
     match state.failure {
         Some(_) => ApiError::not_found(format!(
-            "the upstream has no {url}: so it answered {} s ago, and it fails now",
+            "the upstream has no {url}: it answered so {} s ago, and it cannot be asked now",
             now.saturating_sub(said) / 1000
         )),
         None => UpstreamFailure::Missing.error(&url),
@@ -228,9 +233,10 @@ impl ChannelIndex {
         super::super::log::error(&format!("mirror {channel}: {url}: {failure:?}"));
         match state {
             // What the upstream answered last stands in for it: the index, or that it has no
-            // such subdir (by the same rules).
-            Some(state) if stored || state.rules == rules_text => {
+            // such subdir, which the same upstream lacks whatever the rules select.
+            Some(state) if stored || same_upstream(&state.rules, rules) => {
                 let state = MirrorSubdir {
+                    rules: if stored { state.rules } else { rules_text },
                     checked_at: now,
                     failure: Some(format!("{failure:?}")),
                     ..state
