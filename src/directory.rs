@@ -202,14 +202,16 @@ pub struct ChannelRoleRow {
     pub role: Option<String>,
     pub package_count: i64,
     pub last_upload: Option<f64>,
+    /// A mirror's rules as JSON, as [`ChannelRow::mirror`].
+    pub mirror: Option<String>,
 }
 
 /// Every channel with `user_id`'s role in each (none for `None`), for listings that the
 /// access policy then filters.
 pub fn channels_with_role(user_id: Option<i64>) -> Statement {
     Statement::new(
-        "SELECT c.name, c.private, c.created_at, m.role, c.package_count, c.last_upload \
-         FROM channels c \
+        "SELECT c.name, c.private, c.created_at, m.role, c.package_count, c.last_upload, \
+         c.mirror FROM channels c \
          LEFT JOIN memberships m ON m.channel = c.name AND m.user_id = ?1 \
          WHERE c.deleting_at IS NULL ORDER BY c.name",
         vec![user_id.into()],

@@ -15,7 +15,7 @@
 //! ([`IndexStore::reserve_upload`]);
 //! `channel_name` the name the alarm works under (an object does not know its own name);
 //! for a mirror channel, `mirror_subdirs` when each subdir was last refreshed from the upstream
-//! and with what, `upstream_shards` the upstream's shard hash per name it was read from (when
+//! and with what (or since when the upstream lacks it), `upstream_shards` the upstream's shard hash per name it was read from (when
 //! the upstream has shards), and `mirror_staging` the admitted records of a refresh under way, swapped
 //! into `packages` in one stretch once the upstream's document is read to its end. A row of
 //! `packages` with `origin` `upstream` is a mirror's: its bytes come from the upstream on its
@@ -40,7 +40,7 @@ use crate::browse::{
     package_records, summarize, BrowseQuery, Cursor, FileRow, Group, PackagePage, PackageRecords,
 };
 use crate::index_plan::{releases, ObjectIntent, Page};
-use crate::mirror::MirrorRecord;
+use crate::mirror::{MirrorRecord, UpstreamRunExports};
 use crate::provenance::Provenance;
 use crate::statement::{Param, Statement};
 
@@ -68,7 +68,7 @@ enum Step {
 }
 
 /// The schema: the tables as they are created today, then what older objects' tables lack.
-const SCHEMA: [Step; 18] = [
+const SCHEMA: [Step; 21] = [
     Step::Create(
         "CREATE TABLE IF NOT EXISTS packages (
             subdir TEXT NOT NULL,
@@ -131,7 +131,7 @@ const SCHEMA: [Step; 18] = [
         "CREATE TABLE IF NOT EXISTS mirror_subdirs (
             subdir TEXT PRIMARY KEY, rules TEXT NOT NULL, etag TEXT,
             fetched_at INTEGER NOT NULL, checked_at INTEGER NOT NULL, failure TEXT,
-            admits_more_at INTEGER
+            admits_more_at INTEGER, run_exports_etag TEXT, missing_at INTEGER
         )",
     ),
     Step::Create(
@@ -143,7 +143,7 @@ const SCHEMA: [Step; 18] = [
     Step::Create(
         "CREATE TABLE IF NOT EXISTS mirror_staging (
             subdir TEXT NOT NULL, filename TEXT NOT NULL, name TEXT NOT NULL,
-            sha256 TEXT NOT NULL, record TEXT NOT NULL,
+            sha256 TEXT NOT NULL, record TEXT NOT NULL, run_exports TEXT,
             PRIMARY KEY (subdir, filename)
         )",
     ),
@@ -169,6 +169,22 @@ const SCHEMA: [Step; 18] = [
         table: "packages",
         column: "origin",
         add: "ALTER TABLE packages ADD COLUMN origin TEXT",
+    },
+    // Mirrors read their upstream's run_exports.json, and remember a subdir it lacks, since.
+    Step::AddColumn {
+        table: "mirror_staging",
+        column: "run_exports",
+        add: "ALTER TABLE mirror_staging ADD COLUMN run_exports TEXT",
+    },
+    Step::AddColumn {
+        table: "mirror_subdirs",
+        column: "run_exports_etag",
+        add: "ALTER TABLE mirror_subdirs ADD COLUMN run_exports_etag TEXT",
+    },
+    Step::AddColumn {
+        table: "mirror_subdirs",
+        column: "missing_at",
+        add: "ALTER TABLE mirror_subdirs ADD COLUMN missing_at INTEGER",
     },
 ];
 
@@ -322,6 +338,13 @@ pub struct MirrorSubdir {
     pub failure: Option<String>,
     /// When a record left out as too young becomes old enough.
     pub admits_more_at: Option<u64>,
+    /// The upstream's ETag of the run_exports.json the rows' run exports were read from.
+    #[serde(default)]
+    pub run_exports_etag: Option<String>,
+    /// When the upstream last answered that it has no such subdir, while none was stored:
+    /// the subdir holds no rows, and a read is a 404 from this memory.
+    #[serde(default)]
+    pub missing_at: Option<u64>,
 }
 
 /// A mirror's file as package fetching needs it.
@@ -1019,16 +1042,18 @@ impl<'a, S: Sql> IndexStore<'a, S> {
 
     pub fn mirror_subdir(&self, subdir: &str) -> Result<Option<MirrorSubdir>, S::Error> {
         self.first(
-            "SELECT rules, etag, fetched_at, checked_at, failure, admits_more_at \
-             FROM mirror_subdirs WHERE subdir = ?",
+            "SELECT rules, etag, fetched_at, checked_at, failure, admits_more_at, \
+             run_exports_etag, missing_at FROM mirror_subdirs WHERE subdir = ?",
             vec![subdir.into()],
         )
     }
 
-    /// Every subdir a mirror's index has read from its upstream, with its state.
+    /// Every subdir a mirror's index has read from its upstream, with its state (not those the
+    /// upstream lacks).
     pub fn mirror_subdirs(&self) -> Result<Vec<(String, MirrorSubdir)>, S::Error> {
         let mut states = Vec::new();
-        for subdir in self.subdirs("SELECT subdir FROM mirror_subdirs ORDER BY subdir")? {
+        let read = "SELECT subdir FROM mirror_subdirs WHERE missing_at IS NULL ORDER BY subdir";
+        for subdir in self.subdirs(read)? {
             if let Some(state) = self.mirror_subdir(&subdir)? {
                 states.push((subdir, state));
             }
@@ -1039,8 +1064,8 @@ impl<'a, S: Sql> IndexStore<'a, S> {
     pub fn set_mirror_subdir(&self, subdir: &str, state: &MirrorSubdir) -> Result<(), S::Error> {
         self.run(
             "INSERT OR REPLACE INTO mirror_subdirs \
-             (subdir, rules, etag, fetched_at, checked_at, failure, admits_more_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             (subdir, rules, etag, fetched_at, checked_at, failure, admits_more_at, \
+             run_exports_etag, missing_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             vec![
                 subdir.into(),
                 state.rules.as_str().into(),
@@ -1049,6 +1074,8 @@ impl<'a, S: Sql> IndexStore<'a, S> {
                 millis(state.checked_at),
                 state.failure.as_deref().into(),
                 state.admits_more_at.map(|at| at as i64).into(),
+                state.run_exports_etag.as_deref().into(),
+                state.missing_at.map(|at| at as i64).into(),
             ],
         )
     }
@@ -1081,6 +1108,49 @@ impl<'a, S: Sql> IndexStore<'a, S> {
         Ok(())
     }
 
+    /// Sets the run exports of the staged records of `subdir` that `entries` name, [`STAGED_ROWS`]
+    /// per statement; an entry for a file not staged (left out by the rules) is no row's.
+    pub fn stage_run_exports(
+        &self,
+        subdir: &str,
+        entries: &[UpstreamRunExports],
+    ) -> Result<(), S::Error> {
+        for batch in entries.chunks(STAGED_ROWS) {
+            let rows = vec!["(?, ?)"; batch.len()].join(", ");
+            let mut params: Vec<Param> = batch
+                .iter()
+                .flat_map(|entry| {
+                    [
+                        entry.filename.as_str().into(),
+                        entry.run_exports.as_str().into(),
+                    ]
+                })
+                .collect();
+            params.push(subdir.into());
+            self.sql.run(Statement::new(
+                format!(
+                    "WITH entries (filename, run_exports) AS (VALUES {rows}) \
+                     UPDATE mirror_staging SET run_exports = entries.run_exports FROM entries \
+                     WHERE mirror_staging.subdir = ? \
+                     AND mirror_staging.filename = entries.filename"
+                ),
+                params,
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Gives the staged records of `subdir` the run exports their rows hold: the upstream's
+    /// run_exports.json did not change.
+    pub fn stage_stored_run_exports(&self, subdir: &str) -> Result<(), S::Error> {
+        self.run(
+            "UPDATE mirror_staging SET run_exports = p.run_exports FROM packages p \
+             WHERE mirror_staging.subdir = ? AND p.subdir = mirror_staging.subdir \
+             AND p.filename = mirror_staging.filename AND p.origin = 'upstream'",
+            vec![subdir.into()],
+        )
+    }
+
     /// Forgets a refresh that did not finish.
     pub fn clear_staging(&self, subdir: &str) -> Result<(), S::Error> {
         self.run(
@@ -1103,7 +1173,8 @@ impl<'a, S: Sql> IndexStore<'a, S> {
         const CHANGED: &str = "FROM mirror_staging s LEFT JOIN packages p \
              ON p.subdir = s.subdir AND p.filename = s.filename \
              WHERE s.subdir = ? AND (p.filename IS NULL OR p.sha256 != s.sha256 \
-             OR p.record != s.record OR p.origin IS NOT 'upstream')";
+             OR p.record != s.record OR p.run_exports IS NOT s.run_exports \
+             OR p.origin IS NOT 'upstream')";
         const VANISHED: &str = "FROM packages p WHERE p.subdir = ? AND p.origin = 'upstream' \
              AND NOT EXISTS (SELECT 1 FROM mirror_staging s \
              WHERE s.subdir = p.subdir AND s.filename = p.filename)";
@@ -1143,8 +1214,9 @@ impl<'a, S: Sql> IndexStore<'a, S> {
         self.sql.run(Statement::new(
             format!(
                 "INSERT OR REPLACE INTO packages \
-                 (subdir, filename, name, sha256, record, indexed_at, origin) \
-                 SELECT s.subdir, s.filename, s.name, s.sha256, s.record, ?, 'upstream' {CHANGED}"
+                 (subdir, filename, name, sha256, record, run_exports, indexed_at, origin) \
+                 SELECT s.subdir, s.filename, s.name, s.sha256, s.record, s.run_exports, ?, \
+                 'upstream' {CHANGED}"
             ),
             vec![millis(now), subdir.into()],
         ))?;
@@ -1164,7 +1236,8 @@ impl<'a, S: Sql> IndexStore<'a, S> {
     }
 
     /// Stages the subdir's current mirror rows but those of `names`: what a refresh from
-    /// shards keeps of the names whose shard did not change.
+    /// shards keeps of the names whose shard did not change (their run exports come from the
+    /// upstream's run_exports.json, as every staged record's).
     pub fn stage_current_but(&self, subdir: &str, names: &[&str]) -> Result<(), S::Error> {
         self.run(
             "INSERT OR REPLACE INTO mirror_staging (subdir, filename, name, sha256, record) \

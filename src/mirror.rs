@@ -1,5 +1,6 @@
 //! Mirror channels: the rules that say which of an upstream channel's packages a mirror
-//! serves, and the filtering of an upstream repodata.json by them, a record at a time.
+//! serves, the filtering of an upstream repodata.json by them, a record at a time, and the
+//! reading of the upstream's run_exports.json, an entry at a time.
 //!
 //! A record is admitted when it matches one of the `allow` specs (or `allow` is empty), matches
 //! none of the `deny` specs, and is at least `min_age_days` old by its `timestamp`. A record
@@ -271,6 +272,67 @@ impl<'a> UpstreamFilter<'a> {
             .finish()
             .map(|_| ())
             .map_err(|e| RulesError(format!("the upstream repodata.json is not valid: {e}")))
+    }
+}
+
+/// One upstream file's run exports, as the upstream's run_exports.json lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRunExports {
+    pub filename: String,
+    /// The `run_exports` object as canonical JSON, as the index stores an upload's.
+    pub run_exports: String,
+}
+
+/// Reads an upstream run_exports.json (`{"info": …, "packages": {"<filename>": {"run_exports":
+/// {…}}}, "packages.conda": {…}}`) as it streams in, with memory bounded by one entry, by the
+/// scanner that reads repodata.json: hands back the entries of each chunk.
+pub struct RunExportsReader {
+    scanner: RepodataScanner,
+}
+
+/// An entry of run_exports.json; what else it holds is not the mirror's.
+#[derive(Deserialize)]
+struct RunExportsEntry {
+    run_exports: serde_json::Map<String, Value>,
+}
+
+impl RunExportsReader {
+    /// A reader refusing an entry larger than `max_entry` bytes.
+    pub fn new(max_entry: usize) -> Self {
+        Self {
+            scanner: RepodataScanner::new(max_entry),
+        }
+    }
+
+    /// Reads the next chunk; answers the entries it completes. An entry without a
+    /// `run_exports` object makes the document invalid: its run exports are unknown.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<UpstreamRunExports>, RulesError> {
+        let invalid =
+            |e: String| RulesError(format!("the upstream run_exports.json is not valid: {e}"));
+        let scanned = self.scanner.feed(chunk).map_err(|e| invalid(e.0))?;
+        scanned
+            .into_iter()
+            .map(|entry| {
+                let read: RunExportsEntry = serde_json::from_slice(&entry.bytes).map_err(|e| {
+                    invalid(format!(
+                        "the entry of '{}' has no run_exports object: {e}",
+                        entry.filename
+                    ))
+                })?;
+                Ok(UpstreamRunExports {
+                    filename: entry.filename,
+                    run_exports: sorted_keys(Value::Object(read.run_exports)).to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Ends the document: an error unless it was complete.
+    pub fn finish(self) -> Result<(), RulesError> {
+        self.scanner
+            .finish()
+            .map(|_| ())
+            .map_err(|e| RulesError(format!("the upstream run_exports.json is not valid: {e}")))
     }
 }
 

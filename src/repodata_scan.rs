@@ -1,6 +1,8 @@
 //! Reads a repodata.json as it streams in, one record at a time: a push scanner that is fed the
 //! document's bytes in whatever chunks they arrive and hands back each `"<filename>": {record}`
 //! entry of `packages` and `packages.conda` as the record's own bytes, for serde_json to read.
+//! A run_exports.json has the same shape (its entries are `{"run_exports": {…}}`) and is read
+//! alike.
 //!
 //! Memory is bounded by the largest single value it keeps (a record, a file name, `info`), not
 //! by the document: other top-level values (`removed`, `repodata_version`, …) are skipped
@@ -226,7 +228,7 @@ impl RepodataScanner {
         }
         let unexpected = |wanted: &str| {
             ScanError(format!(
-                "the document is not a repodata.json: {} at byte {} where {wanted} belongs",
+                "the document is not shaped as repodata: {} at byte {} where {wanted} belongs",
                 shown(b),
                 self.offset
             ))

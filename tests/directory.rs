@@ -319,6 +319,13 @@ fn a_mirror_channel_keeps_its_rules() {
         assert_eq!(mirrors, [("mirror", Some(rules)), ("plain", None)]);
         let channels: Vec<ChannelRow> = db.read(&channel("mirror"));
         assert_eq!(channels[0].mirror.as_deref(), Some(rules));
+        // The channel list has them too.
+        let listed: Vec<ChannelRoleRow> = db.read(&channels_with_role(None));
+        let mirrors: Vec<_> = listed
+            .iter()
+            .map(|c| (c.name.as_str(), c.mirror.as_deref()))
+            .collect();
+        assert_eq!(mirrors, [("mirror", Some(rules)), ("plain", None)]);
     });
 }
 

@@ -9,7 +9,7 @@ use condaflare::index_store::{
     DirectUpload, Figures, IndexStore, Intent, Mark, MirrorSubdir, NameRow, NewRecord, RecordSize,
     ShardEntry, StaleSubdir, StoredFile, StoredWork, SubdirRows, UpstreamFile,
 };
-use condaflare::mirror::MirrorRecord;
+use condaflare::mirror::{MirrorRecord, UpstreamRunExports};
 use condaflare::provenance::{Provenance, WorkflowRun};
 use condaflare::sqlite;
 use condaflare::statement::Statement;
@@ -1125,6 +1125,118 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
     assert!(store.stored("noarch", "own-1-0.conda").unwrap().is_some());
 }
 
+fn run_exports(filename: &str, weak: &str) -> UpstreamRunExports {
+    UpstreamRunExports {
+        filename: filename.into(),
+        run_exports: format!(r#"{{"weak":["{weak}"]}}"#),
+    }
+}
+
+fn stored_run_exports(conn: &Connection) -> Vec<Value> {
+    query(
+        conn,
+        "SELECT filename, run_exports FROM packages ORDER BY filename",
+    )
+}
+
+#[test]
+fn a_mirror_refresh_gives_its_staged_records_the_upstreams_run_exports_and_only_them() {
+    let conn = fresh();
+    let store = IndexStore::new(&conn);
+    store
+        .stage_upstream(
+            "linux-64",
+            &[
+                upstream("a-1-0.conda", "a", "1", 'a'),
+                upstream("b-1-0.conda", "b", "1", 'b'),
+            ],
+        )
+        .unwrap();
+    // More entries than one statement takes, and one of a file the rules left out.
+    let mut entries: Vec<UpstreamRunExports> = (0..45)
+        .map(|i| run_exports(&format!("x-{i}-0.conda"), "x"))
+        .collect();
+    entries.push(run_exports("a-1-0.conda", "a >=1"));
+    entries.push(run_exports("denied-1-0.conda", "denied"));
+    store.stage_run_exports("linux-64", &entries).unwrap();
+    // Another subdir's staged record of the same name is not this one's.
+    store
+        .stage_upstream("noarch", &[upstream("a-1-0.conda", "a", "1", 'a')])
+        .unwrap();
+    store
+        .swap_in_staging(CHANNEL, "linux-64", 10, true)
+        .unwrap();
+    store.swap_in_staging(CHANNEL, "noarch", 10, true).unwrap();
+    let rows = stored_run_exports(&conn);
+    let got: Vec<(&str, Option<&str>)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row["filename"].as_str().unwrap(),
+                row["run_exports"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a-1-0.conda", Some(r#"{"weak":["a >=1"]}"#)),
+            ("a-1-0.conda", None),
+            ("b-1-0.conda", None),
+        ]
+    );
+    assert_eq!(
+        query(&conn, "SELECT COUNT(*) AS n FROM packages")[0]["n"],
+        3
+    );
+    store
+        .release_dirty("linux-64", &store.dirty_marks("linux-64").unwrap())
+        .unwrap();
+    store
+        .release_stale("linux-64", store.stale_mark("linux-64").unwrap().unwrap())
+        .unwrap();
+
+    // Unchanged upstream run_exports.json (a 304): the rows keep theirs, nothing is marked.
+    store
+        .stage_upstream(
+            "linux-64",
+            &[
+                upstream("a-1-0.conda", "a", "1", 'a'),
+                upstream("b-1-0.conda", "b", "1", 'b'),
+            ],
+        )
+        .unwrap();
+    store.stage_stored_run_exports("linux-64").unwrap();
+    let swap = store
+        .swap_in_staging(CHANNEL, "linux-64", 20, false)
+        .unwrap();
+    assert_eq!(swap.changed, 0);
+    assert!(store.stale_mark("linux-64").unwrap().is_none());
+
+    // Run exports that changed are a change: the subdir's files are rebuilt.
+    store
+        .stage_upstream(
+            "linux-64",
+            &[
+                upstream("a-1-0.conda", "a", "1", 'a'),
+                upstream("b-1-0.conda", "b", "1", 'b'),
+            ],
+        )
+        .unwrap();
+    store
+        .stage_run_exports("linux-64", &[run_exports("b-1-0.conda", "b")])
+        .unwrap();
+    let swap = store
+        .swap_in_staging(CHANNEL, "linux-64", 30, false)
+        .unwrap();
+    assert_eq!(swap.changed, 2);
+    assert_eq!(dirty_names(&store, "linux-64"), ["a", "b"]);
+    assert!(store.stale_mark("linux-64").unwrap().is_some());
+    let rows = stored_run_exports(&conn);
+    assert_eq!(rows[0]["run_exports"], Value::Null);
+    assert_eq!(rows[2]["run_exports"], r#"{"weak":["b"]}"#);
+}
+
 #[test]
 fn a_mirror_subdirs_refresh_state_and_upstream_shards_are_kept() {
     let conn = fresh();
@@ -1137,9 +1249,27 @@ fn a_mirror_subdirs_refresh_state_and_upstream_shards_are_kept() {
         checked_at: 6,
         failure: None,
         admits_more_at: Some(7),
+        run_exports_etag: Some("\"r\"".into()),
+        missing_at: None,
     };
     store.set_mirror_subdir("noarch", &state).unwrap();
-    assert_eq!(store.mirror_subdir("noarch").unwrap(), Some(state));
+    assert_eq!(store.mirror_subdir("noarch").unwrap(), Some(state.clone()));
+    // A subdir the upstream lacks is remembered, since when, but listed among none read.
+    let missing = MirrorSubdir {
+        etag: None,
+        run_exports_etag: None,
+        missing_at: Some(8),
+        ..state
+    };
+    store.set_mirror_subdir("osx-arm64", &missing).unwrap();
+    assert_eq!(store.mirror_subdir("osx-arm64").unwrap(), Some(missing));
+    let listed: Vec<String> = store
+        .mirror_subdirs()
+        .unwrap()
+        .into_iter()
+        .map(|(subdir, _)| subdir)
+        .collect();
+    assert_eq!(listed, ["noarch"]);
     store
         .set_upstream_shards("noarch", [("a", "aa"), ("b", "bb")])
         .unwrap();

@@ -4,7 +4,10 @@
 
 use std::{fs, path::PathBuf};
 
-use condaflare::mirror::{MirrorRecord, MirrorRules, MirrorRulesJson, UpstreamFilter, RECORD_MAPS};
+use condaflare::mirror::{
+    MirrorRecord, MirrorRules, MirrorRulesJson, RunExportsReader, UpstreamFilter,
+    UpstreamRunExports, RECORD_MAPS,
+};
 use condaflare::repodata_scan::RepodataScanner;
 use serde_json::{json, Value};
 
@@ -337,6 +340,57 @@ fn a_record_over_the_bound_is_an_error_naming_it_and_the_setting() {
     assert!(scan(long_name.as_bytes(), 4096)
         .unwrap_err()
         .contains("a file name"));
+}
+
+fn read_run_exports(document: &[u8], chunk: usize) -> Result<Vec<UpstreamRunExports>, String> {
+    let mut reader = RunExportsReader::new(1024);
+    let mut entries = Vec::new();
+    for part in document.chunks(chunk) {
+        entries.extend(reader.feed(part).map_err(|e| e.0)?);
+    }
+    reader.finish().map_err(|e| e.0)?;
+    Ok(entries)
+}
+
+#[test]
+fn run_exports_json_is_read_an_entry_at_a_time_with_canonical_run_exports() {
+    let document = br#"{"info": {"subdir": "linux-64"}, "packages": {"a-1-0.tar.bz2":
+        {"run_exports": {"weak": ["a >=1,<2"], "strong": ["s"]}}}, "packages.conda":
+        {"b-1-0.conda": {"run_exports": {}}, "c-1-0.conda": {"run_exports": {"noarch": ["c"]}, "other": 1}}}"#;
+    for chunk in [1, 7, document.len()] {
+        let entries = read_run_exports(document, chunk).unwrap();
+        let got: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|e| (e.filename.as_str(), e.run_exports.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a-1-0.tar.bz2", r#"{"strong":["s"],"weak":["a >=1,<2"]}"#),
+                ("b-1-0.conda", "{}"),
+                ("c-1-0.conda", r#"{"noarch":["c"]}"#),
+            ]
+        );
+    }
+    for (document, fault) in [
+        (
+            &br#"{"packages": {"a.conda": {"depends": []}}}"#[..],
+            "'a.conda' has no run_exports",
+        ),
+        (
+            br#"{"packages": {"a.conda": {"run_exports": ["x"]}}}"#,
+            "'a.conda' has no run_exports",
+        ),
+        (
+            br#"{"packages": {"a.conda": {"run_exports": {}}"#,
+            "truncated",
+        ),
+        (b"<html>", "'<' at byte 0"),
+    ] {
+        let error = read_run_exports(document, 3).unwrap_err();
+        assert!(error.contains("run_exports.json is not valid"), "{error}");
+        assert!(error.contains(fault), "{error} lacks {fault}");
+    }
 }
 
 #[test]

@@ -131,21 +131,24 @@ impl Channel {
         }
     }
 
-    /// Fails rather than read unreadable mirror rules as none: that would open the channel
-    /// to uploads.
     fn from_row(row: ChannelRow) -> ApiResult<Self> {
-        let mirror = match row.mirror.as_deref() {
-            Some(text) => Some(serde_json::from_str(text).map_err(|e| {
-                worker::console_error!("channel {}: unreadable mirror rules: {e}", row.name);
-                ApiError::internal()
-            })?),
-            None => None,
-        };
         Ok(Self {
             deleting: row.deleting_at.is_some(),
-            mirror,
+            mirror: Self::mirror_rules(&row.name, row.mirror.as_deref())?,
             ..Self::from_columns(row.name, row.private, row.created_at)
         })
+    }
+
+    /// A mirror's rules from D1's column. Fails rather than read unreadable rules as none:
+    /// that would open the channel to uploads.
+    pub fn mirror_rules(name: &str, text: Option<&str>) -> ApiResult<Option<MirrorRulesJson>> {
+        text.map(|text| {
+            serde_json::from_str(text).map_err(|e| {
+                worker::console_error!("channel {name}: unreadable mirror rules: {e}");
+                ApiError::internal()
+            })
+        })
+        .transpose()
     }
 }
 

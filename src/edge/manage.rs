@@ -64,8 +64,9 @@ struct Channels {
     channels: Vec<ListedChannel>,
 }
 
-/// A channel as the channel list shows it: with the caller's role and the figures its index
-/// last reported (see `channel_index::browse`), so the list costs one D1 query.
+/// A channel as the channel list shows it: with a mirror's rules, the caller's role and the
+/// figures its index last reported (see `channel_index::browse`), so the list costs one D1
+/// query.
 #[derive(Serialize)]
 struct ListedChannel {
     #[serde(flatten)]
@@ -92,13 +93,18 @@ pub async fn list_channels(ctx: &RequestContext) -> ApiResult<Response> {
             let role = row.role.as_deref().and_then(Role::parse);
             listed(holder.as_ref(), &row.name, row.private != 0, role)
         })
-        .map(|row| ListedChannel {
-            channel: Channel::from_columns(row.name, row.private, row.created_at),
-            role: row.role,
-            package_count: row.package_count,
-            last_upload: row.last_upload.map(|at| at as u64),
+        .map(|row| {
+            Ok(ListedChannel {
+                channel: Channel {
+                    mirror: Channel::mirror_rules(&row.name, row.mirror.as_deref())?,
+                    ..Channel::from_columns(row.name, row.private, row.created_at)
+                },
+                role: row.role,
+                package_count: row.package_count,
+                last_upload: row.last_upload.map(|at| at as u64),
+            })
         })
-        .collect();
+        .collect::<ApiResult<_>>()?;
     json(200, &Channels { channels })
 }
 

@@ -10,8 +10,8 @@ import requests
 from playwright.sync_api import expect
 
 from conftest import PACKAGES, unique
-from upstream_channel import UPSTREAM, create_mirror, upstream  # noqa: F401 (a fixture)
 from test_web import screenshot, sign_in, tab  # noqa: F401 (a fixture)
+from upstream_channel import UPSTREAM, create_mirror, upstream  # noqa: F401 (a fixture)
 
 # The value of the secret MIRROR_UPSTREAM_TOKEN the test server has (conftest.py).
 SECRET_VALUE = "upstream-s3cret-value"
@@ -204,4 +204,13 @@ def test_a_mirrors_channel_page_shows_its_rules_freshness_and_kept_files(server,
     page.goto(f"/{name}/upload")
     expect(page.get_by_text("A mirror takes no uploads")).to_be_visible()
     expect(page.locator("#dropzone")).to_have_count(0)
+    tab.assert_clean()
+
+    # The channel list badges it with what it mirrors, as text.
+    page.goto("/")
+    row = page.locator("#channel-list tbody tr", has=page.get_by_role("link", name=name, exact=True))
+    expect(row.locator(".badge.mirror")).to_have_text(f"mirror of {url}")
+    screenshot(tab, "channels-mirror.png")
+    assert page.evaluate("window.__injected") is None
+    assert row.locator("img, script").count() == 0
     tab.assert_clean()

@@ -5,10 +5,13 @@
 //! A refresh reads the upstream's shard index (CEP 16) and the shards whose hash changed since
 //! the last one, or, when the upstream has no shard index, its repodata.json as it streams in,
 //! a record at a time ([`crate::mirror::UpstreamFilter`]); it stages the admitted records in
-//! SQLite and, once everything is read, swaps them in in one stretch (rows added, changed or dropped,
-//! their names marked), then builds the subdir's files. A refresh that fails leaves the rows
-//! and files as they were. Refreshes run one at a time, so concurrent reads of a subdir that
-//! is due cause one upstream request.
+//! SQLite, gives them the run exports the upstream's run_exports.json lists for them (read as it
+//! streams in, [`crate::mirror::RunExportsReader`]) and, once everything is read, swaps them in
+//! in one stretch (rows added, changed or dropped, their names marked), then builds the
+//! subdir's files. A refresh that fails leaves the rows and files as they were. A subdir the
+//! upstream has no repodata.json for is remembered as missing, so that it stays a 404 while the
+//! upstream fails. Refreshes run one at a time, so concurrent reads of a subdir that is due
+//! cause one upstream request.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,7 +19,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use worker::{ByteStream, Date};
 
-use super::super::error::{internal, ApiResult};
+use super::super::error::{internal, ApiError, ApiResult};
 use super::super::log::MirrorRefreshLog;
 use super::super::mirror_counter;
 use super::super::storage::file_key;
@@ -25,8 +28,8 @@ use super::{ChannelIndex, MirrorState};
 use crate::index_plan::AlarmWork;
 use crate::index_store::MirrorSubdir;
 use crate::mirror::{
-    needs_revalidation, shard_base_url, MirrorRules, MirrorRulesJson, UpstreamFailure,
-    UpstreamFilter, Verdict,
+    needs_revalidation, shard_base_url, MirrorRules, MirrorRulesJson, RunExportsReader,
+    UpstreamFailure, UpstreamFilter, Verdict,
 };
 use crate::shards;
 
@@ -45,9 +48,24 @@ enum Refreshed {
     NotModified,
     Replaced {
         etag: Option<String>,
+        run_exports_etag: Option<String>,
         admits_more_at: Option<u64>,
     },
+    /// It has neither a shard index nor a repodata.json for the subdir.
+    Missing,
 }
+
+/// What a refresh staged from the shards or the repodata.json, before its run exports.
+struct Staged {
+    etag: Option<String>,
+    admits_more_at: Option<u64>,
+    /// The upstream's shard hash per name (none: read from repodata.json).
+    upstream_shards: BTreeMap<String, String>,
+    read: Read,
+}
+
+/// What a refresh fails with: the upstream URL and why.
+type Failed = (String, UpstreamFailure);
 
 /// What a refresh read from the upstream, for its log line.
 struct Read {
@@ -67,13 +85,42 @@ fn due(state: &MirrorSubdir, rules: &str, now: u64, revalidate_ms: u64) -> bool 
         || state.admits_more_at.is_some_and(|at| at <= now)
 }
 
-fn answer(state: &MirrorSubdir, now: u64, behind: bool) -> MirrorState {
-    MirrorState {
+/// What a read of `subdir` gets from its state: the index, or a 404 when the upstream lacks
+/// the subdir.
+fn answer(
+    state: &MirrorSubdir,
+    rules: &MirrorRulesJson,
+    subdir: &str,
+    now: u64,
+    behind: bool,
+) -> ApiResult<MirrorState> {
+    if state.missing_at.is_some() {
+        return Err(missing(state, rules, subdir, now));
+    }
+    Ok(MirrorState {
         stale_age: state
             .failure
             .is_some()
             .then(|| now.saturating_sub(state.fetched_at) / 1000),
         behind,
+    })
+}
+
+/// Whether rules stored as `stored` (their JSON) name the upstream `rules` do.
+fn same_upstream(stored: &str, rules: &MirrorRulesJson) -> bool {
+    serde_json::from_str::<MirrorRulesJson>(stored).is_ok_and(|stored| stored.url == rules.url)
+}
+
+/// The 404 of a subdir the upstream lacks, from the memory of its last answer.
+fn missing(state: &MirrorSubdir, rules: &MirrorRulesJson, subdir: &str, now: u64) -> ApiError {
+    let url = format!("{}/{subdir}/repodata.json", rules.url);
+    let said = state.missing_at.unwrap_or(state.fetched_at);
+    match state.failure {
+        Some(_) => ApiError::not_found(format!(
+            "the upstream has no {url}: it answered so {} s ago, and it cannot be asked now",
+            now.saturating_sub(said) / 1000
+        )),
+        None => UpstreamFailure::Missing.error(&url),
     }
 }
 
@@ -90,8 +137,9 @@ impl ChannelIndex {
         let now = Date::now().as_millis();
         if let Some(state) = self.store().mirror_subdir(subdir)? {
             let due = due(&state, &rules_text, now, revalidate_ms);
-            if !due || !wait {
-                return Ok(answer(&state, now, due));
+            // A subdir the upstream lacked has no index to answer from meanwhile: a read waits.
+            if !due || (!wait && state.missing_at.is_none()) {
+                return answer(&state, rules, subdir, now, due);
             }
         }
         let _refresh = self.mirror_refreshes.lock().await;
@@ -100,29 +148,27 @@ impl ChannelIndex {
         let now = Date::now().as_millis();
         if let Some(state) = &state {
             if !due(state, &rules_text, now, revalidate_ms) {
-                return Ok(answer(state, now, false));
+                return answer(state, rules, subdir, now, false);
             }
         }
+        let stored = state
+            .as_ref()
+            .is_some_and(|state| state.missing_at.is_none());
         // Stored rules were checked when the channel was created.
         let parsed = MirrorRules::from_parts(rules, true)
             .map_err(|e| internal(format!("mirror rules of {channel}: {e}")))?;
         // A conditional request only when the rules and the ages it was filtered by still hold.
-        let known = state
-            .as_ref()
-            .is_some_and(|state| state.rules == rules_text && state.admits_more_at.is_none());
-        let etag = state
-            .as_ref()
-            .filter(|_| known)
-            .and_then(|state| state.etag.clone());
+        let known = stored
+            && state
+                .as_ref()
+                .is_some_and(|state| state.rules == rules_text && state.admits_more_at.is_none());
+        let known_state = state.as_ref().filter(|_| known);
+        let etags = (
+            known_state.and_then(|state| state.etag.as_deref()),
+            known_state.and_then(|state| state.run_exports_etag.as_deref()),
+        );
         let refreshed = self
-            .read_upstream(
-                channel,
-                subdir,
-                &parsed,
-                etag.as_deref(),
-                known,
-                state.is_none(),
-            )
+            .read_upstream(channel, subdir, &parsed, etags, known, !stored)
             .await;
         let refreshed = match refreshed {
             Ok(refreshed) => refreshed,
@@ -140,10 +186,11 @@ impl ChannelIndex {
                     ..state.expect("a conditional request has a stored state")
                 };
                 self.store().set_mirror_subdir(subdir, &state)?;
-                return Ok(answer(&state, now, false));
+                return answer(&state, rules, subdir, now, false);
             }
             Ok(Refreshed::Replaced {
                 etag,
+                run_exports_etag,
                 admits_more_at,
             }) => {
                 let state = MirrorSubdir {
@@ -153,43 +200,68 @@ impl ChannelIndex {
                     checked_at: now,
                     failure: None,
                     admits_more_at,
+                    run_exports_etag,
+                    missing_at: None,
                 };
                 self.store().set_mirror_subdir(subdir, &state)?;
-                return Ok(answer(&state, now, false));
+                return answer(&state, rules, subdir, now, false);
             }
+            // With nothing stored, remembered: the subdir stays a 404 while the upstream fails.
+            Ok(Refreshed::Missing) if !stored => {
+                let state = MirrorSubdir {
+                    rules: rules_text,
+                    etag: None,
+                    fetched_at: now,
+                    checked_at: now,
+                    failure: None,
+                    admits_more_at: None,
+                    run_exports_etag: None,
+                    missing_at: Some(now),
+                };
+                self.store().set_mirror_subdir(subdir, &state)?;
+                return answer(&state, rules, subdir, now, false);
+            }
+            Ok(Refreshed::Missing) => (
+                parsed.upstream_url(subdir, "repodata.json"),
+                UpstreamFailure::Missing,
+            ),
             Err(failure) => failure,
         };
         let (url, failure) = failure;
         self.store().clear_staging(subdir)?;
         super::super::log::error(&format!("mirror {channel}: {url}: {failure:?}"));
         match state {
-            Some(state) => {
+            // What the upstream answered last stands in for it: the index, or that it has no
+            // such subdir, which the same upstream lacks whatever the rules select.
+            Some(state) if stored || same_upstream(&state.rules, rules) => {
                 let state = MirrorSubdir {
+                    rules: if stored { state.rules } else { rules_text },
                     checked_at: now,
                     failure: Some(format!("{failure:?}")),
                     ..state
                 };
                 self.store().set_mirror_subdir(subdir, &state)?;
-                Ok(answer(&state, now, false))
+                answer(&state, rules, subdir, now, false)
             }
-            None => Err(failure.error(&url)),
+            _ => Err(failure.error(&url)),
         }
     }
 
     /// Reads the upstream's index of `subdir` into the rows (see the module's doc): its shard
-    /// index and the shards that changed when it has them, else its repodata.json. An error
-    /// of the upstream's is the inner one, with the URL it was for, and leaves the rows as
-    /// they were. `known`: the rows were read by the same rules, so only changed shards need
-    /// reading.
+    /// index and the shards that changed when it has them, else its repodata.json, then its
+    /// run_exports.json. An error of the upstream's is the inner one, with the URL it was for,
+    /// and leaves the rows as they were. `etags`: of the index document and of
+    /// run_exports.json, when the rows were read from them by the same rules (`known`, so only
+    /// changed shards need reading).
     async fn read_upstream(
         &self,
         channel: &str,
         subdir: &str,
         rules: &MirrorRules,
-        etag: Option<&str>,
+        (etag, run_exports_etag): (Option<&str>, Option<&str>),
         known: bool,
         first: bool,
-    ) -> ApiResult<Result<Refreshed, (String, UpstreamFailure)>> {
+    ) -> ApiResult<Result<Refreshed, Failed>> {
         let index_url = rules.upstream_url(subdir, shards::INDEX_FILENAME);
         let config = self.config()?;
         let access = match UpstreamAccess::new(&rules.to_json(), &config, |name| {
@@ -198,44 +270,78 @@ impl ChannelIndex {
             Ok(access) => access,
             Err(failure) => return Ok(Err((index_url, failure))),
         };
+        let max_record = config.mirror_max_record_bytes as usize;
         mirror_counter::upstream_fetch(channel);
-        match fetch_whole(&access, &index_url, etag, MAX_SHARD_INDEX_BYTES).await {
+        let staged = match fetch_whole(&access, &index_url, etag, MAX_SHARD_INDEX_BYTES).await {
             Ok(None) => return Ok(Ok(Refreshed::NotModified)),
             Ok(Some((bytes, etag))) => {
-                let read = self
-                    .read_shards(
-                        channel,
-                        subdir,
-                        (rules, &access),
-                        &index_url,
-                        &bytes,
-                        known,
-                        first,
-                    )
+                let staged = self
+                    .read_shards(channel, subdir, (rules, &access), &index_url, &bytes, known)
                     .await?;
-                return Ok(read.map(|admits_more_at| Refreshed::Replaced {
-                    etag,
-                    admits_more_at,
-                }));
+                match staged {
+                    Ok(staged) => Staged { etag, ..staged },
+                    Err(failure) => return Ok(Err(failure)),
+                }
             }
             // No shards: repodata.json.
-            Err(UpstreamFailure::Missing) => {}
+            Err(UpstreamFailure::Missing) => {
+                match self
+                    .read_repodata(channel, subdir, (rules, &access), etag, max_record)
+                    .await?
+                {
+                    Ok(Some(staged)) => staged,
+                    Ok(None) => return Ok(Ok(Refreshed::NotModified)),
+                    Err((_, UpstreamFailure::Missing)) => return Ok(Ok(Refreshed::Missing)),
+                    Err(failure) => return Ok(Err(failure)),
+                }
+            }
             Err(failure) => return Ok(Err((index_url, failure))),
-        }
+        };
+        let run_exports_etag = match self
+            .read_run_exports(
+                channel,
+                subdir,
+                (rules, &access),
+                run_exports_etag,
+                max_record,
+            )
+            .await?
+        {
+            Ok(etag) => etag,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        self.swap_in(channel, subdir, first, &staged.upstream_shards, staged.read)
+            .await?;
+        Ok(Ok(Refreshed::Replaced {
+            etag: staged.etag,
+            run_exports_etag,
+            admits_more_at: staged.admits_more_at,
+        }))
+    }
+
+    /// Stages the admitted records of the upstream's repodata.json, read as it streams in:
+    /// `None` for a 304 to `etag`.
+    async fn read_repodata(
+        &self,
+        channel: &str,
+        subdir: &str,
+        (rules, access): (&MirrorRules, &UpstreamAccess),
+        etag: Option<&str>,
+        max_record: usize,
+    ) -> ApiResult<Result<Option<Staged>, Failed>> {
         let now = Date::now().as_millis();
-        let max_record = config.mirror_max_record_bytes as usize;
         let url = rules.upstream_url(subdir, "repodata.json");
         let failed = |failure| Ok(Err((url.clone(), failure)));
         mirror_counter::upstream_fetch(channel);
-        let (mut stream, etag) = match fetch_index(&access, &url, etag).await {
+        let (mut stream, etag) = match fetch_index(access, &url, etag).await {
             Ok(Some(body)) => body,
-            Ok(None) => return Ok(Ok(Refreshed::NotModified)),
+            Ok(None) => return Ok(Ok(None)),
             Err(failure) => return failed(failure),
         };
         self.store().clear_staging(subdir)?;
         let mut filter = UpstreamFilter::new(rules, subdir, now, max_record);
         loop {
-            let chunk = match next_chunk(&access, &mut stream).await {
+            let chunk = match next_chunk(access, &mut stream).await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(failure) => return failed(failure),
@@ -257,18 +363,60 @@ impl ChannelIndex {
         if let Err(e) = filter.finish() {
             return failed(UpstreamFailure::Failed(e.0));
         }
-        self.swap_in(channel, subdir, first, &BTreeMap::new(), read)
-            .await?;
-        Ok(Ok(Refreshed::Replaced {
+        Ok(Ok(Some(Staged {
             etag,
             admits_more_at,
-        }))
+            upstream_shards: BTreeMap::new(),
+            read,
+        })))
     }
 
-    /// Reads the shards of an upstream shard index (`bytes`, from `index_url`) into the rows:
-    /// those whose hash changed since the last refresh, or all unless `known`. Answers when a
-    /// record left out as too young becomes old enough.
-    #[allow(clippy::too_many_arguments)]
+    /// Gives the staged records of `subdir` the run exports the upstream's run_exports.json
+    /// lists for them, read as it streams in (an entry of a record the rules left out is
+    /// nobody's): none when the upstream has no run_exports.json, those the rows hold when it
+    /// answers 304 to `etag`. Answers its ETag.
+    async fn read_run_exports(
+        &self,
+        channel: &str,
+        subdir: &str,
+        (rules, access): (&MirrorRules, &UpstreamAccess),
+        etag: Option<&str>,
+        max_entry: usize,
+    ) -> ApiResult<Result<Option<String>, Failed>> {
+        let url = rules.upstream_url(subdir, "run_exports.json");
+        let failed = |failure| Ok(Err((url.clone(), failure)));
+        mirror_counter::upstream_fetch(channel);
+        let (mut stream, new_etag) = match fetch_index(access, &url, etag).await {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                self.store().stage_stored_run_exports(subdir)?;
+                return Ok(Ok(etag.map(str::to_owned)));
+            }
+            Err(UpstreamFailure::Missing) => return Ok(Ok(None)),
+            Err(failure) => return failed(failure),
+        };
+        let mut reader = RunExportsReader::new(max_entry);
+        loop {
+            let chunk = match next_chunk(access, &mut stream).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(failure) => return failed(failure),
+            };
+            let entries = match reader.feed(&chunk) {
+                Ok(entries) => entries,
+                Err(e) => return failed(UpstreamFailure::Failed(e.0)),
+            };
+            self.store().stage_run_exports(subdir, &entries)?;
+        }
+        if let Err(e) = reader.finish() {
+            return failed(UpstreamFailure::Failed(e.0));
+        }
+        Ok(Ok(new_etag))
+    }
+
+    /// Stages the records of an upstream shard index (`bytes`, from `index_url`): those of the
+    /// shards whose hash changed since the last refresh (all unless `known`), the rows of the
+    /// others.
     async fn read_shards(
         &self,
         channel: &str,
@@ -277,8 +425,7 @@ impl ChannelIndex {
         index_url: &str,
         bytes: &[u8],
         known: bool,
-        first: bool,
-    ) -> ApiResult<Result<Option<u64>, (String, UpstreamFailure)>> {
+    ) -> ApiResult<Result<Staged, Failed>> {
         let failed =
             |url: &str, why: String| Ok(Err((url.to_owned(), UpstreamFailure::Failed(why))));
         let index = match shards::read_upstream_index(bytes, MAX_SHARD_INDEX_BYTES) {
@@ -367,9 +514,12 @@ impl ChannelIndex {
             self.store().stage_upstream(subdir, &admitted)?;
         }
         drop(fetches);
-        self.swap_in(channel, subdir, first, &index.shards, read)
-            .await?;
-        Ok(Ok(admits_more_at))
+        Ok(Ok(Staged {
+            etag: None,
+            admits_more_at,
+            upstream_shards: index.shards,
+            read,
+        }))
     }
 
     /// Swaps the staged records in (with the upstream's shard hashes they were read from),

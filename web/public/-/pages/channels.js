@@ -35,7 +35,7 @@ function table(channels) {
         h(
           'tr',
           {},
-          h('td', {}, h('a', { href: path(c.name), class: 'strong' }, data(c.name))),
+          h('td', {}, h('a', { href: path(c.name), class: 'strong' }, data(c.name)), c.mirror ? mirrorBadge(c.mirror) : null),
           h('td', {}, c.private ? h('span', { class: 'badge private' }, 'private') : h('span', { class: 'badge' }, 'public')),
           h('td', {}, c.role ? data(c.role) : h('span', { class: 'muted' }, '—')),
           h('td', { class: 'num' }, typeof c.package_count === 'number' ? c.package_count.toLocaleString('en') : '—'),
@@ -44,6 +44,11 @@ function table(channels) {
       ),
     ),
   );
+}
+
+/** What a mirror mirrors, as the channel page's badge says it is one. */
+function mirrorBadge(rules) {
+  return h('span', { class: 'badge mirror' }, 'mirror of ', data(rules.url));
 }
 
 function createForm(ctx) {
