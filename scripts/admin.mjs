@@ -4,7 +4,8 @@
 // src/bin/admin.rs (USAGE), which any unknown command prints.
 //
 // This script runs the commands that need the running Worker, which removes and writes R2
-// objects and the index: `channel delete`, `import` and `check`. Every other command goes to
+// objects and the index: `channel delete`, `import`, `check` and `mirror sync` (whose solve
+// is the native binary's internal `solve`). Every other command goes to
 // the native `admin` binary (src/bin/admin.rs), built here on first use and whenever the crate
 // changed: it changes users, keys, channels and members in D1 with the Worker's own statements,
 // on the local state's D1 file or, with --remote, on the deployed database, so no server needs
@@ -14,7 +15,9 @@
 // 1, each with `error: ...` on stderr.
 
 import { spawnSync } from "node:child_process";
-import { readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -98,20 +101,84 @@ function native(args) {
   return run.status ?? 1;
 }
 
+/// Runs the native binary with `--json` and these arguments, its errors passed through;
+/// answers its exit code and, when it succeeded, the JSON it printed.
+function nativeJson(args) {
+  const run = spawnSync(nativeAdmin(), ["--json", ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 30 });
+  if (run.error) throw run.error;
+  const status = run.status ?? 1;
+  return { status, result: status === 0 ? JSON.parse(run.stdout) : null };
+}
+
 /// The channel name rule, from the native code the Worker shares.
 function checkChannelName(name) {
   const status = native(["check-name", name]);
   if (status !== 0) process.exit(status);
 }
 
-/// Calls the running Worker's API with the key in CONDAFLARE_API_KEY.
-async function api(url, method, path, body, headers = {}) {
+/// The key in CONDAFLARE_API_KEY, as the Authorization header.
+function authorization() {
   const key = process.env.CONDAFLARE_API_KEY;
   if (!key) throw new UsageError("set CONDAFLARE_API_KEY to an owner's or admin's key");
-  const response = await fetch(`${url}${path}`, { method, body, headers: { Authorization: `Bearer ${key}`, ...headers } });
+  return { Authorization: `Bearer ${key}` };
+}
+
+/// An answer that is not 2xx, with its status.
+class ServerError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/// Calls the running Worker's API with the key in CONDAFLARE_API_KEY.
+async function api(url, method, path, body, headers = {}) {
+  const response = await fetch(`${url}${path}`, { method, body, headers: { ...authorization(), ...headers } });
   const json = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(json.error ?? `the server answered ${response.status}`);
+  if (!response.ok) throw new ServerError(json.error ?? `the server answered ${response.status}`, response.status);
   return json;
+}
+
+/// The package files a mirror keeps, as `<subdir>/<filename>`.
+async function keptFiles(url, channel) {
+  const kept = new Set();
+  let cursor = null;
+  do {
+    const query = `?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+    const page = await api(url, "GET", `/api/v1/channels/${channel}/mirror${query}`);
+    for (const { subdir, filename } of page.kept) kept.add(`${subdir}/${filename}`);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return kept;
+}
+
+/// GETs a package file through the Worker and reads it to the end, checking its SHA-256 and
+/// size against the record's; answers the bytes read, or throws what went wrong.
+async function fetchChecked(url, channel, file) {
+  const response = await fetch(`${url}/${channel}/${file.subdir}/${file.filename}`, { headers: authorization() });
+  if (!response.ok) {
+    const json = await response.json().catch(() => ({}));
+    throw new Error(`the server answered ${response.status}${json.error ? `: ${json.error}` : ""}`);
+  }
+  const hash = createHash("sha256");
+  let size = 0;
+  for await (const chunk of response.body) {
+    hash.update(chunk);
+    size += chunk.length;
+  }
+  const sha256 = hash.digest("hex");
+  if (file.size != null && size !== file.size) throw new Error(`${size} bytes, not the record's ${file.size}`);
+  if (sha256 !== file.sha256) throw new Error(`SHA-256 ${sha256}, not the record's ${file.sha256}`);
+  return size;
+}
+
+/// Runs `work` on each item, at most `limit` at a time.
+async function eachLimited(items, limit, work) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 const PACKAGE_FILE = /\.(conda|tar\.bz2)$/;
@@ -224,7 +291,86 @@ const workerCommands = {
     const report = await api(url, "POST", `/api/v1/channels/${channel}/check${query}`);
     return { result: report, text: checkText(report) };
   },
+  "mirror sync": mirrorSync,
 };
+
+/// Writes the mirror's index (repodata.json of each subdir, as the Worker serves it: filtered by
+/// the rules) into `dir`; a subdir the mirror does not have (404) is left out.
+async function writeIndex(url, channel, subdirs, dir) {
+  for (const subdir of subdirs) {
+    const response = await fetch(`${url}/${channel}/${subdir}/repodata.json`, { headers: authorization() });
+    if (response.status === 404) continue;
+    if (!response.ok) {
+      const json = await response.json().catch(() => ({}));
+      throw new Error(`${channel}/${subdir}/repodata.json: the server answered ${response.status}${json.error ? `: ${json.error}` : ""}`);
+    }
+    mkdirSync(join(dir, subdir));
+    writeFileSync(join(dir, subdir, "repodata.json"), Buffer.from(await response.arrayBuffer()));
+  }
+}
+
+async function mirrorSync(flags, args) {
+  const url = option(args, "--url") ?? "http://127.0.0.1:8787";
+  const [channel, ...request] = args;
+  if (!channel || channel.startsWith("--")) {
+    throw new UsageError("usage: mirror sync <channel> <spec>... --subdir S... [--virtual-package NAME=VERSION[=BUILD]]... [--url URL]");
+  }
+  checkChannelName(channel);
+  // The specs, platforms and virtual packages are checked before the Worker is asked anything.
+  const plan = nativeJson(["solve", ...request]);
+  if (plan.status !== 0) process.exit(plan.status);
+  const subdirs = [...plan.result.targets.map((target) => target.subdir), "noarch"];
+  const details = await api(url, "GET", `/api/v1/channels/${channel}`).catch((error) => {
+    throw error.status === 404 ? new UsageError(`no channel named '${channel}' (that this key may read)`) : error;
+  });
+  if (!details.mirror) throw new UsageError(`'${channel}' is no mirror channel: mirror sync fetches a mirror's files from its upstream`);
+
+  const dir = mkdtempSync(join(tmpdir(), "condaflare-sync-"));
+  let solved;
+  try {
+    await writeIndex(url, channel, subdirs, dir);
+    solved = nativeJson(["solve", ...request, "--index", dir]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  if (solved.status !== 0) process.exit(solved.status);
+
+  const kept = await keptFiles(url, channel);
+  const files = solved.result.files;
+  // A few at a time: each first request is an upstream fetch the Worker streams into R2. A
+  // failed file is asked for once more: a streamed body that differs from its record is cut
+  // short, and the next request answers the Worker's reason (its 502).
+  await eachLimited(files, 4, async (file) => {
+    const wasKept = kept.has(`${file.subdir}/${file.filename}`);
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      try {
+        file.bytes = await fetchChecked(url, channel, file);
+        file.status = wasKept ? "kept" : "fetched";
+        delete file.error;
+        return;
+      } catch (error) {
+        Object.assign(file, { status: "failed", error: error.message });
+      }
+    }
+  });
+  const count = (status) => files.filter((file) => file.status === status).length;
+  const result = {
+    channel,
+    targets: solved.result.targets,
+    files,
+    fetched: count("fetched"),
+    kept: count("kept"),
+    failed: count("failed"),
+    bytes: files.reduce((sum, file) => sum + (file.bytes ?? 0), 0),
+  };
+  const platforms = result.targets.map((target) => `${target.subdir} (${target.virtual_packages.join(" ")})`);
+  const lines = [
+    `${channel}, for ${platforms.join(", ")}: ${files.length} files, ${result.fetched} fetched now, ` +
+      `${result.kept} already kept, ${result.failed} failed; ${result.bytes} bytes checked`,
+    ...files.filter((file) => file.status === "failed").map((file) => `  failed: ${file.subdir}/${file.filename}: ${file.error}`),
+  ];
+  return { result, text: lines.join("\n"), status: result.failed > 0 ? 1 : 0 };
+}
 
 /// A check's report as lines: each kind found with its count and examples, the pending work and
 /// what a repair did.

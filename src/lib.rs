@@ -18,6 +18,8 @@ pub mod jwt;
 pub mod keys;
 pub mod mirror;
 pub mod mirror_state;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mirror_sync;
 pub mod multipart;
 pub mod names;
 pub mod package;

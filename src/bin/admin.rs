@@ -1,8 +1,9 @@
 //! The admin command (`npm run admin -- <command>`; [`USAGE`] is its one list of commands).
 //!
 //! scripts/admin.mjs is the entry point: it builds this binary when the crate changed, runs the
-//! commands that need the running Worker (`channel delete`, `import`, `check`: R2 objects and
-//! the index are the Worker's) and hands every other command here.
+//! commands that need the running Worker (`channel delete`, `import`, `check`, `mirror sync`:
+//! R2 objects and the index are the Worker's) and hands every other command here, as well as
+//! the internal helpers those commands use (`check-name`, `solve`).
 //!
 //! Here users, keys, channels and memberships are changed in D1 with the Worker's own
 //! statements (`directory`), names checked with `names` and keys made with `keys`, so the rules
@@ -27,11 +28,13 @@ use condaflare::directory::{
 use condaflare::error::{ApiError, ErrorCode};
 use condaflare::keys::{key_hash, key_prefix, new_key};
 use condaflare::mirror::{MirrorRules, MirrorRulesJson};
+use condaflare::mirror_sync::{self, SyncRequest};
 use condaflare::names::check_channel_name;
 use condaflare::signin::Provider;
 use condaflare::sqlite;
 use condaflare::statement::Statement;
 use condaflare::trusted_publishing::{check_publisher, Conditions, Settings};
+use rattler_conda_types::{Channel, ChannelConfig, RepoData};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -58,6 +61,9 @@ CONDAFLARE_API_KEY:
   import <channel> <dir> [--force]    (uploads every package file under <dir>)
   check <channel> [--repair]          (a site admin's key; the channel's objects, rows and
   check --all [--repair]               index files; exits 1 if any is inconsistent)
+  mirror sync <channel> <spec>... --subdir S... [--virtual-package NAME=VERSION[=BUILD]]...
+        (fetches into the mirror the package files a solve of the specs for each platform S
+        needs, each checked; see docs/mirrors.md for the virtual packages assumed)
 Changes made here reach running Workers within their cache time (AUTH_CACHE_SECONDS).";
 
 const DAY_MS: f64 = 86_400_000.0;
@@ -251,6 +257,15 @@ impl Args {
         let value = self.0.remove(at + 1);
         self.0.remove(at);
         Ok(Some(value))
+    }
+
+    /// `--name value`, as often as it is given: the values, in order, taken out.
+    fn options(&mut self, name: &str) -> Outcome<Vec<String>> {
+        let mut values = Vec::new();
+        while let Some(value) = self.option(name)? {
+            values.push(value);
+        }
+        Ok(values)
     }
 
     /// A bare `--flag`: whether it was there.
@@ -496,14 +511,8 @@ fn channel_visibility(db: &mut Database, args: Args) -> Outcome<Done> {
 /// checked as the API checks them (`MIRROR_ALLOW_HTTP=true` in the environment admits http).
 fn mirror_rules(args: &mut Args) -> Outcome<Option<MirrorRules>> {
     let url = args.option("--mirror")?;
-    let mut allow = Vec::new();
-    while let Some(spec) = args.option("--allow")? {
-        allow.push(spec);
-    }
-    let mut deny = Vec::new();
-    while let Some(spec) = args.option("--deny")? {
-        deny.push(spec);
-    }
+    let allow = args.options("--allow")?;
+    let deny = args.options("--deny")?;
     let min_age_days = args.option("--min-age-days")?;
     let credentials = args.option("--credentials")?;
     let Some(url) = url else {
@@ -855,6 +864,67 @@ fn check_name(args: Args) -> Outcome<Done> {
     })
 }
 
+/// `solve <spec>... --subdir S... [--virtual-package NAME=VERSION[=BUILD]]... [--index DIR]`:
+/// `mirror sync`'s solve, for scripts/admin.mjs. Without `--index` it only checks the request
+/// and answers the targets (each subdir with its virtual packages); with it, it solves for each
+/// target against `DIR/<subdir>/repodata.json` and `DIR/noarch/repodata.json` (a file that is
+/// not there: a subdir the mirror does not have, so no records) and answers the files the
+/// solutions need. An unsolvable target exits 1 with the solver's reasons.
+fn solve(mut args: Args) -> Outcome<Done> {
+    let subdirs = args.options("--subdir")?;
+    let overrides = args.options("--virtual-package")?;
+    let index = args.option("--index")?.map(PathBuf::from);
+    if let Some(unknown) = args.0.iter().find(|a| a.starts_with("--")) {
+        return usage(format!("unknown option {unknown}"));
+    }
+    let request = SyncRequest::parse(&args.0, &subdirs, &overrides).map_err(Failure::Usage)?;
+    let targets =
+        serde_json::to_value(&request.targets).map_err(|e| Failure::Failed(e.to_string()))?;
+    let Some(index) = index else {
+        return Ok(Done {
+            result: json!({ "targets": targets }),
+            text: String::new(),
+        });
+    };
+    let index = std::path::absolute(&index)
+        .map_err(|e| Failure::Failed(format!("{}: {e}", index.display())))?;
+    let channel = Channel::from_str(
+        index.to_string_lossy(),
+        &ChannelConfig::default_with_root_dir(index.clone()),
+    )
+    .map_err(|e| Failure::Failed(format!("{}: {e}", index.display())))?;
+    let read = |subdir: &str| -> Outcome<Option<RepoData>> {
+        let path = index.join(subdir).join("repodata.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Failure::Failed(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Failure::Failed(format!("{}: {e}", path.display()))),
+        }
+    };
+    let mut solves = Vec::new();
+    for target in &request.targets {
+        let indexes = [read(&target.subdir)?, read("noarch")?]
+            .into_iter()
+            .flatten()
+            .collect();
+        let files = mirror_sync::solve(&request.specs, target, &channel, indexes)
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        solves.push(files);
+    }
+    let files = mirror_sync::union(solves);
+    let text = files
+        .iter()
+        .map(|f| format!("{}/{}", f.subdir, f.filename))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(Done {
+        result: json!({ "targets": targets, "files": files }),
+        text,
+    })
+}
+
 type Handler = fn(&mut Database, Args) -> Outcome<Done>;
 
 const COMMANDS: [(&str, Handler); 17] = [
@@ -901,10 +971,13 @@ fn main() -> ExitCode {
     }
     let outcome = if rest.first().map(String::as_str) == Some("check-name") {
         check_name(Args(rest.split_off(1)))
+    } else if rest.first().map(String::as_str) == Some("solve") {
+        solve(Args(rest.split_off(1)))
     } else if let Some((_, handler)) = COMMANDS.iter().find(|(name, _)| *name == words) {
         Database::open(remote, persist_to)
             .and_then(|mut db| handler(&mut db, Args(rest.split_off(2))))
     } else if words == "channel delete"
+        || words == "mirror sync"
         || matches!(rest.first().map(String::as_str), Some("import" | "check"))
     {
         Err(Failure::Usage(format!(
