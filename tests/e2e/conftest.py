@@ -33,6 +33,12 @@ UPLOAD_HOLD_BYTES = 1024 * 1024
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+def pytest_collection_modifyitems(items):
+    """Files that say they run long (`RUNS_LONG = True`) come first, so that the workers take
+    them first (`--dist loadfile` hands out files in this order) instead of one at the end."""
+    items.sort(key=lambda item: not getattr(item.module, "RUNS_LONG", False))
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Server:
     variables = {

@@ -134,14 +134,18 @@ def migrated_state(worker_dir: Path) -> Path:
     if worker_dir not in _migrated:
         template = Path(tempfile.mkdtemp(prefix="condaflare-migrated-"))
         atexit.register(shutil.rmtree, template, ignore_errors=True)
-        subprocess.run(
-            ["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", str(template)],
-            cwd=worker_dir,
-            check=True,
-            capture_output=True,
-        )
+        apply_migrations(worker_dir, template)
         _migrated[worker_dir] = template
     return _migrated[worker_dir]
+
+
+def apply_migrations(worker_dir: Path, state: Path) -> None:
+    subprocess.run(
+        ["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", str(state)],
+        cwd=worker_dir,
+        check=True,
+        capture_output=True,
+    )
 
 
 @contextmanager
@@ -173,7 +177,12 @@ class KillableServer:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         state.mkdir(parents=True, exist_ok=True)
-        if (worker_dir / "migrations").is_dir():
+        if not (worker_dir / "migrations").is_dir():
+            return
+        if (state / "v3" / "d1").exists():
+            # A state served before (a restart on it) gets the migrations it lacks.
+            apply_migrations(worker_dir, state)
+        else:
             shutil.copytree(migrated_state(worker_dir), state, dirs_exist_ok=True)
 
     def start(self) -> Server:

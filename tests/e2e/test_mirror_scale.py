@@ -19,6 +19,8 @@ from upstream_channel import Upstream, files_of, rattler_install
 
 RECORDS, NAMES = 100_000, 10_000
 ISOLATE_BYTES = 128 * 1024 * 1024
+# The longest file of the suite: handed out first (conftest.py).
+RUNS_LONG = True
 
 
 @pytest.fixture(scope="module")
