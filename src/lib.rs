@@ -38,6 +38,7 @@ pub mod sqlite;
 pub mod statement;
 pub mod trusted_publishing;
 pub mod ttl_cache;
+pub mod unzstd;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

@@ -269,18 +269,7 @@ pub fn read_shard(compressed: &[u8], max_bytes: usize) -> Result<Vec<(String, Va
 }
 
 fn decode(compressed: &[u8], max_bytes: usize) -> Result<Msgpack, String> {
-    use std::io::Read;
-    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| format!("zstd: {e}"))?;
-    let mut raw = Vec::new();
-    decoder
-        .take(max_bytes as u64 + 1)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("zstd: {e}"))?;
-    if raw.len() > max_bytes {
-        return Err(format!(
-            "it is larger than {max_bytes} bytes uncompressed, the most a mirror reads"
-        ));
-    }
+    let raw = crate::unzstd::decompress(compressed, max_bytes, "it")?;
     rmpv::decode::read_value(&mut raw.as_slice()).map_err(|e| format!("msgpack: {e}"))
 }
 

@@ -9,6 +9,7 @@ use std::io::Read;
 
 use super::tar_scan::{InfoFiles, TarScanner};
 use super::{ComponentNames, PackageError};
+use crate::unzstd;
 
 const LOCAL_HEADER: u32 = 0x0403_4b50;
 const CENTRAL_HEADER: u32 = 0x0201_4b50;
@@ -17,6 +18,9 @@ const FIXED_HEADER_LEN: usize = 30;
 const MAX_METADATA: u64 = 64 * 1024;
 const MAX_INFO_COMPRESSED: u64 = 32 * 1024 * 1024;
 const MAX_INFO_DECOMPRESSED: u64 = 128 * 1024 * 1024;
+/// The largest info component decoded in one piece (one whose zstd window is too large to
+/// stream with): its memory is its size.
+const MAX_INFO_WHOLE: u64 = 32 * 1024 * 1024;
 /// The end-of-central-directory record is 22 bytes plus a comment of at most 64 KiB.
 const MAX_TAIL: usize = 22 + 0xffff;
 
@@ -321,11 +325,30 @@ fn zip64_error() -> PackageError {
 }
 
 fn scan_info_component(compressed: &[u8]) -> Result<InfoFiles, PackageError> {
+    let mut tar = TarScanner::default();
+    // Streamed when its window is small (conda's usual levels), else whole: its memory then
+    // follows its content, not the window its header asks for (`crate::unzstd`).
+    match unzstd::stream_memory(compressed) {
+        None => {
+            return Err(PackageError::Corrupt(
+                "the info component is not zstd".into(),
+            ))
+        }
+        Some(memory) if memory > unzstd::STREAM_WINDOW_MAX => {
+            let raw = unzstd::decompress(compressed, MAX_INFO_WHOLE as usize, "the info component")
+                .map_err(PackageError::Corrupt)?;
+            tar.feed(&raw)?;
+            return tar.finish(true);
+        }
+        Some(_) => {}
+    }
     let corrupt = |e: std::io::Error| {
         PackageError::Corrupt(format!("the info component is not valid zstd ({e})"))
     };
     let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(corrupt)?;
-    let mut tar = TarScanner::default();
+    decoder
+        .window_log_max(unzstd::STREAM_WINDOW_MAX.ilog2())
+        .map_err(corrupt)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {

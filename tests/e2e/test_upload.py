@@ -21,6 +21,7 @@ from conftest import (
     upload_raw,
 )
 from artifacts import assert_channel_consistent, repodata, wait_for_repodata
+from harness import running_server
 from pkgbuild import build_tar_bz2
 
 
@@ -55,6 +56,24 @@ def test_every_fixture_is_indexed_like_conda_index(server, owner, channel, form)
                 served[section][filename] = without_indexed_timestamp(record, started)
         assert served == json.loads(repodata_path.read_text()), subdir
     assert_channel_consistent(server, channel)
+
+
+def test_a_conda_whose_zstd_asks_for_a_128_mib_window_is_read_in_little_memory(tmp_path):
+    """conda-package-handling streams each component with zstd at level 22 and no content size,
+    so the frame asks for a 128 MiB window (as in these fixtures, from Anaconda's channel and
+    conda-index's tests): a decoder that allocates it takes an isolate's whole memory for a
+    package of kilobytes. Its own server, so that the isolate's wasm memory is its alone."""
+    with running_server(tmp_path / "state") as server:
+        server.admin("user", "create", "big", "--admin")
+        key = server.admin("key", "create", "big")["key"]
+        server.admin("channel", "create", "windows", "--owner", "big")
+        auth = {"Authorization": f"Bearer {key}"}
+        for filename in ("conda-index-pkg-a-1.0-py27h5e241af_0.conda", "zlib-1.2.11-h7b6447c_3.conda"):
+            response = upload_raw(server, "windows", filename, (PACKAGES / filename).read_bytes(), headers=auth)
+            assert response.status_code == 201, response.text
+            assert response.json()["sha256"] == sha256_of((PACKAGES / filename).read_bytes())
+        stats = server.api("GET", "channels/windows/stats", key).json()
+        assert stats["index"]["wasm_memory_bytes"] < 32 * 1024 * 1024, stats["index"]
 
 
 def test_multipart_with_attestation_part(server, owner, channel):
