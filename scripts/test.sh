@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # npm test: the cheap checks first (formatting, the scripts' lints), then the end-to-end tests
 # against the real Worker in workerd, run by as many pytest workers as CONDAFLARE_TEST_WORKERS
-# says (default 4: the tests wait on servers and clients more than they compute), and beside
+# says (default 6: the tests wait on servers and clients more than they compute), and beside
 # them, at a lower priority, clippy on the native and the wasm32 build and the native Rust
 # tests, which fill the time the end-to-end tests leave the cores. Arguments go to pytest.
 set -euo pipefail
@@ -55,7 +55,7 @@ native=$!
 step "end-to-end tests (pytest, wrangler dev)"
 e2e=0
 "$VENV/bin/python" -m pytest tests/e2e -p no:cacheprovider \
-    -n "${CONDAFLARE_TEST_WORKERS:-4}" --dist loadfile "$@" || e2e=$?
+    -n "${CONDAFLARE_TEST_WORKERS:-6}" --dist loadfile "$@" || e2e=$?
 
 step "waiting for clippy and the native tests"
 checks=0
