@@ -114,6 +114,16 @@ fn commit_as(
     store.finish_commit(CHANNEL, &file, &key).unwrap();
 }
 
+/// What a build of `subdir` does at its end: it releases the marks it claimed.
+fn build_done(store: &IndexStore<'_, Connection>, subdir: &str) {
+    store
+        .release_dirty(subdir, &store.dirty_marks(subdir).unwrap())
+        .unwrap();
+    store
+        .release_stale(subdir, store.stale_mark(subdir).unwrap().unwrap())
+        .unwrap();
+}
+
 fn mark(name: &str, mark: i64) -> Mark {
     Mark {
         name: name.into(),
@@ -1032,12 +1042,7 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
     // Their objects come from the upstream on demand: the check does not miss them.
     let sizes = store.record_sizes("", "", 10).unwrap();
     assert!(sizes.iter().all(RecordSize::is_upstream));
-    store
-        .release_dirty("linux-64", &store.dirty_marks("linux-64").unwrap())
-        .unwrap();
-    store
-        .release_stale("linux-64", store.stale_mark("linux-64").unwrap().unwrap())
-        .unwrap();
+    build_done(&store, "linux-64");
 
     // The next: a unchanged, b with other bytes, c gone (no longer admitted), d new.
     store
@@ -1069,12 +1074,7 @@ fn a_mirror_refresh_swaps_in_its_staged_records_and_marks_only_what_changed() {
             .sha256,
         "e".repeat(64)
     );
-    store
-        .release_dirty("linux-64", &store.dirty_marks("linux-64").unwrap())
-        .unwrap();
-    store
-        .release_stale("linux-64", store.stale_mark("linux-64").unwrap().unwrap())
-        .unwrap();
+    build_done(&store, "linux-64");
 
     // Nothing changed: nothing marked, nothing dropped.
     let many: Vec<MirrorRecord> = (0..45)
@@ -1189,12 +1189,7 @@ fn a_mirror_refresh_gives_its_staged_records_the_upstreams_run_exports_and_only_
         query(&conn, "SELECT COUNT(*) AS n FROM packages")[0]["n"],
         3
     );
-    store
-        .release_dirty("linux-64", &store.dirty_marks("linux-64").unwrap())
-        .unwrap();
-    store
-        .release_stale("linux-64", store.stale_mark("linux-64").unwrap().unwrap())
-        .unwrap();
+    build_done(&store, "linux-64");
 
     // Unchanged upstream run_exports.json (a 304): the rows keep theirs, nothing is marked.
     store
