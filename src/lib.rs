@@ -8,6 +8,7 @@ pub mod attestation;
 pub mod browse;
 pub mod config;
 pub mod consistency;
+pub mod d1_retry;
 pub mod directory;
 pub mod edge_cache;
 pub mod error;

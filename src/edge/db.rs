@@ -1,11 +1,15 @@
 //! The D1 executor: runs the statements of [`crate::directory`], which holds every query the
 //! Worker makes of D1, so no SQL is written here or anywhere else in the Worker.
 
+use std::future::Future;
+use std::time::Duration;
+
 use serde::de::{DeserializeOwned, IgnoredAny};
 use wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement};
+use worker::{D1Database, D1PreparedStatement, Delay};
 
 use super::error::ApiResult;
+use crate::d1_retry::{is_lock_conflict, PAUSES_MS};
 use crate::statement::{Param, Statement};
 
 pub struct Db(D1Database);
@@ -17,7 +21,8 @@ impl Db {
 
     /// The first row, if any.
     pub async fn first<T: DeserializeOwned>(&self, statement: Statement) -> ApiResult<Option<T>> {
-        Ok(self.prepare(&statement)?.first(None).await?)
+        let prepared = self.prepare(&statement)?;
+        retried(|| prepared.first(None)).await
     }
 
     /// Whether the statement returned a row: for changes whose `RETURNING` row says they
@@ -27,7 +32,8 @@ impl Db {
     }
 
     pub async fn all<T: DeserializeOwned>(&self, statement: Statement) -> ApiResult<Vec<T>> {
-        Ok(self.prepare(&statement)?.all().await?.results()?)
+        let prepared = self.prepare(&statement)?;
+        Ok(retried(|| prepared.all()).await?.results()?)
     }
 
     /// Runs the statements in one transaction.
@@ -36,7 +42,7 @@ impl Db {
             .into_iter()
             .map(|statement| self.prepare(&statement))
             .collect::<ApiResult<Vec<_>>>()?;
-        self.0.batch(prepared).await?;
+        retried(|| self.0.batch(prepared.clone())).await?;
         Ok(())
     }
 
@@ -52,5 +58,24 @@ impl Db {
             })
             .collect();
         Ok(self.0.prepare(statement.sql.as_ref()).bind(&params)?)
+    }
+}
+
+/// `attempt`'s answer, run again after a pause while it fails on another connection's lock on
+/// the database file (see [`crate::d1_retry`]).
+async fn retried<T, F, A>(attempt: A) -> ApiResult<T>
+where
+    F: Future<Output = worker::Result<T>>,
+    A: Fn() -> F,
+{
+    let mut pauses = PAUSES_MS.iter();
+    loop {
+        match attempt().await {
+            Err(error) if is_lock_conflict(&error.to_string()) => match pauses.next() {
+                Some(&ms) => Delay::from(Duration::from_millis(ms)).await,
+                None => return Err(error.into()),
+            },
+            answer => return Ok(answer?),
+        }
     }
 }

@@ -116,9 +116,10 @@ def outsider(make_user) -> User:
 
 @pytest.fixture
 def channel(server, owner) -> str:
-    """A fresh public channel owned by `owner`."""
+    """A fresh public channel, created by `owner` through the API."""
     name = unique("chan")
-    server.admin("channel", "create", name, "--owner", owner.name)
+    created = server.api("POST", "channels", owner.key, json={"name": name})
+    assert created.status_code == 201, created.text
     return name
 
 

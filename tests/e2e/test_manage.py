@@ -1,5 +1,8 @@
 """The management API and the matching admin commands."""
 
+import sqlite3
+import threading
+import time
 
 import pytest
 import requests
@@ -222,3 +225,36 @@ def test_admin_command_keeps_a_channel_owner(server):
     assert server.admin("member", "remove", name, first) == {"channel": name, "user": first, "removed": True}
     assert admin_refusal(server, "member", "remove", name, second).code == 1
     assert server.admin("member", "list", name) == [{"user": second, "role": "owner"}]
+
+
+def test_requests_that_meet_the_admin_commands_write_lock_wait_for_it(server, make_user):
+    """`npm run admin` writes the local D1 file beside the running server, holding SQLite's
+    write lock for the length of its transaction. A request whose D1 statements meet the lock
+    (local D1 fails them at once) waits for it and sees the change, reading or writing."""
+    user = make_user()  # A key not yet verified: its first use reads D1.
+    name = unique("locked")
+    (d1,) = [db for db in (server.state / "v3" / "d1" / "miniflare-D1DatabaseObject").glob("*.sqlite") if db.name != "metadata.sqlite"]
+    answers = {}
+
+    def call(label, method, path, **kwargs):
+        answers[label] = server.api(method, path, user.key, **kwargs)
+
+    lock = sqlite3.connect(d1, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        calls = [
+            threading.Thread(target=call, args=("whoami", "GET", "whoami")),
+            threading.Thread(target=call, args=("create", "POST", "channels"), kwargs={"json": {"name": name}}),
+        ]
+        for thread in calls:
+            thread.start()
+        time.sleep(0.2)
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    for thread in calls:
+        thread.join()
+    assert answers["whoami"].status_code == 200, answers["whoami"].text
+    assert answers["whoami"].json()["user"] == user.name
+    assert answers["create"].status_code == 201, answers["create"].text
+    assert [c["name"] for c in server.admin("channel", "list")].count(name) == 1
