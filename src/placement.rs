@@ -22,7 +22,9 @@
 /// runtime buffers the held branch in the isolate's memory (128 MB, shared by the uploads it
 /// runs), so the wait is bounded: conda-build's `info/` section, which comes first in a
 /// `.tar.bz2`, compresses to a few KiB, rarely a MiB; a `.conda` with its info component first
-/// holds it within its first few KiB. A package that names its subdir later is staged.
+/// holds it within its first few KiB. A package that names its subdir later is staged, or
+/// written where its channel's records suggest; so is one whose scan reaches a stretch it steps
+/// over (a `.conda`'s pkg component) ending beyond the bound, at once rather than at the bound.
 pub const HELD_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Where the bytes go.
@@ -50,6 +52,9 @@ pub struct Scanned<'a> {
     pub found: Option<&'a str>,
     /// Bytes of the body read so far.
     pub read: u64,
+    /// Bytes the scan steps over next, unseen (a `.conda`'s pkg component): the subdir cannot
+    /// show before them.
+    pub steps_over: u64,
     /// The scan will read no more of the body (it has what it needs, or the body ended).
     pub finished: bool,
     /// The most bytes held before the body is staged.
@@ -66,7 +71,10 @@ pub fn placement(scanned: Scanned<'_>) -> Option<Placement> {
             subdir: subdir.to_owned(),
         }),
         None if scanned.finished => Some(Placement::Staged),
-        None if scanned.read >= scanned.held_bytes => Some(Placement::Guessed),
+        // Not found within the bound, or not to be found before it.
+        None if scanned.read.saturating_add(scanned.steps_over) >= scanned.held_bytes => {
+            Some(Placement::Guessed)
+        }
         None => None,
     }
 }
@@ -87,6 +95,7 @@ mod tests {
             named,
             found,
             read,
+            steps_over: 0,
             finished,
             held_bytes: HELD_BYTES,
         })
@@ -130,6 +139,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stretch_the_scan_steps_over_to_beyond_the_bound_ends_the_wait_at_once() {
+        let at = |steps_over| {
+            placement(Scanned {
+                claimed: true,
+                force: false,
+                named: None,
+                found: None,
+                read: 4096,
+                steps_over,
+                finished: false,
+                held_bytes: HELD_BYTES,
+            })
+        };
+        // A pkg component before the info component: its subdir shows only after it.
+        assert_eq!(at(HELD_BYTES), Some(Placement::Guessed));
+        assert_eq!(at(u64::MAX), Some(Placement::Guessed));
+        // A stretch that ends within the bound is waited out.
+        assert_eq!(at(HELD_BYTES - 4097), None);
+    }
+
+    #[test]
     fn bytes_r2_cannot_check_or_a_forced_replacement_are_staged_at_once() {
         for (claimed, force) in [(false, false), (true, true), (false, true)] {
             let placed = placement(Scanned {
@@ -138,6 +168,7 @@ mod tests {
                 named: Some("linux-64"),
                 found: Some("linux-64"),
                 read: 0,
+                steps_over: 0,
                 finished: false,
                 held_bytes: HELD_BYTES,
             });

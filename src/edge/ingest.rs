@@ -42,6 +42,11 @@ use crate::repodata::record_json;
 /// Chunks handed between JS and wasm are gathered to this size: crossing the boundary per
 /// 4 KiB network chunk costs more than the hashing.
 const CHUNK: usize = 256 * 1024;
+/// A stretch of a package's bytes that its scan steps over unseen, at least this long, is not
+/// read from the request: the scan stops there and goes on from the stored object after the
+/// put (see [`Scan::resume`]). From about this size, a second reader of every byte costs more
+/// than one ranged R2 read.
+const RESUME_BYTES: u64 = 1024 * 1024;
 /// Files up to this size travel to the channel index inside the commit request rather than
 /// through a staging object: three R2 operations fewer for the many small packages.
 pub const INLINE_BYTES: u64 = 1024 * 1024;
@@ -460,6 +465,7 @@ async fn receive_split(
         chunks: Some(split.read),
         scanner: PackageScanner::new(file.format),
         read: 0,
+        resume_at: None,
     };
     let held_bytes = ctx.config().upload_hold_bytes;
     let placed = match scan.until_placed(&file, held_bytes).await {
@@ -534,9 +540,13 @@ async fn receive_direct(
             content_type: Some(ChannelFile::content_type(&file.filename).to_owned()),
             ..Default::default()
         });
-    let (stored, scanned) = futures_util::join!(put.execute(), scan.read_on());
+    let (stored, scanned) = futures_util::join!(put.execute(), scan.read_on(file.length));
     let length = file.length;
     let md5 = stored.map(|object| object.and_then(|object| object.checksum().md5));
+    let scanned = match (&md5, scanned) {
+        (Ok(Some(_)), Ok(scan)) => scan.resume(&bucket, &key).await,
+        (_, scanned) => scanned.map(|scan| scan.scanner),
+    };
     match (md5, scanned) {
         (Ok(Some(md5)), Ok(scanner)) => Ok(Received {
             filename: file.filename,
@@ -626,13 +636,18 @@ async fn receive_staged(
             None => Ok(None),
         }
     };
-    let (stored, sha256, scanned) = futures_util::join!(put.execute(), sha256, scan.read_on());
+    let (stored, sha256, scanned) =
+        futures_util::join!(put.execute(), sha256, scan.read_on(file.length));
     let length = file.length;
     let object = match stored {
         Ok(Some(object)) => object,
         Ok(None) => return Err(internal("the staging put stored nothing")),
         // A put that failed left no object.
         Err(error) => return Err(put_refused(&error, length)),
+    };
+    let scanned = match scanned {
+        Ok(scan) => scan.resume(&bucket, &staging).await,
+        Err(error) => Err(error),
     };
     let md5 = object.checksum().md5.map(hex::encode);
     let claimed = file.claimed;
@@ -685,6 +700,10 @@ struct Scan {
     scanner: PackageScanner,
     /// Bytes of the branch read so far.
     read: u64,
+    /// Where the scan goes on in the stored object ([`Self::resume`]): set when it let its
+    /// branch go at a long stretch it steps over unseen (a `.conda`'s pkg component before
+    /// its info component), so that the runtime feeds one reader to the end, not two.
+    resume_at: Option<u64>,
 }
 
 impl Scan {
@@ -707,6 +726,11 @@ impl Scan {
                 named,
                 found: found.as_deref(),
                 read: self.read,
+                // `u64::MAX`: the scan needs nothing more (and `finished` says so next).
+                steps_over: match self.scanner.skippable() {
+                    u64::MAX => 0,
+                    skippable => skippable,
+                },
                 finished: self.chunks.is_none(),
                 held_bytes,
             };
@@ -717,11 +741,54 @@ impl Scan {
         }
     }
 
-    async fn read_on(mut self) -> worker::Result<PackageScanner> {
+    /// Reads the branch of a file of `length` bytes on to the scan's end, or to a stretch of
+    /// at least [`RESUME_BYTES`] it steps over and bytes beyond it, where it stops until the
+    /// bytes are stored. (A stretch that would end past the file is read on: the scan then
+    /// finds the archive cut short, as it would in any other.)
+    async fn read_on(mut self, length: u64) -> worker::Result<Self> {
         while self.chunks.is_some() {
+            let skippable = self.scanner.skippable();
+            if skippable >= RESUME_BYTES && self.read.saturating_add(skippable) < length {
+                if let Some(chunks) = self.chunks.take() {
+                    chunks.cancel();
+                }
+                self.scanner.skip(skippable);
+                self.resume_at = Some(self.read + skippable);
+                break;
+            }
             self.step().await?;
         }
-        Ok(self.scanner)
+        Ok(self)
+    }
+
+    /// The finished scan: what [`Self::read_on`] left, read from the object stored at `key`
+    /// (one ranged R2 read, the scan stepping over whatever else it does not keep).
+    async fn resume(self, bucket: &worker::Bucket, key: &str) -> worker::Result<PackageScanner> {
+        let mut scanner = self.scanner;
+        let Some(offset) = self.resume_at else {
+            return Ok(scanner);
+        };
+        let object = bucket
+            .get(key)
+            .range(worker::Range::OffsetToEnd { offset })
+            .execute()
+            .await?
+            .ok_or_else(|| worker::Error::RustError(format!("{key} is not stored")))?;
+        let body = object
+            .body()
+            .ok_or_else(|| worker::Error::RustError(format!("{key} has no body")))?;
+        let mut chunks = body.stream()?;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            let skippable = scanner.skippable();
+            if skippable == u64::MAX {
+                break;
+            }
+            let skipped = skippable.min(chunk.len() as u64);
+            scanner.skip(skipped);
+            scanner.feed(&chunk[skipped as usize..]);
+        }
+        Ok(scanner)
     }
 
     /// Feeds the scan the next chunk, or ends the reading.
