@@ -544,7 +544,14 @@ async fn receive_direct(
     let length = file.length;
     let md5 = stored.map(|object| object.and_then(|object| object.checksum().md5));
     let scanned = match (&md5, scanned) {
-        (Ok(Some(_)), Ok(scan)) => scan.resume(&bucket, &key).await,
+        (Ok(Some(_)), Ok(scan)) => match scan.resume(&bucket, &key).await {
+            Ok(scanner) => Ok(scanner),
+            // Stored whole, but not read back: the upload is not committed.
+            Err(error) => {
+                release(ctx, &reservation).await;
+                return Err(internal(format!("reading {key} back: {error}")));
+            }
+        },
         (_, scanned) => scanned.map(|scan| scan.scanner),
     };
     match (md5, scanned) {
@@ -646,7 +653,13 @@ async fn receive_staged(
         Err(error) => return Err(put_refused(&error, length)),
     };
     let scanned = match scanned {
-        Ok(scan) => scan.resume(&bucket, &staging).await,
+        Ok(scan) => match scan.resume(&bucket, &staging).await {
+            Ok(scanner) => Ok(scanner),
+            Err(error) => {
+                delete_staging(ctx, &staging).await;
+                return Err(internal(format!("reading {staging} back: {error}")));
+            }
+        },
         Err(error) => Err(error),
     };
     let md5 = object.checksum().md5.map(hex::encode);
