@@ -22,12 +22,17 @@ shellcheck scripts/*.sh bench/*.sh web/*.sh .ci/run
 # admin command's build, as does the test drivers' install, which mostly downloads.
 step "building the Worker and installing the test drivers (in the background), the admin command"
 build_log=$(mktemp) venv_log=$(mktemp) venv_path=$(mktemp) native_log=$(mktemp)
-trap 'rm -f "$build_log" "$venv_log" "$venv_path" "$native_log"' EXIT
+migrated=$(mktemp -d)
+trap 'rm -rf "$build_log" "$venv_log" "$venv_path" "$native_log" "$migrated"' EXIT
 bash scripts/build.sh >"$build_log" 2>&1 &
 build=$!
 bash scripts/test-venv.sh >"$venv_path" 2>"$venv_log" &
 venv=$!
 cargo build --quiet --bin admin
+# The migrated D1 state each test server starts from a copy of (tests/e2e/harness.py): made
+# once, while the Worker's link leaves a core free, not by every pytest worker as they start.
+wrangler d1 migrations apply DB --local --persist-to "$migrated" >/dev/null
+export CONDAFLARE_MIGRATED_STATE=$migrated
 
 step "waiting for the Worker's build and the test drivers"
 if ! wait "$build"; then
