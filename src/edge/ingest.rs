@@ -5,7 +5,8 @@
 //! request instead; a body of unknown length is staged part by part).
 //! A larger request body of announced length is split by the runtime ([`super::tee`]): it
 //! flows into R2 untouched, R2 hashing what it stores, and wasm reads only what the package's
-//! scan asks for. When the uploader claims the SHA-256 and the scan finds the subdir early,
+//! scan asks for; past a long stretch it steps over (a `.conda`'s pkg component), from the
+//! stored object ([`Scan::resume`]). When the uploader claims the SHA-256 and the scan finds the subdir early,
 //! the bytes go once, straight to the file's own key, which the channel index reserves for the
 //! upload; otherwise ([`crate::placement`]) through a staging object.
 //! Only a package that checks out is handed to the channel index, which stores its record (and
