@@ -22,7 +22,8 @@
 //!
 //! What each route answers, and who may call it: `docs/api.md` and `docs/publishing.md`.
 //!
-//! The web app's static files (`/-/<file>`) never reach the Worker: Static Assets serves them.
+//! The web app's static files (`/-/<file>`, a dot in the name) never reach the Worker: Static
+//! Assets serves them; every other path comes here with no asset lookup first (`wrangler.toml`).
 //!
 //! Any path may be prefixed by `/t/<key>` (conda's token-in-URL form); the prefix is removed
 //! before routing and never logged. Each request gets one [`RequestContext`]: its settings,

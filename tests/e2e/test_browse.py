@@ -285,3 +285,18 @@ def test_static_files_do_not_run_the_worker(server):
         time.sleep(0.2)
     assert '"path":"/api/v1/server"' in server.log()
     assert '"path":"/-/app.js"' not in server.log()
+
+
+def test_a_missing_static_file_is_a_404_page_and_page_urls_stay_the_workers(server):
+    # Paths under /-/ with a dot are the static files' (no Worker runs for them); the rest, page
+    # URLs such as /-/keys included, go straight to the Worker.
+    missing = requests.get(f"{server.url}/-/pages/{unique('gone')}.js", timeout=30)
+    assert missing.status_code == 404
+    assert "Not found: the web app has no such file." in missing.text
+    assert missing.headers["X-Content-Type-Options"] == "nosniff"
+    assert page(server, "/-/keys").content == requests.get(f"{server.url}/-/shell.html", timeout=30).content
+    no_page = requests.get(f"{server.url}/-/{unique('nope')}", headers={"Accept": "application/json"}, timeout=30)
+    assert no_page.status_code == 404 and no_page.json()["code"] == "not_found"
+    # The not-found page is a file of the assets' root, which no URL reaches as a file.
+    direct = requests.get(f"{server.url}/404.html", headers={"Accept": "application/json"}, timeout=30)
+    assert direct.status_code == 404 and direct.json()["code"] == "not_found"
