@@ -30,6 +30,9 @@ pub struct RequestContext {
     /// The runtime's hold on the request, for work that may finish after the answer is sent.
     lifetime: Context,
     config: Config,
+    /// The request's headers, read from the runtime once (names in lower case, as `Headers`
+    /// iterates them), so each lookup after is plain Rust with no call into the runtime.
+    headers: Vec<(String, String)>,
     /// The key of a `/t/<key>/` path prefix, which the router has already cut from the path.
     path_token: Option<String>,
     /// The caller once resolved (`Ok(None)`: no key presented), so a key is verified once.
@@ -48,8 +51,8 @@ pub struct ChannelWrite {
 
 /// A header value with a control character other than tab (RFC 9110 allows none) is refused
 /// before any route sees it: workerd itself refuses only a NUL, in plain text.
-fn refuse_control_characters(req: &Request) -> ApiResult<()> {
-    for (name, value) in req.headers().entries() {
+fn refuse_control_characters(headers: &[(String, String)]) -> ApiResult<()> {
+    for (name, value) in headers {
         if value.chars().any(|c| c.is_ascii_control() && c != '\t') {
             return Err(ApiError::bad_request(format!(
                 "the {name} header contains a control character"
@@ -89,12 +92,14 @@ impl RequestContext {
         path_token: Option<&str>,
     ) -> ApiResult<Self> {
         let config = isolate_config(&env)?;
-        refuse_control_characters(&req)?;
+        let headers: Vec<(String, String)> = req.headers().entries().collect();
+        refuse_control_characters(&headers)?;
         Ok(Self {
             env,
             req,
             lifetime,
             config,
+            headers,
             path_token: path_token.map(str::to_owned),
             caller: OnceCell::new(),
         })
@@ -115,6 +120,15 @@ impl RequestContext {
     pub fn trusted_publishing(&self) -> ApiResult<Settings> {
         Settings::from_vars(|name| self.env.var(name).ok().map(|value| value.to_string()))
             .map_err(|message| internal(format!("configuration: {message}")))
+    }
+
+    /// A request header's value (a repeated header's values joined by ", ", as `Headers.get`
+    /// answers).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
     }
 
     pub fn req(&self) -> &Request {
@@ -172,11 +186,11 @@ impl RequestContext {
 
     /// The session id in the request's cookie, if it carries one.
     pub fn session_id(&self) -> ApiResult<Option<String>> {
-        let Some(cookies) = self.req.headers().get("Cookie")? else {
+        let Some(cookies) = self.header("Cookie") else {
             return Ok(None);
         };
         let https = self.is_https()?;
-        Ok(session_from_cookies(&cookies, https).map(str::to_owned))
+        Ok(session_from_cookies(cookies, https).map(str::to_owned))
     }
 
     /// The caller of the request's session cookie, if it names a live session; 403 when the
@@ -195,9 +209,8 @@ impl RequestContext {
     /// 403 for a request that may change something and whose `Origin` is not the request's
     /// own (see [`refused_as_cross_site`]).
     fn refuse_cross_site(&self) -> ApiResult<()> {
-        let origin = self.req.headers().get("Origin")?;
         let own = self.own_origin()?;
-        if refused_as_cross_site(self.req.method().as_ref(), origin.as_deref(), &own) {
+        if refused_as_cross_site(self.req.method().as_ref(), self.header("Origin"), &own) {
             return Err(cross_site_refused());
         }
         Ok(())
@@ -206,8 +219,7 @@ impl RequestContext {
     /// 403 for a request that says it comes from a page of another site (see
     /// [`from_another_site`]).
     pub fn refuse_other_sites(&self) -> ApiResult<()> {
-        let origin = self.req.headers().get("Origin")?;
-        if from_another_site(origin.as_deref(), &self.own_origin()?) {
+        if from_another_site(self.header("Origin"), &self.own_origin()?) {
             return Err(cross_site_refused());
         }
         Ok(())
@@ -224,13 +236,10 @@ impl RequestContext {
     }
 
     fn presented_key(&self) -> ApiResult<Option<String>> {
-        let headers = self.req.headers();
-        let authorization = headers.get("Authorization")?;
-        let x_api_key = headers.get("X-API-Key")?;
         PresentedCredentials {
             path_token: self.path_token.as_deref(),
-            authorization: authorization.as_deref(),
-            x_api_key: x_api_key.as_deref(),
+            authorization: self.header("Authorization"),
+            x_api_key: self.header("X-API-Key"),
         }
         .key()
     }
@@ -261,9 +270,7 @@ impl RequestContext {
     /// The request's Content-Length, within the upload limit (checked before the body is read).
     pub fn upload_length(&self) -> ApiResult<u64> {
         let length: u64 = self
-            .req
-            .headers()
-            .get("Content-Length")?
+            .header("Content-Length")
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::LengthRequired,
@@ -299,9 +306,7 @@ impl RequestContext {
         let too_large =
             || ApiError::new(ErrorCode::TooLarge, "the JSON body is larger than 64 KiB");
         let length: u64 = self
-            .req
-            .headers()
-            .get("Content-Length")?
+            .header("Content-Length")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         if length > MAX_JSON_BODY {

@@ -282,7 +282,7 @@ enum Bytes {
 }
 
 fn request_bytes(ctx: &RequestContext, stream: Option<ReadableStream>) -> ApiResult<Incoming> {
-    let length = match ctx.req().headers().get("Content-Length")? {
+    let length = match ctx.header("Content-Length") {
         Some(_) => Some(ctx.upload_length()?),
         None => None,
     };

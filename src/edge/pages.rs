@@ -20,8 +20,7 @@ pub fn requested<'p>(
     if *method != Method::Get || ctx.has_path_token() {
         return Ok(None);
     }
-    let accept = ctx.req().headers().get("Accept")?;
-    Ok(wants_html(accept.as_deref())
+    Ok(wants_html(ctx.header("Accept"))
         .then(|| page_of(path))
         .flatten())
 }

@@ -1,9 +1,7 @@
 //! GET and HEAD of channel files: repodata and packages, once the caller is authorized, from the
 //! data centre's cache (see [`super::edge_cache`]) or else straight from R2.
 
-use worker::{
-    Bucket, Conditional, Date, DateInit, Headers, Method, Request, Response, ResponseBody,
-};
+use worker::{Bucket, Conditional, Date, DateInit, Headers, Method, Response, ResponseBody};
 
 use super::auth::{Channel, Hiding};
 use super::channel_index::MirrorFetched;
@@ -59,8 +57,7 @@ pub async fn serve_file(
             }
             // Only a plain GET is answered from the upstream's bytes as they come; a HEAD, a
             // range or a conditional GET waits for the file to be stored and is read from R2.
-            let req = ctx.req();
-            let stream = req.method() == Method::Get && Conditions::of(req)?.is_plain();
+            let stream = ctx.req().method() == Method::Get && Conditions::of(ctx).is_plain();
             let fetched =
                 mirror::fetch_package(ctx, channel_name, subdir, filename, rules, stream).await?;
             match fetched {
@@ -103,11 +100,10 @@ async fn serve_stored(
     filename: &str,
     kind: ChannelFile,
 ) -> ApiResult<Response> {
-    let req = ctx.req();
-    let head_only = req.method() == Method::Head;
+    let head_only = ctx.req().method() == Method::Head;
     let key = file_key(channel_name, subdir, filename);
     let caching = Caching::of(channel, kind);
-    let conditions = Conditions::of(req)?;
+    let conditions = Conditions::of(ctx);
     // A range is read from R2: the cache keeps whole files, and slicing one would read it all.
     let cached_kind = lifetime_ms(kind).is_some() && conditions.range.is_none();
     if cached_kind {
@@ -146,7 +142,7 @@ async fn serve_stored(
         }
         Some(fetched) => respond(fetched, filename, &caching, head_only),
         None if subdir.as_str() == "noarch" && kind == ChannelFile::Index => {
-            serve_empty_noarch(req, channel, filename, &caching, head_only)
+            serve_empty_noarch(&conditions, channel, filename, &caching, head_only)
         }
         None => Err(ApiError::not_found(format!(
             "no file {subdir}/{filename} in channel '{channel_name}'"
@@ -243,15 +239,12 @@ struct Conditions {
 }
 
 impl Conditions {
-    fn of(req: &Request) -> ApiResult<Self> {
-        let headers = req.headers();
-        Ok(Self {
-            if_none_match: headers.get("If-None-Match")?,
-            if_modified_since: headers
-                .get("If-Modified-Since")?
-                .and_then(|value| parse_http_date(&value)),
-            range: headers.get("Range")?,
-        })
+    fn of(ctx: &RequestContext) -> Self {
+        Self {
+            if_none_match: ctx.header("If-None-Match").map(str::to_owned),
+            if_modified_since: ctx.header("If-Modified-Since").and_then(parse_http_date),
+            range: ctx.header("Range").map(str::to_owned),
+        }
     }
 
     /// Neither conditional nor ranged: the GETs whose whole file is stored in the cache (so
@@ -450,7 +443,7 @@ fn set_validators(headers: &Headers, meta: &Meta) -> ApiResult<()> {
 
 /// A channel's noarch index files before its first noarch package: clients need them to exist.
 fn serve_empty_noarch(
-    req: &Request,
+    conditions: &Conditions,
     channel: &Channel,
     filename: &str,
     caching: &Caching,
@@ -469,13 +462,9 @@ fn serve_empty_noarch(
     caching.set(&headers)?;
     headers.set("ETag", &etag)?;
     headers.set("Last-Modified", &http_date(channel.created_at))?;
-    let headers_in = req.headers();
-    let since = headers_in
-        .get("If-Modified-Since")?
-        .and_then(|v| parse_http_date(&v));
     let not_modified = is_not_modified(
-        headers_in.get("If-None-Match")?.as_deref(),
-        since,
+        conditions.if_none_match.as_deref(),
+        conditions.if_modified_since,
         &etag,
         channel.created_at,
     );

@@ -2,7 +2,7 @@
 //! [`super::ingest`]: the raw file named by its `X-File-Name` and `X-File-SHA256` headers, or
 //! a multipart form whose `file` part names it the same way (with an optional attestation).
 
-use worker::{Headers, Response};
+use worker::Response;
 
 use super::context::RequestContext;
 use super::error::{ApiError, ApiResult};
@@ -13,11 +13,12 @@ use crate::names::ChannelName;
 pub async fn upload(ctx: &mut RequestContext, channel_name: &ChannelName) -> ApiResult<Response> {
     let write = ctx.open_channel_write(channel_name).await?;
     let channel = write.channel.name;
-    let content_type = ctx.req().headers().get("Content-Type")?.unwrap_or_default();
-    let body = match MultipartReader::boundary_of(&content_type) {
+    let boundary = MultipartReader::boundary_of(ctx.header("Content-Type").unwrap_or_default())
+        .map(str::to_owned);
+    let body = match boundary {
         Some(boundary) => Body::Form {
             stream: ctx.body_stream()?,
-            boundary: boundary.to_owned(),
+            boundary,
             length: write.length,
             file: None,
             fields: FormFields {
@@ -26,10 +27,9 @@ pub async fn upload(ctx: &mut RequestContext, channel_name: &ChannelName) -> Api
             },
         },
         None => {
-            let headers = ctx.req().headers();
             let file = Named {
-                filename: required_header(headers, "X-File-Name")?,
-                sha256: Some(required_header(headers, "X-File-SHA256")?),
+                filename: required_header(ctx, "X-File-Name")?,
+                sha256: Some(required_header(ctx, "X-File-SHA256")?),
             };
             Body::Request {
                 file,
@@ -43,9 +43,8 @@ pub async fn upload(ctx: &mut RequestContext, channel_name: &ChannelName) -> Api
         .response(&channel)
 }
 
-fn required_header(headers: &Headers, name: &str) -> ApiResult<String> {
-    headers
-        .get(name)?
+fn required_header(ctx: &RequestContext, name: &str) -> ApiResult<String> {
+    ctx.header(name)
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ApiError::bad_request(format!("the {name} header is missing")))

@@ -250,8 +250,8 @@ async fn store_transferred(
         .await?;
 
     let length = ctx.upload_length()?;
-    let content_type = ctx.req().headers().get("Content-Type")?.unwrap_or_default();
-    let boundary = MultipartReader::boundary_of(&content_type)
+    let content_type = ctx.header("Content-Type").unwrap_or_default();
+    let boundary = MultipartReader::boundary_of(content_type)
         .ok_or_else(|| ApiError::bad_request("send the file as multipart/form-data"))?
         .to_owned();
     let body = Body::Form {

@@ -26,7 +26,7 @@ pub async fn deploy(
     let body = Body::Request {
         file: Named {
             filename: filename.to_string(),
-            sha256: ctx.req().headers().get("X-Checksum-Sha256")?,
+            sha256: ctx.header("X-Checksum-Sha256").map(str::to_owned),
         },
         stream: ctx.body(),
     };

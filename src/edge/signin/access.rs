@@ -19,16 +19,12 @@ pub async fn sign_in(ctx: &RequestContext) -> ApiResult<Response> {
     let settings = config.access.as_ref().ok_or_else(|| {
         ApiError::not_found("Cloudflare Access sign-in is not configured on this server")
     })?;
-    let assertion = ctx
-        .req()
-        .headers()
-        .get("Cf-Access-Jwt-Assertion")?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthenticated,
-                "no Cloudflare Access assertion came with this request: open this site through Access",
-            )
-        })?;
+    let assertion = ctx.header("Cf-Access-Jwt-Assertion").ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "no Cloudflare Access assertion came with this request: open this site through Access",
+        )
+    })?;
     let audiences = [settings.audience.clone()];
     let expected = Expected {
         issuer: &settings.issuer,

@@ -123,8 +123,8 @@ pub async fn begin(
 /// The callback's code and the attempt it completes, taken from D1 so that it counts once: its
 /// `state` must be this browser's attempt cookie's, of this provider, still waiting.
 pub async fn take(ctx: &RequestContext, provider: Provider) -> Step<(Callback, SignInAttemptRow)> {
-    let cookies = ctx.req().headers().get("Cookie")?.unwrap_or_default();
-    let cookie_state = attempt_from_cookies(&cookies, ctx.is_https()?);
+    let cookies = ctx.header("Cookie").unwrap_or_default();
+    let cookie_state = attempt_from_cookies(cookies, ctx.is_https()?);
     let callback = Callback::read(ctx.req().url()?.query_pairs(), cookie_state)?;
     let attempt: Option<SignInAttemptRow> = ctx
         .db()?
