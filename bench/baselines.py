@@ -3,6 +3,9 @@
 - the floor (`bench/floor/`): a Worker of its own on the same local runtime that does one R2 get
   (serve) or one streamed R2 put (publish) of the same bytes and nothing else: the least any
   Worker storing packages in R2 can do;
+- the floor under condaflare's own `[assets]` block (the web app's Static Assets and their
+  routing rules, from wrangler.toml): what the local runtime's asset router, which then runs in
+  front of every Worker request, costs the floor;
 - the runtime's ceiling (`bench/trivial/`): a Worker that touches no storage, answering a GET
   with as many bytes from memory and a PUT by reading the body to its end: what the local
   runtime itself costs per request;
@@ -16,12 +19,14 @@ every process of a server's process group (wrangler's node and its workerd proce
 and after a run, divided by the requests it answered; neither workerd nor wrangler dev reports
 CPU time per request locally."""
 
+import json
 import os
 import re
 import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +34,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from harness import Server, free_port, running_server  # noqa: E402
+from harness import WORKER_DIR, Server, free_port, running_server  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WRK_DURATION = os.environ.get("BENCH_WRK_DURATION", "8s")
@@ -119,6 +124,7 @@ def median(values: list[float | None]) -> float | None:
 
 # The baselines' names in the tables, each row's ratio taken to the row of the same `what`.
 FLOOR = "floor (one R2 get)"
+FLOOR_WITH_ASSETS = "floor + condaflare's [assets]"
 CEILING = "runtime ceiling (no storage)"
 NGINX = "nginx"
 QUETZ = "quetz"
@@ -129,7 +135,7 @@ def print_serve_table(rows: list[tuple[Load, dict[str, float]]], rounds: int = R
     floor, the runtime's ceiling, nginx and quetz of the same `what` (above 1: faster)."""
     print(f"wrk -t2 -c{WRK_CONNECTIONS} -d{WRK_DURATION}, medians of {rounds} interleaved rounds; {load()}")
     print("ratios: this row's req/s over the baseline's (1.0 = as fast; the floor and ceiling are Workers on the same runtime)")
-    baselines = {FLOOR: "/floor", CEILING: "/ceiling", NGINX: "/nginx", QUETZ: "/quetz"}
+    baselines = {FLOOR: "/floor", FLOOR_WITH_ASSETS: "/f+assets", CEILING: "/ceiling", NGINX: "/nginx", QUETZ: "/quetz"}
     header = f"{'':22} {'server':31} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7}"
     print(header + "".join(f" {label:>9}" for label in baselines.values()))
     for target, r in rows:
@@ -190,6 +196,25 @@ class FloorWorker:
 @contextmanager
 def floor_worker(state: Path):
     with running_server(state, worker_dir=FLOOR_WORKER) as server:
+        yield FloorWorker(server)
+
+
+@contextmanager
+def floor_worker_with_assets(state: Path):
+    """The floor Worker under the [assets] block of condaflare's wrangler.toml (its directory
+    made absolute), so the local runtime puts the same asset router in front of it."""
+    assets = tomllib.loads((WORKER_DIR / "wrangler.toml").read_text())["assets"]
+    assets["directory"] = str(WORKER_DIR / assets["directory"])
+    worker_dir = state.parent / f"{state.name}-worker"
+    worker_dir.mkdir(parents=True, exist_ok=True)
+    floor_config = (FLOOR_WORKER / "wrangler.toml").read_text()
+    relative_main = 'main = "worker.js"'
+    if relative_main not in floor_config:
+        raise RuntimeError(f"bench/floor/wrangler.toml no longer says {relative_main}")
+    floor_config = floor_config.replace(relative_main, f"main = {json.dumps(str(FLOOR_WORKER / 'worker.js'))}")
+    block = "\n".join(f"{name} = {json.dumps(value)}" for name, value in assets.items())
+    (worker_dir / "wrangler.toml").write_text(f"{floor_config}\n[assets]\n{block}\n")
+    with running_server(state, worker_dir=worker_dir) as server:
         yield FloorWorker(server)
 
 

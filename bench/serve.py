@@ -1,7 +1,8 @@
 """What a read costs: repodata.json (public; private with the key checked on every request, from
 the isolate cache after the first; with the key in the path), a 304 revalidation, a shard and a
 package file — against the baselines of bench/baselines.py, measured in the same run: the floor
-Worker reading the same bytes with one R2 get, the runtime's ceiling (a Worker answering as many
+Worker reading the same bytes with one R2 get (alone, and under condaflare's [assets] block, which
+puts the local runtime's asset router in front of it), the runtime's ceiling (a Worker answering as many
 bytes from memory), nginx serving the same bytes from disk and quetz serving the same packages.
 
 Runs wrk against each, medians of BENCH_ROUNDS interleaved rounds; prints requests/s, p50, p99,
@@ -18,7 +19,22 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from artifacts import unzstd  # noqa: E402
-from baselines import CEILING, FLOOR, NGINX, QUETZ, Load, ceiling_own_url, ceiling_url, floor_worker, measure, nginx, print_serve_table, trivial_worker  # noqa: E402
+from baselines import (  # noqa: E402
+    CEILING,
+    FLOOR,
+    FLOOR_WITH_ASSETS,
+    NGINX,
+    QUETZ,
+    Load,
+    ceiling_own_url,
+    ceiling_url,
+    floor_worker,
+    floor_worker_with_assets,
+    measure,
+    nginx,
+    print_serve_table,
+    trivial_worker,
+)
 from harness import ROOT, running_server  # noqa: E402
 from quetz_server import running_quetz  # noqa: E402
 
@@ -38,6 +54,7 @@ def main():
         with (
             running_server(tmp / "state") as server,
             floor_worker(tmp / "floor") as floor,
+            floor_worker_with_assets(tmp / "floor-with-assets") as floor_with_assets,
             trivial_worker(tmp / "trivial") as ceiling,
             running_quetz(tmp / "quetz") as quetz,
         ):
@@ -72,6 +89,7 @@ def main():
                 (tmp / "www" / "open" / SUBDIR / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / "www" / "open" / SUBDIR / name).write_bytes(files[name])
                 floor.put_object(f"open/{SUBDIR}/{name}", files[name])
+                floor_with_assets.put_object(f"open/{SUBDIR}/{name}", files[name])
             quetz_repodata = requests.get(quetz.file_url("open", SUBDIR, "repodata.json"), timeout=10)
             assert package in quetz_repodata.json()["packages"]
             assert requests.get(quetz.file_url("open", SUBDIR, package), timeout=10).content == files[package]
@@ -80,6 +98,7 @@ def main():
                 ours = f"{server.url}/open/{SUBDIR}"
                 theirs = f"{nginx_url}/open/{SUBDIR}"
                 bare = f"{floor.url}/open/{SUBDIR}"
+                routed = f"{floor_with_assets.url}/open/{SUBDIR}"
                 etag = repodata.headers["ETag"]
                 nginx_etag = requests.get(f"{theirs}/repodata.json", timeout=5).headers["ETag"]
                 quetz_etag = quetz_repodata.headers["ETag"]
@@ -92,6 +111,7 @@ def main():
                 # quetz serves no shards and answers no 304; the floor and the ceiling answer no 304 either.
                 plan = [
                     Load("repodata.json", FLOOR, f"{bare}/repodata.json", plain, floor.pgid),
+                    Load("repodata.json", FLOOR_WITH_ASSETS, f"{routed}/repodata.json", plain, floor_with_assets.pgid),
                     Load("repodata.json", url=ceiling_url(ceiling, len(files["repodata.json"])), **ceiling_load),
                     Load("repodata.json", NGINX, f"{theirs}/repodata.json", plain),
                     Load("repodata.json", QUETZ, quetz.file_url("open", SUBDIR, "repodata.json"), plain),
@@ -104,10 +124,12 @@ def main():
                     Load("repodata.json 304", f"{QUETZ} (answers 200)", quetz.file_url("open", SUBDIR, "repodata.json"), {**plain, "If-None-Match": quetz_etag}),
                     Load("repodata.json 304", "condaflare", f"{ours}/repodata.json", {"If-None-Match": etag}, server.pgid),
                     Load("a shard", FLOOR, f"{bare}/{shard}", plain, floor.pgid),
+                    Load("a shard", FLOOR_WITH_ASSETS, f"{routed}/{shard}", plain, floor_with_assets.pgid),
                     Load("a shard", url=ceiling_url(ceiling, len(files[shard])), **ceiling_load),
                     Load("a shard", NGINX, f"{theirs}/{shard}", plain),
                     Load("a shard", "condaflare", f"{ours}/{shard}", plain, server.pgid),
                     Load(package_row, FLOOR, f"{bare}/{package}", plain, floor.pgid),
+                    Load(package_row, FLOOR_WITH_ASSETS, f"{routed}/{package}", plain, floor_with_assets.pgid),
                     Load(package_row, url=ceiling_url(ceiling, len(files[package])), **ceiling_load),
                     Load(package_row, NGINX, f"{theirs}/{package}", plain),
                     Load(package_row, QUETZ, quetz.file_url("open", SUBDIR, package), plain),
