@@ -30,6 +30,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def store_snapshot(db: Path):
+    """A connection to a copy of one of workerd's SQLite files (with its write-ahead log), so
+    that reading it takes no lock on the live file: workerd sets no busy timeout, and a reader's
+    lock at the moment it commits fails the request with SQLITE_BUSY. A copy taken mid-write may
+    be unreadable (sqlite3.DatabaseError): callers that poll try again."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / db.name
+        shutil.copyfile(db, copy)
+        wal = db.with_name(f"{db.name}-wal")
+        if wal.exists():
+            shutil.copyfile(wal, copy.with_name(f"{copy.name}-wal"))
+        conn = sqlite3.connect(copy)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
 @dataclass
 class Server:
     url: str
@@ -57,7 +76,7 @@ class Server:
         for db in (self.state / "v3" / "r2" / "miniflare-R2BucketObject").glob("*.sqlite"):
             if db.name == "metadata.sqlite":
                 continue
-            with sqlite3.connect(db) as conn:
+            with store_snapshot(db) as conn:
                 keys.update(conn.execute("SELECT key, size FROM _mf_objects").fetchall())
         return keys
 
@@ -68,7 +87,7 @@ class Server:
         for db in (self.state / "v3" / "do").glob("*/*.sqlite"):
             if db.name == "metadata.sqlite":
                 continue
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            with store_snapshot(db) as conn:
                 if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'direct_uploads'").fetchone():
                     keys.update(key for (key,) in conn.execute("SELECT key FROM direct_uploads"))
         return keys

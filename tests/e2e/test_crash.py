@@ -17,7 +17,7 @@ import requests
 
 from artifacts import INDEX_FILES, get, records_from_shards, wait_for_repodata
 from conftest import upload_raw
-from harness import KillableServer
+from harness import KillableServer, store_snapshot
 from pkgbuild import build_tar_bz2
 
 CHANNEL = "crashy"
@@ -80,7 +80,7 @@ def kill_once(crashable, seen, timeout: float, never: str):
         try:
             if found := seen():
                 break
-        except sqlite3.OperationalError:  # the store is being written
+        except sqlite3.DatabaseError:  # a copy of the store taken while it was written
             pass
         assert time.monotonic() < deadline, never
         time.sleep(0.002)
@@ -294,7 +294,7 @@ def channel_row(server) -> tuple | None:
     for db in (server.state / "v3" / "d1" / "miniflare-D1DatabaseObject").glob("*.sqlite"):
         if db.name == "metadata.sqlite":
             continue
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        with store_snapshot(db) as conn:
             if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'channels'").fetchone():
                 continue
             columns = [row[1] for row in conn.execute("PRAGMA table_info(channels)")]
