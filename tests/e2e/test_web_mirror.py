@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from conftest import PACKAGES, unique
 from test_web import screenshot, sign_in, tab  # noqa: F401 (a fixture)
-from upstream_channel import UPSTREAM, create_mirror, upstream  # noqa: F401 (a fixture)
+from upstream_channel import UPSTREAM, create_mirror, files_of, upstream  # noqa: F401 (a fixture)
 
 # The value of the secret MIRROR_UPSTREAM_TOKEN the test server has (conftest.py).
 SECRET_VALUE = "upstream-s3cret-value"
@@ -213,4 +213,75 @@ def test_a_mirrors_channel_page_shows_its_rules_freshness_and_kept_files(server,
     screenshot(tab, "channels-mirror.png")
     assert page.evaluate("window.__injected") is None
     assert row.locator("img, script").count() == 0
+    tab.assert_clean()
+
+
+def linux_files(server, name: str, key: str) -> set[str]:
+    response = requests.get(f"{server.url}/{name}/linux-64/repodata.json", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return files_of(response.json())
+
+
+def test_a_mirror_is_created_in_the_web_app_and_its_rules_changed_on_its_settings_page(server, tab, make_user, upstream):  # noqa: F811
+    user = make_user()
+    page = tab.page
+    sign_in(tab, user.key, user.name)
+    form = page.locator("#create-channel")
+    message = form.locator(".message")
+
+    # Rules the server refuses: its sentence is shown and no channel is made.
+    name = unique("webmirror")
+    for rules, bad in (({"url": "ftp://conda.example.org/forge"}, "url"), ({"url": upstream.url, "deny": ["zlib[version="]}, "deny")):
+        refused = server.api("POST", "channels", user.key, json={"name": name, "mirror": {"allow": [], "deny": [], "min_age_days": 0, **rules}})
+        assert refused.status_code == 400, refused.text
+        page.goto("/")
+        page.get_by_label("channel name").fill(name)
+        form.locator("summary").click()
+        page.get_by_label("Upstream channel URL").fill(rules["url"])
+        page.get_by_label("Deny", exact=True).fill("\n".join(rules.get("deny", [])))
+        page.get_by_role("button", name="Create channel").click()
+        expect(message).to_have_text(refused.json()["error"])
+        assert server.api("GET", f"channels/{name}", user.key).status_code == 404, bad
+
+    page.goto("/")
+    page.get_by_label("channel name").fill(name)
+    page.get_by_label("private (members only)").check()
+    form.locator("summary").click()
+    page.get_by_label("Upstream channel URL").fill(upstream.url)
+    page.get_by_label("Allow only (empty: every package)").fill("zlib\n  other-package  \n\n")
+    page.get_by_label("Deny", exact=True).fill("other-package")
+    page.get_by_label("Minimum age (days since its build)").fill("0")
+    page.get_by_role("button", name="Create channel").click()
+    expect(page).to_have_url(f"{server.url}/{name}")
+    expect(page.locator("#mirror h2")).to_have_text(f"Mirror of {upstream.url}")
+    expect(page.locator("#mirror .allow li")).to_have_text(["zlib", "other-package"])
+    expect(page.locator("#mirror .deny li")).to_have_text(["other-package"])
+    shown = server.api("GET", f"channels/{name}", user.key).json()
+    assert (shown["private"], shown["your_role"]) == (True, "owner")
+    assert shown["mirror"] == {"url": upstream.url, "allow": ["zlib", "other-package"], "deny": ["other-package"], "min_age_days": 0}
+    assert requests.get(f"{server.url}/{name}/linux-64/repodata.json", timeout=30).status_code in (401, 403, 404)
+    zlib = {"zlib-1.2.11-h7b6447c_3.conda", "zlib-1.2.11-h7b6447c_3.tar.bz2"}
+    assert linux_files(server, name, user.key) == zlib
+
+    # The settings page of a mirror changes its rules (and has no trusted publishers: it takes
+    # no uploads), prefilled with the ones it has.
+    page.goto(f"/{name}/settings")
+    rules = page.locator("#mirror-rules")
+    expect(page.get_by_label("Upstream channel URL")).to_have_value(upstream.url)
+    expect(page.get_by_label("Allow only (empty: every package)")).to_have_value("zlib\nother-package")
+    expect(page.locator("#publishers")).to_have_count(0)
+    screenshot(tab, "mirror-settings.png")
+    before = server.api("GET", f"channels/{name}", user.key).json()["mirror"]
+    page.get_by_label("Deny", exact=True).fill("zlib[version=")
+    page.get_by_role("button", name="Save rules").click()
+    expect(rules.locator(".message")).to_contain_text("'zlib[version=' in deny is not a match spec")
+    assert server.api("GET", f"channels/{name}", user.key).json()["mirror"] == before
+
+    page.get_by_label("Deny", exact=True).fill("")
+    page.get_by_role("button", name="Save rules").click()
+    expect(rules.locator(".message")).to_have_text("The rules are saved.")
+    assert server.api("GET", f"channels/{name}", user.key).json()["mirror"]["deny"] == []
+    assert linux_files(server, name, user.key) == zlib | {"other-package-0.2-0.conda"}
+    page.goto(f"/{name}")
+    expect(page.locator("#mirror .deny")).to_have_text("none")
     tab.assert_clean()

@@ -111,3 +111,34 @@ function keptList(channel, first) {
     pager,
   ];
 }
+
+/**
+ * The fields of a mirror's rules, for creating a mirror and for changing its rules: the
+ * upstream URL, the allowed and denied match specs (one a line), the minimum age and the name
+ * of the Worker secret a private upstream takes. `rules()` reads them as the API takes them;
+ * the server checks them (a bad spec or URL comes back as its 400 sentence).
+ */
+export function rulesFields(current = { url: '', allow: [], deny: [], min_age_days: 0 }) {
+  const url = h('input', { name: 'upstream', type: 'url', value: current.url, placeholder: 'https://conda.anaconda.org/conda-forge', autocomplete: 'off' });
+  const specList = (name, list) => h('textarea', { name, rows: 3, spellcheck: 'false', placeholder: 'match specs, one a line: numpy >=2', value: list.join('\n') });
+  const allow = specList('allow', current.allow);
+  const deny = specList('deny', current.deny);
+  const minAge = h('input', { name: 'min_age_days', type: 'number', min: 0, step: 1, value: String(current.min_age_days) });
+  const credentials = h('input', { name: 'credentials', value: current.credentials ?? '', placeholder: 'none: a public upstream', autocomplete: 'off', pattern: '[A-Z_][A-Z0-9_]*' });
+  const lines = (area) => area.value.split('\n').map((line) => line.trim()).filter(Boolean);
+  const element = h(
+    'div',
+    { class: 'grid-form mirror-rules' },
+    h('label', { class: 'field' }, 'Upstream channel URL', url),
+    h('label', { class: 'field' }, 'Allow only (empty: every package)', allow),
+    h('label', { class: 'field' }, 'Deny', deny),
+    h('label', { class: 'field' }, 'Minimum age (days since its build)', minAge),
+    h('label', { class: 'field' }, 'Credentials (a Worker secret’s name)', credentials),
+  );
+  const rules = () => {
+    const value = { url: url.value.trim(), allow: lines(allow), deny: lines(deny), min_age_days: Number(minAge.value || 0) };
+    if (credentials.value.trim()) value.credentials = credentials.value.trim();
+    return value;
+  };
+  return { element, url, rules };
+}

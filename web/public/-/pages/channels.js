@@ -1,6 +1,7 @@
 // `/`: the channels the caller may read (public ones and their own), and "create channel".
 import { h, put, data, when, loading, empty, failure, path } from '../dom.js';
 import { api } from '../api.js';
+import { rulesFields } from '../mirror.js';
 
 export async function render(view, ctx) {
   document.title = 'Channels · condaflare';
@@ -54,6 +55,7 @@ function mirrorBadge(rules) {
 function createForm(ctx) {
   const name = h('input', { name: 'name', required: true, maxlength: 64, pattern: '[a-z0-9][a-z0-9._\\-]*', placeholder: 'my-channel', autocomplete: 'off', 'aria-label': 'channel name' });
   const priv = h('input', { type: 'checkbox', name: 'private' });
+  const mirror = rulesFields();
   const message = h('p', { class: 'message', role: 'alert' });
   const form = h(
     'form',
@@ -61,14 +63,23 @@ function createForm(ctx) {
     h('h2', {}, 'New channel'),
     h('div', { class: 'row' }, name, h('label', { class: 'check' }, priv, ' private (members only)'), h('button', { type: 'submit', class: 'primary' }, 'Create channel')),
     h('p', { class: 'hint' }, '1 to 64 lowercase letters, digits, "-", "_" or ".", starting with a letter or digit. You become its owner.'),
+    h(
+      'details',
+      { class: 'mirror-option', id: 'create-mirror' },
+      h('summary', {}, 'Mirror an upstream channel'),
+      h('p', { class: 'hint' }, 'With an upstream URL the channel is a mirror: it takes no uploads and serves the upstream’s packages these rules admit, each fetched on its first request and kept.'),
+      mirror.element,
+    ),
     message,
   );
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     put(message);
+    const body = { name: name.value.trim(), private: priv.checked };
+    if (mirror.url.value.trim()) body.mirror = mirror.rules();
     try {
-      const created = await api('POST', 'channels', { name: name.value.trim(), private: priv.checked });
-      ctx.navigate(path(created.name || name.value.trim()));
+      const created = await api('POST', 'channels', body);
+      ctx.navigate(path(created.name || body.name));
     } catch (error) {
       put(message, error.message);
     }

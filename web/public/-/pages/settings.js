@@ -1,9 +1,10 @@
-// `/<channel>/settings` (owners): visibility, trusted publishers, and deleting the channel (type
-// its name).
+// `/<channel>/settings` (owners): visibility, a mirror's rules or the trusted publishers of a
+// channel that takes uploads, and deleting the channel (type its name).
 import { h, put } from '../dom.js';
 import { api } from '../api.js';
 import { channelHeader, openOwnerPage } from '../channel-common.js';
 import { publishersCard } from '../publishers.js';
+import { rulesFields } from '../mirror.js';
 
 export async function render(view, ctx) {
   const channel = await openOwnerPage(view, ctx, {
@@ -70,5 +71,32 @@ export async function render(view, ctx) {
     }
   });
 
-  put(view, header, visibility, publishersCard(channel), danger);
+  put(view, header, visibility, channel.mirror ? rulesCard(channel, url) : publishersCard(channel), danger);
+}
+
+/** A mirror's rules, changed as a whole (`PATCH {"mirror": rules}`). */
+function rulesCard(channel, url) {
+  const fields = rulesFields(channel.mirror);
+  const message = h('p', { class: 'message', role: 'alert' });
+  const form = h(
+    'form',
+    { class: 'card', id: 'mirror-rules' },
+    h('h2', {}, 'Mirror rules'),
+    h('p', { class: 'hint' }, 'The next read of each subdir filters its index by the new rules; the files they leave out are no longer served, and those kept are deleted.'),
+    fields.element,
+    h('button', { type: 'submit', class: 'primary' }, 'Save rules'),
+    message,
+  );
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    put(message);
+    try {
+      const saved = await api('PATCH', url, { mirror: fields.rules() });
+      channel.mirror = saved.mirror ?? fields.rules();
+      put(message, h('span', { class: 'ok-text' }, 'The rules are saved.'));
+    } catch (error) {
+      put(message, error.message);
+    }
+  });
+  return form;
 }
