@@ -5,6 +5,7 @@ index_fs served by http.server on 127.0.0.1, with and without shards) filtered b
 stands in for the upstream once it stops, and is in the channel's index (browse, check)."""
 
 import hashlib
+import json
 import shutil
 import time
 
@@ -210,9 +211,22 @@ def test_a_private_mirror_is_read_as_any_private_channel(server, owner, outsider
     assert files_of(allowed.json()) == files_of(upstream.repodata("linux-64"))
 
 
-def test_packages_install_through_the_mirror_and_still_do_once_the_upstream_stops(server, owner, upstream, tmp_path):
-    name = create_mirror(server, owner, {"url": upstream.url, "deny": ["test-package"]})
-    first = rattler_install(f"{server.url}/{name}", tmp_path / "env1", tmp_path / "cache1", ["other-package", "run_exports_versions"])
+@pytest.mark.parametrize("visibility", ["public", "private"])
+def test_packages_install_through_the_mirror_and_still_do_once_the_upstream_stops(server, owner, make_user, upstream, tmp_path, visibility):
+    private = visibility == "private"
+    name = create_mirror(server, owner, {"url": upstream.url, "deny": ["test-package"]}, private=private)
+    headers, auth_file = {}, None
+    if private:
+        # A member's key, from py-rattler's auth file (keyed by host, as pixi's).
+        reader = make_user()
+        server.admin("member", "add", name, reader.name, "--role", "member")
+        headers = {"Authorization": f"Bearer {reader.key}"}
+        auth_file = tmp_path / "auth.json"
+        auth_file.write_text(json.dumps({"127.0.0.1": {"BearerToken": reader.key}}))
+        refused = rattler_install(f"{server.url}/{name}", tmp_path / "env0", tmp_path / "cache0", ["other-package"])
+        assert "error" in refused, refused
+    specs = ["other-package", "run_exports_versions"]
+    first = rattler_install(f"{server.url}/{name}", tmp_path / "env1", tmp_path / "cache1", specs, auth_file)
     assert "error" not in first, first
     installed = {r["name"]: r for r in first["records"]}
     assert set(installed) == {"other-package", "run_exports_versions"}
@@ -220,16 +234,16 @@ def test_packages_install_through_the_mirror_and_still_do_once_the_upstream_stop
         filename = record["url"].rsplit("/", 1)[1]
         subdir = record["url"].rsplit("/", 2)[1]
         assert record["url"].startswith(f"{server.url}/{name}/")
-        served = requests.get(record["url"], timeout=30).content
+        served = requests.get(record["url"], headers=headers, timeout=30).content
         assert served == (PACKAGES / filename).read_bytes()
         assert hashlib.sha256(served).hexdigest() == record["sha256"]
         assert f"{name}/{subdir}/{filename}" in server.r2_keys()
     # A denied file is not served, even by URL.
-    denied = requests.get(f"{server.url}/{name}/linux-64/test-package-0.1-0.tar.bz2", timeout=30)
+    denied = requests.get(f"{server.url}/{name}/linux-64/test-package-0.1-0.tar.bz2", headers=headers, timeout=30)
     assert denied.status_code == 404
 
     upstream.stop()
-    again = rattler_install(f"{server.url}/{name}", tmp_path / "env2", tmp_path / "cache2", ["other-package", "run_exports_versions"])
+    again = rattler_install(f"{server.url}/{name}", tmp_path / "env2", tmp_path / "cache2", specs, auth_file)
     assert "error" not in again, again
     assert {r["sha256"] for r in again["records"]} == {r["sha256"] for r in first["records"]}
 
