@@ -33,6 +33,27 @@ UPLOAD_HOLD_BYTES = 1024 * 1024
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+@pytest.fixture
+def figure(record_property):
+    """Records a figure a test measured (a peak of memory, say), which the run prints at its end
+    (pytest_terminal_summary): a test's own output is shown only when it fails."""
+    return lambda text: record_property("figure", text)
+
+
+def pytest_terminal_summary(terminalreporter):
+    figures = [
+        (report.nodeid, value)
+        for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "figure"
+    ]
+    if figures:
+        terminalreporter.section("figures the tests measured")
+        for nodeid, text in sorted(figures):
+            terminalreporter.write_line(f"{nodeid.split('::', 1)[1]}: {text}")
+
+
 def pytest_collection_modifyitems(items):
     """Files that say they run long (`RUNS_LONG = True`) come first, so that the workers take
     them first (`--dist loadfile` hands out files in this order) instead of one at the end."""

@@ -102,7 +102,7 @@ def workerd_rss_kb(server) -> int:
     return rss // 1024
 
 
-def test_a_100_mb_package_passes_through_the_mirror_with_bounded_memory(server, owner, upstream, make_user):
+def test_a_100_mb_package_passes_through_the_mirror_with_bounded_memory(server, owner, upstream, make_user, figure):
     """The same file through two mirrors. The first passage of 100 MB through a fresh workerd
     grows its resident memory by some 200 MB whatever the Worker does (a plain upload of the
     same size does the same: the runtime's and local R2's buffers, collected lazily); the second
@@ -153,8 +153,8 @@ def test_a_100_mb_package_passes_through_the_mirror_with_bounded_memory(server, 
         wasm_mb = stats["index"]["wasm_memory_bytes"] / 2**20
         assert stats["index"]["mirror"]["bytes_cached"] >= size
         growths.append((peak - before) / 1024)
-        print(
-            f"{size / 2**20:.0f} MB package: workerd RSS {before / 1024:.0f} MB before, {peak / 1024:.0f} MB "
+        figure(
+            f"pass {len(growths)} of a {size / 2**20:.0f} MB package: workerd RSS {before / 1024:.0f} MB before, {peak / 1024:.0f} MB "
             f"at the peak (+{growths[-1]:.0f} MB); the channel object's wasm memory {wasm_mb:.1f} MB"
         )
         # Too little room for the file to have been held unseen, and next to no growth.

@@ -48,7 +48,7 @@ def upstreams(tmp_path_factory):
 
 @pytest.mark.parametrize("source", ["repodata", "shards"])
 def test_an_upstream_subdir_of_100000_records_is_mirrored_and_solved_against_within_the_isolates_memory(
-    scale_server, upstreams, tmp_path: Path, source
+    scale_server, upstreams, tmp_path: Path, source, figure
 ):
     upstream = upstreams[source]
     name = f"scale-{source}"
@@ -74,5 +74,5 @@ def test_an_upstream_subdir_of_100000_records_is_mirrored_and_solved_against_wit
     stats = scale_server.api("GET", f"channels/{name}/stats", scale_server.key).json()
     assert stats["index"]["subdirs"] == [{"subdir": "linux-64", "packages": len(expected)}]
     peak = stats["index"]["wasm_memory_bytes"]
-    print(f"{RECORDS} records (from {source}): peak wasm memory {peak / 2**20:.0f} MiB")
+    figure(f"{RECORDS} records (from {source}): peak wasm memory {peak / 2**20:.0f} MiB of {ISOLATE_BYTES / 2**20:.0f}")
     assert peak <= ISOLATE_BYTES
