@@ -34,6 +34,18 @@ cargo build --quiet --bin admin
 wrangler d1 migrations apply DB --local --persist-to "$migrated" >/dev/null
 export CONDAFLARE_MIGRATED_STATE=$migrated
 
+# Clippy and the native tests start as soon as the admin command is built: the Worker's link
+# leaves a core free until the end-to-end tests start. Their builds lock other parts of target/
+# (debug, check) than the Worker's release build, so neither waits for the other.
+step "clippy (native, then wasm32) and the native tests (in the background, reported when done)"
+(
+    # The Worker is the library; the admin command is native only.
+    nice -n 10 cargo clippy --quiet --all-targets -- -D warnings &&
+        nice -n 10 cargo clippy --quiet --target wasm32-unknown-unknown --lib -- -D warnings &&
+        nice -n 10 cargo test --quiet
+) >"$native_log" 2>&1 &
+native=$!
+
 step "waiting for the Worker's build and the test drivers"
 if ! wait "$build"; then
     cat "$build_log" >&2
@@ -47,15 +59,6 @@ if ! wait "$venv"; then
 fi
 cat "$venv_log" >&2
 VENV=$(cat "$venv_path")
-
-step "clippy (native, then wasm32) and the native tests (in the background, reported when done)"
-(
-    # The Worker is the library; the admin command is native only.
-    nice -n 10 cargo clippy --quiet --all-targets -- -D warnings &&
-        nice -n 10 cargo clippy --quiet --target wasm32-unknown-unknown --lib -- -D warnings &&
-        nice -n 10 cargo test --quiet
-) >"$native_log" 2>&1 &
-native=$!
 
 step "end-to-end tests (pytest, wrangler dev)"
 e2e=0
